@@ -1,0 +1,102 @@
+"""sokka: durable background tasks with clock-skew-safe lease supervision.
+
+Workers lease tasks and keep the lease alive; a supervisor revokes the
+leases of dead or hung workers by watching each task's record version on its
+own monotonic clock, never by comparing timestamps written by other machines.
+
+The public API is re-exported here; the architecture is in three layers:
+``sokka.core`` (pure), ``sokka.adapters`` (stores), ``sokka.shell`` (runtime).
+"""
+
+from sokka.adapters.memory import MemoryStore
+from sokka.adapters.store import Page, TaskFilter, TaskStore, execute
+from sokka.core.backoff import Backoff, Jitter
+from sokka.core.commands import Finish, LeaseToken, RevokeLease, RevokeOutcome
+from sokka.core.errors import (
+    AlreadyExists,
+    InvalidTransition,
+    LeaseLost,
+    NotFound,
+    NotRunning,
+    RetryableError,
+    SokkaError,
+    StaleAttempt,
+    StaleRecord,
+    Throttled,
+    Unavailable,
+    ValidationError,
+    WrongOwner,
+)
+from sokka.core.supervision import (
+    LeasePolicy,
+    Monitored,
+    Observation,
+    mark,
+    next_expiry,
+    settle,
+    sweep,
+)
+from sokka.core.task import Status, Task, TaskSpec
+from sokka.core.transitions import (
+    Cancel,
+    Extend,
+    Fail,
+    Requeue,
+    Reserve,
+    Revoke,
+    Snooze,
+    Terminate,
+    apply,
+)
+from sokka.shell.clock import ManualClock, MonotonicClock
+from sokka.shell.supervisor import Supervisor, SupervisorReport
+
+__all__ = [
+    "AlreadyExists",
+    "Backoff",
+    "Cancel",
+    "Extend",
+    "Fail",
+    "Finish",
+    "InvalidTransition",
+    "Jitter",
+    "LeaseLost",
+    "LeasePolicy",
+    "LeaseToken",
+    "ManualClock",
+    "MemoryStore",
+    "Monitored",
+    "MonotonicClock",
+    "NotFound",
+    "NotRunning",
+    "Observation",
+    "Page",
+    "Requeue",
+    "Reserve",
+    "RetryableError",
+    "Revoke",
+    "RevokeLease",
+    "RevokeOutcome",
+    "Snooze",
+    "SokkaError",
+    "StaleAttempt",
+    "StaleRecord",
+    "Status",
+    "Supervisor",
+    "SupervisorReport",
+    "Task",
+    "TaskFilter",
+    "TaskSpec",
+    "TaskStore",
+    "Terminate",
+    "Throttled",
+    "Unavailable",
+    "ValidationError",
+    "WrongOwner",
+    "apply",
+    "execute",
+    "mark",
+    "next_expiry",
+    "settle",
+    "sweep",
+]

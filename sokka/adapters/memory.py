@@ -1,0 +1,261 @@
+"""The in-memory store: the reference implementation of ``TaskStore``.
+
+Thread-safe (one lock, no threads of its own). Every change goes through
+``core.transitions.apply``; this module only keeps the indexes that make the
+queries cheap. Nothing survives the process: use it for tests, simulations
+and single-process tools.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+
+from returns.result import Failure, Result, Success
+
+from sokka.adapters.store import (
+    DEFAULT_PAGE_SIZE,
+    MAX_BATCH,
+    MAX_PAGE_SIZE,
+    Page,
+    TaskFilter,
+    capture,
+    decode_cursor,
+    encode_cursor,
+    require_limit,
+)
+from sokka.core.commands import Finish, LeaseToken
+from sokka.core.errors import AlreadyExists, NotFound, SokkaError, ValidationError
+from sokka.core.task import Status, Task, TaskSpec, require_name
+from sokka.core.transitions import (
+    Cancel,
+    Event,
+    Extend,
+    Fail,
+    Requeue,
+    Reserve,
+    Revoke,
+    Snooze,
+    Terminate,
+    apply,
+)
+
+__all__ = ["MemoryStore", "wall_clock_ms"]
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch: only for the informational timestamps."""
+    return time.time_ns() // 1_000_000
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class MemoryStore:
+    """A ``TaskStore`` in a dict, guarded by a lock.
+
+    ``clock`` gives the informational ``created_at``/``updated_at``
+    (milliseconds); ``new_id`` makes ids for specs that have none.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self._clock = clock
+        self._new_id = new_id
+        self._lock = threading.RLock()
+        self._tasks: dict[str, Task] = {}
+        self._seq: dict[str, int] = {}  # task_id -> creation position, from 1
+        self._order: list[str] = []  # task ids in creation order; index = seq - 1
+        self._groups: dict[str, list[str]] = {}
+        # Per topic, (seq, task_id) of tasks that became ready; stale entries
+        # (the task moved on) are skipped when popped.
+        self._ready: dict[str, list[tuple[int, str]]] = {}
+        self._leased: set[str] = set()
+
+    # -- creating and reading ---------------------------------------------
+
+    def create_task(self, spec: TaskSpec) -> Task:
+        if not isinstance(spec, TaskSpec):
+            raise ValidationError("spec", f"must be a TaskSpec (got {type(spec).__name__})")
+        with self._lock:
+            task_id = spec.task_id or self._new_id()
+            if task_id in self._tasks:
+                raise AlreadyExists(task_id)
+            task = spec.to_task(task_id, self._clock())
+            self._order.append(task_id)
+            self._seq[task_id] = len(self._order)
+            self._groups.setdefault(task.task_group_id, []).append(task_id)
+            self._store(None, task)
+            return task
+
+    def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Result[Task, SokkaError]]:
+        require_limit("specs", len(specs), MAX_BATCH)
+        with self._lock:
+            return [capture(partial(self.create_task, spec)) for spec in specs]
+
+    def get_task(self, task_id: str) -> Task:
+        require_name("task_id", task_id)
+        with self._lock:
+            task = self._tasks.get(task_id)
+        if task is None:
+            raise NotFound(task_id)
+        return task
+
+    def tasks_in_group(self, task_group_id: str) -> list[Task]:
+        require_name("task_group_id", task_group_id)
+        with self._lock:
+            return [self._tasks[t] for t in self._groups.get(task_group_id, ())]
+
+    def list_tasks(
+        self,
+        filter: TaskFilter | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> Page:
+        wanted = filter or TaskFilter()
+        if not isinstance(wanted, TaskFilter):
+            raise ValidationError("filter", "must be a TaskFilter")
+        require_limit("limit", limit, MAX_PAGE_SIZE)
+        after = 0 if cursor is None else decode_cursor(cursor)
+        with self._lock:
+            order = self._order
+            candidates = (self._tasks[order[i]] for i in range(after, len(order)))
+            return self._page(candidates, wanted.matches, limit)
+
+    def list_leased_tasks(
+        self,
+        topic: str | None = None,
+        cursor: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> Page:
+        if topic is not None:
+            require_name("topic", topic)
+        require_limit("limit", limit, MAX_PAGE_SIZE)
+        after = 0 if cursor is None else decode_cursor(cursor)
+        with self._lock:
+            seqs = sorted(s for t in self._leased if (s := self._seq[t]) > after)
+            candidates = (self._tasks[self._order[s - 1]] for s in seqs)
+            return self._page(candidates, lambda t: topic is None or t.topic == topic, limit)
+
+    def _page(
+        self, candidates: Iterable[Task], keep: Callable[[Task], bool], limit: int
+    ) -> Page:
+        found: list[Task] = []
+        for task in candidates:
+            if not keep(task):
+                continue
+            if len(found) == limit:
+                # There is at least one more: the cursor resumes after the last kept.
+                return Page(tuple(found), encode_cursor(self._seq[found[-1].task_id]))
+            found.append(task)
+        return Page(tuple(found), None)
+
+    # -- leases ------------------------------------------------------------
+
+    def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+        require_name("topic", topic)
+        event = Reserve(pid=pid)
+        require_limit("limit", limit, MAX_BATCH)
+        reserved: list[Task] = []
+        with self._lock:
+            ready = self._ready.get(topic, [])
+            while ready and len(reserved) < limit:
+                _, task_id = heapq.heappop(ready)
+                task = self._tasks[task_id]
+                if task.status is not Status.STARTING:
+                    continue  # a stale entry: the task moved on since it was queued
+                reserved.append(self._transition(task_id, event).unwrap())
+        return reserved
+
+    def extend_leases(
+        self, pid: str, leases: Sequence[LeaseToken]
+    ) -> list[Result[Task, SokkaError]]:
+        require_name("pid", pid)
+        require_limit("leases", len(leases), MAX_BATCH)
+        for lease in leases:
+            if not isinstance(lease, LeaseToken):
+                raise ValidationError("leases", "must hold LeaseToken values")
+        with self._lock:
+            return [
+                self._transition(lease.task_id, Extend(pid=pid, attempt=lease.attempt))
+                for lease in leases
+            ]
+
+    def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
+        return self._apply_or_raise(task_id, Terminate(pid=pid, attempt=attempt))
+
+    def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
+        return self._apply_or_raise(
+            task_id, Snooze(pid=pid, attempt=attempt, snooze_ms=snooze_ms)
+        )
+
+    def fail(
+        self,
+        task_id: str,
+        pid: str,
+        attempt: int,
+        error: str,
+        retry_after_ms: int | None = None,
+    ) -> Task:
+        return self._apply_or_raise(
+            task_id,
+            Fail(pid=pid, attempt=attempt, error=error, retry_after_ms=retry_after_ms),
+        )
+
+    def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
+        require_limit("outcomes", len(outcomes), MAX_BATCH)
+        for outcome in outcomes:
+            if not isinstance(outcome, Finish):
+                raise ValidationError("outcomes", "must hold Finish values")
+        with self._lock:
+            return [self._transition(o.task_id, o.event) for o in outcomes]
+
+    def revoke_lease(self, task_id: str, record_ver: int) -> Task:
+        return self._apply_or_raise(task_id, Revoke(record_ver=record_ver))
+
+    def requeue(self, task_id: str) -> Task:
+        return self._apply_or_raise(task_id, Requeue())
+
+    def cancel(self, task_id: str, reason: str) -> Task:
+        return self._apply_or_raise(task_id, Cancel(reason=reason))
+
+    # -- the one place a task changes --------------------------------------
+
+    def _apply_or_raise(self, task_id: str, event: Event) -> Task:
+        require_name("task_id", task_id)
+        with self._lock:
+            result = self._transition(task_id, event)
+        if isinstance(result, Failure):
+            raise result.failure()
+        return result.unwrap()
+
+    def _transition(self, task_id: str, event: Event) -> Result[Task, SokkaError]:
+        old = self._tasks.get(task_id)
+        if old is None:
+            return Failure(NotFound(task_id))
+        result = apply(old, event, self._clock())
+        match result:
+            case Success(new):
+                self._store(old, new)
+        return result
+
+    def _store(self, old: Task | None, new: Task) -> None:
+        task_id = new.task_id
+        self._tasks[task_id] = new
+        if old is not None and old.status is new.status:
+            return
+        if new.status.is_leased:
+            self._leased.add(task_id)
+        else:
+            self._leased.discard(task_id)
+        if new.status is Status.STARTING:
+            heapq.heappush(self._ready.setdefault(new.topic, []), (self._seq[task_id], task_id))

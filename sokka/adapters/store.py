@@ -1,0 +1,288 @@
+"""The port every store implements (``TaskStore``), and the command interpreter.
+
+Every store (memory, SQL, HTTP) passes one contract suite
+(``tests/adapters``). The docstrings below are that contract in words.
+
+Common rules:
+
+* Every error is one of ``sokka.core.errors``; a driver's exception never
+  leaks. ``Throttled`` and ``Unavailable`` (``RetryableError``) mean the call
+  changed nothing and may be retried.
+* Bad input raises ``ValidationError`` naming the field and the rule, and
+  leaves the store as it was.
+* Owner calls (``extend_leases``, ``terminate``, ``snooze``, ``fail``,
+  ``finish_many``) quote the lease ``(pid, attempt)``; a caller who lost the
+  lease gets a ``LeaseLost`` (``NotRunning``, ``StaleAttempt``,
+  ``WrongOwner``) and changes nothing.
+* Batch calls return one ``Result`` per element, in order; each element
+  succeeds or fails on its own and is never half-applied.
+* Listings are paged with an opaque cursor (keyset, never OFFSET); a page
+  is in creation order, and following ``next_cursor`` until it is ``None``
+  visits every matching task that existed throughout, once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol, TypeVar, runtime_checkable
+
+from returns.result import Failure, Result, Success
+
+from sokka.core.commands import Command, Finish, LeaseToken, RevokeLease
+from sokka.core.errors import SokkaError, ValidationError
+from sokka.core.task import Status, Task, TaskSpec, require_name
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_BATCH",
+    "MAX_PAGE_SIZE",
+    "Page",
+    "TaskFilter",
+    "TaskStore",
+    "capture",
+    "decode_cursor",
+    "encode_cursor",
+    "execute",
+    "require_limit",
+]
+
+DEFAULT_PAGE_SIZE: Final = 100
+MAX_PAGE_SIZE: Final = 1000
+#: The most elements one batch call (create_tasks, reserve_tasks, extend_leases,
+#: finish_many) may carry.
+MAX_BATCH: Final = 1000
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFilter:
+    """Which tasks ``list_tasks`` returns; every given field must match.
+
+    ``created_from``/``created_before`` are store-clock milliseconds
+    (``created_from <= created_at < created_before``).
+    """
+
+    topic: str | None = None
+    sub_topic: str | None = None
+    status: Status | None = None
+    task_group_id: str | None = None
+    created_from: int | None = None
+    created_before: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("topic", "sub_topic", "task_group_id"):
+            value = getattr(self, name)
+            if value is not None:
+                require_name(name, value)
+        if self.status is not None:
+            object.__setattr__(self, "status", Status.parse(self.status))
+        for name in ("created_from", "created_before"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValidationError(name, "must be an integer of milliseconds or None")
+
+    def matches(self, task: Task) -> bool:
+        return (
+            (self.topic is None or task.topic == self.topic)
+            and (self.sub_topic is None or task.sub_topic == self.sub_topic)
+            and (self.status is None or task.status == self.status)
+            and (self.task_group_id is None or task.task_group_id == self.task_group_id)
+            and (self.created_from is None or task.created_at >= self.created_from)
+            and (self.created_before is None or task.created_at < self.created_before)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; pass ``next_cursor`` back for the next (``None``: done)."""
+
+    tasks: tuple[Task, ...]
+    next_cursor: str | None
+
+
+_CURSOR_VERSION = 1
+
+
+def encode_cursor(position: int) -> str:
+    """An opaque cursor for "after ``position``" in a store's creation order.
+
+    >>> decode_cursor(encode_cursor(42))
+    42
+    """
+    raw = json.dumps({"v": _CURSOR_VERSION, "after": position}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: object) -> int:
+    """The position a cursor from ``encode_cursor`` stands for.
+
+    >>> decode_cursor("not a cursor")
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: cursor: is not a cursor this store issued \
+(pass back next_cursor unchanged)
+    """
+    malformed = ValidationError(
+        "cursor", "is not a cursor this store issued (pass back next_cursor unchanged)"
+    )
+    if not isinstance(cursor, str) or not cursor or len(cursor) > 200:
+        raise malformed
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        body = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise malformed from None
+    if (
+        not isinstance(body, dict)
+        or body.get("v") != _CURSOR_VERSION
+        or set(body) != {"v", "after"}
+        or isinstance(body["after"], bool)
+        or not isinstance(body["after"], int)
+        or body["after"] < 0
+    ):
+        raise malformed
+    return int(body["after"])
+
+
+def require_limit(field: str, value: object, maximum: int) -> int:
+    """Check a page size or batch size: an int from 1 to ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"must be an integer (got {type(value).__name__})")
+    if not 1 <= value <= maximum:
+        raise ValidationError(field, f"must be between 1 and {maximum} (got {value})")
+    return value
+
+
+def capture(call: Callable[[], _T]) -> Result[_T, SokkaError]:
+    """Run ``call``; its ``SokkaError`` becomes a ``Failure`` (other exceptions are bugs)."""
+    try:
+        return Success(call())
+    except SokkaError as error:
+        return Failure(error)
+
+
+@runtime_checkable
+class TaskStore(Protocol):
+    """Durable storage of tasks; every transition goes through ``core.transitions.apply``."""
+
+    def create_task(self, spec: TaskSpec) -> Task:
+        """Store a new task in ``starting`` (record_ver 0, attempt 0) and return it.
+
+        Without ``spec.task_id`` the store makes a unique id. A task with the
+        same id already stored: ``AlreadyExists``, and the stored one is kept
+        as it was.
+        """
+        ...
+
+    def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Result[Task, SokkaError]]:
+        """Create many tasks in one call; each element succeeds or fails on its own.
+
+        A repeated id within the batch fails its later occurrences with
+        ``AlreadyExists``. At most ``MAX_BATCH`` specs.
+        """
+        ...
+
+    def get_task(self, task_id: str) -> Task:
+        """The task with this id, or ``NotFound``."""
+        ...
+
+    def tasks_in_group(self, task_group_id: str) -> list[Task]:
+        """Every task of the group, in creation order (empty if none)."""
+        ...
+
+    def list_tasks(
+        self,
+        filter: TaskFilter | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> Page:
+        """One page of at most ``limit`` (1..``MAX_PAGE_SIZE``) matching tasks.
+
+        A cursor this store did not issue: ``ValidationError`` on ``cursor``.
+        """
+        ...
+
+    def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+        """Lease up to ``limit`` starting tasks of ``topic`` to ``pid``, oldest first.
+
+        Each returned task is running, owned by ``pid``, with ``attempt``
+        increased by one. A task is never handed to two callers for the same
+        attempt. An empty list when nothing is ready.
+        """
+        ...
+
+    def extend_leases(
+        self, pid: str, leases: Sequence[LeaseToken]
+    ) -> list[Result[Task, SokkaError]]:
+        """Keep leases alive: bump the record_ver of each running task ``pid`` owns.
+
+        Per element: the extended task, or ``LeaseLost`` (``NotRunning``,
+        ``StaleAttempt``, ``WrongOwner``) or ``NotFound``.
+        """
+        ...
+
+    def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
+        """The owner finished the task: it becomes terminated."""
+        ...
+
+    def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
+        """The owner puts the task to sleep; a supervisor wakes it after ``snooze_ms``."""
+        ...
+
+    def fail(
+        self,
+        task_id: str,
+        pid: str,
+        attempt: int,
+        error: str,
+        retry_after_ms: int | None = None,
+    ) -> Task:
+        """The owner's attempt failed: retried after ``retry_after_ms`` if attempts are
+        left within ``max_attempts``, failed otherwise."""
+        ...
+
+    def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
+        """Apply many owner outcomes (terminate / snooze / fail), each on its own."""
+        ...
+
+    def revoke_lease(self, task_id: str, record_ver: int) -> Task:
+        """Take a lease back if the task still has ``record_ver`` (compare-and-set).
+
+        A running task goes back to starting (or fails, when that expiry spent
+        its last attempt); a snoozed one wakes up to starting. A different
+        record_ver: ``StaleRecord``; a task that is not running or snoozed:
+        ``InvalidTransition``; nothing is changed in either case.
+        """
+        ...
+
+    def requeue(self, task_id: str) -> Task:
+        """Administrator: give a failed task a fresh failure budget, back to starting."""
+        ...
+
+    def cancel(self, task_id: str, reason: str) -> Task:
+        """Administrator: fail a task nobody is running (starting or snoozed)."""
+        ...
+
+    def list_leased_tasks(
+        self,
+        topic: str | None = None,
+        cursor: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> Page:
+        """One page of running and snoozed tasks of ``topic`` (all topics with ``None``)."""
+        ...
+
+
+def execute(store: TaskStore, command: Command) -> Result[Task, SokkaError]:
+    """Carry out a core command against a store; its errors come back as ``Failure``.
+
+    An exception that is not a ``SokkaError`` is a bug and propagates.
+    """
+    match command:
+        case RevokeLease(task_id=task_id, record_ver=record_ver):
+            return capture(lambda: store.revoke_lease(task_id, record_ver))

@@ -1,0 +1,101 @@
+"""Commands are plain frozen values; adapters interpret them.
+
+A command has no ``run()`` method: ``sokka.adapters.store.execute`` turns it
+into store calls, and the outcome comes back as a value the core can fold
+into its state (``supervision.settle``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from returns.result import Failure, Result, Success
+
+from sokka.core.errors import RetryableError, SokkaError, ValidationError
+from sokka.core.task import Status, Task, require_name
+from sokka.core.transitions import Fail, Snooze, Terminate
+
+__all__ = [
+    "Command",
+    "Finish",
+    "LeaseToken",
+    "RevokeLease",
+    "RevokeOutcome",
+    "is_final",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevokeLease:
+    """Revoke the lease of ``task_id`` if it still has ``record_ver``.
+
+    ``status`` is what the supervisor saw (running: an expired lease;
+    snoozed: time to wake up); ``overdue_ms`` how far past its projected
+    expiry, on the supervisor's own clock, the sweep found it.
+    """
+
+    task_id: str
+    record_ver: int
+    status: Status
+    overdue_ms: int
+
+
+Command = RevokeLease
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseToken:
+    """The lease a worker holds: the task and the attempt it reserved.
+
+    A handler can quote it to fence its own downstream writes: a write that
+    carries an older attempt than the latest one seen must be refused.
+    """
+
+    task_id: str
+    attempt: int
+
+    def __post_init__(self) -> None:
+        require_name("task_id", self.task_id)
+        if isinstance(self.attempt, bool) or not isinstance(self.attempt, int):
+            raise ValidationError("attempt", "must be an integer")
+        if self.attempt < 1:
+            raise ValidationError("attempt", f"must be at least 1 (got {self.attempt})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finish:
+    """One element of ``TaskStore.finish_many``: an owner event for one task."""
+
+    task_id: str
+    event: Terminate | Snooze | Fail
+
+    def __post_init__(self) -> None:
+        require_name("task_id", self.task_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevokeOutcome:
+    """What executing a ``RevokeLease`` gave: the revoked task or the error."""
+
+    command: RevokeLease
+    result: Result[Task, SokkaError]
+
+
+def is_final(result: Result[Task, SokkaError]) -> bool:
+    """True unless the result is a retryable error.
+
+    Final: revoked (success), conflict (the task changed, or left the status
+    the supervisor saw), not found. Only a retryable error (throttled,
+    unavailable) is worth another try, on the next sweep.
+
+    >>> from sokka.core.errors import Throttled, NotFound
+    >>> is_final(Failure(Throttled("busy"))), is_final(Failure(NotFound("t")))
+    (False, True)
+    """
+    match result:
+        case Success(_):
+            return True
+        case Failure(RetryableError()):
+            return False
+        case _:
+            return True

@@ -1,0 +1,297 @@
+"""Tasks as immutable values, and the validation of everything a caller sends.
+
+A ``TaskSpec`` is what a caller asks for; a ``Task`` is what a store holds.
+Both are frozen: a transition returns a new ``Task``. ``data`` is kept as
+canonical JSON text (``data_json``), so a task is immutable all the way down
+and ``task.data`` hands every reader a fresh copy it may mutate freely.
+
+Limits (documented in the user guide; every breach is a ``ValidationError``
+naming the field and the rule):
+
+* ``topic``, ``sub_topic``, ``task_id``, ``task_group_id``, ``pid``:
+  1 to 128 characters, no control characters.
+* ``description``: at most 1,024 characters.
+* ``data``: a JSON value (``None``, bool, int, finite float, str, list/tuple,
+  dict with str keys), nested at most 64 deep, at most 256 KiB once encoded
+  as compact UTF-8 JSON.
+* every time (``lease_time_ms``, ``timeout_ms``, snooze times): a positive
+  ``int`` of milliseconds; ``max_attempts``: a positive ``int``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sokka.core.errors import ValidationError
+
+__all__ = [
+    "MAX_DATA_BYTES",
+    "MAX_DATA_DEPTH",
+    "MAX_DESCRIPTION_LENGTH",
+    "MAX_ERROR_HISTORY",
+    "MAX_ERROR_LENGTH",
+    "MAX_NAME_LENGTH",
+    "JsonValue",
+    "Status",
+    "Task",
+    "TaskSpec",
+    "encode_data",
+    "require_name",
+    "require_positive_ms",
+]
+
+MAX_NAME_LENGTH: Final = 128
+MAX_DESCRIPTION_LENGTH: Final = 1024
+MAX_DATA_BYTES: Final = 256 * 1024
+MAX_DATA_DEPTH: Final = 64
+#: Errors longer than this are cut (with a marker) so one bad handler
+#: cannot bloat the store.
+MAX_ERROR_LENGTH: Final = 4000
+#: How many past errors a task remembers (the most recent ones).
+MAX_ERROR_HISTORY: Final = 32
+
+JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
+
+
+class Status(enum.StrEnum):
+    """Where a task is in its life (see ``core/transitions.py`` for the table)."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    SNOOZED = "snoozed"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+
+    @classmethod
+    def parse(cls, value: object, field: str = "status") -> Status:
+        """Return the status named by ``value``, or raise a ``ValidationError``.
+
+        >>> Status.parse("running")
+        <Status.RUNNING: 'running'>
+        >>> Status.parse("done")
+        Traceback (most recent call last):
+        ...
+        sokka.core.errors.ValidationError: status: must be one of starting, running, \
+snoozed, failed, terminated (got 'done')
+        """
+        if isinstance(value, Status):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        names = ", ".join(s.value for s in cls)
+        raise ValidationError(field, f"must be one of {names} (got {value!r})")
+
+    @property
+    def is_leased(self) -> bool:
+        """True for the statuses a supervisor watches (running, snoozed)."""
+        return self in (Status.RUNNING, Status.SNOOZED)
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Status.FAILED, Status.TERMINATED)
+
+
+def require_name(field: str, value: object) -> str:
+    """Check an identifier-like string (topic, ids, pid) and return it.
+
+    >>> require_name("topic", "emails")
+    'emails'
+    >>> require_name("topic", "")
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: topic: must not be empty
+    """
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string (got {type(value).__name__})")
+    if not value:
+        raise ValidationError(field, "must not be empty")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValidationError(
+            field, f"must be at most {MAX_NAME_LENGTH} characters (got {len(value)})"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationError(field, "must not contain control characters")
+    return value
+
+
+def require_positive_ms(field: str, value: object) -> int:
+    """Check a duration in milliseconds: a positive int (bool is refused).
+
+    >>> require_positive_ms("lease_time_ms", 0)
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: lease_time_ms: must be a positive number of \
+milliseconds (got 0)
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"must be an integer (got {type(value).__name__})")
+    if value <= 0:
+        raise ValidationError(field, f"must be a positive number of milliseconds (got {value})")
+    return value
+
+
+def _optional_positive_int(field: str, value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"must be an integer or None (got {type(value).__name__})")
+    if value <= 0:
+        raise ValidationError(field, f"must be a positive {what} (got {value})")
+    return value
+
+
+def _check_json(value: object, path: str, depth: int) -> None:
+    if depth > MAX_DATA_DEPTH:
+        raise ValidationError("data", f"must be nested at most {MAX_DATA_DEPTH} levels deep")
+    if value is None or isinstance(value, bool | int | str):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError("data", f"{path} is {value!r}, which JSON cannot hold")
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(
+                    "data", f"{path} has a key {key!r} that is not a string (JSON keys are strings)"
+                )
+            _check_json(item, f"{path}[{key!r}]", depth + 1)
+        return
+    raise ValidationError(
+        "data", f"{path} is a {type(value).__name__}, which is not a JSON value"
+    )
+
+
+def encode_data(value: object) -> str:
+    """Validate a JSON value and return its canonical compact encoding.
+
+    >>> encode_data({"to": "ann@example.com", "n": [1, 2.5, None]})
+    '{"to":"ann@example.com","n":[1,2.5,null]}'
+    >>> encode_data({1: "x"})
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: data: data has a key 1 that is not a string (JSON keys \
+are strings)
+    """
+    _check_json(value, "data", 0)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    size = len(text.encode("utf-8"))
+    if size > MAX_DATA_BYTES:
+        raise ValidationError(
+            "data", f"must be at most {MAX_DATA_BYTES} bytes as JSON (got {size})"
+        )
+    return text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """What a caller asks a store to create. Validated on construction.
+
+    >>> TaskSpec(topic="emails", data={"to": "ann"}).sub_topic
+    'default'
+    >>> TaskSpec(topic="emails", max_attempts=0)
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: max_attempts: must be a positive number of attempts (got 0)
+    """
+
+    topic: str
+    data: Any = None
+    task_id: str | None = None
+    task_group_id: str | None = None
+    sub_topic: str = "default"
+    description: str = ""
+    max_attempts: int | None = None
+    lease_time_ms: int | None = None
+    timeout_ms: int | None = None
+    data_json: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        require_name("topic", self.topic)
+        require_name("sub_topic", self.sub_topic)
+        if self.task_id is not None:
+            require_name("task_id", self.task_id)
+        if self.task_group_id is not None:
+            require_name("task_group_id", self.task_group_id)
+        if not isinstance(self.description, str):
+            raise ValidationError("description", "must be a string")
+        if len(self.description) > MAX_DESCRIPTION_LENGTH:
+            raise ValidationError(
+                "description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters"
+            )
+        _optional_positive_int("max_attempts", self.max_attempts, "number of attempts")
+        _optional_positive_int("lease_time_ms", self.lease_time_ms, "number of milliseconds")
+        _optional_positive_int("timeout_ms", self.timeout_ms, "number of milliseconds")
+        object.__setattr__(self, "data_json", encode_data(self.data))
+
+    def to_task(self, task_id: str, now_ms: int) -> Task:
+        """The new task this spec describes, as a store first writes it."""
+        require_name("task_id", task_id)
+        return Task(
+            task_id=task_id,
+            task_group_id=self.task_group_id or task_id,
+            topic=self.topic,
+            sub_topic=self.sub_topic,
+            description=self.description,
+            data_json=self.data_json,
+            status=Status.STARTING,
+            max_attempts=self.max_attempts,
+            lease_time_ms=self.lease_time_ms,
+            timeout_ms=self.timeout_ms,
+            created_at=now_ms,
+            updated_at=now_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """A task as a store holds it. Never mutated: transitions return a new one.
+
+    ``attempt`` counts reservations and is the fencing token: every owner
+    operation must quote it. ``failures`` counts the attempts that ended badly
+    (a handler failure or an expired lease) and is what ``max_attempts``
+    bounds; a snooze the handler asked for is not a failure.
+    ``created_at``/``updated_at`` are the store's clock, informational only:
+    no lease decision reads them.
+    """
+
+    task_id: str
+    task_group_id: str
+    topic: str
+    sub_topic: str = "default"
+    description: str = ""
+    data_json: str = "null"
+    status: Status = Status.STARTING
+    pid: str | None = None
+    record_ver: int = 0
+    attempt: int = 0
+    failures: int = 0
+    max_attempts: int | None = None
+    lease_time_ms: int | None = None
+    timeout_ms: int | None = None
+    snooze_time_ms: int | None = None
+    error: str | None = None
+    errors: tuple[str, ...] = ()
+    created_at: int = 0
+    updated_at: int = 0
+
+    @property
+    def data(self) -> Any:
+        """The task's JSON data, decoded afresh (a copy the caller may mutate)."""
+        return json.loads(self.data_json)
+
+    @property
+    def lease(self) -> tuple[str, int]:
+        """The lease token ``(task_id, attempt)`` a handler can fence its writes with."""
+        return (self.task_id, self.attempt)

@@ -1,0 +1,298 @@
+"""The task state machine: ``apply(task, event, now_ms) -> Result[Task, SokkaError]``.
+
+Rule 1: everything that decides whether a task may change lives in this file.
+Stores call ``apply`` and persist its result with a compare-and-set on
+``record_ver``; they never decide a transition themselves, so the state
+machine exists exactly once.
+
+The table (``TRANSITIONS``) says which event may move a task from which
+status, and where to. Two events have a second destination decided by the
+task's failure budget (``max_attempts``), noted in the table's comments.
+Owner events (``OWNER_EVENTS``) also need the caller to quote the lease:
+its ``pid`` **and** its ``attempt``. A worker whose lease was revoked and
+reserved again, even by the same pid, quotes a stale attempt and is refused
+(fencing). ``Revoke`` instead quotes the ``record_ver`` it observed
+(compare-and-set): a task that changed since is never overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import ClassVar, Final
+
+from returns.result import Failure, Result, Success
+
+from sokka.core.errors import (
+    InvalidTransition,
+    NotRunning,
+    SokkaError,
+    StaleAttempt,
+    StaleRecord,
+    ValidationError,
+    WrongOwner,
+)
+from sokka.core.task import (
+    MAX_ERROR_HISTORY,
+    MAX_ERROR_LENGTH,
+    Status,
+    Task,
+    require_name,
+    require_positive_ms,
+)
+
+__all__ = [
+    "OWNER_EVENTS",
+    "TRANSITIONS",
+    "Cancel",
+    "Event",
+    "Extend",
+    "Fail",
+    "Requeue",
+    "Reserve",
+    "Revoke",
+    "Snooze",
+    "Terminate",
+    "apply",
+]
+
+
+def _require_attempt(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("attempt", f"must be an integer (got {type(value).__name__})")
+    if value < 1:
+        raise ValidationError("attempt", f"must be at least 1 (got {value})")
+    return value
+
+
+def _clip_error(text: object, field: str) -> str:
+    if not isinstance(text, str):
+        raise ValidationError(field, f"must be a string (got {type(text).__name__})")
+    if len(text) <= MAX_ERROR_LENGTH:
+        return text
+    return text[: MAX_ERROR_LENGTH - 14] + " ... (clipped)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reserve:
+    """A worker takes the lease of a task that is starting."""
+
+    name: ClassVar[str] = "reserve"
+    pid: str
+
+    def __post_init__(self) -> None:
+        require_name("pid", self.pid)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _OwnerEvent:
+    pid: str
+    attempt: int
+
+    def __post_init__(self) -> None:
+        require_name("pid", self.pid)
+        _require_attempt(self.attempt)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Extend(_OwnerEvent):
+    """The owner keeps its lease alive (bumps record_ver and nothing else)."""
+
+    name: ClassVar[str] = "extend"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Terminate(_OwnerEvent):
+    """The owner finished the task successfully."""
+
+    name: ClassVar[str] = "terminate"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snooze(_OwnerEvent):
+    """The owner asks to be woken again after ``snooze_ms`` (not a failure)."""
+
+    name: ClassVar[str] = "snooze"
+    snooze_ms: int
+
+    def __post_init__(self) -> None:
+        _OwnerEvent.__post_init__(self)
+        require_positive_ms("snooze_ms", self.snooze_ms)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fail(_OwnerEvent):
+    """The owner's attempt failed with ``error``.
+
+    With ``retry_after_ms`` and failures left within ``max_attempts``, the
+    task is snoozed for that long and then runs again; otherwise it fails.
+    """
+
+    name: ClassVar[str] = "fail"
+    error: str
+    retry_after_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        _OwnerEvent.__post_init__(self)
+        object.__setattr__(self, "error", _clip_error(self.error, "error"))
+        if self.retry_after_ms is not None:
+            require_positive_ms("retry_after_ms", self.retry_after_ms)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Revoke:
+    """A supervisor takes a lease back, if the task still has ``record_ver``.
+
+    A running task's lease expired: it goes back to starting, or fails when
+    that expiry spent its last attempt. A snoozed task is woken: it goes back
+    to starting and never fails.
+    """
+
+    name: ClassVar[str] = "revoke"
+    record_ver: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.record_ver, bool) or not isinstance(self.record_ver, int):
+            raise ValidationError("record_ver", "must be an integer")
+        if self.record_ver < 0:
+            raise ValidationError("record_ver", f"must not be negative (got {self.record_ver})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Requeue:
+    """An administrator gives a failed task a fresh failure budget."""
+
+    name: ClassVar[str] = "requeue"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancel:
+    """An administrator gives up on a task nobody is running (starting or snoozed)."""
+
+    name: ClassVar[str] = "cancel"
+    reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", _clip_error(self.reason, "reason"))
+
+
+Event = Reserve | Extend | Terminate | Snooze | Fail | Revoke | Requeue | Cancel
+
+S = Status
+#: (from status, event) -> destination. Nothing else is allowed.
+TRANSITIONS: Final[Mapping[tuple[Status, type[Event]], Status]] = {
+    (S.STARTING, Reserve): S.RUNNING,
+    (S.STARTING, Cancel): S.FAILED,
+    (S.RUNNING, Extend): S.RUNNING,
+    (S.RUNNING, Revoke): S.STARTING,  # or FAILED when the expiry spends the last attempt
+    (S.RUNNING, Snooze): S.SNOOZED,
+    (S.RUNNING, Fail): S.FAILED,  # or SNOOZED when it asks for a retry and attempts are left
+    (S.RUNNING, Terminate): S.TERMINATED,
+    (S.SNOOZED, Revoke): S.STARTING,  # waking up; never fails
+    (S.SNOOZED, Fail): S.FAILED,  # or SNOOZED, as from running
+    (S.SNOOZED, Terminate): S.TERMINATED,
+    (S.SNOOZED, Cancel): S.FAILED,
+    (S.FAILED, Requeue): S.STARTING,
+}
+#: Events that need the caller's pid and attempt to match the task's.
+OWNER_EVENTS: Final[frozenset[type[Event]]] = frozenset({Extend, Terminate, Snooze, Fail})
+
+
+def _remember(task: Task, error: str) -> tuple[str, ...]:
+    return (*task.errors, error)[-MAX_ERROR_HISTORY:]
+
+
+def _check_owner(task: Task, event: _OwnerEvent) -> SokkaError | None:
+    if task.attempt != event.attempt:
+        return StaleAttempt(
+            task.task_id,
+            f"attempt {event.attempt} is stale: the task is on attempt {task.attempt} "
+            "(its lease was revoked and reserved again)",
+        )
+    if task.pid != event.pid:
+        return WrongOwner(task.task_id, f"leased by {task.pid!r}, not {event.pid!r}")
+    return None
+
+
+def apply(task: Task, event: Event, now_ms: int) -> Result[Task, SokkaError]:
+    """Apply ``event`` to ``task`` at store time ``now_ms``; never mutates ``task``.
+
+    On success the new task has ``record_ver + 1`` and ``updated_at = now_ms``.
+
+    >>> t = Task(task_id="t1", task_group_id="t1", topic="emails")
+    >>> running = apply(t, Reserve(pid="w1"), 5).unwrap()
+    >>> (running.status, running.pid, running.attempt, running.record_ver)
+    (<Status.RUNNING: 'running'>, 'w1', 1, 1)
+    >>> apply(running, Terminate(pid="w1", attempt=2), 6).failure()
+    StaleAttempt("task 't1': attempt 2 is stale: the task is on attempt 1 (its lease was \
+revoked and reserved again)")
+    """
+    kind = type(event)
+    target = TRANSITIONS.get((task.status, kind))
+    if isinstance(event, Revoke) and event.record_ver != task.record_ver:
+        return Failure(StaleRecord(task.task_id, event.record_ver, task.record_ver))
+    if target is None:
+        if kind in OWNER_EVENTS:
+            return Failure(
+                NotRunning(
+                    task.task_id,
+                    f"cannot {event.name}: the task is {task.status}, "
+                    "so the caller's lease is gone",
+                )
+            )
+        return Failure(InvalidTransition(task.task_id, task.status, event.name))
+    if isinstance(event, _OwnerEvent):
+        refused = _check_owner(task, event)
+        if refused is not None:
+            return Failure(refused)
+    bumped = replace(task, status=target, record_ver=task.record_ver + 1, updated_at=now_ms)
+    return Success(_effects(bumped, task, event))
+
+
+def _effects(new: Task, old: Task, event: Event) -> Task:
+    """What each event changes besides status, record_ver and updated_at."""
+    match event:
+        case Reserve(pid=pid):
+            return replace(new, pid=pid, attempt=old.attempt + 1, snooze_time_ms=None)
+        case Extend() | Terminate():
+            return new
+        case Snooze(snooze_ms=snooze_ms):
+            return replace(new, snooze_time_ms=snooze_ms)
+        case Fail(error=error, retry_after_ms=retry_after_ms):
+            failures = old.failures + 1
+            entry = f"attempt {old.attempt}: {error}"
+            left = old.max_attempts is None or failures < old.max_attempts
+            if retry_after_ms is not None and left:
+                return replace(
+                    new,
+                    status=Status.SNOOZED,
+                    failures=failures,
+                    snooze_time_ms=retry_after_ms,
+                    error=error,
+                    errors=_remember(old, entry),
+                )
+            return replace(
+                new, failures=failures, snooze_time_ms=None, error=error,
+                errors=_remember(old, entry),
+            )
+        case Revoke():
+            if old.status is Status.SNOOZED:
+                return replace(new, pid=None, snooze_time_ms=None)
+            failures = old.failures + 1
+            if old.max_attempts is not None and failures >= old.max_attempts:
+                error = f"attempt {failures} of {old.max_attempts}: lease expired"
+                return replace(
+                    new, status=Status.FAILED, pid=None, failures=failures, error=error,
+                    errors=_remember(old, f"attempt {old.attempt}: lease expired"),
+                )
+            error = f"attempt {old.attempt}: lease expired"
+            return replace(
+                new, pid=None, failures=failures, error=error, errors=_remember(old, error)
+            )
+        case Requeue():
+            return replace(new, pid=None, failures=0, snooze_time_ms=None)
+        case Cancel(reason=reason):
+            error = f"cancelled: {reason}"
+            return replace(
+                new, pid=None, snooze_time_ms=None, error=error, errors=_remember(old, error)
+            )

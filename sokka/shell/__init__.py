@@ -1,0 +1,1 @@
+"""The imperative shell: clocks, the supervisor loop, workers, the CLI."""

@@ -1,0 +1,256 @@
+"""The supervisor: list -> mark -> sweep -> execute -> settle, on a loop.
+
+The pure functions in ``sokka.core.supervision`` decide; this module reads
+the clock, talks to the store, retries, logs, and sleeps until the next
+lease can lapse. Many supervisors may watch the same store: each revoke is a
+compare-and-set on the record_ver it observed, so a task is revoked once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from returns.result import Failure, Success
+
+from sokka.adapters.store import MAX_PAGE_SIZE, TaskStore, execute, require_limit
+from sokka.core.backoff import Backoff
+from sokka.core.commands import RevokeLease, RevokeOutcome, is_final
+from sokka.core.errors import RetryableError, SokkaError, ValidationError
+from sokka.core.supervision import (
+    EMPTY,
+    LeasePolicy,
+    Monitored,
+    mark,
+    next_expiry,
+    settle,
+    sweep,
+)
+from sokka.core.task import Status, Task, require_name, require_positive_ms
+from sokka.shell.clock import Clock, MonotonicClock
+
+__all__ = ["Supervisor", "SupervisorReport"]
+
+log = logging.getLogger("sokka.supervisor")
+
+#: The loop never sleeps less than this between cycles, so a store that
+#: keeps failing cannot turn it into a busy loop.
+MIN_WAIT_MS = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SupervisorReport:
+    """What one cycle saw and did."""
+
+    listed: int  #: leased tasks read from the store
+    complete: bool  #: every page of every topic was read
+    monitored: int  #: entries in the supervisor's memory after the cycle
+    revoked: tuple[str, ...]  #: expired leases taken back (task back to starting)
+    failed: tuple[str, ...]  #: expired leases that spent the task's last attempt
+    woken: tuple[str, ...]  #: snoozed tasks woken up
+    conflicts: int  #: revokes refused because the task changed (nothing done)
+    retryable_errors: int  #: revokes that hit a retryable error; retried next cycle
+    listing_errors: tuple[str, ...]  #: why a listing stopped early, if it did
+    duration_ms: int  #: on the supervisor's clock
+
+
+class Supervisor:
+    """Watches leased tasks and revokes the leases nobody keeps alive.
+
+    ``topics``: one topic, several, or ``None`` for all. ``clock`` is the
+    supervisor's own monotonic clock (a ``ManualClock`` in tests).
+    ``interval_ms`` bounds how long the loop sleeps between listings (default:
+    a quarter of the lease); it also wakes at the next projected expiry.
+    """
+
+    def __init__(
+        self,
+        store: TaskStore,
+        topics: str | Sequence[str] | None = None,
+        policy: LeasePolicy | None = None,
+        clock: Clock | None = None,
+        *,
+        interval_ms: int | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        revoke_tries: int = 3,
+        retry_backoff: Backoff | None = None,
+        rand: Callable[[], float] = random.random,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        self._store = store
+        if isinstance(topics, str):
+            topics = (topics,)
+        self._topics: tuple[str | None, ...] = (
+            (None,) if topics is None else tuple(require_name("topics", t) for t in topics)
+        )
+        if not self._topics:
+            raise ValidationError("topics", "must name at least one topic, or be None for all")
+        self._policy = policy or LeasePolicy(lease_time_ms=30_000, default_snooze_ms=60_000)
+        self._clock: Clock = clock or MonotonicClock()
+        self._interval_ms = require_positive_ms(
+            "interval_ms",
+            interval_ms if interval_ms is not None else max(self._policy.lease_time_ms // 4, 1),
+        )
+        self._page_size = require_limit("page_size", page_size, MAX_PAGE_SIZE)
+        self._revoke_tries = require_limit("revoke_tries", revoke_tries, 100)
+        self._backoff = retry_backoff or Backoff(base_ms=50, cap_ms=1_000)
+        self._rand = rand
+        self._stop = threading.Event()
+        self._sleep = sleep or self._stop.wait
+        self._monitored: Monitored = EMPTY
+        self._cycle_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.last_report: SupervisorReport | None = None
+
+    @property
+    def monitored(self) -> Monitored:
+        """The supervisor's current memory (an immutable value)."""
+        return self._monitored
+
+    @property
+    def policy(self) -> LeasePolicy:
+        return self._policy
+
+    # -- one cycle ----------------------------------------------------------
+
+    def run_once(self) -> SupervisorReport:
+        """List every leased task, mark, sweep, revoke what lapsed, settle."""
+        with self._cycle_lock:
+            started = self._clock.now_ms()
+            tasks, listing_errors = self._list_leased()
+            complete = not listing_errors
+            # The versions were seen by now at the latest: projecting expiries
+            # from this later instant only makes them later, never earlier.
+            monitored = mark(
+                self._monitored, tasks, self._clock.now_ms(), self._policy, complete=complete
+            )
+            commands = sweep(monitored, self._clock.now_ms())
+            outcomes = [self._revoke(command) for command in commands]
+            self._monitored = settle(monitored, outcomes)
+            report = self._report(
+                tasks, complete, outcomes, listing_errors, self._clock.now_ms() - started
+            )
+            self.last_report = report
+            return report
+
+    def _list_leased(self) -> tuple[list[Task], tuple[str, ...]]:
+        tasks: list[Task] = []
+        errors: list[str] = []
+        for topic in self._topics:
+            cursor: str | None = None
+            while True:
+                try:
+                    page = self._store.list_leased_tasks(topic, cursor, self._page_size)
+                except SokkaError as error:
+                    where = "all topics" if topic is None else f"topic {topic!r}"
+                    log.warning("listing leased tasks of %s failed: %s", where, error)
+                    errors.append(f"{where}: {error}")
+                    break
+                tasks.extend(page.tasks)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        return tasks, tuple(errors)
+
+    def _revoke(self, command: RevokeLease) -> RevokeOutcome:
+        tries = 0
+        while True:
+            result = execute(self._store, command)
+            tries += 1
+            if is_final(result) or tries >= self._revoke_tries or self._stop.is_set():
+                break
+            delay_ms = self._backoff.delay_ms(tries - 1, self._rand())
+            self._sleep(delay_ms / 1000)
+        outcome = RevokeOutcome(command=command, result=result)
+        _log_outcome(outcome)
+        return outcome
+
+    def _report(
+        self,
+        tasks: list[Task],
+        complete: bool,
+        outcomes: list[RevokeOutcome],
+        listing_errors: tuple[str, ...],
+        duration_ms: int,
+    ) -> SupervisorReport:
+        revoked: list[str] = []
+        failed: list[str] = []
+        woken: list[str] = []
+        conflicts = retryable = 0
+        for outcome in outcomes:
+            task_id = outcome.command.task_id
+            match outcome.result:
+                case Success(task) if outcome.command.status is Status.SNOOZED:
+                    woken.append(task_id)
+                case Success(task) if task.status is Status.FAILED:
+                    failed.append(task_id)
+                case Success(_):
+                    revoked.append(task_id)
+                case Failure(RetryableError()):
+                    retryable += 1
+                case Failure(_):
+                    conflicts += 1
+        return SupervisorReport(
+            listed=len(tasks),
+            complete=complete,
+            monitored=len(self._monitored),
+            revoked=tuple(revoked),
+            failed=tuple(failed),
+            woken=tuple(woken),
+            conflicts=conflicts,
+            retryable_errors=retryable,
+            listing_errors=listing_errors,
+            duration_ms=duration_ms,
+        )
+
+    # -- the loop -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Run cycles on a daemon thread until ``stop()``."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("supervisor already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="sokka-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Ask the loop to stop and wait for it (an in-flight cycle finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wait_ms(self) -> int:
+        """How long the loop sleeps now: until the next expiry, at most one interval."""
+        wait = self._interval_ms
+        expiry = next_expiry(self._monitored)
+        if expiry is not None:
+            # sweep revokes strictly after the expiry: wake one ms past it.
+            wait = min(wait, expiry + 1 - self._clock.now_ms())
+        return max(wait, MIN_WAIT_MS)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # a bug or a foreign error must not kill the loop
+                log.exception("supervisor cycle failed")
+            self._stop.wait(self.wait_ms() / 1000)
+
+
+def _log_outcome(outcome: RevokeOutcome) -> None:
+    command = outcome.command
+    match outcome.result:
+        case Success(task):
+            log.info(
+                "revoked %s task %s (record_ver %d, %d ms overdue): now %s",
+                command.status, command.task_id, command.record_ver, command.overdue_ms,
+                task.status,
+            )
+        case Failure(RetryableError() as error):
+            log.warning("revoke of task %s will be retried: %s", command.task_id, error)
+        case Failure(error):
+            log.info("revoke of task %s not needed: %s", command.task_id, error)
