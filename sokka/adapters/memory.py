@@ -26,6 +26,7 @@ from sokka.adapters.store import (
     capture,
     decode_cursor,
     encode_cursor,
+    require_batch,
     require_limit,
 )
 from sokka.core.commands import Finish, LeaseToken
@@ -98,7 +99,7 @@ class MemoryStore:
             return task
 
     def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Result[Task, SokkaError]]:
-        require_limit("specs", len(specs), MAX_BATCH)
+        require_batch("specs", specs)
         with self._lock:
             return [capture(partial(self.create_task, spec)) for spec in specs]
 
@@ -121,7 +122,7 @@ class MemoryStore:
         cursor: str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
     ) -> Page:
-        wanted = filter or TaskFilter()
+        wanted = TaskFilter() if filter is None else filter
         if not isinstance(wanted, TaskFilter):
             raise ValidationError("filter", "must be a TaskFilter")
         require_limit("limit", limit, MAX_PAGE_SIZE)
@@ -180,10 +181,7 @@ class MemoryStore:
         self, pid: str, leases: Sequence[LeaseToken]
     ) -> list[Result[Task, SokkaError]]:
         require_name("pid", pid)
-        require_limit("leases", len(leases), MAX_BATCH)
-        for lease in leases:
-            if not isinstance(lease, LeaseToken):
-                raise ValidationError("leases", "must hold LeaseToken values")
+        require_batch("leases", leases, LeaseToken)
         with self._lock:
             return [
                 self._transition(lease.task_id, Extend(pid=pid, attempt=lease.attempt))
@@ -212,10 +210,7 @@ class MemoryStore:
         )
 
     def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
-        require_limit("outcomes", len(outcomes), MAX_BATCH)
-        for outcome in outcomes:
-            if not isinstance(outcome, Finish):
-                raise ValidationError("outcomes", "must hold Finish values")
+        require_batch("outcomes", outcomes, Finish)
         with self._lock:
             return [self._transition(o.task_id, o.event) for o in outcomes]
 

@@ -47,6 +47,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "execute",
+    "require_batch",
     "require_limit",
 ]
 
@@ -139,7 +140,8 @@ def decode_cursor(cursor: object) -> int:
         raise malformed from None
     if (
         not isinstance(body, dict)
-        or body.get("v") != _CURSOR_VERSION
+        or type(body.get("v")) is not int
+        or body["v"] != _CURSOR_VERSION
         or set(body) != {"v", "after"}
         or isinstance(body["after"], bool)
         or not isinstance(body["after"], int)
@@ -156,6 +158,26 @@ def require_limit(field: str, value: object, maximum: int) -> int:
     if not 1 <= value <= maximum:
         raise ValidationError(field, f"must be between 1 and {maximum} (got {value})")
     return value
+
+
+def require_batch(
+    field: str, items: object, kind: type[_T] | None = None
+) -> Sequence[_T]:
+    """Check a batch argument: a list or tuple of at most ``MAX_BATCH`` elements,
+    each of ``kind`` when given. An empty batch is fine (it does nothing)."""
+    if not isinstance(items, list | tuple):
+        raise ValidationError(field, f"must be a list (got {type(items).__name__})")
+    if len(items) > MAX_BATCH:
+        raise ValidationError(
+            field, f"must hold at most {MAX_BATCH} elements (got {len(items)})"
+        )
+    if kind is not None:
+        for item in items:
+            if not isinstance(item, kind):
+                raise ValidationError(
+                    field, f"must hold {kind.__name__} values (got {type(item).__name__})"
+                )
+    return items
 
 
 def capture(call: Callable[[], _T]) -> Result[_T, SokkaError]:
@@ -183,7 +205,8 @@ class TaskStore(Protocol):
         """Create many tasks in one call; each element succeeds or fails on its own.
 
         A repeated id within the batch fails its later occurrences with
-        ``AlreadyExists``. At most ``MAX_BATCH`` specs.
+        ``AlreadyExists``; an element that is not a ``TaskSpec`` fails on its
+        own. At most ``MAX_BATCH`` specs; an empty list does nothing.
         """
         ...
 

@@ -71,6 +71,12 @@ class Finish:
 
     def __post_init__(self) -> None:
         require_name("task_id", self.task_id)
+        if not isinstance(self.event, Terminate | Snooze | Fail):
+            raise ValidationError(
+                "event",
+                "must be an owner outcome: Terminate, Snooze or Fail "
+                f"(got {type(self.event).__name__})",
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -281,6 +281,8 @@ def _effects(new: Task, old: Task, event: Event) -> Task:
             failures = old.failures + 1
             if old.max_attempts is not None and failures >= old.max_attempts:
                 error = f"attempt {failures} of {old.max_attempts}: lease expired"
+                if old.attempt != failures:  # snoozes in between: say which reservation
+                    error += f" (reservation {old.attempt})"
                 return replace(
                     new, status=Status.FAILED, pid=None, failures=failures, error=error,
                     errors=_remember(old, f"attempt {old.attempt}: lease expired"),

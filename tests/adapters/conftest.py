@@ -1,0 +1,67 @@
+"""Fixtures of the adapter contract suite: one ``store`` per store kind.
+
+Every test that asks for ``store`` runs once per entry of ``STORE_FACTORIES``.
+To put a new store under the contract, add one factory to that dict: a
+function that takes a ``StoreEnv`` and returns a context manager yielding a
+fresh, empty store whose ``created_at``/``updated_at`` come from
+``env.clock`` (so tests can move time). Whatever the context manager does on
+exit is the store's teardown (dispose an engine, stop a server, ...).
+
+A factory whose store cannot be reached (no PostgreSQL URL, server down)
+calls ``pytest.skip("why")``: the reason is printed in the run summary
+(``-ra``), so a store is never skipped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sokka.adapters.memory import MemoryStore
+from sokka.adapters.store import TaskStore
+from sokka.shell.clock import ManualClock
+
+#: Where the store clock starts in every test (milliseconds).
+START_MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class StoreEnv:
+    """What a factory may use to build its store."""
+
+    clock: ManualClock  #: the store's clock (ManualClock is callable: ``clock()`` -> ms)
+    tmp_path: Path  #: a fresh directory for files (an SQLite database, logs)
+
+
+StoreFactory = Callable[[StoreEnv], AbstractContextManager[TaskStore]]
+
+
+@contextmanager
+def memory_store(env: StoreEnv) -> Iterator[TaskStore]:
+    yield MemoryStore(clock=env.clock)
+
+
+#: name -> factory. Add "sqlite", "postgres", "http" here.
+STORE_FACTORIES: dict[str, StoreFactory] = {
+    "memory": memory_store,
+}
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The clock the store under test stamps ``created_at``/``updated_at`` with."""
+    return ManualClock(start_ms=START_MS)
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+def store(
+    request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path
+) -> Iterator[TaskStore]:
+    """A fresh, empty store of each kind in ``STORE_FACTORIES``."""
+    factory = STORE_FACTORIES[request.param]
+    with factory(StoreEnv(clock=clock, tmp_path=tmp_path)) as made:
+        yield made

@@ -1,0 +1,223 @@
+"""The status table, tested exhaustively: every status x every event."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+from returns.result import Failure, Success
+
+from sokka.core.errors import (
+    InvalidTransition,
+    NotRunning,
+    StaleAttempt,
+    StaleRecord,
+    ValidationError,
+    WrongOwner,
+)
+from sokka.core.task import MAX_ERROR_HISTORY, MAX_ERROR_LENGTH, Status, Task
+from sokka.core.transitions import (
+    OWNER_EVENTS,
+    TRANSITIONS,
+    Cancel,
+    Event,
+    Extend,
+    Fail,
+    Requeue,
+    Reserve,
+    Revoke,
+    Snooze,
+    Terminate,
+    apply,
+)
+
+S = Status
+PID, ATTEMPT, VER, NOW = "w1", 3, 11, 1_000
+
+# What DESIGN.md §3's table allows, written out independently of TRANSITIONS.
+EXPECTED: dict[tuple[Status, str], Status] = {
+    (S.STARTING, "reserve"): S.RUNNING,
+    (S.STARTING, "cancel"): S.FAILED,
+    (S.RUNNING, "extend"): S.RUNNING,
+    (S.RUNNING, "revoke"): S.STARTING,
+    (S.RUNNING, "snooze"): S.SNOOZED,
+    (S.RUNNING, "fail"): S.FAILED,
+    (S.RUNNING, "terminate"): S.TERMINATED,
+    (S.SNOOZED, "revoke"): S.STARTING,
+    (S.SNOOZED, "fail"): S.FAILED,
+    (S.SNOOZED, "terminate"): S.TERMINATED,
+    (S.SNOOZED, "cancel"): S.FAILED,
+    (S.FAILED, "requeue"): S.STARTING,
+}
+
+EVENTS: dict[str, Event] = {
+    "reserve": Reserve(pid="w2"),
+    "extend": Extend(pid=PID, attempt=ATTEMPT),
+    "terminate": Terminate(pid=PID, attempt=ATTEMPT),
+    "snooze": Snooze(pid=PID, attempt=ATTEMPT, snooze_ms=500),
+    "fail": Fail(pid=PID, attempt=ATTEMPT, error="boom"),
+    "revoke": Revoke(record_ver=VER),
+    "requeue": Requeue(),
+    "cancel": Cancel(reason="no longer needed"),
+}
+
+
+def task_in(status: Status, **changes: object) -> Task:
+    owned = status in (S.RUNNING, S.SNOOZED)
+    base = Task(
+        task_id="t1",
+        task_group_id="g",
+        topic="q",
+        status=status,
+        pid=PID if owned else None,
+        record_ver=VER,
+        attempt=ATTEMPT,
+        snooze_time_ms=700 if status is S.SNOOZED else None,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_the_table_in_code_is_the_table_in_the_design() -> None:
+    assert {(s, e.name): t for (s, e), t in TRANSITIONS.items()} == EXPECTED
+    assert {e.name for e in OWNER_EVENTS} == {"extend", "terminate", "snooze", "fail"}
+
+
+@pytest.mark.parametrize(
+    ("status", "name"), list(itertools.product(list(Status), sorted(EVENTS)))
+)
+def test_every_status_and_event(status: Status, name: str) -> None:
+    task = task_in(status)
+    event = EVENTS[name]
+    result = apply(task, event, NOW)
+    expected = EXPECTED.get((status, name))
+    if expected is None:
+        error = result.failure()
+        kind = NotRunning if type(event) in OWNER_EVENTS else InvalidTransition
+        assert type(error) is kind, error
+        assert "t1" in str(error)
+        return
+    new = result.unwrap()
+    assert new.status is expected
+    assert new.record_ver == VER + 1
+    assert new.updated_at == NOW
+    assert task == task_in(status)  # the input is untouched
+    assert (new.task_id, new.topic, new.data_json) == (task.task_id, task.topic, task.data_json)
+
+
+@pytest.mark.parametrize(
+    ("status", "name"),
+    [k for k in EXPECTED if k[1] in {"extend", "terminate", "snooze", "fail"}],
+)
+def test_owner_events_need_the_pid_and_the_attempt(status: Status, name: str) -> None:
+    event = EVENTS[name]
+    stale = replace(event, attempt=ATTEMPT - 1)  # type: ignore[type-var]
+    other = replace(event, pid="w9")  # type: ignore[type-var]
+    assert isinstance(apply(task_in(status), stale, NOW).failure(), StaleAttempt)
+    assert isinstance(apply(task_in(status), other, NOW).failure(), WrongOwner)
+    # Revoked and reserved again by the same pid: the old attempt is fenced off.
+    again = task_in(status, attempt=ATTEMPT + 1)
+    assert isinstance(apply(again, event, NOW).failure(), StaleAttempt)
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_revoke_is_a_compare_and_set_on_record_ver(status: Status) -> None:
+    for seen in (VER - 1, VER + 1):
+        error = apply(task_in(status), Revoke(record_ver=seen), NOW).failure()
+        assert isinstance(error, StaleRecord)
+        assert (error.expected, error.actual) == (seen, VER)
+
+
+def test_reserve_takes_the_lease_and_counts_the_attempt() -> None:
+    new = apply(task_in(S.STARTING), Reserve(pid="w2"), NOW).unwrap()
+    assert (new.pid, new.attempt, new.lease) == ("w2", ATTEMPT + 1, ("t1", ATTEMPT + 1))
+
+
+def test_revoke_of_an_expired_lease_counts_a_failure_and_clears_the_owner() -> None:
+    new = apply(task_in(S.RUNNING), Revoke(record_ver=VER), NOW).unwrap()
+    assert (new.status, new.pid, new.failures) == (S.STARTING, None, 1)
+    assert new.error == f"attempt {ATTEMPT}: lease expired"
+
+
+def test_revoke_that_spends_the_last_attempt_fails_the_task() -> None:
+    task = task_in(S.RUNNING, max_attempts=3, failures=2)
+    new = apply(task, Revoke(record_ver=VER), NOW).unwrap()
+    assert (new.status, new.pid, new.failures) == (S.FAILED, None, 3)
+    assert new.error == "attempt 3 of 3: lease expired"
+
+
+def test_waking_a_snoozed_task_never_fails_it() -> None:
+    task = task_in(S.SNOOZED, max_attempts=1, failures=0)
+    new = apply(task, Revoke(record_ver=VER), NOW).unwrap()
+    assert (new.status, new.pid, new.failures, new.snooze_time_ms) == (S.STARTING, None, 0, None)
+
+
+def test_snooze_is_not_a_failure() -> None:
+    task = task_in(S.RUNNING, max_attempts=1)
+    new = apply(task, Snooze(pid=PID, attempt=ATTEMPT, snooze_ms=250), NOW).unwrap()
+    assert (new.status, new.failures, new.snooze_time_ms) == (S.SNOOZED, 0, 250)
+
+
+@pytest.mark.parametrize(
+    ("max_attempts", "failures", "expected"),
+    [(None, 5, S.SNOOZED), (3, 0, S.SNOOZED), (3, 1, S.SNOOZED), (3, 2, S.FAILED)],
+)
+def test_fail_with_retry_snoozes_while_attempts_are_left(
+    max_attempts: int | None, failures: int, expected: Status
+) -> None:
+    task = task_in(S.RUNNING, max_attempts=max_attempts, failures=failures)
+    event = Fail(pid=PID, attempt=ATTEMPT, error="boom", retry_after_ms=400)
+    new = apply(task, event, NOW).unwrap()
+    assert new.status is expected
+    assert new.failures == failures + 1
+    assert new.error == "boom"
+    assert new.errors[-1] == f"attempt {ATTEMPT}: boom"
+    assert new.snooze_time_ms == (400 if expected is S.SNOOZED else None)
+
+
+def test_fail_without_retry_fails_at_once() -> None:
+    new = apply(task_in(S.RUNNING), EVENTS["fail"], NOW).unwrap()
+    assert (new.status, new.failures, new.error) == (S.FAILED, 1, "boom")
+
+
+def test_requeue_gives_a_fresh_failure_budget() -> None:
+    task = task_in(S.FAILED, max_attempts=2, failures=2, error="x")
+    new = apply(task, Requeue(), NOW).unwrap()
+    assert (new.status, new.failures, new.pid, new.attempt) == (S.STARTING, 0, None, ATTEMPT)
+
+
+def test_error_history_is_bounded_and_errors_are_clipped() -> None:
+    task = task_in(S.RUNNING, errors=tuple(f"e{i}" for i in range(MAX_ERROR_HISTORY)))
+    huge = "x" * (MAX_ERROR_LENGTH * 2)
+    new = apply(task, Fail(pid=PID, attempt=ATTEMPT, error=huge), NOW).unwrap()
+    assert len(new.errors) == MAX_ERROR_HISTORY
+    assert new.errors[0] == "e1"
+    assert new.error is not None
+    assert len(new.error) == MAX_ERROR_LENGTH
+    assert new.error.endswith("(clipped)")
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: Reserve(pid=""), "pid"),
+        (lambda: Extend(pid="w", attempt=0), "attempt"),
+        (lambda: Terminate(pid="w", attempt=True), "attempt"),
+        (lambda: Snooze(pid="w", attempt=1, snooze_ms=0), "snooze_ms"),
+        (lambda: Snooze(pid="w", attempt=1, snooze_ms=-5), "snooze_ms"),
+        (lambda: Fail(pid="w", attempt=1, error=3), "error"),
+        (lambda: Fail(pid="w", attempt=1, error="x", retry_after_ms=0), "retry_after_ms"),
+        (lambda: Revoke(record_ver=-1), "record_ver"),
+        (lambda: Revoke(record_ver="1"), "record_ver"),
+        (lambda: Cancel(reason=None), "reason"),
+    ],
+)
+def test_bad_events_are_refused_naming_the_field(make, field: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValidationError) as raised:
+        make()
+    assert raised.value.field == field
+
+
+def test_results_are_returns_containers() -> None:
+    assert isinstance(apply(task_in(S.STARTING), Reserve(pid="w"), NOW), Success)
+    assert isinstance(apply(task_in(S.TERMINATED), Reserve(pid="w"), NOW), Failure)
