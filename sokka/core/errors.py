@@ -14,9 +14,11 @@ caller can catch exactly the family it can act on:
     │   ├── NotRunning         the task is not running (revoked, finished, ...)
     │   ├── StaleAttempt       the lease was revoked and reserved again
     │   └── WrongOwner         another pid holds the lease
-    └── RetryableError         try again later; nothing was changed
-        ├── Throttled          the store is busy (lock timeout, rate limit)
-        └── Unavailable        the store cannot be reached
+    ├── RetryableError         try again later; nothing was changed
+    │   ├── Throttled          the store is busy (lock timeout, rate limit)
+    │   └── Unavailable        the store cannot be reached
+    └── StoreError             the store failed in a way retrying will not mend
+        └── SchemaError        the schema is missing, or newer than this code
 
 ``RetryableError`` is the only family a caller should retry blindly.
 """
@@ -30,9 +32,11 @@ __all__ = [
     "NotFound",
     "NotRunning",
     "RetryableError",
+    "SchemaError",
     "SokkaError",
     "StaleAttempt",
     "StaleRecord",
+    "StoreError",
     "Throttled",
     "Unavailable",
     "ValidationError",
@@ -173,3 +177,15 @@ class Unavailable(RetryableError):
     """The store cannot be reached (connection refused or lost)."""
 
     code = "unavailable"
+
+
+class StoreError(SokkaError):
+    """The store failed in a way that retrying will not mend (a bug, a broken setup)."""
+
+    code = "store-error"
+
+
+class SchemaError(StoreError):
+    """The store's schema is missing, or newer than this version of sokka knows."""
+
+    code = "schema-error"

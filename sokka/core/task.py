@@ -14,6 +14,8 @@ naming the field and the rule):
 * ``data``: a JSON value (``None``, bool, int, finite float, str, list/tuple,
   dict with str keys), nested at most 64 deep, at most 256 KiB once encoded
   as compact UTF-8 JSON.
+* no string may hold a NUL character (U+0000) or a lone surrogate:
+  PostgreSQL cannot store the first, UTF-8 cannot encode the second.
 * every time (``lease_time_ms``, ``timeout_ms``, snooze times): a positive
   ``int`` of milliseconds; ``max_attempts``: a positive ``int``.
 """
@@ -118,7 +120,20 @@ def require_name(field: str, value: object) -> str:
         )
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValidationError(field, "must not contain control characters")
+    _require_utf8(field, value)
     return value
+
+
+def _require_utf8(field: str, value: str) -> None:
+    """Refuse what some stores cannot hold: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise ValidationError(field, "must not contain NUL characters (U+0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            field, "must be valid Unicode (it holds a lone surrogate)"
+        ) from None
 
 
 def require_positive_ms(field: str, value: object) -> int:
@@ -150,7 +165,10 @@ def _optional_positive_int(field: str, value: object, what: str) -> int | None:
 def _check_json(value: object, path: str, depth: int) -> None:
     if depth > MAX_DATA_DEPTH:
         raise ValidationError("data", f"must be nested at most {MAX_DATA_DEPTH} levels deep")
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        _require_utf8("data", value)
+        return
+    if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -166,6 +184,7 @@ def _check_json(value: object, path: str, depth: int) -> None:
                 raise ValidationError(
                     "data", f"{path} has a key {key!r} that is not a string (JSON keys are strings)"
                 )
+            _require_utf8("data", key)
             _check_json(item, f"{path}[{key!r}]", depth + 1)
         return
     raise ValidationError(
@@ -226,6 +245,7 @@ class TaskSpec:
             require_name("task_group_id", self.task_group_id)
         if not isinstance(self.description, str):
             raise ValidationError("description", "must be a string")
+        _require_utf8("description", self.description)
         if len(self.description) > MAX_DESCRIPTION_LENGTH:
             raise ValidationError(
                 "description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters"

@@ -68,6 +68,8 @@ def _require_attempt(value: object) -> int:
 def _clip_error(text: object, field: str) -> str:
     if not isinstance(text, str):
         raise ValidationError(field, f"must be a string (got {type(text).__name__})")
+    # An error message comes from arbitrary code: make it storable, don't refuse it.
+    text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     if len(text) <= MAX_ERROR_LENGTH:
         return text
     return text[: MAX_ERROR_LENGTH - 14] + " ... (clipped)"

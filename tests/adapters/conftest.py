@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 
 from sokka.adapters.memory import MemoryStore
+from sokka.adapters.sql import SQLStore
 from sokka.adapters.store import TaskStore
 from sokka.shell.clock import ManualClock
+from tests.databases import postgres_engine, test_prefix
 
 #: Where the store clock starts in every test (milliseconds).
 START_MS = 1_000_000
@@ -45,9 +47,48 @@ def memory_store(env: StoreEnv) -> Iterator[TaskStore]:
     yield MemoryStore(clock=env.clock)
 
 
-#: name -> factory. Add "sqlite", "postgres", "http" here.
+@contextmanager
+def sqlite_store(env: StoreEnv) -> Iterator[TaskStore]:
+    store = SQLStore(f"sqlite:///{env.tmp_path / 'contract.db'}", clock=env.clock)
+    store.create_schema()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+_PG_PREFIX = test_prefix("contract")
+_pg_schema_made = False
+
+
+@contextmanager
+def postgres_store(env: StoreEnv) -> Iterator[TaskStore]:
+    # One schema (a prefix of its own) for the whole run, emptied before each test:
+    # creating tables and indexes for every test would cost more than the tests.
+    global _pg_schema_made
+    engine = postgres_engine()
+    store = SQLStore(engine, prefix=_PG_PREFIX, clock=env.clock)
+    if not _pg_schema_made:
+        store.drop_schema()
+        store.create_schema()
+        _pg_schema_made = True
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {_PG_PREFIX}tasks RESTART IDENTITY")
+    yield store
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_contract_schema() -> Iterator[None]:
+    yield
+    if _pg_schema_made:
+        SQLStore(postgres_engine(), prefix=_PG_PREFIX).drop_schema()
+
+
+#: name -> factory. Add "http" here.
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
+    "sqlite": sqlite_store,
+    "postgres": postgres_store,
 }
 
 

@@ -54,6 +54,11 @@ def nested(depth: int) -> object:
         ("data", {"topic": "q", "data": {2: "two"}}, "not a string"),
         ("data", {"topic": "q", "data": "x" * (MAX_DATA_BYTES + 1)}, "at most 262144 bytes"),
         ("data", {"topic": "q", "data": nested(MAX_DATA_DEPTH + 1)}, "nested at most"),
+        ("data", {"topic": "q", "data": {"k": "a\x00b"}}, "NUL"),
+        ("data", {"topic": "q", "data": {"a\x00": 1}}, "NUL"),
+        ("data", {"topic": "q", "data": ["\ud800"]}, "lone surrogate"),
+        ("topic", {"topic": "q\ud800"}, "lone surrogate"),
+        ("description", {"topic": "q", "description": "x\x00"}, "NUL"),
         ("max_attempts", {"topic": "q", "max_attempts": 0}, "positive"),
         ("max_attempts", {"topic": "q", "max_attempts": 2.5}, "integer"),
         ("lease_time_ms", {"topic": "q", "lease_time_ms": -1}, "positive"),
@@ -72,10 +77,13 @@ def test_data_at_the_size_limit_is_accepted() -> None:
     assert TaskSpec(topic="q", data=nested(MAX_DATA_DEPTH)).data_json.startswith("[[")
 
 
+# Any Unicode text a store can hold (no NUL, no lone surrogates: see core/task.py).
+storable_text = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)))
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    | storable_text,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(storable_text, inner, max_size=4),
     max_leaves=20,
 )
 

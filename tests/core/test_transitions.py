@@ -221,3 +221,8 @@ def test_bad_events_are_refused_naming_the_field(make, field: str) -> None:  # t
 def test_results_are_returns_containers() -> None:
     assert isinstance(apply(task_in(S.STARTING), Reserve(pid="w"), NOW), Success)
     assert isinstance(apply(task_in(S.TERMINATED), Reserve(pid="w"), NOW), Failure)
+
+
+def test_error_text_from_arbitrary_code_is_made_storable_not_refused() -> None:
+    event = Fail(pid=PID, attempt=ATTEMPT, error="bad\x00byte \ud800 here")
+    assert event.error == "bad\ufffdbyte ? here"

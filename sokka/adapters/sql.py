@@ -1,0 +1,789 @@
+"""The SQL store: SQLite (the embedded default) and PostgreSQL, on SQLAlchemy Core.
+
+Every change reads the task, runs ``core.transitions.apply`` on it, and writes
+the result back with a compare-and-set::
+
+    UPDATE tasks SET ... WHERE task_id = :id AND record_ver = :seen
+
+so the state machine exists once, in the core. Writes run in short
+transactions: on PostgreSQL the rows are locked (``FOR UPDATE``; reservation
+uses ``FOR UPDATE SKIP LOCKED`` so reservers never wait for each other); on
+SQLite a write transaction starts with ``BEGIN IMMEDIATE`` and so holds the
+single writer lock from its first statement.
+
+Queries are written so that the indexes serve them: the status values a
+partial index is defined on appear as literals (a bound parameter would hide
+them from the planner), and every listing is a keyset scan in creation order
+(``seq > :after ORDER BY seq LIMIT n``), never OFFSET.
+
+Driver errors never leak: a lost or refused connection becomes
+``Unavailable``, a lock timeout, deadlock or serialization failure becomes
+``Throttled`` (both retryable), a missing schema ``SchemaError``, anything
+else ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import sqlalchemy as sa
+from returns.result import Failure, Result, Success
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from sokka.adapters.memory import wall_clock_ms
+from sokka.adapters.store import (
+    DEFAULT_PAGE_SIZE,
+    MAX_BATCH,
+    MAX_PAGE_SIZE,
+    Page,
+    TaskFilter,
+    decode_cursor,
+    encode_cursor,
+    require_batch,
+    require_limit,
+)
+from sokka.core.commands import Finish, LeaseToken
+from sokka.core.errors import (
+    AlreadyExists,
+    NotFound,
+    SchemaError,
+    SokkaError,
+    StoreError,
+    Throttled,
+    Unavailable,
+    ValidationError,
+)
+from sokka.core.task import Status, Task, TaskSpec, require_name
+from sokka.core.transitions import (
+    Cancel,
+    Event,
+    Extend,
+    Fail,
+    Requeue,
+    Reserve,
+    Revoke,
+    Snooze,
+    Terminate,
+    apply,
+)
+
+__all__ = ["SCHEMA_VERSION", "SUPPORTED_URLS", "SQLStore"]
+
+#: The schema this code writes and reads. A database with a newer one is refused.
+SCHEMA_VERSION: Final = 1
+
+SUPPORTED_URLS: Final = (
+    "sqlite:///relative/path.db or sqlite:////absolute/path.db",
+    "postgresql+psycopg://user:password@host:5432/database (pip install 'sokka[postgres]')",
+)
+
+_PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,29}$")
+_LEASED_SQL = "status IN ('running', 'snoozed')"
+_READY_SQL = "status = 'starting'"
+
+# The columns a transition may change; everything else is fixed at creation.
+_MUTABLE: Final = (
+    "status",
+    "pid",
+    "record_ver",
+    "attempt",
+    "failures",
+    "snooze_time_ms",
+    "error",
+    "errors",
+    "updated_at",
+)
+_STATUS: Final = {s.value: s for s in Status}
+
+
+class _JsonText(sa.types.UserDefinedType[str]):
+    """PostgreSQL's ``json`` type, exchanged with Python as text.
+
+    ``json`` (not ``jsonb``) keeps the text exactly as written, so a task reads
+    back byte for byte as it was created, as from every other store; the
+    server still checks that it is JSON. Cast to ``jsonb`` in an expression
+    index if you need to query inside ``data``.
+    """
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "JSON"
+
+    def column_expression(self, colexpr: Any) -> Any:
+        return sa.cast(colexpr, sa.Text)
+
+
+def _unsupported(url: object, why: str) -> ValidationError:
+    supported = "; ".join(SUPPORTED_URLS)
+    return ValidationError("url", f"{why} (supported: {supported})")
+
+
+def _parse_url(url: str) -> URL:
+    if not isinstance(url, str) or not url:
+        raise _unsupported(url, "must be a database URL")
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        raise _unsupported(url, f"{url!r} is not a database URL") from None
+    name = parsed.drivername
+    if name in ("postgresql", "postgres", "postgresql+psycopg"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        if not parsed.database:
+            raise _unsupported(url, "a PostgreSQL URL must name a database")
+        return parsed
+    if name in ("sqlite", "sqlite+pysqlite"):
+        if not parsed.database or parsed.database == ":memory:":
+            raise _unsupported(
+                url,
+                "SQLite needs a file (an in-memory database is private to one connection; "
+                "use sokka.MemoryStore instead)",
+            )
+        return parsed.set(drivername="sqlite+pysqlite")
+    raise _unsupported(url, f"the scheme {name!r} is not supported")
+
+
+def _create_engine(
+    url: URL, *, pool_size: int, lock_timeout_ms: int, connect_timeout_s: int
+) -> Engine:
+    if url.get_backend_name() == "postgresql":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise StoreError("PostgreSQL needs psycopg 3: pip install 'sokka[postgres]'") from None
+        options = f"-c lock_timeout={lock_timeout_ms}"
+        return sa.create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=connect_timeout_s,
+            connect_args={"connect_timeout": connect_timeout_s, "options": options},
+        )
+    engine = sa.create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=connect_timeout_s
+    )
+    _configure_sqlite(engine, busy_timeout_ms=lock_timeout_ms)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
+    """WAL, a busy timeout, foreign keys, and transactions sokka starts itself.
+
+    The sqlite3 module's own transaction handling is switched off, so that a
+    write can begin with BEGIN IMMEDIATE: it takes the writer lock at once,
+    instead of failing later when a read transaction tries to become a write.
+    """
+
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("sokka_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _translate(error: Exception) -> SokkaError:
+    """The sokka error for a driver's exception (never returns the driver's own)."""
+    if isinstance(error, SokkaError):
+        return error
+    if isinstance(error, sa_exc.TimeoutError):
+        return Throttled("no database connection free in time (the pool is exhausted)")
+    orig = getattr(error, "orig", None) or error
+    message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return Unavailable(f"the database connection was lost: {message}")
+    if isinstance(sqlstate, str):
+        if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
+            return Unavailable(f"the database cannot be reached: {message}")
+        if sqlstate in ("40001", "40P01", "55P03", "57014") or sqlstate.startswith("53"):
+            return Throttled(f"the database is busy: {message}")
+        if sqlstate in ("42P01", "42703"):
+            return SchemaError(f"{message}: run `sokka init` to create the schema")
+    lowered = message.lower()
+    if "database is locked" in lowered or "database table is locked" in lowered:
+        return Throttled(f"the database is busy: {message}")
+    if "no such table" in lowered or "no such column" in lowered:
+        return SchemaError(f"{message}: run `sokka init` to create the schema")
+    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return Unavailable(f"the database cannot be reached: {message}")
+    if isinstance(orig, OSError):
+        return Unavailable(f"the database cannot be reached: {message}")
+    return StoreError(f"the database failed: {type(orig).__name__}: {message}")
+
+
+class SQLStore:
+    """A ``TaskStore`` in SQLite or PostgreSQL.
+
+    ``url_or_engine``: a URL (see ``SUPPORTED_URLS``) or a SQLAlchemy
+    ``Engine`` you configured yourself. ``prefix`` names the tables
+    (``{prefix}tasks``, ``{prefix}schema_version``), so independent queues can
+    share one database. The schema is created explicitly: ``create_schema()``
+    or ``sokka init``.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | Engine,
+        *,
+        prefix: str = "sokka_",
+        clock: Callable[[], int] = wall_clock_ms,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        pool_size: int = 10,
+        lock_timeout_ms: int = 5_000,
+        connect_timeout_s: int = 5,
+    ) -> None:
+        if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+            raise ValidationError(
+                "prefix",
+                "must be 1 to 30 lower-case letters, digits or _, not starting with a digit",
+            )
+        if isinstance(url_or_engine, Engine):
+            self._engine = url_or_engine
+            if self._engine.dialect.name == "sqlite":
+                _configure_sqlite(self._engine, busy_timeout_ms=lock_timeout_ms)
+        else:
+            self._engine = _create_engine(
+                _parse_url(url_or_engine),
+                pool_size=pool_size,
+                lock_timeout_ms=lock_timeout_ms,
+                connect_timeout_s=connect_timeout_s,
+            )
+        self._dialect = self._engine.dialect.name
+        if self._dialect not in ("sqlite", "postgresql"):
+            raise _unsupported(self._dialect, f"the {self._dialect} dialect is not supported")
+        self._pg = self._dialect == "postgresql"
+        self._prefix = prefix
+        self._clock = clock
+        self._new_id = new_id
+        self._schema_checked = False
+        self._metadata, self._tasks, self._versions = _tables(prefix)
+        self._build_statements()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self._dialect
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def __enter__(self) -> SQLStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        url = self._engine.url.render_as_string(hide_password=True)
+        return f"SQLStore({url!r}, prefix={self._prefix!r})"
+
+    # -- schema --------------------------------------------------------------
+
+    def create_schema(self) -> int:
+        """Create the tables and indexes if missing; return the schema version.
+
+        Idempotent and safe to run from several processes at once. A database
+        whose schema is newer than this code knows is refused (``SchemaError``),
+        never downgraded.
+        """
+        with self._session(write=True, check_schema=False) as conn:
+            if self._pg:
+                # Serialise concurrent create_schema calls on this prefix.
+                key = int.from_bytes(hashlib.sha256(self._prefix.encode()).digest()[:8], "big")
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key - 2**63})
+            self._metadata.create_all(conn, checkfirst=True)
+            found = conn.execute(sa.select(self._versions.c.version)).scalar()
+            if found is None:
+                conn.execute(
+                    self._versions.insert().values(version=SCHEMA_VERSION, applied_at=self._clock())
+                )
+                found = SCHEMA_VERSION
+            self._check_version(found)
+        self._schema_checked = True
+        return SCHEMA_VERSION
+
+    def drop_schema(self) -> None:
+        """Drop this prefix's tables (and every task in them)."""
+        with self._session(write=True, check_schema=False) as conn:
+            self._metadata.drop_all(conn, checkfirst=True)
+        self._schema_checked = False
+
+    def schema_version(self) -> int | None:
+        """The schema version in the database, or None when there is no schema."""
+        with self._session(write=False, check_schema=False) as conn:
+            if not sa.inspect(conn).has_table(self._versions.name):
+                return None
+            found = conn.execute(sa.select(self._versions.c.version)).scalar()
+            return None if found is None else int(found)
+
+    def _check_version(self, found: int | None) -> None:
+        if found is None:
+            raise SchemaError(
+                f"no sokka schema under the prefix {self._prefix!r}: run `sokka init` "
+                "or SQLStore.create_schema()"
+            )
+        if found > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database has schema version {found}, newer than this sokka knows "
+                f"({SCHEMA_VERSION}): upgrade sokka"
+            )
+
+    # -- sessions and statements ------------------------------------------------
+
+    @contextmanager
+    def _session(self, *, write: bool, check_schema: bool = True) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                if write and not self._pg:
+                    conn.execution_options(sokka_write=True)
+                if check_schema and not self._schema_checked:
+                    with conn.begin():
+                        self._verify_schema(conn)
+                with conn.begin():
+                    yield conn
+        except SokkaError:
+            raise
+        except Exception as error:
+            if isinstance(error, sa_exc.SQLAlchemyError | OSError) or _is_driver_error(error):
+                raise _translate(error) from error
+            raise
+
+    def _verify_schema(self, conn: Connection) -> None:
+        try:
+            found = conn.execute(sa.select(self._versions.c.version)).scalar()
+        except sa_exc.DBAPIError as error:
+            translated = _translate(error)
+            if isinstance(translated, SchemaError):
+                self._check_version(None)
+            raise translated from error
+        self._check_version(found)
+        self._schema_checked = True
+
+    def _build_statements(self) -> None:
+        t = self._tasks
+        self._columns = (
+            t.c.seq, t.c.task_id, t.c.task_group_id, t.c.topic, t.c.sub_topic,
+            t.c.description, t.c.data, t.c.status, t.c.pid, t.c.record_ver, t.c.attempt,
+            t.c.failures, t.c.max_attempts, t.c.lease_time_ms, t.c.timeout_ms,
+            t.c.snooze_time_ms, t.c.error, t.c.errors, t.c.created_at, t.c.updated_at,
+        )  # fmt: skip
+        select_tasks = sa.select(*self._columns)
+        ready = (
+            select_tasks.where(t.c.topic == sa.bindparam("topic"), sa.text(_READY_SQL))
+            .order_by(t.c.seq)
+            .limit(sa.bindparam("limit"))
+        )
+        self._select_ready = ready.with_for_update(skip_locked=True) if self._pg else ready
+        by_ids = select_tasks.where(t.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+        self._select_by_ids = by_ids.with_for_update() if self._pg else by_ids
+        self._select_one = select_tasks.where(t.c.task_id == sa.bindparam("task_id"))
+        self._select_group = select_tasks.where(
+            t.c.task_group_id == sa.bindparam("group")
+        ).order_by(t.c.seq)
+        leased = select_tasks.where(sa.text(_LEASED_SQL), t.c.seq > sa.bindparam("after"))
+        self._select_leased_all = leased.order_by(t.c.seq).limit(sa.bindparam("limit"))
+        self._select_leased_topic = (
+            leased.where(t.c.topic == sa.bindparam("topic"))
+            .order_by(t.c.seq)
+            .limit(sa.bindparam("limit"))
+        )
+        insert = postgresql.insert(t) if self._pg else sqlite.insert(t)
+        self._insert = insert.on_conflict_do_nothing(index_elements=[t.c.task_id]).returning(
+            t.c.task_id
+        )
+        self._updates: dict[tuple[str, ...], Any] = {}
+
+    def _update_for(self, columns: tuple[str, ...]) -> Any:
+        """UPDATE ... SET <columns> WHERE task_id = :id AND record_ver = :seen (cached)."""
+        statement = self._updates.get(columns)
+        if statement is None:
+            t = self._tasks
+            statement = (
+                sa.update(t)
+                .where(
+                    t.c.task_id == sa.bindparam("k_id"), t.c.record_ver == sa.bindparam("k_seen")
+                )
+                .values({c: sa.bindparam(f"v_{c}") for c in columns})
+            )
+            self._updates[columns] = statement
+        return statement
+
+    def _write(self, conn: Connection, changes: Sequence[tuple[Task, Task]]) -> None:
+        """Persist transitions, each as a compare-and-set on the version it was read at."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for old, new in changes:
+            values = _changed_columns(old, new)
+            params = {f"v_{c}": v for c, v in values.items()}
+            params["k_id"] = new.task_id
+            params["k_seen"] = old.record_ver
+            groups.setdefault(tuple(values), []).append(params)
+        for columns, rows in groups.items():
+            result = conn.execute(self._update_for(columns), rows)
+            if result.rowcount != -1 and result.rowcount != len(rows):
+                # The rows are locked by this transaction (FOR UPDATE / BEGIN
+                # IMMEDIATE), so this would mean the database broke that promise.
+                raise StoreError(f"compare-and-set updated {result.rowcount} of {len(rows)} tasks")
+
+    def _fetch(self, conn: Connection, task_ids: Sequence[str]) -> dict[str, tuple[int, Task]]:
+        rows = conn.execute(self._select_by_ids, {"ids": list(task_ids)})
+        return {row[1]: (row[0], _task(row)) for row in rows}
+
+    def _transition_many(
+        self, items: Sequence[tuple[str, Event]]
+    ) -> list[Result[Task, SokkaError]]:
+        """Apply events in order, in one transaction; each element on its own."""
+        if not items:
+            return []
+        ids = list(dict.fromkeys(task_id for task_id, _ in items))
+        with self._session(write=True) as conn:
+            found = self._fetch(conn, ids)
+            original = {task_id: task for task_id, (_, task) in found.items()}
+            current = dict(original)
+            now = self._clock()
+            results: list[Result[Task, SokkaError]] = []
+            for task_id, event in items:
+                task = current.get(task_id)
+                if task is None:
+                    results.append(Failure(NotFound(task_id)))
+                    continue
+                result = apply(task, event, now)
+                if isinstance(result, Success):
+                    current[task_id] = result.unwrap()
+                results.append(result)
+            changes = [(original[k], v) for k, v in current.items() if v is not original[k]]
+            self._write(conn, changes)
+        return results
+
+    def _transition(self, task_id: str, event: Event) -> Task:
+        require_name("task_id", task_id)
+        (result,) = self._transition_many([(task_id, event)])
+        if isinstance(result, Failure):
+            raise result.failure()
+        return result.unwrap()
+
+    # -- creating and reading -------------------------------------------------------
+
+    def create_task(self, spec: TaskSpec) -> Task:
+        if not isinstance(spec, TaskSpec):
+            raise ValidationError("spec", f"must be a TaskSpec (got {type(spec).__name__})")
+        (result,) = self.create_tasks([spec])
+        if isinstance(result, Failure):
+            raise result.failure()
+        return result.unwrap()
+
+    def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Result[Task, SokkaError]]:
+        require_batch("specs", specs)
+        now = self._clock()
+        results: list[Result[Task, SokkaError]] = []
+        fresh: dict[str, Task] = {}
+        given: Sequence[object] = specs  # callers may pass anything; refuse per element
+        for spec in given:
+            if not isinstance(spec, TaskSpec):
+                results.append(
+                    Failure(
+                        ValidationError("spec", f"must be a TaskSpec (got {type(spec).__name__})")
+                    )
+                )
+                continue
+            task = spec.to_task(spec.task_id or self._new_id(), now)
+            if task.task_id in fresh:
+                results.append(Failure(AlreadyExists(task.task_id)))
+                continue
+            fresh[task.task_id] = task
+            results.append(Success(task))
+        if not fresh:
+            return results
+        with self._session(write=True) as conn:
+            rows = [_insert_row(task) for task in fresh.values()]
+            inserted = set(conn.execute(self._insert, rows).scalars())
+        return [
+            Failure(AlreadyExists(r.unwrap().task_id))
+            if isinstance(r, Success) and r.unwrap().task_id not in inserted
+            else r
+            for r in results
+        ]
+
+    def get_task(self, task_id: str) -> Task:
+        require_name("task_id", task_id)
+        with self._session(write=False) as conn:
+            row = conn.execute(self._select_one, {"task_id": task_id}).first()
+        if row is None:
+            raise NotFound(task_id)
+        return _task(row)
+
+    def tasks_in_group(self, task_group_id: str) -> list[Task]:
+        require_name("task_group_id", task_group_id)
+        with self._session(write=False) as conn:
+            return [
+                _task(row) for row in conn.execute(self._select_group, {"group": task_group_id})
+            ]
+
+    def list_tasks(
+        self,
+        filter: TaskFilter | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> Page:
+        wanted = TaskFilter() if filter is None else filter
+        if not isinstance(wanted, TaskFilter):
+            raise ValidationError("filter", "must be a TaskFilter")
+        require_limit("limit", limit, MAX_PAGE_SIZE)
+        after = 0 if cursor is None else decode_cursor(cursor)
+        t = self._tasks
+        clauses: list[Any] = [t.c.seq > after]
+        for name in ("topic", "sub_topic", "task_group_id"):
+            value = getattr(wanted, name)
+            if value is not None:
+                clauses.append(t.c[name] == value)
+        if wanted.status is not None:
+            clauses.append(t.c.status == wanted.status.value)
+        if wanted.created_from is not None:
+            clauses.append(t.c.created_at >= wanted.created_from)
+        if wanted.created_before is not None:
+            clauses.append(t.c.created_at < wanted.created_before)
+        statement = sa.select(*self._columns).where(*clauses).order_by(t.c.seq).limit(limit + 1)
+        with self._session(write=False) as conn:
+            rows = conn.execute(statement).all()
+        return _page(rows, limit)
+
+    def list_leased_tasks(
+        self,
+        topic: str | None = None,
+        cursor: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> Page:
+        if topic is not None:
+            require_name("topic", topic)
+        require_limit("limit", limit, MAX_PAGE_SIZE)
+        after = 0 if cursor is None else decode_cursor(cursor)
+        with self._session(write=False) as conn:
+            if topic is None:
+                params: dict[str, Any] = {"after": after, "limit": limit + 1}
+                rows = conn.execute(self._select_leased_all, params).all()
+            else:
+                params = {"after": after, "limit": limit + 1, "topic": topic}
+                rows = conn.execute(self._select_leased_topic, params).all()
+        return _page(rows, limit)
+
+    # -- leases ---------------------------------------------------------------------
+
+    def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+        require_name("topic", topic)
+        event = Reserve(pid=pid)
+        require_limit("limit", limit, MAX_BATCH)
+        with self._session(write=True) as conn:
+            rows = conn.execute(self._select_ready, {"topic": topic, "limit": limit}).all()
+            if not rows:
+                return []
+            now = self._clock()
+            changes: list[tuple[Task, Task]] = []
+            for row in rows:
+                old = _task(row)
+                result = apply(old, event, now)
+                if isinstance(result, Failure):  # pragma: no cover - starting always reserves
+                    raise StoreError(f"cannot reserve {old.task_id}: {result.failure()}")
+                changes.append((old, result.unwrap()))
+            self._write(conn, changes)
+        return [new for _, new in changes]
+
+    def extend_leases(
+        self, pid: str, leases: Sequence[LeaseToken]
+    ) -> list[Result[Task, SokkaError]]:
+        require_name("pid", pid)
+        require_batch("leases", leases, LeaseToken)
+        return self._transition_many(
+            [(lease.task_id, Extend(pid=pid, attempt=lease.attempt)) for lease in leases]
+        )
+
+    def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
+        return self._transition(task_id, Terminate(pid=pid, attempt=attempt))
+
+    def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
+        return self._transition(task_id, Snooze(pid=pid, attempt=attempt, snooze_ms=snooze_ms))
+
+    def fail(
+        self,
+        task_id: str,
+        pid: str,
+        attempt: int,
+        error: str,
+        retry_after_ms: int | None = None,
+    ) -> Task:
+        event = Fail(pid=pid, attempt=attempt, error=error, retry_after_ms=retry_after_ms)
+        return self._transition(task_id, event)
+
+    def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
+        require_batch("outcomes", outcomes, Finish)
+        return self._transition_many([(o.task_id, o.event) for o in outcomes])
+
+    def revoke_lease(self, task_id: str, record_ver: int) -> Task:
+        return self._transition(task_id, Revoke(record_ver=record_ver))
+
+    def requeue(self, task_id: str) -> Task:
+        return self._transition(task_id, Requeue())
+
+    def cancel(self, task_id: str, reason: str) -> Task:
+        return self._transition(task_id, Cancel(reason=reason))
+
+
+def _is_driver_error(error: Exception) -> bool:
+    module = type(error).__module__
+    return module.startswith(("psycopg", "sqlite3"))
+
+
+def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    metadata = sa.MetaData()
+    seq_type = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    data_type = sa.Text().with_variant(_JsonText(), "postgresql")
+    tasks = sa.Table(
+        f"{prefix}tasks",
+        metadata,
+        # seq: creation order, the keyset of every listing and of reservation.
+        sa.Column("seq", seq_type, sa.Identity(), primary_key=True),
+        sa.Column("task_id", sa.String(128), nullable=False, unique=True),
+        sa.Column("task_group_id", sa.String(128), nullable=False),
+        sa.Column("topic", sa.String(128), nullable=False),
+        sa.Column("sub_topic", sa.String(128), nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("data", data_type, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("pid", sa.String(128)),
+        sa.Column("record_ver", sa.BigInteger, nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("failures", sa.Integer, nullable=False),
+        sa.Column("max_attempts", sa.Integer),
+        sa.Column("lease_time_ms", sa.BigInteger),
+        sa.Column("timeout_ms", sa.BigInteger),
+        sa.Column("snooze_time_ms", sa.BigInteger),
+        sa.Column("error", sa.Text),
+        sa.Column("errors", sa.Text, nullable=False),  # JSON list of strings
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.BigInteger, nullable=False),
+        sa.CheckConstraint(
+            "status IN ('starting', 'running', 'snoozed', 'failed', 'terminated')",
+            name=f"{prefix}tasks_status",
+        ),
+    )
+    c = tasks.c
+    # Reservation: the oldest ready tasks of a topic. Only ready rows are in it,
+    # so finished tasks cost nothing however many pile up.
+    sa.Index(
+        f"{prefix}tasks_ready", c.topic, c.seq,
+        sqlite_where=sa.text(_READY_SQL), postgresql_where=sa.text(_READY_SQL),
+    )  # fmt: skip
+    # Supervision: leased tasks of one topic, and of all topics, in creation order.
+    sa.Index(
+        f"{prefix}tasks_leased", c.topic, c.seq,
+        sqlite_where=sa.text(_LEASED_SQL), postgresql_where=sa.text(_LEASED_SQL),
+    )  # fmt: skip
+    sa.Index(
+        f"{prefix}tasks_leased_all", c.seq,
+        sqlite_where=sa.text(_LEASED_SQL), postgresql_where=sa.text(_LEASED_SQL),
+    )  # fmt: skip
+    sa.Index(f"{prefix}tasks_group", c.task_group_id, c.seq)
+    # Listing by topic (and sub-topic, status); by creation time.
+    sa.Index(f"{prefix}tasks_topic", c.topic, c.sub_topic, c.status, c.seq)
+    sa.Index(f"{prefix}tasks_created", c.created_at)
+    versions = sa.Table(
+        f"{prefix}schema_version",
+        metadata,
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("applied_at", sa.BigInteger, nullable=False),
+    )
+    return metadata, tasks, versions
+
+
+def _task(row: Sequence[Any]) -> Task:
+    """A Task from a row of ``SQLStore._columns`` (seq first)."""
+    errors = row[17]
+    return Task(
+        task_id=row[1],
+        task_group_id=row[2],
+        topic=row[3],
+        sub_topic=row[4],
+        description=row[5],
+        data_json=row[6],
+        status=_STATUS[row[7]],
+        pid=row[8],
+        record_ver=row[9],
+        attempt=row[10],
+        failures=row[11],
+        max_attempts=row[12],
+        lease_time_ms=row[13],
+        timeout_ms=row[14],
+        snooze_time_ms=row[15],
+        error=row[16],
+        errors=() if errors == "[]" else tuple(json.loads(errors)),
+        created_at=row[18],
+        updated_at=row[19],
+    )
+
+
+def _page(rows: Sequence[Sequence[Any]], limit: int) -> Page:
+    if len(rows) > limit:
+        kept = rows[:limit]
+        return Page(tuple(_task(r) for r in kept), encode_cursor(kept[-1][0]))
+    return Page(tuple(_task(r) for r in rows), None)
+
+
+def _column_value(task: Task, column: str) -> Any:
+    value = getattr(task, column)
+    if column == "status":
+        return value.value
+    if column == "errors":
+        return json.dumps(list(value), ensure_ascii=False)
+    return value
+
+
+def _changed_columns(old: Task, new: Task) -> dict[str, Any]:
+    return {
+        column: _column_value(new, column)
+        for column in _MUTABLE
+        if getattr(old, column) != getattr(new, column)
+    }
+
+
+def _insert_row(task: Task) -> Mapping[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "task_group_id": task.task_group_id,
+        "topic": task.topic,
+        "sub_topic": task.sub_topic,
+        "description": task.description,
+        "data": task.data_json,
+        "status": task.status.value,
+        "pid": task.pid,
+        "record_ver": task.record_ver,
+        "attempt": task.attempt,
+        "failures": task.failures,
+        "max_attempts": task.max_attempts,
+        "lease_time_ms": task.lease_time_ms,
+        "timeout_ms": task.timeout_ms,
+        "snooze_time_ms": task.snooze_time_ms,
+        "error": task.error,
+        "errors": "[]",
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+    }
