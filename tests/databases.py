@@ -54,3 +54,4 @@ def postgres_engine() -> Engine:
             pytest.fail(f"{found} (SOKKA_REQUIRE_POSTGRES=1)")
         pytest.skip(found)
     return found
+test_prefix.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test

@@ -1,17 +1,23 @@
 """The ``sokka`` command.
 
-For now: ``sokka demo`` and ``sokka --version``; the later issues add
-``init``, ``task``, ``worker``, ``supervise``, ``serve`` and ``simulate``.
+For now: ``sokka init``, ``sokka demo`` and ``sokka --version``; later issues
+add ``task``, ``worker``, ``supervise``, ``serve`` and ``simulate``. The store
+comes from ``--db`` or ``SOKKA_DB`` (default ``sqlite:///sokka.db``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ["main"]
+from sokka.core.errors import SokkaError
+
+__all__ = ["DEFAULT_DB", "main"]
+
+DEFAULT_DB = "sqlite:///sokka.db"
 
 
 def _version() -> str:
@@ -38,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sokka {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    init = commands.add_parser(
+        "init",
+        help="create the store's schema (idempotent)",
+        description=(
+            "Create the tables and indexes of a SQL store if they are missing. Safe to run "
+            "again, and from several machines at once. Refuses a schema newer than this sokka."
+        ),
+    )
+    _add_db(init)
     demo = commands.add_parser(
         "demo",
         help="watch a hung worker's task being rescued (in memory, a few seconds)",
@@ -52,15 +67,55 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--lease-ms", type=_positive_int, default=600, help="lease time in milliseconds (600)"
     )
+    demo.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="run on this store instead of in memory (its schema is created if missing; "
+        "the demo uses a topic of its own)",
+    )
+    demo.add_argument("--prefix", default="sokka_", help="table-name prefix (sokka_)")
     return parser
+
+
+def _add_db(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--db",
+        metavar="URL",
+        default=os.environ.get("SOKKA_DB", DEFAULT_DB),
+        help=f"store URL (default: $SOKKA_DB, else {DEFAULT_DB})",
+    )
+    command.add_argument(
+        "--prefix",
+        default="sokka_",
+        help="table-name prefix, so independent queues can share a database (sokka_)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
+    try:
+        if args.command == "init":
+            return _init(args)
+        if args.command == "demo":
+            return _demo(args)
+    except SokkaError as error:
+        print(f"sokka {args.command}: {error}", file=sys.stderr)
+        return 1
     _parser().print_help()
     return 2
+
+
+def _init(args: argparse.Namespace) -> int:
+    from sokka.adapters.sql import SQLStore
+
+    with SQLStore(args.db, prefix=args.prefix) as store:
+        found = store.schema_version()
+        version = store.create_schema()
+        url = store.engine.url.render_as_string(hide_password=True)
+    what = "created" if found is None else "already there"
+    print(f"sokka schema version {version} {what} in {url} (prefix {args.prefix!r})")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -69,7 +124,18 @@ def _demo(args: argparse.Namespace) -> int:
     if args.workers < 2:
         print("sokka demo: --workers must be at least 2 (one of them hangs)", file=sys.stderr)
         return 2
-    result = run_demo(tasks=args.tasks, workers=args.workers, lease_ms=args.lease_ms)
+    if args.db is None:
+        result = run_demo(tasks=args.tasks, workers=args.workers, lease_ms=args.lease_ms)
+    else:
+        from sokka.adapters.sql import SQLStore
+
+        with SQLStore(args.db, prefix=args.prefix) as store:
+            store.create_schema()
+            url = store.engine.url.render_as_string(hide_password=True)
+            print(f"running on {url}")
+            result = run_demo(
+                tasks=args.tasks, workers=args.workers, lease_ms=args.lease_ms, store=store
+            )
     print()
     print(f"done:    {result.done} of {result.tasks} tasks, each finished exactly once")
     print(f"lost:    {result.lost}")

@@ -10,14 +10,18 @@ its result, the store refuses it: its attempt is stale (fencing).
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 from sokka.adapters.memory import MemoryStore
+from sokka.adapters.store import TaskFilter, TaskStore
 from sokka.core.commands import LeaseToken
-from sokka.core.errors import LeaseLost
+from sokka.core.errors import LeaseLost, RetryableError
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Status, Task, TaskSpec
 from sokka.shell.clock import MonotonicClock
@@ -25,7 +29,18 @@ from sokka.shell.supervisor import Supervisor
 
 __all__ = ["DemoResult", "run_demo"]
 
-TOPIC = "demo"
+_T = TypeVar("_T")
+
+
+def _retrying(call: Callable[[], _T], tries: int = 50) -> _T:
+    """Run a store call, retrying what the store says is retryable (a busy SQLite)."""
+    for _ in range(tries - 1):
+        try:
+            return call()
+        except RetryableError:
+            time.sleep(0.02)
+    return call()
+
 
 
 @dataclass(slots=True)
@@ -52,9 +67,14 @@ def run_demo(
     workers: int = 3,
     lease_ms: int = 600,
     work_ms: int = 150,
+    store: TaskStore | None = None,
     say: Callable[[str], object] = print,
 ) -> DemoResult:
-    """Run the demo and return what happened; ``say`` prints each event."""
+    """Run the demo and return what happened; ``say`` prints each event.
+
+    Without ``store`` it runs in memory; with one, on a topic of its own
+    (``demo-<random>``), so it never touches other tasks in that store.
+    """
     clock = MonotonicClock()
     started = clock.now_ms()
     lock = threading.Lock()
@@ -63,9 +83,15 @@ def run_demo(
         with lock:
             say(f"[{(clock.now_ms() - started) / 1000:5.2f}s] {message}")
 
-    store = MemoryStore()
-    for n in range(1, tasks + 1):
-        store.create_task(TaskSpec(topic=TOPIC, task_id=f"task-{n:02d}", data={"n": n}))
+    topic = "demo" if store is None else f"demo-{secrets.token_hex(4)}"
+    store = store if store is not None else MemoryStore()
+    prefix = "" if topic == "demo" else f"{topic}-"
+    store.create_tasks(
+        [
+            TaskSpec(topic=topic, task_id=f"{prefix}task-{n:02d}", data={"n": n})
+            for n in range(1, tasks + 1)
+        ]
+    )
     result = DemoResult(tasks=tasks)
     tell(
         f"queued {tasks} tasks; {workers} workers share them; a lease lives {lease_ms} ms "
@@ -74,7 +100,7 @@ def run_demo(
 
     supervisor = Supervisor(
         store,
-        TOPIC,
+        topic,
         LeasePolicy(lease_time_ms=lease_ms, default_snooze_ms=lease_ms),
         clock,
         interval_ms=max(lease_ms // 6, 10),
@@ -83,7 +109,7 @@ def run_demo(
 
     def supervise() -> None:
         while not stop.is_set():
-            report = supervisor.run_once()
+            report = _retrying(supervisor.run_once)
             for task_id in report.revoked:
                 with lock:
                     result.rescued.append(task_id)
@@ -97,9 +123,9 @@ def run_demo(
 
     def work(name: str, hangs: bool) -> None:
         while not stop.is_set():
-            got = store.reserve_tasks(TOPIC, name)
+            got = _retrying(lambda: store.reserve_tasks(topic, name))
             if not got:
-                if _all_done(store):
+                if _all_done(store, topic):
                     return
                 stop.wait(0.02)
                 continue
@@ -109,7 +135,7 @@ def run_demo(
                 _hang(name, task, store, lease_ms, tell, result, lock)
                 continue
             _run(name, task, store, lease_ms, work_ms)
-            store.terminate(task.task_id, name, task.attempt)
+            _retrying(partial(store.terminate, task.task_id, name, task.attempt))
             with lock:
                 result.done += 1
                 result.finished_by.setdefault(task.task_id, []).append(name)
@@ -124,7 +150,7 @@ def run_demo(
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + max(10.0, 20 * lease_ms / 1000)
-    while not _all_done(store) and time.monotonic() < deadline:
+    while not _all_done(store, topic) and time.monotonic() < deadline:
         time.sleep(0.02)
     # Let the hung worker wake up and be refused before we stop everyone.
     hang_deadline = time.monotonic() + 3 * lease_ms / 1000
@@ -136,24 +162,24 @@ def run_demo(
     return result
 
 
-def _all_done(store: MemoryStore) -> bool:
-    page = store.list_tasks(limit=1000)
+def _all_done(store: TaskStore, topic: str) -> bool:
+    page = _retrying(lambda: store.list_tasks(TaskFilter(topic=topic), limit=1000))
     return all(t.status is Status.TERMINATED for t in page.tasks)
 
 
-def _run(name: str, task: Task, store: MemoryStore, lease_ms: int, work_ms: int) -> None:
+def _run(name: str, task: Task, store: TaskStore, lease_ms: int, work_ms: int) -> None:
     """Work for ``work_ms``, extending the lease every third of a lease."""
     step = min(lease_ms / 3, work_ms) / 1000
     until = time.monotonic() + work_ms / 1000
     while (left := until - time.monotonic()) > 0:
         time.sleep(min(step, left))
-        store.extend_leases(name, [LeaseToken(task.task_id, task.attempt)])
+        _retrying(lambda: store.extend_leases(name, [LeaseToken(task.task_id, task.attempt)]))
 
 
 def _hang(
     name: str,
     task: Task,
-    store: MemoryStore,
+    store: TaskStore,
     lease_ms: int,
     tell: Callable[[str], None],
     result: DemoResult,
