@@ -16,10 +16,10 @@ What must hold:
 
 A terminate whose COMMIT was in flight when the server died may or may not
 have committed; the client gets ``Unavailable`` either way. The worker then
-re-reads the task: terminated with its attempt means the commit made it;
-still running under its lease means it did not, and it terminates again;
-anything else means the supervisor revoked the lease, and the task will be
-reserved again with the next attempt (a rescue, not a duplicate).
+re-reads the task (retrying while the server is down): terminated with its
+attempt means the commit made it; otherwise it did not, and the worker walks
+away from the task: the supervisor revokes the lapsed lease (500 ms) and the
+task is reserved again with the next attempt (a rescue, not a duplicate).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class Record:
     worker_errors: list[tuple[float, str, RetryableError]] = field(default_factory=list)
     terminated: list[tuple[str, int]] = field(default_factory=list)  # (task_id, attempt)
     in_doubt_committed: int = 0  # terminate raised Unavailable, but it had committed
-    in_doubt_retried: int = 0  # terminate raised Unavailable, had not committed: retried
+    in_doubt_abandoned: int = 0  # terminate raised Unavailable and had not committed
     leases_lost: int = 0
     # (started, ended, listing_errors, retryable revoke errors) per supervisor cycle
     cycles: list[tuple[float, float, tuple[str, ...], int]] = field(default_factory=list)
@@ -136,29 +136,21 @@ def _retrying(record: Record, call: Callable[[], _T], what: str) -> _T | None:
 
 def _finish(store: SQLStore, record: Record, task: Task) -> None:
     """Terminate one reserved task, settling a terminate whose outcome is unknown."""
-    while not record.stop.is_set():
-        try:
-            store.terminate(task.task_id, PID, task.attempt)
-        except LeaseLost:
-            record.leases_lost += 1  # revoked meanwhile: it will be reserved again
-            return
-        except RetryableError as error:
-            record.worker_errors.append((time.monotonic(), "terminate", error))
-            record.stop.wait(0.05)
-            seen = _retrying(record, lambda: store.get_task(task.task_id), "get_task")
-            if seen is None:
-                return
-            if seen.status is Status.TERMINATED and seen.attempt == task.attempt:
-                record.in_doubt_committed += 1
-                record.terminated.append((task.task_id, task.attempt))
-                return
-            if seen.status is Status.RUNNING and seen.pid == PID and seen.attempt == task.attempt:
-                record.in_doubt_retried += 1
-                continue  # the terminate did not commit and the lease is still ours
-            record.leases_lost += 1
-            return
-        record.terminated.append((task.task_id, task.attempt))
+    try:
+        store.terminate(task.task_id, PID, task.attempt)
+    except LeaseLost:
+        record.leases_lost += 1  # revoked meanwhile: it will be reserved again
         return
+    except RetryableError as error:
+        record.worker_errors.append((time.monotonic(), "terminate", error))
+        seen = _retrying(record, lambda: store.get_task(task.task_id), "get_task")
+        if seen is not None and seen.status is Status.TERMINATED and seen.attempt == task.attempt:
+            record.in_doubt_committed += 1  # the COMMIT made it before the connection died
+            record.terminated.append((task.task_id, task.attempt))
+        else:
+            record.in_doubt_abandoned += 1  # left to the supervisor: revoked, reserved again
+        return
+    record.terminated.append((task.task_id, task.attempt))
 
 
 def _worker(store: SQLStore, record: Record) -> None:
@@ -313,7 +305,7 @@ def test_work_survives_server_restarts(server: PrivatePostgres) -> None:
         + f"\n  worker errors by call: {dict(kinds)}"
         f"\n  worker errors more than 1 s after the last restart: {len(after_restart)}"
         f"\n  terminates in doubt: {record.in_doubt_committed} had committed, "
-        f"{record.in_doubt_retried} had not (retried); leases lost: {record.leases_lost}"
+        f"{record.in_doubt_abandoned} had not (lease left to lapse); leases lost: {record.leases_lost}"
         f"\n  supervisor: {len(record.cycles)} cycles, {record.revoked} leases revoked; "
         f"rescued tasks (attempt > 1): {rescued}"
     )
