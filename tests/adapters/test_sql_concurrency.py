@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -181,7 +182,7 @@ def test_eight_reservers_on_separate_connections_drain_2000_tasks_each_reserved_
         reserved: list[str] = []
         while True:
             limit = 1 if rng.random() < 0.5 else rng.randint(10, 50)
-            tasks = retrying(lambda limit=limit: store.reserve_tasks(TOPIC, pid, limit), retries)
+            tasks = retrying(partial(store.reserve_tasks, TOPIC, pid, limit), retries)
             if not tasks:
                 return reserved
             assert len(tasks) <= limit
@@ -190,16 +191,14 @@ def test_eight_reservers_on_separate_connections_drain_2000_tasks_each_reserved_
             reserved.extend(task.task_id for task in tasks)
             if len(tasks) == 1:
                 (one,) = tasks
-                done = retrying(
-                    lambda one=one: store.terminate(one.task_id, pid, one.attempt), retries
-                )
+                done = retrying(partial(store.terminate, one.task_id, pid, one.attempt), retries)
                 assert done.status is Status.TERMINATED
             else:
                 outcomes = [
                     Finish(task_id=t.task_id, event=Terminate(pid=pid, attempt=t.attempt))
                     for t in tasks
                 ]
-                results = retrying(lambda outcomes=outcomes: store.finish_many(outcomes), retries)
+                results = retrying(partial(store.finish_many, outcomes), retries)
                 refused = [
                     (t.task_id, r.failure()) for t, r in zip(tasks, results, strict=True)
                     if isinstance(r, Failure)
@@ -211,7 +210,7 @@ def test_eight_reservers_on_separate_connections_drain_2000_tasks_each_reserved_
     for store in stores:  # connect and check the schema now, not once the race is on
         assert store.list_leased_tasks(TOPIC).tasks == ()
     started = time.monotonic()
-    per_thread = run_together([lambda n=n, s=s: drain(n, s) for n, s in enumerate(stores)])
+    per_thread = run_together([partial(drain, n, s) for n, s in enumerate(stores)])
     elapsed = time.monotonic() - started
 
     reserved = [task_id for got in per_thread for task_id in got]
