@@ -1,0 +1,1374 @@
+"""Benchmark the stores' operations, and the SQL store against its raw-driver ceiling.
+
+For each store (``memory``, ``sqlite``: a file in a temporary directory,
+``postgres``: run-private table prefixes, dropped at the end) this measures
+operations per second of:
+
+* ``create_task`` one at a time, and ``create_tasks`` in batches of 100;
+* reserve+terminate one at a time (``reserve_tasks(limit=1)`` + ``terminate``);
+* reserve+terminate in batches of 100 (``reserve_tasks(limit=100)`` +
+  ``finish_many`` of 100 ``Terminate`` outcomes);
+* ``extend_leases`` of one lease, and of 100 leases;
+* one page (1000 tasks) of ``list_leased_tasks``;
+
+and the time of one full supervisor cycle (``Supervisor.run_once()``: every
+page of leased tasks, mark, sweep) over the leased tasks, with nothing changed
+between cycles and with 1% of the leases extended between cycles.
+
+The queue is realistic where it matters for the plans: every table is
+pre-loaded with many terminated tasks on the topic being reserved (50,000 by
+default, created before the ready ones, so a plan that walked the topic in
+``seq`` order would have to step over all of them) and 10,000 leased
+(running) tasks on another topic.
+
+**The ceiling** (SQLite and PostgreSQL). In the same run, a hand-written loop
+on the bare driver (``sqlite3`` / ``psycopg``: no SQLAlchemy, no sokka) runs
+*the same statements* the store runs, on an identical table (made by the
+store's own ``create_schema()`` under another prefix, so columns and indexes
+are the same): the same SQL text modulo parameter style, the same
+transactions (``BEGIN IMMEDIATE`` on SQLite; ``FOR UPDATE SKIP LOCKED`` /
+``FOR UPDATE`` on PostgreSQL), the same round trips (``executemany`` for the
+batch compare-and-set updates). Before measuring, a statement audit runs
+every operation once on both sides, records the statements each sends to the
+driver (and the commits), and fails the run if they differ. Each store row
+prints its ratio to this ceiling: what the store costs on top of the
+database work its design requires.
+
+**The minimal loop** (reference only, *not* the ceiling): the smallest set of
+statements that does the same job: one ``UPDATE ... RETURNING`` claims
+(PostgreSQL: ``WHERE task_id = ANY(ARRAY(SELECT ... FOR UPDATE SKIP LOCKED
+LIMIT n))``; SQLite: ``WHERE seq IN (SELECT ... LIMIT n)``), one ``UPDATE``
+finishes (fenced on pid and attempt), each in its own autocommit
+transaction. It shows what the read-apply-compare-and-set design costs.
+
+Method: ``time.perf_counter``; per operation a warm-up (which also sizes the
+rounds to about ``target`` seconds of the slowest side), then ``rounds``
+rounds; in each round every side (store, ceiling, minimal) runs the same
+number of calls on its own table, in an order that rotates from round to
+round so machine noise hits all sides alike; the median round is reported.
+Every measured call is checked: every reserved task ended terminated, every
+batch element succeeded, every page was full.
+
+Run: ``python bench/store_ops.py [--stores memory,sqlite,postgres] [--quick]
+[--postgres-url URL] [--profile]``. ``--profile`` also runs cProfile on the
+store side of the operation with the lowest ratio to its ceiling, for each
+SQL store. Exits 0 unless a correctness check fails (goals are reported, not
+enforced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import os
+import platform
+import pstats
+import re
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import sqlalchemy
+from returns.result import Success
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from sokka.adapters.memory import MemoryStore
+from sokka.adapters.sql import SQLStore
+from sokka.adapters.store import TaskFilter, TaskStore
+from sokka.core.commands import Finish, LeaseToken
+from sokka.core.supervision import LeasePolicy
+from sokka.core.task import Status, TaskSpec
+from sokka.core.transitions import Terminate
+from sokka.shell.supervisor import Supervisor
+
+TOPIC: Final = "bench"  #: the topic reserved from (and where the finished tasks pile up)
+LEASED_TOPIC: Final = "leased"  #: the leased tasks that extend, listing and supervision use
+CREATE_TOPIC: Final = "created"  #: where the create measurements put their tasks
+AUDIT_TOPIC: Final = "audit"  #: the statement audit's own tasks
+PID: Final = "bench-worker"
+BATCH: Final = 100
+PAGE: Final = 1000
+PLAN_READY: Final = 1000  #: ready tasks present while the query plans are taken
+
+GOAL_RATIO: Final = 0.60
+GOAL_CYCLE_MS: Final = 250.0
+#: No lease lapses during the supervisor measurement.
+POLICY: Final = LeasePolicy(lease_time_ms=3_600_000, default_snooze_ms=3_600_000)
+DEFAULT_POSTGRES_URL: Final = os.environ.get(
+    "SOKKA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+STORES: Final = ("memory", "sqlite", "postgres")
+
+#: The columns SQLStore inserts, in its order.
+INSERT_COLUMNS: Final = (
+    "task_id", "task_group_id", "topic", "sub_topic", "description", "data", "status", "pid",
+    "record_ver", "attempt", "failures", "max_attempts", "lease_time_ms", "timeout_ms",
+    "snooze_time_ms", "error", "errors", "created_at", "updated_at",
+)  # fmt: skip
+#: How SQLAlchemy's psycopg dialect casts each inserted parameter.
+PG_INSERT_CASTS: Final = (
+    "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "", "VARCHAR", "VARCHAR",
+    "BIGINT", "INTEGER", "INTEGER", "INTEGER", "BIGINT", "BIGINT", "BIGINT",
+    "VARCHAR", "VARCHAR", "BIGINT", "BIGINT",
+)  # fmt: skip
+#: The columns SQLStore selects (seq first); row indexes below follow this order.
+SELECT_COLUMNS: Final = ("seq", *INSERT_COLUMNS)
+R_ID, R_STATUS, R_PID, R_VER, R_ATTEMPT = 1, 7, 8, 9, 10
+
+Row = tuple[Any, ...]
+Lease = tuple[str, int]  # (task_id, attempt)
+
+
+class BenchFailure(Exception):
+    """A correctness check failed: the numbers would mean nothing."""
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise BenchFailure(message)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def payload(i: int) -> dict[str, Any]:
+    return {"to": f"user{i}@example.com", "n": i}
+
+
+def payload_json(i: int) -> str:
+    """``payload(i)`` as ``TaskSpec`` encodes it (canonical compact JSON)."""
+    return json.dumps(payload(i), separators=(",", ":"), ensure_ascii=False)
+
+
+_STATE: Final = {"starting": (None, 0, 0), "running": (PID, 1, 1), "terminated": (PID, 2, 1)}
+
+
+def task_rows(topic: str, status: str, count: int) -> list[Row]:
+    """Rows in INSERT_COLUMNS order, as the store would have written them."""
+    pid, record_ver, attempt = _STATE[status]
+    now = now_ms()
+    rows = []
+    for i in range(count):
+        task_id = uuid.uuid4().hex
+        rows.append((
+            task_id, task_id, topic, "default", "", payload_json(i), status, pid,
+            record_ver, attempt, 0, None, None, None, None, None, "[]", now, now,
+        ))  # fmt: skip
+    return rows
+
+
+@dataclass(frozen=True)
+class Settings:
+    finished: int  #: terminated tasks pre-loaded on TOPIC
+    leased: int  #: running tasks on LEASED_TOPIC
+    rounds: int
+    target_s: float  #: seconds per side per round (the slowest side)
+    cycles: int  #: timed supervisor cycles per variant
+    profile: bool = False
+
+
+FULL: Final = Settings(finished=50_000, leased=10_000, rounds=3, target_s=0.25, cycles=7)
+QUICK: Final = Settings(finished=5_000, leased=10_000, rounds=3, target_s=0.02, cycles=3)
+
+
+# -- the statements SQLStore runs, written out by hand --------------------------------
+
+
+class Statements:
+    """SQLStore's SQL for one table, per dialect (the audit checks it against the store)."""
+
+    def __init__(self, table: str, pg: bool) -> None:
+        t = table
+        self.table = t
+        self.pg = pg
+        data = f"CAST({t}.data AS TEXT) AS data" if pg else f"{t}.data"
+        self.columns = ", ".join(data if c == "data" else f"{t}.{c}" for c in SELECT_COLUMNS)
+        self.select = f"SELECT {self.columns} \nFROM {t} \n"
+        if pg:
+            self.ready = (
+                self.select + f"WHERE {t}.topic = %s::VARCHAR AND status = 'starting' "
+                f"ORDER BY {t}.seq \n LIMIT %s FOR UPDATE SKIP LOCKED"
+            )
+            self.leased = (
+                self.select + f"WHERE status IN ('running', 'snoozed') AND {t}.seq > %s::BIGINT "
+                f"ORDER BY {t}.seq \n LIMIT %s"
+            )
+        else:
+            self.ready = (
+                self.select + f"WHERE {t}.topic = ? AND status = 'starting' "
+                f"ORDER BY {t}.seq\n LIMIT ? OFFSET ?"
+            )
+            self.leased = (
+                self.select + f"WHERE status IN ('running', 'snoozed') AND {t}.seq > ? "
+                f"ORDER BY {t}.seq\n LIMIT ? OFFSET ?"
+            )
+        self.update_reserve = self._update(
+            (("status", "VARCHAR"), ("pid", "VARCHAR"), ("record_ver", "BIGINT"),
+             ("attempt", "INTEGER"), ("updated_at", "BIGINT"))
+        )  # fmt: skip
+        self.update_terminate = self._update(
+            (("status", "VARCHAR"), ("record_ver", "BIGINT"), ("updated_at", "BIGINT"))
+        )
+        self.update_extend = self._update((("record_ver", "BIGINT"), ("updated_at", "BIGINT")))
+        self._by_ids: dict[int, str] = {}
+        self._inserts: dict[int, str] = {}
+
+    def _param(self, cast: str) -> str:
+        if not self.pg:
+            return "?"
+        return f"%s::{cast}" if cast else "%s"
+
+    def _update(self, columns: Sequence[tuple[str, str]]) -> str:
+        t = self.table
+        values = ", ".join(f"{name}={self._param(cast)}" for name, cast in columns)
+        return (
+            f"UPDATE {t} SET {values} WHERE {t}.task_id = {self._param('VARCHAR')} "
+            f"AND {t}.record_ver = {self._param('BIGINT')}"
+        )
+
+    def by_ids(self, count: int) -> str:
+        statement = self._by_ids.get(count)
+        if statement is None:
+            marks = ", ".join([self._param("VARCHAR")] * count)
+            statement = self.select + f"WHERE {self.table}.task_id IN ({marks})"
+            if self.pg:
+                statement += " FOR UPDATE"
+            self._by_ids[count] = statement
+        return statement
+
+    def insert(self, count: int) -> str:
+        statement = self._inserts.get(count)
+        if statement is None:
+            one = "(" + ", ".join(self._param(cast) for cast in PG_INSERT_CASTS) + ")"
+            returning = f"{self.table}.task_id" if self.pg else "task_id"
+            statement = (
+                f"INSERT INTO {self.table} ({', '.join(INSERT_COLUMNS)}) VALUES "
+                + ", ".join([one] * count)
+                + f" ON CONFLICT (task_id) DO NOTHING RETURNING {returning}"
+            )
+            self._inserts[count] = statement
+        return statement
+
+
+Trace = list[tuple[str, str]]  # (execute | executemany | commit, statement)
+
+
+class RawStore:
+    """The ceiling: SQLStore's statements, transactions and round trips on the bare driver.
+
+    ``conn`` is a ``sqlite3`` connection in autocommit mode (``isolation_level
+    = None``: transactions are begun by hand, as SQLStore does) or a
+    ``psycopg`` connection in its default transactional mode (the driver
+    sends BEGIN before the first statement, as under SQLAlchemy).
+    """
+
+    def __init__(self, conn: Any, statements: Statements) -> None:
+        self.conn = conn
+        self.sql = statements
+        self.pg = statements.pg
+        self.trace: Trace | None = None  # the audit records statements here
+
+    def _execute(self, statement: str, params: Sequence[Any]) -> Any:
+        if self.trace is not None:
+            self.trace.append(("execute", statement))
+        return self.conn.execute(statement, params)
+
+    def _executemany(self, statement: str, params: Sequence[Sequence[Any]]) -> int:
+        if self.trace is not None:
+            self.trace.append(("executemany", statement))
+        if self.pg:
+            cursor = self.conn.cursor()
+            cursor.executemany(statement, params)
+            return int(cursor.rowcount)
+        return int(self.conn.executemany(statement, params).rowcount)
+
+    def _begin(self, write: bool) -> None:
+        if not self.pg:
+            self._execute("BEGIN IMMEDIATE" if write else "BEGIN", ())
+
+    def _commit(self) -> None:
+        if self.trace is not None:
+            self.trace.append(("commit", ""))
+        self.conn.commit()
+
+    def _write(self, statement: str, params: list[tuple[Any, ...]]) -> None:
+        """The compare-and-set updates: one execute for one row, else one executemany."""
+        if len(params) == 1:
+            count = self._execute(statement, params[0]).rowcount
+        else:
+            count = self._executemany(statement, params)
+        if count not in (-1, len(params)):
+            raise BenchFailure(f"raw compare-and-set updated {count} of {len(params)} rows")
+
+    def create(self, topic: str, datas: Sequence[str]) -> int:
+        now = now_ms()
+        params: list[Any] = []
+        for data in datas:
+            task_id = uuid.uuid4().hex
+            params += (task_id, task_id, topic, "default", "", data, "starting", None,
+                       0, 0, 0, None, None, None, None, None, "[]", now, now)  # fmt: skip
+        self._begin(write=True)
+        inserted = self._execute(self.sql.insert(len(datas)), params).fetchall()
+        self._commit()
+        return len(inserted)
+
+    def reserve(self, topic: str, pid: str, limit: int) -> list[Lease]:
+        self._begin(write=True)
+        args = (topic, limit) if self.pg else (topic, limit, 0)
+        rows = self._execute(self.sql.ready, args).fetchall()
+        now = now_ms()
+        params = [
+            ("running", pid, r[R_VER] + 1, r[R_ATTEMPT] + 1, now, r[R_ID], r[R_VER])
+            for r in rows
+        ]
+        if params:
+            self._write(self.sql.update_reserve, params)
+        self._commit()
+        return [(p[5], p[3]) for p in params]
+
+    def _owned(self, pid: str, leases: Sequence[Lease], statuses: tuple[str, ...]) -> list[Row]:
+        """Read the leased rows (locked), in the order read; check each lease is held."""
+        rows = self._execute(self.sql.by_ids(len(leases)), [t for t, _ in leases]).fetchall()
+        attempts = dict(leases)
+        check(len(rows) == len(attempts), "raw: a leased task is missing")
+        for r in rows:
+            if r[R_STATUS] not in statuses or r[R_PID] != pid or r[R_ATTEMPT] != attempts[r[R_ID]]:
+                raise BenchFailure(f"raw: lease of {r[R_ID]} lost: {r[R_STATUS]} {r[R_PID]}")
+        return rows
+
+    def terminate(self, pid: str, leases: Sequence[Lease]) -> int:
+        self._begin(write=True)
+        rows = self._owned(pid, leases, ("running", "snoozed"))
+        now = now_ms()
+        self._write(
+            self.sql.update_terminate,
+            [("terminated", r[R_VER] + 1, now, r[R_ID], r[R_VER]) for r in rows],
+        )
+        self._commit()
+        return len(rows)
+
+    def extend(self, pid: str, leases: Sequence[Lease]) -> int:
+        self._begin(write=True)
+        rows = self._owned(pid, leases, ("running",))
+        now = now_ms()
+        self._write(self.sql.update_extend, [(r[R_VER] + 1, now, r[R_ID], r[R_VER]) for r in rows])
+        self._commit()
+        return len(rows)
+
+    def list_leased(self, limit: int) -> list[Row]:
+        self._begin(write=False)
+        args = (0, limit + 1) if self.pg else (0, limit + 1, 0)
+        rows = self._execute(self.sql.leased, args).fetchall()
+        self._commit()
+        return list(rows[:limit])
+
+
+class MinimalLoop:
+    """Reference only: one UPDATE claims, one UPDATE finishes (autocommit, one round trip each).
+
+    A different and smaller set of statements than SQLStore's: not the ceiling.
+    """
+
+    def __init__(self, conn: Any, table: str, pg: bool) -> None:
+        self.conn = conn
+        self.pg = pg
+        t = table
+        columns = ", ".join(
+            "CAST(data AS TEXT) AS data" if pg and c == "data" else c for c in SELECT_COLUMNS
+        )
+        p = "%s" if pg else "?"
+        claim_set = (
+            f"UPDATE {t} SET status = 'running', pid = {p}, record_ver = record_ver + 1, "
+            f"attempt = attempt + 1, snooze_time_ms = NULL, updated_at = {p} "
+        )
+        if pg:
+            self.claim_sql = claim_set + (
+                f"WHERE task_id = ANY(ARRAY(SELECT task_id FROM {t} WHERE topic = %s "
+                "AND status = 'starting' ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT %s)) "
+                f"RETURNING {columns}"
+            )
+        else:
+            self.claim_sql = claim_set + (
+                f"WHERE seq IN (SELECT seq FROM {t} WHERE topic = ? AND status = 'starting' "
+                f"ORDER BY seq LIMIT ?) RETURNING {columns}"
+            )
+        finish_set = (
+            f"UPDATE {t} SET status = 'terminated', record_ver = record_ver + 1, "
+            f"updated_at = {p} "
+        )
+        owner = f"pid = {p} AND status IN ('running', 'snoozed')"
+        self.finish_one_sql = finish_set + f"WHERE task_id = {p} AND attempt = {p} AND {owner}"
+        self.finish_batch_pg = (
+            f"UPDATE {t} SET status = 'terminated', record_ver = {t}.record_ver + 1, "
+            "updated_at = %s FROM unnest(%s::varchar[], %s::int[]) AS f(task_id, attempt) "
+            f"WHERE {t}.task_id = f.task_id AND {t}.attempt = f.attempt "
+            f"AND {t}.pid = %s AND {t}.status IN ('running', 'snoozed')"
+        )
+        self._finish_batch_sqlite: dict[int, str] = {}
+        self._finish_set = finish_set
+        self._owner = owner
+
+    def claim(self, topic: str, pid: str, limit: int) -> list[Lease]:
+        rows = self.conn.execute(self.claim_sql, (pid, now_ms(), topic, limit)).fetchall()
+        return [(r[R_ID], r[R_ATTEMPT]) for r in rows]
+
+    def finish(self, pid: str, leases: Sequence[Lease]) -> int:
+        now = now_ms()
+        if len(leases) == 1:
+            ((task_id, attempt),) = leases
+            count = self.conn.execute(self.finish_one_sql, (now, task_id, attempt, pid)).rowcount
+        elif self.pg:
+            ids = [t for t, _ in leases]
+            attempts = [a for _, a in leases]
+            count = self.conn.execute(self.finish_batch_pg, (now, ids, attempts, pid)).rowcount
+        else:
+            count = self.conn.execute(self._sqlite_batch(len(leases)), (
+                now, *(t for t, _ in leases), *(x for lease in leases for x in lease), pid,
+            )).rowcount  # fmt: skip
+        check(count == len(leases), f"minimal: finished {count} of {len(leases)}")
+        return int(count)
+
+    def _sqlite_batch(self, count: int) -> str:
+        statement = self._finish_batch_sqlite.get(count)
+        if statement is None:
+            # task_id IN (...) lets the unique index find the rows; the row values fence.
+            ids = ", ".join(["?"] * count)
+            pairs = ", ".join(["(?, ?)"] * count)
+            statement = self._finish_set + (
+                f"WHERE task_id IN ({ids}) AND (task_id, attempt) IN (VALUES {pairs}) "
+                f"AND {self._owner}"
+            )
+            self._finish_batch_sqlite[count] = statement
+        return statement
+
+
+# -- the stores under test ----------------------------------------------------------------
+
+
+class Backend:
+    """One store under test, with its ceiling and minimal loop when it is a SQL store."""
+
+    name: str
+    label: str
+    store: TaskStore
+    raw: RawStore | None = None
+    minimal: MinimalLoop | None = None
+    tokens: list[LeaseToken]
+    sides: tuple[str, ...] = ("store",)
+
+    def add(self, status: str, topic: str, count: int) -> None:
+        """Give every side's table ``count`` identical tasks in ``status``."""
+        raise NotImplementedError
+
+    def counts(self, side: str, topic: str) -> dict[str, int]:
+        """Tasks of ``topic`` by status, in ``side``'s table."""
+        raise NotImplementedError
+
+    def finish_plan_rows(self) -> None:
+        raise NotImplementedError
+
+    def plans(self) -> list[tuple[str, str, list[str]]]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryBackend(Backend):
+    def __init__(self, settings: Settings) -> None:
+        self.name = self.label = "memory"
+        self.store = MemoryStore()
+        self.tokens = []
+
+    def add(self, status: str, topic: str, count: int) -> None:
+        store = self.store
+        done = 0
+        while done < count:
+            size = min(1000, count - done)
+            specs = [TaskSpec(topic=topic, data=payload(done + i)) for i in range(size)]
+            results = store.create_tasks(specs)
+            check(all(isinstance(r, Success) for r in results), "memory: create failed")
+            if status != "starting":
+                tasks = store.reserve_tasks(topic, PID, size)
+                check(len(tasks) == size, "memory: reserve during set-up came short")
+                if status == "terminated":
+                    outcomes = [
+                        Finish(task_id=t.task_id, event=Terminate(pid=PID, attempt=t.attempt))
+                        for t in tasks
+                    ]
+                    check(
+                        all(isinstance(r, Success) for r in store.finish_many(outcomes)),
+                        "memory: finish during set-up failed",
+                    )
+                else:
+                    self.tokens += [LeaseToken(t.task_id, t.attempt) for t in tasks]
+            done += size
+
+    def counts(self, side: str, topic: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        cursor = None
+        while True:
+            page = self.store.list_tasks(TaskFilter(topic=topic), cursor, 1000)
+            for task in page.tasks:
+                found[task.status.value] = found.get(task.status.value, 0) + 1
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+
+class SqlBackend(Backend):
+    """Three identical tables: the store's, the ceiling's, the minimal loop's."""
+
+    sides = ("store", "ceiling", "minimal")
+    stores: dict[str, SQLStore]
+    tables: dict[str, str]
+    statements: Statements
+
+    def _connect(self, side: str) -> Any:
+        raise NotImplementedError
+
+    def _setup(self, url_for: Callable[[str], str], prefixes: dict[str, str]) -> None:
+        self.stores = {}
+        for side, prefix in prefixes.items():
+            sql_store = SQLStore(url_for(side), prefix=prefix)
+            self.stores[side] = sql_store
+            sql_store.drop_schema()
+            sql_store.create_schema()
+        self.store = self.stores["store"]
+        self.tables = {side: f"{prefix}tasks" for side, prefix in prefixes.items()}
+        pg = self.name == "postgres"
+        self.statements = Statements(self.tables["store"], pg)
+        self.raw = RawStore(self._connect("ceiling"), Statements(self.tables["ceiling"], pg))
+        self.minimal = MinimalLoop(self._connect("minimal"), self.tables["minimal"], pg)
+
+    def leased_tokens(self) -> list[LeaseToken]:
+        rows = self._query(
+            "store",
+            f"SELECT task_id, attempt FROM {self.tables['store']} WHERE topic = {self._p} "
+            "AND status = 'running' ORDER BY seq",
+            (LEASED_TOPIC,),
+        )
+        return [LeaseToken(task_id, attempt) for task_id, attempt in rows]
+
+    _p = "?"
+
+    def _query(self, side: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        raise NotImplementedError
+
+    def _execute(self, side: str, sql: str, params: Sequence[Any] = ()) -> None:
+        raise NotImplementedError
+
+    def counts(self, side: str, topic: str) -> dict[str, int]:
+        rows = self._query(
+            side,
+            f"SELECT status, count(*) FROM {self.tables[side]} WHERE topic = {self._p} "
+            "GROUP BY status",
+            (topic,),
+        )
+        return {status: int(n) for status, n in rows}
+
+    def finish_plan_rows(self) -> None:
+        """Terminate the ready tasks the plans were taken with, on every table alike."""
+        for side, table in self.tables.items():
+            self._execute(
+                side,
+                f"UPDATE {table} SET status = 'terminated', pid = {self._p}, record_ver = 2, "
+                f"attempt = 1 WHERE topic = {self._p} AND status = 'starting'",
+                (PID, TOPIC),
+            )
+
+    def close(self) -> None:
+        for sql_store in self.stores.values():
+            sql_store.close()
+
+
+class SQLiteBackend(SqlBackend):
+    def __init__(self, settings: Settings, directory: str) -> None:
+        self.name = "sqlite"
+        self.directory = directory
+        self.paths = {side: os.path.join(directory, f"{side}.db") for side in self.sides}
+        self.label = f"sqlite (files in {directory}; SQLite {sqlite3.sqlite_version})"
+        self.loaders: dict[str, sqlite3.Connection] = {}
+        run = f"b{os.getpid() % 100_000}{secrets.token_hex(2)}"
+        prefixes = {side: f"{run}_{side[0]}_" for side in self.sides}
+        self._setup(lambda side: f"sqlite:///{self.paths[side]}", prefixes)
+        for side in self.sides:
+            self.loaders[side] = self._connect(side)
+
+    def _connect(self, side: str) -> sqlite3.Connection:
+        # What SQLStore's engine does on connect: transactions by hand, WAL,
+        # synchronous=NORMAL, a busy timeout, foreign keys.
+        conn = sqlite3.connect(self.paths[side], isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def add(self, status: str, topic: str, count: int) -> None:
+        rows = task_rows(topic, status, count)
+        marks = ", ".join(["?"] * len(INSERT_COLUMNS))
+        for side, conn in self.loaders.items():
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                f"INSERT INTO {self.tables[side]} ({', '.join(INSERT_COLUMNS)}) VALUES ({marks})",
+                rows,
+            )
+            conn.commit()
+
+    def _query(self, side: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(self.loaders[side].execute(sql, params).fetchall())
+
+    def _execute(self, side: str, sql: str, params: Sequence[Any] = ()) -> None:
+        self.loaders[side].execute(sql, params)
+
+    def plans(self) -> list[tuple[str, str, list[str]]]:
+        found = []
+        for label, sql, params in (
+            ("reserve_tasks: SELECT ready", self.statements.ready, (TOPIC, BATCH, 0)),
+            ("list_leased_tasks: SELECT leased", self.statements.leased, (0, PAGE + 1, 0)),
+        ):
+            rows = self.loaders["store"].execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+            depth = {0: -1}
+            lines = []
+            for node, parent, _, detail in rows:
+                depth[node] = depth.get(parent, -1) + 1
+                lines.append("  " * depth[node] + str(detail))
+            found.append((label, sql, lines))
+        return found
+
+    def close(self) -> None:
+        for conn in (*self.loaders.values(), self.raw and self.raw.conn,
+                     self.minimal and self.minimal.conn):  # fmt: skip
+            if conn is not None:
+                conn.close()
+        super().close()
+
+
+class PostgresBackend(SqlBackend):
+    _p = "%s"
+
+    def __init__(self, settings: Settings, url: str) -> None:
+        import psycopg
+
+        self.name = "postgres"
+        self.url = url
+        self.conninfo = make_url(url).set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        self.loader = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+        version = self.loader.execute("SHOW server_version").fetchone()
+        shown = make_url(url).render_as_string(hide_password=True)
+        self.label = f"postgres ({shown}; PostgreSQL {version[0] if version else '?'})"
+        run = f"b{os.getpid() % 100_000}{secrets.token_hex(2)}"
+        prefixes = {side: f"{run}_{side[0]}_" for side in self.sides}
+        self.stores = {}
+        try:
+            self._setup(lambda side: url, prefixes)
+        except Exception:
+            self._drop()
+            raise
+
+    def _connect(self, side: str) -> Any:
+        import psycopg
+
+        # What SQLStore's engine passes: a connect timeout and the lock timeout.
+        # The ceiling stays transactional (BEGIN is sent before the first
+        # statement, as under SQLAlchemy); the minimal loop is autocommit.
+        return psycopg.connect(
+            self.conninfo,
+            autocommit=side == "minimal",
+            connect_timeout=5,
+            options="-c lock_timeout=5000",
+        )
+
+    def add(self, status: str, topic: str, count: int) -> None:
+        rows = task_rows(topic, status, count)
+        with self.loader.cursor() as cursor:
+            for table in self.tables.values():
+                with cursor.copy(f"COPY {table} ({', '.join(INSERT_COLUMNS)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+
+    def analyze(self) -> None:
+        for table in self.tables.values():
+            self.loader.execute(f"ANALYZE {table}")
+
+    def _query(self, side: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(self.loader.execute(sql, params).fetchall())
+
+    def _execute(self, side: str, sql: str, params: Sequence[Any] = ()) -> None:
+        self.loader.execute(sql, params)
+
+    def plans(self) -> list[tuple[str, str, list[str]]]:
+        found = []
+        for label, sql, params in (
+            ("reserve_tasks: SELECT ready", self.statements.ready, (TOPIC, BATCH)),
+            ("list_leased_tasks: SELECT leased", self.statements.leased, (0, PAGE + 1)),
+        ):
+            # ANALYZE runs the query (and takes the row locks): roll it back.
+            with self.loader.transaction(force_rollback=True):
+                rows = self.loader.execute(
+                    "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) " + sql, params
+                ).fetchall()
+            found.append((label, sql, [str(r[0]) for r in rows]))
+        return found
+
+    def _drop(self) -> None:
+        for sql_store in self.stores.values():
+            try:
+                sql_store.drop_schema()
+            except Exception as error:
+                print(f"  (could not drop {sql_store!r}: {error})")
+
+    def close(self) -> None:
+        for conn in (self.raw and self.raw.conn, self.minimal and self.minimal.conn):
+            if conn is not None:
+                conn.close()
+        self._drop()
+        self.loader.close()
+        super().close()
+
+
+# -- the statement audit ----------------------------------------------------------------------
+
+
+def _normalise(statement: str) -> str:
+    return " ".join(re.sub(r"%\(\w+\)s", "%s", statement).split())
+
+
+@contextmanager
+def captured(sql_store: SQLStore) -> Iterator[Trace]:
+    """The statements SQLStore sends to the driver (and its commits), while inside."""
+    trace: Trace = []
+    engine = sql_store.engine
+
+    def on_execute(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        trace.append(("executemany" if isinstance(parameters, list) else "execute", statement))
+
+    def on_commit(conn: Any) -> None:
+        trace.append(("commit", ""))
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "commit", on_commit)
+    try:
+        yield trace
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "commit", on_commit)
+
+
+def _short(kind: str, statement: str) -> str:
+    """A statement in a few words, for the audit's summary."""
+    if kind == "commit":
+        return "COMMIT"
+    head = statement.split()[0]
+    if head == "BEGIN":
+        short = statement
+    elif head == "SELECT":
+        lock = " FOR UPDATE SKIP LOCKED" if "SKIP LOCKED" in statement else (
+            " FOR UPDATE" if "FOR UPDATE" in statement else "")
+        short = "SELECT" + (" ready" if "'starting'" in statement else
+                            " leased" if "'running'" in statement else " by id") + lock
+    else:
+        short = head
+    return short + (" (executemany)" if kind == "executemany" else "")
+
+
+def audit(backend: SqlBackend) -> list[str]:
+    """Run each operation once on the store and on the ceiling; their statements must match."""
+    store = backend.stores["store"]
+    raw = backend.raw
+    assert raw is not None
+    backend.add("starting", AUDIT_TOPIC, 2 + BATCH)
+    tokens = backend.tokens
+
+    def store_reserve_terminate(limit: int) -> None:
+        tasks = store.reserve_tasks(AUDIT_TOPIC, PID, limit)
+        check(len(tasks) == limit, "audit: store reserved too few")
+        outcomes = [Finish(task_id=t.task_id, event=Terminate(pid=PID, attempt=t.attempt))
+                    for t in tasks]  # fmt: skip
+        if limit == 1:
+            store.terminate(tasks[0].task_id, PID, tasks[0].attempt)
+        else:
+            check(all(isinstance(r, Success) for r in store.finish_many(outcomes)), "audit")
+
+    def raw_reserve_terminate(limit: int) -> None:
+        leases = raw.reserve(AUDIT_TOPIC, PID, limit)
+        check(len(leases) == limit, "audit: raw reserved too few")
+        raw.terminate(PID, leases)
+
+    specs = [TaskSpec(topic=AUDIT_TOPIC + "-c", data=payload(i)) for i in range(BATCH)]
+    datas = [payload_json(i) for i in range(BATCH)]
+    ops: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
+        ("create (one)", lambda: store.create_task(specs[0]),
+         lambda: raw.create(AUDIT_TOPIC + "-c", datas[:1])),
+        ("create_tasks (100)", lambda: store.create_tasks(specs),
+         lambda: raw.create(AUDIT_TOPIC + "-c", datas)),
+        ("reserve_tasks (1) + terminate", lambda: store_reserve_terminate(1),
+         lambda: raw_reserve_terminate(1)),
+        ("reserve_tasks (100) + finish_many (100)", lambda: store_reserve_terminate(BATCH),
+         lambda: raw_reserve_terminate(BATCH)),
+        ("extend_leases (1)", lambda: store.extend_leases(PID, tokens[:1]),
+         lambda: raw.extend(PID, [(t.task_id, t.attempt) for t in tokens[:1]])),
+        ("extend_leases (100)", lambda: store.extend_leases(PID, tokens[:BATCH]),
+         lambda: raw.extend(PID, [(t.task_id, t.attempt) for t in tokens[:BATCH]])),
+        ("list_leased_tasks (1000)", lambda: store.list_leased_tasks(None, None, PAGE),
+         lambda: raw.list_leased(PAGE)),
+    ]  # fmt: skip
+    table_store, table_raw = backend.tables["store"], backend.tables["ceiling"]
+    lines = []
+    for label, store_op, raw_op in ops:
+        with captured(store) as store_trace:
+            store_op()
+        raw.trace = []
+        try:
+            raw_op()
+            raw_trace = raw.trace
+        finally:
+            raw.trace = None
+        want = [(kind, _normalise(s)) for kind, s in store_trace]
+        got = [(kind, _normalise(s.replace(table_raw, table_store))) for kind, s in raw_trace]
+        if want != got:
+            detail = "\n".join(
+                f"    store: {w}\n    raw:   {g}" for w, g in zip(want, got, strict=False)
+                if w != g
+            ) or f"    store ran {len(want)} statements, the ceiling {len(got)}"
+            raise BenchFailure(f"the ceiling does not run the store's statements for {label}:\n"
+                               + detail)  # fmt: skip
+        shape = " / ".join(_short(kind, s) for kind, s in want)
+        if backend.name == "postgres":
+            shape = "(BEGIN) / " + shape
+        lines.append(f"{label:<42} {shape}")
+    return lines
+
+
+# -- measuring -----------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One operation, measured on every side of a store."""
+
+    key: str
+    label: str
+    unit: str
+    units_per_call: int
+    warmup_calls: int
+    sides: dict[str, Callable[[int], int]]  #: run(calls) -> units done (checked)
+    prepare: Callable[[int], None] = lambda calls: None  #: untimed, before a round
+    verify: Callable[[], None] = lambda: None  #: after a round
+    goal: bool = False  #: the ratio goal applies
+
+
+@dataclass
+class Measured:
+    backend: str
+    case: Case
+    calls: int
+    rates: dict[str, float]  #: side -> median units per second
+    spread: dict[str, float]  #: side -> (max - min) / median over the rounds
+
+    def ratio(self) -> float | None:
+        if "ceiling" not in self.rates:
+            return None
+        return self.rates["store"] / self.rates["ceiling"]
+
+
+def _timed(run: Callable[[int], int], calls: int) -> tuple[int, float]:
+    gc.collect()
+    started = time.perf_counter()
+    units = run(calls)
+    return units, time.perf_counter() - started
+
+
+def measure(backend: str, case: Case, settings: Settings) -> Measured:
+    names = list(case.sides)
+    # Warm-up (statement caches, prepared statements), then a sizing run.
+    warm = case.warmup_calls
+    case.prepare(2 * warm)
+    slowest = 0.0
+    for name in names:
+        run = case.sides[name]
+        run(warm)
+        units, seconds = _timed(run, warm)
+        check(units == warm * case.units_per_call, f"{case.label} {name}: {units} units")
+        slowest = max(slowest, seconds / warm)
+    case.verify()
+    calls = max(warm, min(50_000, round(settings.target_s / slowest)))
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(settings.rounds):
+        case.prepare(calls)
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            units, seconds = _timed(case.sides[name], calls)
+            check(
+                units == calls * case.units_per_call,
+                f"{backend} {case.label} {name}: {units} units, expected "
+                f"{calls * case.units_per_call}",
+            )
+            samples[name].append(units / seconds)
+        case.verify()
+    rates = {name: statistics.median(s) for name, s in samples.items()}
+    spread = {name: (max(s) - min(s)) / rates[name] for name, s in samples.items()}
+    return Measured(backend, case, calls, rates, spread)
+
+
+def build_cases(backend: Backend) -> list[Case]:
+    store = backend.store
+    raw, minimal = backend.raw, backend.minimal
+    tokens = backend.tokens
+    leases = [(t.task_id, t.attempt) for t in tokens]
+    inputs: dict[str, Any] = {}
+
+    # -- create
+    def prepare_create(calls_times: int) -> Callable[[int], None]:
+        def prepare(calls: int) -> None:
+            count = calls * calls_times
+            inputs["specs"] = [TaskSpec(topic=CREATE_TOPIC, data=payload(i)) for i in range(count)]
+            inputs["datas"] = [payload_json(i) for i in range(count)]
+
+        return prepare
+
+    def store_create_one(calls: int) -> int:
+        for spec in inputs["specs"][:calls]:
+            store.create_task(spec)
+        return calls
+
+    def store_create_batch(calls: int) -> int:
+        specs = inputs["specs"]
+        done = 0
+        for i in range(0, calls * BATCH, BATCH):
+            results = store.create_tasks(specs[i : i + BATCH])
+            done += sum(isinstance(r, Success) for r in results)
+        return done
+
+    # -- reserve + terminate
+    def prepare_ready(per_call: int) -> Callable[[int], None]:
+        return lambda calls: backend.add("starting", TOPIC, calls * per_call)
+
+    def store_reserve_one(calls: int) -> int:
+        done = 0
+        for _ in range(calls):
+            (task,) = store.reserve_tasks(TOPIC, PID, 1)
+            if store.terminate(task.task_id, PID, task.attempt).status is Status.TERMINATED:
+                done += 1
+        return done
+
+    def store_reserve_batch(calls: int) -> int:
+        done = 0
+        for _ in range(calls):
+            tasks = store.reserve_tasks(TOPIC, PID, BATCH)
+            results = store.finish_many(
+                [Finish(task_id=t.task_id, event=Terminate(pid=PID, attempt=t.attempt))
+                 for t in tasks]
+            )  # fmt: skip
+            done += sum(isinstance(r, Success) for r in results)
+        return done
+
+    def verify_reserved() -> None:
+        for side in backend.sides:
+            counts = backend.counts(side, TOPIC)
+            left = counts.get("starting", 0) + counts.get("running", 0)
+            check(left == 0, f"{backend.name} {side}: {left} tasks of {TOPIC!r} not terminated")
+
+    # -- extend
+    def store_extend(size: int) -> Callable[[int], int]:
+        batches = [tokens[i : i + size] for i in range(0, len(tokens) - size + 1, size)]
+        offset = [0]
+
+        def run(calls: int) -> int:
+            done = 0
+            start = offset[0]
+            for i in range(start, start + calls):
+                results = store.extend_leases(PID, batches[i % len(batches)])
+                done += sum(isinstance(r, Success) for r in results)
+            offset[0] = start + calls
+            return done
+
+        return run
+
+    # -- list
+    def store_list(calls: int) -> int:
+        done = 0
+        for _ in range(calls):
+            page = store.list_leased_tasks(None, None, PAGE)
+            check(page.next_cursor is not None, "list_leased_tasks: expected more pages")
+            done += len(page.tasks)
+        return done
+
+    cases = [
+        Case("create1", "create_task (one at a time)", "tasks/s", 1, 30,
+             {"store": store_create_one}, prepare_create(1)),
+        Case("create100", "create_tasks (batches of 100)", "tasks/s", BATCH, 3,
+             {"store": store_create_batch}, prepare_create(BATCH)),
+        Case("rt1", "reserve+terminate (one at a time)", "tasks/s", 1, 30,
+             {"store": store_reserve_one}, prepare_ready(1), verify_reserved, goal=True),
+        Case("rt100", "reserve+terminate (batches of 100)", "tasks/s", BATCH, 3,
+             {"store": store_reserve_batch}, prepare_ready(BATCH), verify_reserved, goal=True),
+        Case("ext1", "extend_leases (1 lease)", "calls/s", 1, 30,
+             {"store": store_extend(1)}),
+        Case("ext100", "extend_leases (100 leases)", "leases/s", BATCH, 3,
+             {"store": store_extend(BATCH)}),
+        Case("list", "list_leased_tasks (page of 1000)", "tasks/s", PAGE, 3,
+             {"store": store_list}),
+    ]  # fmt: skip
+    if raw is None or minimal is None:
+        return cases
+
+    def raw_create(size: int) -> Callable[[int], int]:
+        def run(calls: int) -> int:
+            datas = inputs["datas"]
+            return sum(
+                raw.create(CREATE_TOPIC, datas[i : i + size]) for i in range(0, calls * size, size)
+            )
+
+        return run
+
+    def raw_reserve(limit: int) -> Callable[[int], int]:
+        def run(calls: int) -> int:
+            done = 0
+            for _ in range(calls):
+                taken = raw.reserve(TOPIC, PID, limit)
+                check(len(taken) == limit, "raw: reserved too few")
+                done += raw.terminate(PID, taken)
+            return done
+
+        return run
+
+    def minimal_reserve(limit: int) -> Callable[[int], int]:
+        def run(calls: int) -> int:
+            done = 0
+            for _ in range(calls):
+                taken = minimal.claim(TOPIC, PID, limit)
+                check(len(taken) == limit, "minimal: claimed too few")
+                done += minimal.finish(PID, taken)
+            return done
+
+        return run
+
+    def raw_extend(size: int) -> Callable[[int], int]:
+        batches = [leases[i : i + size] for i in range(0, len(leases) - size + 1, size)]
+        offset = [0]
+
+        def run(calls: int) -> int:
+            done = 0
+            start = offset[0]
+            for i in range(start, start + calls):
+                done += raw.extend(PID, batches[i % len(batches)])
+            offset[0] = start + calls
+            return done
+
+        return run
+
+    def raw_list(calls: int) -> int:
+        return sum(len(raw.list_leased(PAGE)) for _ in range(calls))
+
+    extra: dict[str, dict[str, Callable[[int], int]]] = {
+        "create1": {"ceiling": raw_create(1)},
+        "create100": {"ceiling": raw_create(BATCH)},
+        "rt1": {"ceiling": raw_reserve(1), "minimal": minimal_reserve(1)},
+        "rt100": {"ceiling": raw_reserve(BATCH), "minimal": minimal_reserve(BATCH)},
+        "ext1": {"ceiling": raw_extend(1)},
+        "ext100": {"ceiling": raw_extend(BATCH)},
+        "list": {"ceiling": raw_list},
+    }
+    for case in cases:
+        case.sides.update(extra[case.key])
+    return cases
+
+
+# -- the supervisor cycle ------------------------------------------------------------------------
+
+
+def supervisor_cycles(backend: Backend, settings: Settings, changed: bool) -> float:
+    """Median ms of ``Supervisor.run_once()``; with ``changed``, 1% of leases extended before each."""
+    store = backend.store
+    tokens = backend.tokens
+    supervisor = Supervisor(store, None, POLICY)
+    supervisor.run_once()  # the first cycle meets every lease
+    step = max(1, len(tokens) // 100)
+    times = []
+    for cycle in range(settings.cycles):
+        if changed:
+            first = (cycle * step) % (len(tokens) - step + 1)
+            results = store.extend_leases(PID, tokens[first : first + step])
+            check(all(isinstance(r, Success) for r in results), "supervisor: extend failed")
+        gc.collect()
+        started = time.perf_counter()
+        report = supervisor.run_once()
+        times.append((time.perf_counter() - started) * 1000)
+        check(
+            report.complete and report.listed == len(tokens) and report.monitored == len(tokens),
+            f"{backend.name} supervisor listed {report.listed} of {len(tokens)} "
+            f"(complete={report.complete}, monitored={report.monitored})",
+        )
+        check(
+            not (report.revoked or report.failed or report.woken or report.conflicts),
+            f"{backend.name} supervisor revoked something: {report}",
+        )
+    return statistics.median(times)
+
+
+# -- profiling ------------------------------------------------------------------------------------
+
+_AREAS: Final = (
+    ("sqlalchemy/", "SQLAlchemy (Core execution, pool, result rows)"),
+    ("psycopg", "psycopg (driver, incl. waiting for the server)"),
+    ("sqlite3.", "sqlite3 (driver + SQLite engine)"),
+    ("sokka/core/transitions.py", "sokka core: apply (transitions.py)"),
+    ("sokka/core/task.py", "sokka core: Task / validation (task.py)"),
+    ("sokka/core/", "sokka core: other"),
+    ("sokka/adapters/sql.py", "sokka SQLStore (sql.py: _task, _write, _changed_columns ...)"),
+    ("sokka/adapters/", "sokka adapters: other"),
+    ("dataclasses", "dataclasses (replace)"),
+    ("returns/", "returns (Result)"),
+    ("json/", "json"),
+    ("uuid", "uuid"),
+    ("threading", "threading"),
+)
+
+
+def _area(func: tuple[str, int, str]) -> str:
+    filename, _, name = func
+    where = filename.replace(os.sep, "/") + " " + name
+    for needle, area in _AREAS:
+        if needle in where:
+            return area
+    if name == "<built-in method builtins.getattr>" or name.startswith("<built-in"):
+        return "Python built-ins (getattr, isinstance, ...)"
+    if name.startswith("<method") or name.startswith("<function"):
+        return "Python built-ins (getattr, isinstance, ...)"
+    return "other Python: " + os.path.basename(filename)
+
+
+def profile_case(backend: Backend, case: Case, calls: int, out: Callable[[str], None]) -> None:
+    case.prepare(calls)
+    profiler = cProfile.Profile()
+    gc.collect()
+    started = time.perf_counter()
+    profiler.enable()
+    units = case.sides["store"](calls)
+    profiler.disable()
+    seconds = time.perf_counter() - started
+    case.verify()
+    check(units == calls * case.units_per_call, "profile: wrong unit count")
+    stats = pstats.Stats(profiler)
+    raw_stats: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in raw_stats.values())
+    out(f"profile: {backend.name} store, {case.label}: {calls} calls, {seconds:.2f} s under "
+        f"cProfile (its overhead inflates Python-heavy parts)")  # fmt: skip
+    areas: dict[str, float] = {}
+    for func, value in raw_stats.items():
+        areas[_area(func)] = areas.get(_area(func), 0.0) + value[2]
+    out("  self time by area:")
+    for area, spent in sorted(areas.items(), key=lambda kv: -kv[1])[:12]:
+        out(f"    {100 * spent / total:5.1f}%  {area}")
+    out("  top functions by self time (tottime; cumtime):")
+    top = sorted(raw_stats.items(), key=lambda kv: -kv[1][2])[:15]
+    for (filename, line, name), value in top:
+        short = "/".join(filename.replace(os.sep, "/").split("/")[-2:])
+        where = f"{short}:{line} {name}" if line else name
+        out(f"    {100 * value[2] / total:5.1f}%  {value[2] * 1e6 / calls:7.1f} us/call  "
+            f"cum {value[3] * 1e6 / calls:7.1f} us/call  {where[:90]}")  # fmt: skip
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    measured: list[Measured] = field(default_factory=list)
+    cycles: dict[str, tuple[float, float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _fmt(rate: float | None) -> str:
+    if rate is None:
+        return "-"
+    return f"{rate:,.0f}"
+
+
+def run_backend(
+    backend: Backend, settings: Settings, results: Results, out: Callable[[str], None]
+) -> None:
+    out(f"\n== {backend.label} ==")
+    started = time.perf_counter()
+    backend.add("terminated", TOPIC, settings.finished)
+    backend.add("running", LEASED_TOPIC, settings.leased)
+    if isinstance(backend, SqlBackend):
+        backend.tokens = backend.leased_tokens()
+    check(len(backend.tokens) == settings.leased, "set-up: leased tasks missing")
+    out(f"set-up: {settings.finished:,} terminated tasks on topic {TOPIC!r}, "
+        f"{settings.leased:,} running on {LEASED_TOPIC!r}"
+        + (", in each of 3 identical tables (store, ceiling, minimal)"
+           if isinstance(backend, SqlBackend) else "")
+        + f" ({time.perf_counter() - started:.1f} s)")  # fmt: skip
+
+    if isinstance(backend, SqlBackend):
+        backend.add("starting", TOPIC, PLAN_READY)
+        if isinstance(backend, PostgresBackend):
+            backend.analyze()
+        analyzed = " after ANALYZE" if isinstance(backend, PostgresBackend) else ""
+        out(f"query plans (store table, {PLAN_READY:,} ready tasks on {TOPIC!r} behind the "
+            f"{settings.finished:,} terminated ones{analyzed}):")  # fmt: skip
+        for label, sql, lines in backend.plans():
+            where = sql[sql.index("WHERE") :].replace("\n", "")
+            out(f"  {label}: ... {' '.join(where.split())}")
+            for line in lines:
+                out(f"      {line}")
+        backend.finish_plan_rows()
+        out("statement audit (each operation once on the store and on the ceiling; the "
+            "statements sent to the driver must match):")  # fmt: skip
+        for line in audit(backend):
+            out(f"  same: {line}")
+
+    header = f"  {'operation':<38} {'unit':<9} {'store':>10}"
+    if isinstance(backend, SqlBackend):
+        header += f" {'ceiling':>10} {'ratio':>6} {'minimal*':>10}"
+    out(header + "   calls/round  spread")
+    measured_here = []
+    for case in build_cases(backend):
+        m = measure(backend.name, case, settings)
+        measured_here.append(m)
+        results.measured.append(m)
+        ratio = m.ratio()
+        line = f"  {case.label:<38} {case.unit:<9} {_fmt(m.rates['store']):>10}"
+        if isinstance(backend, SqlBackend):
+            line += (f" {_fmt(m.rates.get('ceiling')):>10}"
+                     f" {'-' if ratio is None else f'{100 * ratio:.0f}%':>6}"
+                     f" {_fmt(m.rates.get('minimal')):>10}")  # fmt: skip
+        line += f"   {m.calls:>11,}  {100 * max(m.spread.values()):5.1f}%"
+        out(line)
+    if isinstance(backend, SqlBackend):
+        out("  * minimal: the one-statement claim + one-statement finish loop; a different, "
+            "smaller set of statements, NOT the ceiling")  # fmt: skip
+
+    for side in backend.sides:  # every task ever reserved on TOPIC ended terminated
+        counts = backend.counts(side, TOPIC)
+        check(set(counts) <= {"terminated"}, f"{backend.name} {side}: {counts} on {TOPIC!r}")
+
+    steady = supervisor_cycles(backend, settings, changed=False)
+    changing = supervisor_cycles(backend, settings, changed=True)
+    results.cycles[backend.name] = (steady, changing)
+    out(f"  supervisor cycle (run_once over {len(backend.tokens):,} leased tasks, median of "
+        f"{settings.cycles}): {steady:.0f} ms unchanged, {changing:.0f} ms with 1% of the leases "
+        "extended between cycles")  # fmt: skip
+
+    if settings.profile and isinstance(backend, SqlBackend):
+        worst = min(
+            (m for m in measured_here if m.ratio() is not None), key=lambda m: m.ratio() or 0
+        )
+        profile_case(backend, worst.case, worst.calls, out)
+
+
+def summary(results: Results, settings: Settings, out: Callable[[str], None]) -> None:
+    out("\n== summary (medians; ratio = store / ceiling) ==")
+    out(f"{'store':<9} {'operation':<38} {'unit':<9} {'store':>10} {'ceiling':>10} {'ratio':>6} "
+        f"{'minimal*':>10}")  # fmt: skip
+    for m in results.measured:
+        ratio = m.ratio()
+        out(f"{m.backend:<9} {m.case.label:<38} {m.case.unit:<9} {_fmt(m.rates['store']):>10} "
+            f"{_fmt(m.rates.get('ceiling')):>10} "
+            f"{'-' if ratio is None else f'{100 * ratio:.0f}%':>6} "
+            f"{_fmt(m.rates.get('minimal')):>10}")  # fmt: skip
+    out("* minimal: one UPDATE ... RETURNING claims, one UPDATE finishes: a different, smaller "
+        "set of statements, NOT the ceiling")  # fmt: skip
+    if results.cycles:
+        out(f"\nsupervisor cycle, Supervisor.run_once() over {settings.leased:,} leased tasks "
+            f"(median of {settings.cycles} cycles):")  # fmt: skip
+        for name, (steady, changing) in results.cycles.items():
+            out(f"  {name:<9} {steady:7.0f} ms unchanged   {changing:7.0f} ms with 1% extended")
+    out("\ngoals:")
+    for m in results.measured:
+        ratio = m.ratio()
+        if m.case.goal and ratio is not None:
+            verdict = "MET" if ratio >= GOAL_RATIO else "MISSED"
+            out(f"  {m.backend:<9} {m.case.label:<38} {100 * ratio:4.0f}% of the ceiling "
+                f"({_fmt(m.rates['store'])} vs {_fmt(m.rates['ceiling'])} {m.case.unit}); "
+                f"goal >= {100 * GOAL_RATIO:.0f}%: {verdict}")  # fmt: skip
+    if "postgres" in results.cycles:
+        for variant, ms in zip(("unchanged", "1% extended"), results.cycles["postgres"],
+                               strict=True):  # fmt: skip
+            verdict = "MET" if ms < GOAL_CYCLE_MS else "MISSED"
+            out(f"  postgres  supervisor cycle, {variant:<28} {ms:4.0f} ms; goal < "
+                f"{GOAL_CYCLE_MS:.0f} ms: {verdict}")  # fmt: skip
+    for name, why in results.skipped.items():
+        out(f"  {name}: not measured ({why})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--stores", default=",".join(STORES),
+                        help="comma-separated, from memory,sqlite,postgres (default: all)")
+    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile the lowest-ratio operation of each SQL store")
+    args = parser.parse_args(argv)  # fmt: skip
+    wanted = [s.strip() for s in args.stores.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in STORES]
+    if unknown or not wanted:
+        parser.error(f"unknown store(s) {unknown}; choose from {','.join(STORES)}")
+    base = QUICK if args.quick else FULL
+    settings = Settings(**{**base.__dict__, "profile": args.profile})
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        import psycopg
+
+        psycopg_version = psycopg.__version__
+    except ImportError:  # pragma: no cover - only without the postgres extra
+        psycopg_version = "not installed"
+    out(f"sokka store benchmark{' (--quick)' if args.quick else ''}: {settings.rounds} rounds, "
+        f"~{settings.target_s} s per side per round, medians")  # fmt: skip
+    out(f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, psycopg "
+        f"{psycopg_version}, SQLite {sqlite3.sqlite_version}; {platform.machine()}, "
+        f"{os.cpu_count()} CPUs")  # fmt: skip
+    results = Results()
+    started = time.perf_counter()
+    try:
+        for name in STORES:
+            if name not in wanted:
+                continue
+            with ExitStack() as stack:
+                backend: Backend
+                if name == "memory":
+                    backend = MemoryBackend(settings)
+                elif name == "sqlite":
+                    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="sokka-"))
+                    backend = SQLiteBackend(settings, directory)
+                else:
+                    try:
+                        backend = PostgresBackend(settings, args.postgres_url)
+                    except Exception as error:
+                        first = (str(error).strip().splitlines() or [repr(error)])[0]
+                        results.skipped[name] = f"PostgreSQL not reachable: {first}"
+                        out(f"\n== postgres: skipped ({results.skipped[name]}) ==")
+                        continue
+                stack.callback(backend.close)
+                run_backend(backend, settings, results, out)
+    except BenchFailure as failure:
+        out(f"\nCORRECTNESS CHECK FAILED: {failure}")
+        return 1
+    summary(results, settings, out)
+    out(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
