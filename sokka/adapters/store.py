@@ -270,7 +270,11 @@ class TaskStore(Protocol):
         ...
 
     def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
-        """Apply many owner outcomes (terminate / snooze / fail), each on its own."""
+        """Apply many owner outcomes (terminate / snooze / fail / release), each on its own.
+
+        ``Release`` gives a running task back unfinished: it is ready again at
+        once and the attempt does not count as a failure (a graceful shutdown).
+        """
         ...
 
     def revoke_lease(self, task_id: str, record_ver: int) -> Task:

@@ -13,7 +13,7 @@ from returns.result import Failure, Result, Success
 
 from sokka.core.errors import RetryableError, SokkaError, ValidationError
 from sokka.core.task import Status, Task, require_name
-from sokka.core.transitions import Fail, Snooze, Terminate
+from sokka.core.transitions import Fail, Release, Snooze, Terminate
 
 __all__ = [
     "Command",
@@ -64,17 +64,18 @@ class LeaseToken:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finish:
-    """One element of ``TaskStore.finish_many``: an owner event for one task."""
+    """One element of ``TaskStore.finish_many``: an owner outcome for one task
+    (terminate, snooze, fail, or release: give the lease back unfinished)."""
 
     task_id: str
-    event: Terminate | Snooze | Fail
+    event: Terminate | Snooze | Fail | Release
 
     def __post_init__(self) -> None:
         require_name("task_id", self.task_id)
-        if not isinstance(self.event, Terminate | Snooze | Fail):
+        if not isinstance(self.event, Terminate | Snooze | Fail | Release):
             raise ValidationError(
                 "event",
-                "must be an owner outcome: Terminate, Snooze or Fail "
+                "must be an owner outcome: Terminate, Snooze, Fail or Release "
                 f"(got {type(self.event).__name__})",
             )
 

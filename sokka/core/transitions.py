@@ -48,6 +48,7 @@ __all__ = [
     "Event",
     "Extend",
     "Fail",
+    "Release",
     "Requeue",
     "Reserve",
     "Revoke",
@@ -108,6 +109,14 @@ class Terminate(_OwnerEvent):
     """The owner finished the task successfully."""
 
     name: ClassVar[str] = "terminate"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Release(_OwnerEvent):
+    """The owner gives the lease back unfinished (a graceful shutdown): the task
+    is ready again at once, and this attempt does not count as a failure."""
+
+    name: ClassVar[str] = "release"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,7 +187,7 @@ class Cancel:
         object.__setattr__(self, "reason", _clip_error(self.reason, "reason"))
 
 
-Event = Reserve | Extend | Terminate | Snooze | Fail | Revoke | Requeue | Cancel
+Event = Reserve | Extend | Terminate | Snooze | Fail | Release | Revoke | Requeue | Cancel
 
 S = Status
 #: (from status, event) -> destination. Nothing else is allowed.
@@ -190,6 +199,7 @@ TRANSITIONS: Final[Mapping[tuple[Status, type[Event]], Status]] = {
     (S.RUNNING, Snooze): S.SNOOZED,
     (S.RUNNING, Fail): S.FAILED,  # or SNOOZED when it asks for a retry and attempts are left
     (S.RUNNING, Terminate): S.TERMINATED,
+    (S.RUNNING, Release): S.STARTING,  # the owner gives it back; not a failure
     (S.SNOOZED, Revoke): S.STARTING,  # waking up; never fails
     (S.SNOOZED, Fail): S.FAILED,  # or SNOOZED, as from running
     (S.SNOOZED, Terminate): S.TERMINATED,
@@ -197,7 +207,9 @@ TRANSITIONS: Final[Mapping[tuple[Status, type[Event]], Status]] = {
     (S.FAILED, Requeue): S.STARTING,
 }
 #: Events that need the caller's pid and attempt to match the task's.
-OWNER_EVENTS: Final[frozenset[type[Event]]] = frozenset({Extend, Terminate, Snooze, Fail})
+OWNER_EVENTS: Final[frozenset[type[Event]]] = frozenset(
+    {Extend, Terminate, Snooze, Fail, Release}
+)
 
 
 def _remember(task: Task, error: str) -> tuple[str, ...]:
@@ -263,6 +275,8 @@ def _effects(old: Task, event: Event) -> dict[str, Any]:
             return {"pid": pid, "attempt": old.attempt + 1, "snooze_time_ms": None}
         case Extend() | Terminate():
             return {}
+        case Release():
+            return {"pid": None, "snooze_time_ms": None}
         case Snooze(snooze_ms=snooze_ms):
             return {"snooze_time_ms": snooze_ms}
         case Fail(error=error, retry_after_ms=retry_after_ms):

@@ -58,7 +58,16 @@ from sokka.core.task import (
     Task,
     TaskSpec,
 )
-from sokka.core.transitions import Cancel, Fail, Requeue, Reserve, Revoke, Snooze, Terminate
+from sokka.core.transitions import (
+    Cancel,
+    Fail,
+    Release,
+    Requeue,
+    Reserve,
+    Revoke,
+    Snooze,
+    Terminate,
+)
 from sokka.shell.clock import ManualClock
 from tests.adapters.conftest import START_MS
 
@@ -1713,3 +1722,28 @@ def test_concurrent_revokes_of_one_observation_succeed_exactly_once(store: TaskS
     after = store.get_task("t1")
     assert after.record_ver == task.record_ver + 1
     assert after.failures == 1
+
+
+# -- release (a graceful shutdown gives leases back) ------------------------------
+
+
+def test_release_makes_the_task_ready_at_once_without_spending_an_attempt(
+    store: TaskStore,
+) -> None:
+    task = running(store, "t1", max_attempts=1)
+    [result] = store.finish_many([Finish(task_id="t1", event=Release(pid=PID, attempt=1))])
+    released = result.unwrap()
+    assert (released.status, released.pid, released.failures) == (Status.STARTING, None, 0)
+    assert released.record_ver == task.record_ver + 1
+    [again] = store.reserve_tasks(TOPIC, OTHER_PID)
+    assert (again.task_id, again.attempt, again.pid) == ("t1", 2, OTHER_PID)
+
+
+def test_release_of_a_lost_lease_is_refused(store: TaskStore) -> None:
+    running(store, "t1")
+    store.revoke_lease("t1", 1)
+    start(store, "t1", TOPIC, PID)  # the same pid again: attempt 2
+    before = snapshot(store)
+    [result] = store.finish_many([Finish(task_id="t1", event=Release(pid=PID, attempt=1))])
+    assert isinstance(failure(result), StaleAttempt)
+    assert snapshot(store) == before

@@ -24,6 +24,7 @@ from sokka.core.transitions import (
     Event,
     Extend,
     Fail,
+    Release,
     Requeue,
     Reserve,
     Revoke,
@@ -44,6 +45,7 @@ EXPECTED: dict[tuple[Status, str], Status] = {
     (S.RUNNING, "snooze"): S.SNOOZED,
     (S.RUNNING, "fail"): S.FAILED,
     (S.RUNNING, "terminate"): S.TERMINATED,
+    (S.RUNNING, "release"): S.STARTING,
     (S.SNOOZED, "revoke"): S.STARTING,
     (S.SNOOZED, "fail"): S.FAILED,
     (S.SNOOZED, "terminate"): S.TERMINATED,
@@ -57,6 +59,7 @@ EVENTS: dict[str, Event] = {
     "terminate": Terminate(pid=PID, attempt=ATTEMPT),
     "snooze": Snooze(pid=PID, attempt=ATTEMPT, snooze_ms=500),
     "fail": Fail(pid=PID, attempt=ATTEMPT, error="boom"),
+    "release": Release(pid=PID, attempt=ATTEMPT),
     "revoke": Revoke(record_ver=VER),
     "requeue": Requeue(),
     "cancel": Cancel(reason="no longer needed"),
@@ -80,7 +83,7 @@ def task_in(status: Status, **changes: object) -> Task:
 
 def test_the_table_in_code_is_the_table_in_the_design() -> None:
     assert {(s, e.name): t for (s, e), t in TRANSITIONS.items()} == EXPECTED
-    assert {e.name for e in OWNER_EVENTS} == {"extend", "terminate", "snooze", "fail"}
+    assert {e.name for e in OWNER_EVENTS} == {"extend", "terminate", "snooze", "fail", "release"}
 
 
 @pytest.mark.parametrize(
@@ -107,7 +110,7 @@ def test_every_status_and_event(status: Status, name: str) -> None:
 
 @pytest.mark.parametrize(
     ("status", "name"),
-    [k for k in EXPECTED if k[1] in {"extend", "terminate", "snooze", "fail"}],
+    [k for k in EXPECTED if k[1] in {"extend", "terminate", "snooze", "fail", "release"}],
 )
 def test_owner_events_need_the_pid_and_the_attempt(status: Status, name: str) -> None:
     event = EVENTS[name]
@@ -226,3 +229,9 @@ def test_results_are_returns_containers() -> None:
 def test_error_text_from_arbitrary_code_is_made_storable_not_refused() -> None:
     event = Fail(pid=PID, attempt=ATTEMPT, error="bad\x00byte \ud800 here")
     assert event.error == "bad\ufffdbyte ? here"
+
+
+def test_release_gives_the_task_back_without_spending_an_attempt() -> None:
+    task = task_in(S.RUNNING, max_attempts=1)
+    new = apply(task, Release(pid=PID, attempt=ATTEMPT), NOW).unwrap()
+    assert (new.status, new.pid, new.failures, new.attempt) == (S.STARTING, None, 0, ATTEMPT)
