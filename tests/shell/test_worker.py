@@ -1,0 +1,298 @@
+"""The worker on a MemoryStore, in real (short) time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from sokka.adapters.memory import MemoryStore
+from sokka.adapters.store import TaskFilter
+from sokka.core.backoff import Backoff, Jitter
+from sokka.core.errors import Unavailable
+from sokka.core.task import Status, Task, TaskSpec
+from sokka.shell.worker import Context, Worker, WorkerStats, failed, ok, snoozed
+
+TOPIC = "jobs"
+
+
+class WatchedStore:
+    """A MemoryStore that counts calls and can fail keepalives on demand."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.calls: Counter[str] = Counter()
+        self.extend_sizes: list[int] = []
+        self.reserve_limits: list[int] = []
+        self.keepalives_fail = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls[name] += 1
+        return getattr(self.inner, name)
+
+    def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+        self.calls["reserve_tasks"] += 1
+        self.reserve_limits.append(limit)
+        return self.inner.reserve_tasks(topic, pid, limit)
+
+    def extend_leases(self, pid: str, leases: Any) -> Any:
+        self.calls["extend_leases"] += 1
+        self.extend_sizes.append(len(leases))
+        if self.keepalives_fail.is_set():
+            raise Unavailable("the network is down (simulated)")
+        return self.inner.extend_leases(pid, leases)
+
+
+@pytest.fixture
+def store() -> WatchedStore:
+    return WatchedStore()
+
+
+def add(store: WatchedStore, n: int, **spec: Any) -> list[str]:
+    ids = [f"t{i:03d}" for i in range(n)]
+    for task_id in ids:
+        store.inner.create_task(TaskSpec(topic=TOPIC, task_id=task_id, **spec))
+    return ids
+
+
+def tasks(store: WatchedStore) -> list[Task]:
+    return list(store.inner.list_tasks(TaskFilter(topic=TOPIC), limit=1000).tasks)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Worker]]:
+    """Start workers on background threads; stop them all at the end of the test."""
+    started: list[tuple[Worker, threading.Thread]] = []
+
+    def start(store: Any, handler: Any, **options: Any) -> Worker:
+        options.setdefault("lease_time_ms", 1_000)
+        options.setdefault("retry_backoff", Backoff(base_ms=10, cap_ms=20, jitter=Jitter.NONE))
+        worker = Worker(store, TOPIC, handler, **options)
+        started.append((worker, worker.start()))
+        return worker
+
+    yield start
+    for worker, thread in started:
+        worker.stop()
+        thread.join(timeout=10)
+
+
+def test_runs_every_task_once_and_records_it(store, running) -> None:
+    ids = add(store, 50)
+    seen: list[str] = []
+    worker = running(store, lambda task, ctx: seen.append(task.task_id) or ok(), concurrency=4)
+    wait_for(lambda: worker.stats().succeeded == 50)
+    assert sorted(seen) == ids
+    assert all(t.status is Status.TERMINATED for t in tasks(store))
+
+
+def test_reserves_and_records_in_batches(store, running) -> None:
+    add(store, 200)
+    worker = running(store, lambda task, ctx: ok(), batch_size=50)
+    wait_for(lambda: worker.stats().succeeded == 200)
+    assert max(store.reserve_limits) == 50
+    assert store.calls["finish_many"] <= 200 // 10  # many outcomes per call
+
+
+def test_an_exception_is_a_failure_with_its_type_and_message_and_is_retried(
+    store, running
+) -> None:
+    add(store, 1, max_attempts=3)
+
+    def boom(task: Task, ctx: Context) -> Any:
+        raise ValueError(f"bad input on attempt {task.attempt}")
+
+    worker = running(store, boom, supervise=True, supervisor_interval_ms=10)
+    wait_for(lambda: tasks(store)[0].status is Status.FAILED)
+    task = tasks(store)[0]
+    assert task.failures == 3
+    assert task.error == "ValueError: bad input on attempt 3"
+    assert task.errors == tuple(
+        f"attempt {n}: ValueError: bad input on attempt {n}" for n in (1, 2, 3)
+    )
+    assert worker.stats().failed == 3
+
+
+def test_failed_without_retry_fails_at_once(store, running) -> None:
+    add(store, 1, max_attempts=5)
+    running(store, lambda task, ctx: failed("permanent", retry=False))
+    wait_for(lambda: tasks(store)[0].status is Status.FAILED)
+    assert tasks(store)[0].failures == 1
+
+
+def test_an_invalid_return_value_is_a_failure_that_says_so(store, running) -> None:
+    add(store, 1)
+    running(store, lambda task, ctx: "done!")
+    wait_for(lambda: tasks(store)[0].status is not Status.STARTING and tasks(store)[0].error)
+    assert "returned 'done!', not ok(), failed(error) or snoozed(ms)" in (
+        tasks(store)[0].error or ""
+    )
+
+
+def test_snoozed_puts_the_task_to_sleep(store, running) -> None:
+    add(store, 1)
+    running(store, lambda task, ctx: snoozed(60_000))
+    wait_for(lambda: tasks(store)[0].status is Status.SNOOZED)
+    assert (tasks(store)[0].snooze_time_ms, tasks(store)[0].failures) == (60_000, 0)
+
+
+def test_the_handler_sees_its_lease_token(store, running) -> None:
+    add(store, 1)
+    leases: list[Any] = []
+    worker = running(store, lambda task, ctx: leases.append(ctx.lease) or ok())
+    wait_for(lambda: worker.stats().succeeded == 1)
+    assert [(lease.task_id, lease.attempt) for lease in leases] == [("t000", 1)]
+
+
+def test_keepalives_keep_a_long_task_alive_under_a_supervisor(store, running) -> None:
+    add(store, 1)
+
+    def slow(task: Task, ctx: Context) -> Any:
+        ctx.sleep(1.0)  # several leases of 300 ms
+        return ok()
+
+    worker = running(
+        store, slow, lease_time_ms=300, supervise=True, supervisor_interval_ms=20
+    )
+    wait_for(lambda: worker.stats().succeeded == 1)
+    task = tasks(store)[0]
+    assert (task.status, task.attempt, task.failures) == (Status.TERMINATED, 1, 0)
+    assert task.record_ver >= 4  # reserve, at least two keepalives, terminate
+
+
+def test_one_keepalive_call_extends_every_lease_the_worker_holds(store, running) -> None:
+    add(store, 8)
+    release = threading.Event()
+    worker = running(
+        store, lambda task, ctx: release.wait(5) and ok(), concurrency=8, lease_time_ms=200
+    )
+    wait_for(lambda: max(store.extend_sizes, default=0) == 8)
+    release.set()
+    wait_for(lambda: worker.stats().succeeded == 8)
+
+
+def test_a_timeout_cancels_the_handler_and_fails_the_attempt(store, running) -> None:
+    add(store, 1, timeout_ms=100, max_attempts=1)
+    cancelled = threading.Event()
+
+    def stuck(task: Task, ctx: Context) -> Any:
+        if ctx.sleep(5):
+            cancelled.set()
+        return ok()  # too late: discarded
+
+    worker = running(store, stuck)
+    wait_for(lambda: tasks(store)[0].status is Status.FAILED)
+    assert tasks(store)[0].error == "timed out after 100 ms"
+    assert cancelled.wait(2)
+    assert worker.stats().timed_out == 1
+    assert worker.stats().succeeded == 0
+
+
+def test_it_fences_itself_when_keepalives_fail_and_discards_the_outcome(store, running) -> None:
+    add(store, 1)
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    def long(task: Task, ctx: Context) -> Any:
+        started.set()
+        if ctx.sleep(5):
+            cancelled.set()
+        return ok()
+
+    worker = running(store, long, lease_time_ms=300)
+    assert started.wait(5)
+    store.keepalives_fail.set()
+    began = time.monotonic()
+    assert cancelled.wait(5)
+    # given up within the lease (fence at 0.9 of 300 ms after the last good keepalive)
+    assert time.monotonic() - began < 0.3
+    wait_for(lambda: worker.stats().fenced == 1)
+    stats = worker.stats()
+    assert (stats.lost, stats.succeeded) == (1, 0)
+    assert tasks(store)[0].status is Status.RUNNING  # it reported nothing
+
+
+def test_a_refused_keepalive_cancels_the_handler_and_its_result_is_discarded(
+    store, running
+) -> None:
+    add(store, 1)
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    def long(task: Task, ctx: Context) -> Any:
+        started.set()
+        if ctx.sleep(5):
+            cancelled.set()
+        return ok()
+
+    worker = running(store, long, lease_time_ms=300)
+    assert started.wait(5)
+    task = tasks(store)[0]
+    store.inner.revoke_lease(task.task_id, task.record_ver)  # a supervisor took it back
+    assert cancelled.wait(5)
+    wait_for(lambda: worker.stats().fenced == 1)
+    assert tasks(store)[0].status is Status.STARTING or tasks(store)[0].attempt == 2
+
+
+def test_idle_polling_backs_off(store, running) -> None:
+    running(store, lambda task, ctx: ok(), poll_backoff=Backoff(base_ms=20, cap_ms=200))
+    time.sleep(1.0)
+    # without backoff a loop would reserve thousands of times a second
+    assert store.calls["reserve_tasks"] < 40
+
+
+def test_graceful_stop_finishes_in_flight_work_and_releases_the_rest(store) -> None:
+    add(store, 6)
+    gate = threading.Event()
+
+    def handler(task: Task, ctx: Context) -> Any:
+        if task.task_id == "t000":
+            gate.wait(5)  # finishes within the grace period
+            return ok()
+        ctx.sleep(10)  # will still be running when the grace period ends
+        return ok()
+
+    worker = Worker(store, TOPIC, handler, concurrency=2, batch_size=4, grace_ms=300)
+    thread = worker.start()
+    wait_for(lambda: store.calls["extend_leases"] >= 0 and worker.stats().reserved >= 2)
+    time.sleep(0.05)
+    worker.stop()
+    gate.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    by_id = {t.task_id: t for t in tasks(store)}
+    assert by_id["t000"].status is Status.TERMINATED
+    assert not [t for t in by_id.values() if t.status is Status.RUNNING]
+    released = [t for t in by_id.values() if t.status is Status.STARTING and t.attempt == 1]
+    assert all(t.failures == 0 for t in released)
+    assert worker.stats().released == len(released) >= 1
+
+
+def test_an_embedded_supervisor_rescues_a_dead_workers_task(store, running) -> None:
+    add(store, 1)
+    store.inner.reserve_tasks(TOPIC, "dead-worker")  # it will never keep the lease alive
+    worker = running(
+        store, lambda task, ctx: ok(), lease_time_ms=200, supervise=True,
+        supervisor_interval_ms=20,
+    )  # fmt: skip
+    wait_for(lambda: worker.stats().succeeded == 1)
+    task = tasks(store)[0]
+    assert (task.status, task.attempt, task.pid) == (Status.TERMINATED, 2, worker.pid)
+
+
+def test_stats_are_a_snapshot(store) -> None:
+    worker = Worker(store, TOPIC, lambda task, ctx: ok())
+    assert worker.stats() == WorkerStats()
+    assert worker.stats() is not worker.stats()
