@@ -147,9 +147,7 @@ class MemoryStore:
             candidates = (self._tasks[self._order[s - 1]] for s in seqs)
             return self._page(candidates, lambda t: topic is None or t.topic == topic, limit)
 
-    def _page(
-        self, candidates: Iterable[Task], keep: Callable[[Task], bool], limit: int
-    ) -> Page:
+    def _page(self, candidates: Iterable[Task], keep: Callable[[Task], bool], limit: int) -> Page:
         found: list[Task] = []
         for task in candidates:
             if not keep(task):
@@ -192,9 +190,7 @@ class MemoryStore:
         return self._apply_or_raise(task_id, Terminate(pid=pid, attempt=attempt))
 
     def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
-        return self._apply_or_raise(
-            task_id, Snooze(pid=pid, attempt=attempt, snooze_ms=snooze_ms)
-        )
+        return self._apply_or_raise(task_id, Snooze(pid=pid, attempt=attempt, snooze_ms=snooze_ms))
 
     def fail(
         self,

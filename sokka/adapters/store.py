@@ -160,17 +160,13 @@ def require_limit(field: str, value: object, maximum: int) -> int:
     return value
 
 
-def require_batch(
-    field: str, items: object, kind: type[_T] | None = None
-) -> Sequence[_T]:
+def require_batch(field: str, items: object, kind: type[_T] | None = None) -> Sequence[_T]:
     """Check a batch argument: a list or tuple of at most ``MAX_BATCH`` elements,
     each of ``kind`` when given. An empty batch is fine (it does nothing)."""
     if not isinstance(items, list | tuple):
         raise ValidationError(field, f"must be a list (got {type(items).__name__})")
     if len(items) > MAX_BATCH:
-        raise ValidationError(
-            field, f"must hold at most {MAX_BATCH} elements (got {len(items)})"
-        )
+        raise ValidationError(field, f"must hold at most {MAX_BATCH} elements (got {len(items)})")
     if kind is not None:
         for item in items:
             if not isinstance(item, kind):

@@ -102,8 +102,7 @@ class StaleRecord(SokkaError):
 
     def __init__(self, task_id: str, expected: int, actual: int) -> None:
         super().__init__(
-            f"task {task_id!r}: record_ver is {actual}, not {expected} "
-            "(it changed concurrently)"
+            f"task {task_id!r}: record_ver is {actual}, not {expected} (it changed concurrently)"
         )
         self.task_id = task_id
         self.expected = expected

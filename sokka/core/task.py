@@ -131,9 +131,7 @@ def _require_utf8(field: str, value: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValidationError(
-            field, "must be valid Unicode (it holds a lone surrogate)"
-        ) from None
+        raise ValidationError(field, "must be valid Unicode (it holds a lone surrogate)") from None
 
 
 def require_positive_ms(field: str, value: object) -> int:
@@ -187,9 +185,7 @@ def _check_json(value: object, path: str, depth: int) -> None:
             _require_utf8("data", key)
             _check_json(item, f"{path}[{key!r}]", depth + 1)
         return
-    raise ValidationError(
-        "data", f"{path} is a {type(value).__name__}, which is not a JSON value"
-    )
+    raise ValidationError("data", f"{path} is a {type(value).__name__}, which is not a JSON value")
 
 
 def encode_data(value: object) -> str:

@@ -207,9 +207,7 @@ TRANSITIONS: Final[Mapping[tuple[Status, type[Event]], Status]] = {
     (S.FAILED, Requeue): S.STARTING,
 }
 #: Events that need the caller's pid and attempt to match the task's.
-OWNER_EVENTS: Final[frozenset[type[Event]]] = frozenset(
-    {Extend, Terminate, Snooze, Fail, Release}
-)
+OWNER_EVENTS: Final[frozenset[type[Event]]] = frozenset({Extend, Terminate, Snooze, Fail, Release})
 
 
 def _remember(task: Task, error: str) -> tuple[str, ...]:

@@ -1,200 +1,392 @@
-"""``sokka demo``: a rescue, in real time, in a couple of seconds.
+"""``sokka demo``: a worker process is killed mid-task, and its task is rescued.
 
-Worker threads take tasks from an in-memory store and keep their leases
-alive. One worker hangs in the middle of a task: it stops keeping its lease
-alive. The supervisor sees that task's record version stop changing for a
-whole lease (on its own monotonic clock), revokes the lease, and another
-worker finishes the task. When the hung worker wakes up and tries to report
-its result, the store refuses it: its attempt is stale (fencing).
+The demo queues a few hundred tasks on a store (a new SQLite file in a
+temporary directory unless ``--db`` names one), starts several ``sokka
+worker`` processes and a supervisor, and then:
+
+1. SIGKILLs one worker while it runs a task. Nothing tells the others: the
+   supervisor sees that task's record version stop changing for a whole
+   lease on its own clock, revokes the lease, and another worker runs it.
+2. SIGSTOPs another worker mid-task for longer than a lease, then lets it go
+   on (SIGCONT), like a long GC pause or a suspended VM. Its task is rescued
+   the same way; when it wakes up, it finds its lease lost and discards its
+   result instead of reporting it (fencing).
+
+Every handler run is written to a journal (start and end, on the machine's
+monotonic clock, which all processes share). From it the demo checks that no
+task was lost, that each was done exactly once, and that no two workers ever
+ran the same task while both held its lease; it exits non-zero otherwise.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from pathlib import Path
+from typing import Any
 
-from sokka.adapters.memory import MemoryStore
-from sokka.adapters.store import TaskFilter, TaskStore
-from sokka.core.commands import LeaseToken
-from sokka.core.errors import LeaseLost, RetryableError
+from sokka.adapters.store import TaskFilter
+from sokka.core.errors import RetryableError
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Status, Task, TaskSpec
 from sokka.shell.clock import MonotonicClock
 from sokka.shell.supervisor import Supervisor
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["demo_handler", "run_demo"]
 
-_T = TypeVar("_T")
+JOURNAL_ENV = "SOKKA_DEMO_JOURNAL"
+_journal_fd: int | None = None
 
 
-def _retrying(call: Callable[[], _T], tries: int = 50) -> _T:
-    """Run a store call, retrying what the store says is retryable (a busy SQLite)."""
-    for _ in range(tries - 1):
-        try:
-            return call()
-        except RetryableError:
-            time.sleep(0.02)
-    return call()
+def _journal(event: dict[str, Any]) -> None:
+    """Append one line to the demo journal (one write: atomic for short lines)."""
+    global _journal_fd
+    path = os.environ.get(JOURNAL_ENV)
+    if not path:
+        return
+    if _journal_fd is None:
+        _journal_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(_journal_fd, (json.dumps(event) + "\n").encode())
 
+
+def demo_handler(task: Task, ctx: Any) -> Any:
+    """The demo's work: sleep ``data["ms"]``, noting start and end in the journal."""
+    from sokka.shell.worker import ok
+
+    run = {"task": task.task_id, "attempt": task.attempt, "worker": task.pid}
+    _journal({**run, "ev": "start", "t": time.monotonic()})
+    ctx.sleep(task.data["ms"] / 1000)
+    _journal({**run, "ev": "end", "t": time.monotonic(), "cancelled": ctx.cancelled})
+    return ok()
 
 
 @dataclass(slots=True)
-class DemoResult:
-    tasks: int
-    done: int = 0
-    rescued: list[str] = field(default_factory=list)
-    fenced: list[str] = field(default_factory=list)
-    finished_by: dict[str, list[str]] = field(default_factory=dict)
+class _Run:
+    """One handler run, from the journal."""
 
-    @property
-    def lost(self) -> int:
-        return self.tasks - self.done
+    task: str
+    attempt: int
+    worker: str
+    start: float
+    end: float | None = None
 
-    @property
-    def ok(self) -> bool:
-        twice = any(len(who) > 1 for who in self.finished_by.values())
-        return self.lost == 0 and not twice and bool(self.rescued)
+
+@dataclass(slots=True)
+class _Fault:
+    worker: str
+    kind: str  # "killed" or "paused"
+    at: float
+    until: float | None = None
+    tasks: list[str] = field(default_factory=list)
+
+
+def _read_journal(path: Path) -> list[_Run]:
+    runs: dict[tuple[str, int], _Run] = {}
+    if not path.exists():
+        return []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        key = (event["task"], event["attempt"])
+        if event["ev"] == "start":
+            runs[key] = _Run(event["task"], event["attempt"], event["worker"], event["t"])
+        elif key in runs:
+            runs[key].end = event["t"]
+    return list(runs.values())
+
+
+class _Revokes:
+    """Wraps the supervisor's store to note when each lease was revoked."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.at: dict[tuple[str, int], float] = {}  # (task, attempt) -> time before the call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def revoke_lease(self, task_id: str, record_ver: int) -> Task:
+        before = time.monotonic()
+        task = self._store.revoke_lease(task_id, record_ver)
+        self.at[task_id, task.attempt] = before
+        return task  # type: ignore[no-any-return]
+
+
+def _retrying(call: Callable[[], Any]) -> Any:
+    for _ in range(50):
+        try:
+            return call()
+        except RetryableError:
+            time.sleep(0.05)
+    return call()
 
 
 def run_demo(
     *,
-    tasks: int = 12,
-    workers: int = 3,
-    lease_ms: int = 600,
-    work_ms: int = 150,
-    store: TaskStore | None = None,
+    db: str | None = None,
+    prefix: str = "sokka_",
+    tasks: int = 300,
+    workers: int = 4,
+    lease_ms: int = 2_000,
     say: Callable[[str], object] = print,
-) -> DemoResult:
-    """Run the demo and return what happened; ``say`` prints each event.
+) -> int:
+    """Run the demo; return the exit status (0: nothing lost, nothing run twice)."""
+    from sokka.adapters.sql import SQLStore
 
-    Without ``store`` it runs in memory; with one, on a topic of its own
-    (``demo-<random>``), so it never touches other tasks in that store.
-    """
+    workdir = Path(tempfile.mkdtemp(prefix="sokka-demo-"))
+    url = db or f"sqlite:///{workdir / 'demo.db'}"
+    journal = workdir / "journal.jsonl"
+    topic = f"demo-{secrets.token_hex(3)}"
     clock = MonotonicClock()
-    started = clock.now_ms()
-    lock = threading.Lock()
+    started = time.monotonic()
+    interactive = sys.stdout.isatty()
 
     def tell(message: str) -> None:
-        with lock:
-            say(f"[{(clock.now_ms() - started) / 1000:5.2f}s] {message}")
+        if interactive:
+            sys.stdout.write("\r\033[K")
+        say(f"[{time.monotonic() - started:5.1f}s] {message}")
 
-    topic = "demo" if store is None else f"demo-{secrets.token_hex(4)}"
-    store = store if store is not None else MemoryStore()
-    prefix = "" if topic == "demo" else f"{topic}-"
-    store.create_tasks(
-        [
-            TaskSpec(topic=topic, task_id=f"{prefix}task-{n:02d}", data={"n": n})
-            for n in range(1, tasks + 1)
-        ]
-    )
-    result = DemoResult(tasks=tasks)
-    tell(
-        f"queued {tasks} tasks; {workers} workers share them; a lease lives {lease_ms} ms "
-        "unless its holder keeps it alive"
-    )
-
-    supervisor = Supervisor(
-        store,
-        topic,
-        LeasePolicy(lease_time_ms=lease_ms, default_snooze_ms=lease_ms),
-        clock,
-        interval_ms=max(lease_ms // 6, 10),
-    )
-    stop = threading.Event()
-
-    def supervise() -> None:
-        while not stop.is_set():
-            report = _retrying(supervisor.run_once)
-            for task_id in report.revoked:
-                with lock:
-                    result.rescued.append(task_id)
-                tell(
-                    f"supervisor: {task_id} kept the same record version for a whole lease "
-                    "on my clock; revoked its lease so another worker can take it"
-                )
-            stop.wait(supervisor.wait_ms() / 1000)
-
-    hang_once = threading.Event()
-
-    def work(name: str, hangs: bool) -> None:
-        while not stop.is_set():
-            got = _retrying(lambda: store.reserve_tasks(topic, name))
-            if not got:
-                if _all_done(store, topic):
-                    return
-                stop.wait(0.02)
-                continue
-            task = got[0]
-            if hangs and not hang_once.is_set():
-                hang_once.set()
-                _hang(name, task, store, lease_ms, tell, result, lock)
-                continue
-            _run(name, task, store, lease_ms, work_ms)
-            _retrying(partial(store.terminate, task.task_id, name, task.attempt))
-            with lock:
-                result.done += 1
-                result.finished_by.setdefault(task.task_id, []).append(name)
-            rescue = " (rescued)" if task.attempt > 1 else ""
-            tell(f"{name}: finished {task.task_id}, attempt {task.attempt}{rescue}")
-
-    threads = [threading.Thread(target=supervise, name="supervisor", daemon=True)]
-    threads += [
-        threading.Thread(target=work, args=(f"worker-{i}", i == 2), daemon=True)
-        for i in range(1, workers + 1)
-    ]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + max(10.0, 20 * lease_ms / 1000)
-    while not _all_done(store, topic) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    # Let the hung worker wake up and be refused before we stop everyone.
-    hang_deadline = time.monotonic() + 3 * lease_ms / 1000
-    while not result.fenced and hang_once.is_set() and time.monotonic() < hang_deadline:
-        time.sleep(0.02)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=5)
-    return result
+    store = SQLStore(url, prefix=prefix)
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        store.create_schema()
+        shown = store.engine.url.render_as_string(hide_password=True)
+        durations = [100 + (n * 37) % 300 for n in range(tasks)]  # 100..400 ms
+        for begin in range(0, tasks, 1000):
+            store.create_tasks(
+                [
+                    TaskSpec(topic=topic, task_id=f"{topic}-{n:04d}", data={"ms": durations[n]})
+                    for n in range(begin, min(begin + 1000, tasks))
+                ]
+            )
+        tell(f"queued {tasks} tasks on {shown} (topic {topic})")
+        tell(
+            f"{workers} worker processes, 2 tasks at a time each; leases last {lease_ms} ms "
+            "unless kept alive"
+        )
+        watched = _Revokes(store)
+        supervisor = Supervisor(
+            watched, topic, LeasePolicy(lease_time_ms=lease_ms, default_snooze_ms=lease_ms), clock
+        )
+        supervisor.start()
+        env = {**os.environ, JOURNAL_ENV: str(journal)}
+        for n in range(1, workers + 1):
+            name = f"worker-{n}"
+            command = [
+                sys.executable, "-m", "sokka", "worker", "--db", url, "--prefix", prefix,
+                "--topic", topic, "--handler", "sokka.shell.demo:demo_handler",
+                "--concurrency", "2", "--lease-time", f"{lease_ms}ms", "--pid", name,
+                "--grace", "5s", "--stats-file", str(workdir / f"{name}.json"),
+                "--log-level", "error",
+            ]  # fmt: skip
+            log = (workdir / f"{name}.log").open("wb")
+            processes[name] = subprocess.Popen(command, env=env, stderr=log, stdout=log)
+        faults = _inject_faults(store, topic, tasks, processes, journal, lease_ms, tell)
+        _wait_until_done(store, topic, tasks, started, lease_ms, tell, interactive)
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        exits = {name: process.wait(timeout=30) for name, process in processes.items()}
+        supervisor.stop()
+        return _summary(store, topic, tasks, journal, workdir, faults, exits, watched, lease_ms,
+                        say)  # fmt: skip
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+        store.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _all_done(store: TaskStore, topic: str) -> bool:
-    page = _retrying(lambda: store.list_tasks(TaskFilter(topic=topic), limit=1000))
-    return all(t.status is Status.TERMINATED for t in page.tasks)
+def _counts(store: Any, topic: str) -> dict[Status, int]:
+    counts: dict[Status, int] = dict.fromkeys(Status, 0)
+    for task in _all_tasks(store, topic):
+        counts[task.status] += 1
+    return counts
 
 
-def _run(name: str, task: Task, store: TaskStore, lease_ms: int, work_ms: int) -> None:
-    """Work for ``work_ms``, extending the lease every third of a lease."""
-    step = min(lease_ms / 3, work_ms) / 1000
-    until = time.monotonic() + work_ms / 1000
-    while (left := until - time.monotonic()) > 0:
-        time.sleep(min(step, left))
-        _retrying(lambda: store.extend_leases(name, [LeaseToken(task.task_id, task.attempt)]))
+def _in_flight(journal: Path, worker: str) -> list[str]:
+    return [r.task for r in _read_journal(journal) if r.worker == worker and r.end is None]
 
 
-def _hang(
-    name: str,
-    task: Task,
-    store: TaskStore,
+def _inject_faults(
+    store: Any,
+    topic: str,
+    tasks: int,
+    processes: dict[str, subprocess.Popen[bytes]],
+    journal: Path,
     lease_ms: int,
     tell: Callable[[str], None],
-    result: DemoResult,
-    lock: threading.Lock,
+) -> list[_Fault]:
+    """Kill one worker mid-task at about a fifth of the work; pause another at two fifths."""
+    faults: list[_Fault] = []
+    names = sorted(processes)
+    plan = [(tasks // 5, names[0], "killed"), (2 * tasks // 5, names[1], "paused")]
+    deadline = time.monotonic() + 60
+    for threshold, name, kind in plan:
+        while time.monotonic() < deadline:
+            done = _counts(store, topic)[Status.TERMINATED]
+            busy = _in_flight(journal, name)
+            if done >= threshold and busy:
+                break
+            time.sleep(0.02)
+        process = processes[name]
+        busy = _in_flight(journal, name)
+        if kind == "killed":
+            process.send_signal(signal.SIGKILL)
+            faults.append(_Fault(name, kind, time.monotonic(), tasks=busy))
+            tell(f"SIGKILL {name} while it runs {', '.join(busy) or 'nothing'}")
+        else:
+            process.send_signal(signal.SIGSTOP)
+            fault = _Fault(name, kind, time.monotonic(), tasks=busy)
+            faults.append(fault)
+            tell(f"SIGSTOP {name} while it runs {', '.join(busy) or 'nothing'} "
+                 f"(for {1.5 * lease_ms / 1000:.1f} s: longer than a lease)")  # fmt: skip
+
+            def resume(process: subprocess.Popen[bytes] = process, fault: _Fault = fault) -> None:
+                time.sleep(1.5 * lease_ms / 1000)
+                process.send_signal(signal.SIGCONT)
+                fault.until = time.monotonic()
+                tell(f"SIGCONT {fault.worker}: it wakes up and finds its lease gone")
+
+            threading.Thread(target=resume, daemon=True).start()
+    return faults
+
+
+def _wait_until_done(
+    store: Any,
+    topic: str,
+    tasks: int,
+    started: float,
+    lease_ms: int,
+    tell: Callable[[str], None],
+    interactive: bool,
 ) -> None:
-    tell(f"{name}: took {task.task_id} (attempt {task.attempt}) ... and hangs: no keepalives")
-    time.sleep(2.5 * lease_ms / 1000)
-    try:
-        store.terminate(task.task_id, name, task.attempt)
-    except LeaseLost as refused:
-        with lock:
-            result.fenced.append(task.task_id)
-        tell(
-            f"{name}: woke up and tried to report {task.task_id} done: refused "
-            f"({type(refused).__name__}), so its stale result is discarded"
+    deadline = time.monotonic() + max(60.0, 20 * lease_ms / 1000)
+    last_line = 0.0
+    while time.monotonic() < deadline:
+        counts = _counts(store, topic)
+        done = counts[Status.TERMINATED]
+        line = (
+            f"[{time.monotonic() - started:5.1f}s] done {done}/{tasks}  "
+            f"running {counts[Status.RUNNING]}  waiting {counts[Status.STARTING]}"
         )
-    else:  # pragma: no cover - would mean the supervisor never revoked
-        tell(f"{name}: woke up and finished {task.task_id}: the lease was never revoked")
+        if interactive:
+            sys.stdout.write("\r\033[K" + line)
+            sys.stdout.flush()
+        elif time.monotonic() - last_line >= 1.0:
+            print(line)
+            last_line = time.monotonic()
+        if done == tasks:
+            break
+        time.sleep(0.1)
+    if interactive:
+        sys.stdout.write("\n")
+    tell("all tasks terminated" if _counts(store, topic)[Status.TERMINATED] == tasks
+         else "gave up waiting")  # fmt: skip
+
+
+def _overlaps(runs: Sequence[_Run], ends: dict[tuple[str, int], float]) -> list[str]:
+    """Tasks two runs of which overlapped while both held the task's lease."""
+    by_task: dict[str, list[tuple[float, float, int]]] = {}
+    for run in runs:
+        end = ends.get((run.task, run.attempt), run.end if run.end is not None else run.start)
+        by_task.setdefault(run.task, []).append((run.start, end, run.attempt))
+    bad: list[str] = []
+    for task_id, spans in by_task.items():
+        for i, (s1, e1, a1) in enumerate(spans):
+            for s2, e2, a2 in spans[i + 1 :]:
+                if a1 != a2 and s1 < e2 and s2 < e1:
+                    bad.append(task_id)
+    return bad
+
+
+def _summary(
+    store: Any,
+    topic: str,
+    tasks: int,
+    journal: Path,
+    workdir: Path,
+    faults: list[_Fault],
+    exits: dict[str, int],
+    revokes: _Revokes,
+    lease_ms: int,
+    say: Callable[[str], object],
+) -> int:
+    final = {t.task_id: t for t in _all_tasks(store, topic)}
+    runs = _read_journal(journal)
+    done = sum(1 for t in final.values() if t.status is Status.TERMINATED)
+    lost = tasks - done
+    # How long each run held a valid lease: until it ended, the kill, or the revoke.
+    killed_at = {f.worker: f.at for f in faults if f.kind == "killed"}
+    ends: dict[tuple[str, int], float] = {}
+    for run in runs:
+        end = run.end if run.end is not None else killed_at.get(run.worker, run.start)
+        revoked = revokes.at.get((run.task, run.attempt))
+        ends[run.task, run.attempt] = min(end, revoked) if revoked is not None else end
+    concurrent = _overlaps(runs, ends)
+    finished_runs = {(r.task, r.attempt) for r in runs if r.end is not None}
+    twice = [
+        t
+        for t in final.values()
+        if (t.task_id, t.attempt) not in finished_runs and t.status is Status.TERMINATED
+    ]
+    stats = [json.loads(p.read_text()) for p in sorted(workdir.glob("worker-*.json"))]
+    fenced = sum(s.get("fenced", 0) for s in stats)
+    say("")
+    say(f"tasks done:     {done} of {tasks}, each terminated exactly once by the store")
+    say(f"tasks lost:     {lost}")
+    for fault in faults:
+        rescues = []
+        for task_id in fault.tasks:
+            later = [r.start for r in runs if r.task == task_id and r.worker != fault.worker]
+            if later:
+                rescues.append(min(later) - fault.at)
+        how = ", ".join(f"{s:.1f} s" for s in rescues) or "-"
+        say(
+            f"{fault.worker} {fault.kind}: its {len(fault.tasks)} task(s) rescued "
+            f"{len(rescues)}, after {how} (lease {lease_ms / 1000:.1f} s + supervisor interval "
+            f"up to {lease_ms / 4000:.1f} s)"
+        )
+    rescued = sum(1 for t in final.values() if t.attempt > 1)
+    say(f"tasks rescued:  {rescued} (run again after their worker was killed or paused)")
+    say(f"fenced results: {fenced} (finished by a worker after its lease was gone; discarded)")
+    graceful = {name: code for name, code in exits.items() if name not in killed_at}
+    say("worker exits:   " + ", ".join(f"{n} {c}" for n, c in sorted(exits.items())))
+    problems = []
+    if lost:
+        problems.append(f"{lost} task(s) lost")
+    if concurrent:
+        problems.append(f"ran concurrently under two leases: {', '.join(sorted(set(concurrent)))}")
+    if twice:
+        problems.append(f"done without a journaled run: {', '.join(t.task_id for t in twice)}")
+    if any(code != 0 for code in graceful.values()):
+        problems.append("a worker did not exit cleanly on SIGTERM")
+    if problems:
+        say("FAILED: " + "; ".join(problems))
+        return 1
+    say("no task lost, none run twice at once: the rescue worked")
+    return 0
+
+
+def _all_tasks(store: Any, topic: str) -> list[Task]:
+    found: list[Task] = []
+    cursor = None
+    while True:
+        page = _retrying(partial(store.list_tasks, TaskFilter(topic=topic), cursor, 1000))
+        found.extend(page.tasks)
+        cursor = page.next_cursor
+        if cursor is None:
+            return found

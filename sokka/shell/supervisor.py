@@ -247,7 +247,10 @@ def _log_outcome(outcome: RevokeOutcome) -> None:
         case Success(task):
             log.info(
                 "revoked %s task %s (record_ver %d, %d ms overdue): now %s",
-                command.status, command.task_id, command.record_ver, command.overdue_ms,
+                command.status,
+                command.task_id,
+                command.record_ver,
+                command.overdue_ms,
                 task.status,
             )
         case Failure(RetryableError() as error):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from sokka.adapters.sql import SCHEMA_VERSION, SQLStore
-from sokka.shell.demo import run_demo
+from sokka.core.errors import ValidationError
+from sokka.shell.cli import parse_duration
 
 
 def sokka(
@@ -36,22 +38,29 @@ def sokka(
     )
 
 
-def test_demo_shows_a_rescue_in_plain_words() -> None:
-    run = sokka("demo")
-    assert run.returncode == 0, run.stderr
+def test_demo_kills_a_worker_and_shows_the_rescue(tmp_path: Path) -> None:
+    run = sokka("demo", "--tasks", "120", "--workers", "3", timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
-    assert "hangs" in out
-    assert "revoked its lease" in out
-    assert "(rescued)" in out
-    assert "refused" in out
-    assert "lost:    0" in out
-    assert "done:    12 of 12 tasks" in out
+    assert "SIGKILL worker-1" in out
+    assert "SIGSTOP worker-2" in out
+    assert "tasks lost:     0" in out
+    assert "tasks done:     120 of 120" in out
+    assert "none run twice at once" in out
 
 
-def test_demo_rejects_bad_options_with_a_clear_error() -> None:
-    run = sokka("demo", "--lease-ms", "-5")
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("demo", "--lease-time", "30"), "has no unit"),
+        (("demo", "--lease-time", "soon"), "is not a duration"),
+        (("demo", "--workers", "1"), "1 is not in the range 2<=x<=16"),
+    ],
+)
+def test_bad_options_are_one_clear_error(args: tuple[str, ...], says: str) -> None:
+    run = sokka(*args)
     assert run.returncode == 2
-    assert "must be positive" in run.stderr
+    assert says in run.stderr
     assert "Traceback" not in run.stderr
 
 
@@ -59,16 +68,6 @@ def test_version() -> None:
     run = sokka("--version")
     assert run.returncode == 0
     assert run.stdout.startswith("sokka ")
-
-
-@pytest.mark.parametrize("workers", [2, 4])
-def test_demo_finishes_every_task_once_whatever_the_worker_count(workers: int) -> None:
-    lines: list[str] = []
-    result = run_demo(tasks=8, workers=workers, lease_ms=300, work_ms=50, say=lines.append)
-    assert result.ok, lines
-    assert result.done == 8
-    assert all(len(who) == 1 for who in result.finished_by.values())
-    assert result.fenced == result.rescued
 
 
 def test_init_creates_the_schema_once_and_says_so(tmp_path: Path) -> None:
@@ -109,8 +108,69 @@ def test_init_with_a_bad_or_unreachable_store_is_one_clear_line(url: str, says: 
     assert "Traceback" not in run.stderr
 
 
-def test_demo_runs_on_a_sqlite_file(tmp_path: Path) -> None:
-    run = sokka("demo", "--db", f"sqlite:///{tmp_path / 'demo.db'}")
-    assert run.returncode == 0, run.stderr
-    assert "lost:    0" in run.stdout
-    assert "(rescued)" in run.stdout
+def test_task_commands_create_list_get_and_administer(tmp_path: Path) -> None:
+    env = {"SOKKA_DB": f"sqlite:///{tmp_path / 'q.db'}"}
+    assert sokka("init", env=env).returncode == 0
+    made = sokka("task", "create", "--topic", "mail", "--id", "m1", "--data", '{"to": "ann"}',
+                 "--max-attempts", "2", "--timeout", "5s", "--json", env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    (created,) = json.loads(made.stdout)["tasks"]
+    assert (created["task_id"], created["data"], created["timeout_ms"]) == (
+        "m1",
+        {"to": "ann"},
+        5000,
+    )
+    many = sokka("task", "create", "--topic", "mail", "--count", "30", env=env)
+    assert "created 30 tasks" in many.stdout
+    listed = sokka("task", "list", "--topic", "mail", "--limit", "7", "--all", "--json", env=env)
+    assert len(json.loads(listed.stdout)["tasks"]) == 31
+    page = sokka("task", "list", "--limit", "5", env=env)
+    assert "more: --cursor" in page.stdout
+    assert page.stdout.splitlines()[0].split()[:3] == ["TASK", "TOPIC", "STATUS"]
+    got = sokka("task", "get", "m1", env=env)
+    assert "starting" in got.stdout
+    assert 'data: {"to":"ann"}' in got.stdout
+    cancelled = sokka("task", "cancel", "m1", "--reason", "typo", "--json", env=env)
+    assert json.loads(cancelled.stdout)["tasks"][0]["error"] == "cancelled: typo"
+    requeued = sokka("task", "requeue", "m1", "--json", env=env)
+    assert json.loads(requeued.stdout)["tasks"][0]["status"] == "starting"
+    grouped = sokka("task", "group", "m1", "--json", env=env)
+    assert [t["task_id"] for t in json.loads(grouped.stdout)["tasks"]] == ["m1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("task", "get", "nope"), "task 'nope' not found"),
+        (("task", "create", "--topic", "q", "--data", "{oops"), "data: is not JSON"),
+        (("task", "create", "--topic", ""), "topic: must not be empty"),
+        (("task", "requeue", "m1"), "cannot requeue a task that is starting"),
+        (("worker", "--topic", "q", "--handler", "nowhere"), "is not of the form"),
+        (("worker", "--topic", "q", "--handler", "no_such_module:f"), "cannot import"),
+        (("worker", "--topic", "q", "--handler", "json:nothing"), "has no 'nothing'"),
+    ],
+)
+def test_store_and_input_errors_are_one_clear_line(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    env = {"SOKKA_DB": f"sqlite:///{tmp_path / 'q.db'}"}
+    sokka("init", env=env)
+    sokka("task", "create", "--topic", "q", "--id", "m1", env=env)
+    run = sokka(*args, env=env)
+    assert run.returncode == 1, run.stdout
+    assert says in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in run.stderr
+
+
+def test_durations() -> None:
+    assert [parse_duration(t) for t in ("1ms", "2s", "1.5s", "3m", "1h")] == [
+        1,
+        2000,
+        1500,
+        180_000,
+        3_600_000,
+    ]
+    for bad in ("", "0s", "5 parsecs", "-1s", "10"):
+        with pytest.raises(ValidationError):
+            parse_duration(bad)
