@@ -191,8 +191,8 @@ def run_demo(
                 "--grace", "5s", "--stats-file", str(workdir / f"{name}.json"),
                 "--log-level", "error",
             ]  # fmt: skip
-            log = (workdir / f"{name}.log").open("wb")
-            processes[name] = subprocess.Popen(command, env=env, stderr=log, stdout=log)
+            with (workdir / f"{name}.log").open("wb") as log:  # the child keeps its own copy
+                processes[name] = subprocess.Popen(command, env=env, stderr=log, stdout=log)
         faults = _inject_faults(store, topic, tasks, processes, journal, lease_ms, tell)
         _wait_until_done(store, topic, tasks, started, lease_ms, tell, interactive)
         for process in processes.values():

@@ -1,0 +1,197 @@
+"""End to end, on real OS processes: `sokka worker` and `sokka supervise`, killed,
+paused and stopped the way production does it, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sokka.adapters.sql import SQLStore
+from sokka.core.task import Status, Task, TaskSpec
+from sokka.shell.demo import JOURNAL_ENV
+from tests.databases import postgres_engine, postgres_url, test_prefix
+
+LEASE_MS = 1_000
+INTERVAL_MS = 250
+TOPIC = "e2e"
+
+
+class Cluster:
+    """Worker and supervisor processes on one store, with a journal of handler runs."""
+
+    def __init__(self, url: str, prefix: str, workdir: Path) -> None:
+        self.url, self.prefix, self.workdir = url, prefix, workdir
+        self.journal = workdir / "journal.jsonl"
+        self.store = SQLStore(url, prefix=prefix)
+        self.store.create_schema()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[Any] = []
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("wb")
+        self._logs.append(log)
+        command = [sys.executable, "-m", "sokka", *args, "--db", self.url, "--prefix", self.prefix]
+        env = {**os.environ, JOURNAL_ENV: str(self.journal)}
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        self.processes[name] = process
+        return process
+
+    def worker(self, name: str, *, concurrency: int = 1, grace: str = "5s") -> None:
+        self._start(name, [
+            "worker", "--topic", TOPIC, "--handler", "sokka.shell.demo:demo_handler",
+            "--pid", name, "--concurrency", str(concurrency), "--lease-time", f"{LEASE_MS}ms",
+            "--grace", grace, "--stats-file", str(self.workdir / f"{name}.json"),
+        ])  # fmt: skip
+
+    def supervisor(self) -> None:
+        self._start("supervisor", [
+            "supervise", "--topic", TOPIC, "--lease-time", f"{LEASE_MS}ms",
+            "--interval", f"{INTERVAL_MS}ms",
+        ])  # fmt: skip
+
+    def add(self, task_id: str, ms: int) -> None:
+        self.store.create_task(TaskSpec(topic=TOPIC, task_id=task_id, data={"ms": ms}))
+
+    def runs(self) -> list[dict[str, Any]]:
+        if not self.journal.exists():
+            return []
+        return [json.loads(line) for line in self.journal.read_text().splitlines() if line]
+
+    def started(self, task_id: str, worker: str) -> float | None:
+        return next(
+            (e["t"] for e in self.runs()
+             if e["ev"] == "start" and e["task"] == task_id and e["worker"] == worker),
+            None,
+        )  # fmt: skip
+
+    def task(self, task_id: str) -> Task:
+        return self.store.get_task(task_id)
+
+    def stats(self, name: str) -> dict[str, Any]:
+        return json.loads((self.workdir / f"{name}.json").read_text())  # type: ignore[no-any-return]
+
+    def stop(self, name: str, timeout: float = 15) -> int:
+        process = self.processes[name]
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout=timeout)
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+                process.wait(timeout=10)
+        for log in self._logs:
+            log.close()
+        self.store.close()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+            for p in sorted(self.workdir.glob("*.log"))
+        )
+
+
+def wait_for(what: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    if request.param == "sqlite":
+        made = Cluster(f"sqlite:///{tmp_path / 'e2e.db'}", "sokka_", tmp_path)
+    else:
+        postgres_engine()  # skip (or fail under SOKKA_REQUIRE_POSTGRES) if unreachable
+        made = Cluster(postgres_url(), test_prefix("e2e"), tmp_path)
+    try:
+        yield made
+    except BaseException:
+        print(made.logs())
+        raise
+    finally:
+        made.close()
+        if request.param == "postgres":
+            with SQLStore(postgres_url(), prefix=made.prefix) as store:
+                store.drop_schema()
+
+
+def test_a_killed_workers_task_is_rescued_within_a_lease_and_an_interval(
+    cluster: Cluster,
+) -> None:
+    cluster.add("victim", 1_500)
+    cluster.supervisor()
+    cluster.worker("doomed")
+    wait_for(lambda: cluster.started("victim", "doomed"))
+    cluster.worker("rescuer")
+    time.sleep(0.3)  # the rescuer is up and polling
+    cluster.processes["doomed"].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    rescued_at = wait_for(lambda: cluster.started("victim", "rescuer"))
+    # The lease can lapse no later than a lease after the last keepalive, and the
+    # supervisor sees that within an interval; allow a second for process start-up
+    # and polling on a shared machine.
+    assert rescued_at - killed_at <= (LEASE_MS + INTERVAL_MS) / 1000 + 1.0
+    wait_for(lambda: cluster.task("victim").status is Status.TERMINATED)
+    victim = cluster.task("victim")
+    assert (victim.attempt, victim.pid, victim.failures) == (2, "rescuer", 1)
+    assert cluster.stop("rescuer") == 0
+    ends = [e for e in cluster.runs() if e["ev"] == "end" and e["task"] == "victim"]
+    assert [(e["worker"], e["attempt"]) for e in ends] == [("rescuer", 2)]
+
+
+def test_a_paused_worker_does_not_report_after_its_lease_was_taken_over(
+    cluster: Cluster,
+) -> None:
+    cluster.add("paused", 1_500)
+    cluster.supervisor()
+    cluster.worker("sleepy")
+    wait_for(lambda: cluster.started("paused", "sleepy"))
+    sleepy = cluster.processes["sleepy"]
+    sleepy.send_signal(signal.SIGSTOP)  # a long GC pause, a suspended VM
+    cluster.worker("rescuer")
+    wait_for(lambda: cluster.task("paused").status is Status.TERMINATED, timeout=30)
+    sleepy.send_signal(signal.SIGCONT)
+    # Its handler wakes up and finishes; the worker must discard that result.
+    wait_for(lambda: any(e["ev"] == "end" and e["worker"] == "sleepy" for e in cluster.runs()))
+    time.sleep(0.5)
+    assert cluster.stop("sleepy") == 0
+    assert cluster.stop("rescuer") == 0
+    task = cluster.task("paused")
+    assert (task.status, task.attempt, task.pid) == (Status.TERMINATED, 2, "rescuer")
+    stats = cluster.stats("sleepy")
+    assert stats["succeeded"] == 0
+    assert stats["fenced"] == 1
+    assert stats["lost"] >= 1
+
+
+def test_sigterm_finishes_in_flight_work_releases_the_rest_and_exits_0(
+    cluster: Cluster,
+) -> None:
+    cluster.add("short", 400)
+    cluster.add("long", 20_000)
+    cluster.worker("stopping", concurrency=2, grace="1500ms")
+    wait_for(lambda: cluster.started("short", "stopping") and cluster.started("long", "stopping"))
+    began = time.monotonic()
+    assert cluster.stop("stopping") == 0
+    assert time.monotonic() - began < 5  # the grace period, not the long task
+    short, long = cluster.task("short"), cluster.task("long")
+    assert short.status is Status.TERMINATED
+    assert (long.status, long.pid, long.failures) == (Status.STARTING, None, 0)
+    assert cluster.stats("stopping")["released"] == 1
+    running = cluster.store.list_leased_tasks(TOPIC).tasks
+    assert running == ()
