@@ -160,7 +160,12 @@ def _create_engine(
             import psycopg  # noqa: F401
         except ImportError:
             raise StoreError("PostgreSQL needs psycopg 3: pip install 'sokka[postgres]'") from None
-        options = f"-c lock_timeout={lock_timeout_ms}"
+        # A client stopped in the middle of a transaction (a paused process) must
+        # not hold its row locks for ever: the server ends such a session.
+        options = (
+            f"-c lock_timeout={lock_timeout_ms} "
+            f"-c idle_in_transaction_session_timeout={max(10_000, 2 * lock_timeout_ms)}"
+        )
         return sa.create_engine(
             url,
             pool_size=pool_size,
@@ -396,6 +401,12 @@ class SQLStore:
             .limit(sa.bindparam("limit"))
         )
         self._select_ready = ready.with_for_update(skip_locked=True) if self._pg else ready
+        self._select_ready_ids = (
+            sa.select(t.c.seq)
+            .where(t.c.topic == sa.bindparam("topic"), sa.text(_READY_SQL))
+            .order_by(t.c.seq)
+            .limit(sa.bindparam("limit"))
+        )
         by_ids = select_tasks.where(t.c.task_id.in_(sa.bindparam("ids", expanding=True)))
         self._select_by_ids = by_ids.with_for_update() if self._pg else by_ids
         self._select_one = select_tasks.where(t.c.task_id == sa.bindparam("task_id"))
@@ -593,8 +604,16 @@ class SQLStore:
         require_name("topic", topic)
         event = Reserve(pid=pid)
         require_limit("limit", limit, MAX_BATCH)
+        params = {"topic": topic, "limit": limit}
+        if not self._pg:
+            # SQLite has one writer lock for the whole file: look (a read, which
+            # never blocks) before taking it, so idle workers polling an empty
+            # queue do not keep writers waiting.
+            with self._session(write=False) as conn:
+                if conn.execute(self._select_ready_ids, params).first() is None:
+                    return []
         with self._session(write=True) as conn:
-            rows = conn.execute(self._select_ready, {"topic": topic, "limit": limit}).all()
+            rows = conn.execute(self._select_ready, params).all()
             if not rows:
                 return []
             now = self._clock()

@@ -164,8 +164,11 @@ def test_a_paused_worker_does_not_report_after_its_lease_was_taken_over(
     sleepy = cluster.processes["sleepy"]
     sleepy.send_signal(signal.SIGSTOP)  # a long GC pause, a suspended VM
     cluster.worker("rescuer")
-    wait_for(lambda: cluster.task("paused").status is Status.TERMINATED, timeout=30)
+    # Resume it after three leases, whatever happened meanwhile: a process paused
+    # inside a write transaction holds SQLite's write lock until it runs again.
+    time.sleep(3 * LEASE_MS / 1000)
     sleepy.send_signal(signal.SIGCONT)
+    wait_for(lambda: cluster.task("paused").status is Status.TERMINATED, timeout=30)
     # Its handler wakes up and finishes; the worker must discard that result.
     wait_for(lambda: any(e["ev"] == "end" and e["worker"] == "sleepy" for e in cluster.runs()))
     time.sleep(0.5)
