@@ -51,13 +51,29 @@ from sokka.core.transitions import (
 )
 from sokka.shell.clock import ManualClock, MonotonicClock
 from sokka.shell.supervisor import Supervisor, SupervisorReport
+from sokka.shell.worker import (
+    Cancelled,
+    Context,
+    Failed,
+    Ok,
+    Outcome,
+    Snoozed,
+    Worker,
+    WorkerStats,
+    failed,
+    ok,
+    snoozed,
+)
 
 __all__ = [
     "AlreadyExists",
     "Backoff",
     "Cancel",
+    "Cancelled",
+    "Context",
     "Extend",
     "Fail",
+    "Failed",
     "Finish",
     "InvalidTransition",
     "Jitter",
@@ -71,6 +87,8 @@ __all__ = [
     "NotFound",
     "NotRunning",
     "Observation",
+    "Ok",
+    "Outcome",
     "Page",
     "Release",
     "Requeue",
@@ -80,6 +98,7 @@ __all__ = [
     "RevokeLease",
     "RevokeOutcome",
     "Snooze",
+    "Snoozed",
     "SokkaError",
     "StaleAttempt",
     "StaleRecord",
@@ -94,11 +113,16 @@ __all__ = [
     "Throttled",
     "Unavailable",
     "ValidationError",
+    "Worker",
+    "WorkerStats",
     "WrongOwner",
     "apply",
     "execute",
+    "failed",
     "mark",
     "next_expiry",
+    "ok",
     "settle",
+    "snoozed",
     "sweep",
 ]

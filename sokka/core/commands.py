@@ -7,6 +7,7 @@ into its state (``supervision.settle``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from returns.result import Failure, Result, Success
@@ -53,6 +54,10 @@ class LeaseToken:
 
     task_id: str
     attempt: int
+
+    def __iter__(self) -> Iterator[str | int]:
+        """Unpacks as the pair it stands for: ``task_id, attempt = lease``."""
+        return iter((self.task_id, self.attempt))
 
     def __post_init__(self) -> None:
         require_name("task_id", self.task_id)

@@ -244,10 +244,11 @@ class Supervisor:
 def _log_outcome(outcome: RevokeOutcome) -> None:
     command = outcome.command
     match outcome.result:
+        case Success(task) if command.status is Status.SNOOZED:
+            log.info("woke snoozed task %s (record_ver %d)", command.task_id, command.record_ver)
         case Success(task):
             log.info(
-                "revoked %s task %s (record_ver %d, %d ms overdue): now %s",
-                command.status,
+                "revoked the lease of task %s (record_ver %d, %d ms overdue): now %s",
                 command.task_id,
                 command.record_ver,
                 command.overdue_ms,

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import random
 import secrets
 import signal
@@ -121,6 +120,14 @@ def snoozed(ms: int) -> Snoozed:
     return Snoozed(require_positive_ms("ms", ms))
 
 
+def _non_negative(field: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(
+            field, f"must be a non-negative integer of milliseconds (got {value!r})"
+        )
+    return value
+
+
 def _describe(error: BaseException) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -171,6 +178,8 @@ class Context:
 
 
 Handler = Callable[[Task, Context], Outcome]
+
+_CANCELLED = object()  # what a handler "returned" when it raised Cancelled
 
 
 @dataclass(slots=True)
@@ -240,6 +249,8 @@ class Worker:
         )
         self._concurrency = require_limit("concurrency", concurrency, 1024)
         self._batch = require_limit("batch_size", batch_size or concurrency, MAX_BATCH)
+        # Leases held at once, waiting or running (recorded outcomes do not count).
+        self._capacity = max(self._batch, self._concurrency)
         self._lease_ms = require_positive_ms("lease_time_ms", lease_time_ms)
         if not 0 < keepalive_ratio < fence_ratio < 1:
             raise ValidationError(
@@ -252,8 +263,8 @@ class Worker:
         )
         self._retry = retry_backoff or Backoff(base_ms=1_000, cap_ms=300_000)
         self._poll = poll_backoff or Backoff(base_ms=20, cap_ms=2_000)
-        self._grace_ms = grace_ms
-        self._linger_ms = linger_ms
+        self._grace_ms = _non_negative("grace_ms", grace_ms)
+        self._linger_ms = _non_negative("linger_ms", linger_ms)
         self._clock: Clock = clock or MonotonicClock()
         self._rand = rand
 
@@ -270,7 +281,6 @@ class Worker:
         self._halt = threading.Event()  # the keepalive thread ends
         self._stopped = threading.Event()  # run() has returned
         self._fatal: SokkaError | None = None
-        self._work: queue.SimpleQueue[_Held | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._supervisor = (
             Supervisor(
@@ -345,6 +355,7 @@ class Worker:
         for n in range(self._concurrency):
             self._spawn(self._handle_loop, f"sokka-handler-{n}")
         self._spawn(self._keepalive_loop, "sokka-keepalive")
+        self._spawn(self._watchdog_loop, "sokka-watchdog")
         if self._supervisor is not None:
             self._supervisor.start()
 
@@ -356,14 +367,12 @@ class Worker:
     def _shutdown_threads(self) -> None:
         self._stopping.set()
         self._halt.set()
-        for _ in range(self._concurrency):
-            self._work.put(None)
         if self._supervisor is not None:
             self._supervisor.stop()
         with self._wake:
             self._wake.notify_all()
         for thread in self._threads:
-            if thread.name == "sokka-keepalive":
+            if thread.name in ("sokka-keepalive", "sokka-watchdog"):
                 thread.join(timeout=5)
 
     # -- the dispatcher ------------------------------------------------------------
@@ -373,9 +382,7 @@ class Worker:
         while not self._stopping.is_set():
             self._flush()
             with self._lock:
-                room = len(self._ready) < self._concurrency and len(self._held) < (
-                    self._batch + self._concurrency
-                )
+                room = self._unsettled_locked() < self._capacity
             if room:
                 got = self._reserve()
                 if got:
@@ -393,7 +400,7 @@ class Worker:
     def _reserve(self) -> list[Task] | None:
         """Reserve a batch; None when the store failed (already logged)."""
         with self._lock:
-            limit = max(1, min(self._batch, self._batch + self._concurrency - len(self._held)))
+            limit = max(1, min(self._batch, self._capacity - self._unsettled_locked()))
         sent = self._clock.now_ms()
         try:
             tasks = self._store.reserve_tasks(self._topic, self.pid, limit)
@@ -421,17 +428,12 @@ class Worker:
                 )
                 self._held[task.task_id, task.attempt] = held
                 self._ready.append(held)
-        for _ in tasks:
-            self._feed()
+            self._wake.notify_all()
         return tasks
 
-    def _feed(self) -> None:
-        with self._lock:
-            if not self._ready:
-                return
-            held = self._ready.popleft()
-            self._running += 1
-        self._work.put(held)
+    def _unsettled_locked(self) -> int:
+        """Leases held whose outcome is not decided yet (waiting or running)."""
+        return len(self._ready) + self._running
 
     def _flush(self, *, force: bool = False) -> None:
         """Record buffered outcomes in one call (when enough are waiting, or they waited)."""
@@ -501,26 +503,27 @@ class Worker:
 
     def _handle_loop(self) -> None:
         while True:
-            held = self._work.get()
-            if held is None:
-                return
+            with self._wake:
+                # Once stopping, no new task starts: the drain releases what waits.
+                while not self._ready or self._stopping.is_set():
+                    if self._halt.is_set():
+                        return
+                    self._wake.wait(0.1)
+                held = self._ready.popleft()
+                if held.lost:
+                    continue
+                self._running += 1
+                held.started_ms = self._clock.now_ms()
             self._run_one(held)
-            self._feed()
 
     def _run_one(self, held: _Held) -> None:
-        with self._lock:
-            startable = not held.lost and not self._stopping.is_set()
-            held.started_ms = self._clock.now_ms()
-        if not startable:
-            with self._lock:
-                self._running -= 1
-            return
+        outcome: object
         try:
-            outcome: object = self._handler(held.task, held.ctx)
+            outcome = self._handler(held.task, held.ctx)
         except Cancelled:
-            outcome = None
-        except Exception as error:  # a handler's exception is its failure
-            outcome = failed(error)
+            outcome = _CANCELLED
+        except BaseException as error:  # a handler's exception is its failure; the
+            outcome = failed(error)  # thread must live on (even after sys.exit())
         self._settle(held, outcome)
 
     def _settle(self, held: _Held, outcome: object) -> None:
@@ -534,7 +537,7 @@ class Worker:
                 return
             if held.settled:  # a timeout or the shutdown decided already
                 return
-            if outcome is None:
+            if outcome is _CANCELLED:
                 if held.ctx.cancelled:  # stopping: the drain releases it
                     return
                 outcome = Failed("the handler raised Cancelled without being cancelled")
@@ -580,13 +583,42 @@ class Worker:
                 return
 
     def _keepalive_once(self) -> int:
+        """Extend what is due now, and what would be due soon: one call for all."""
+        now = self._clock.now_ms()
+        with self._lock:
+            horizon = now + max(self._lease_ms // 10, 1)
+            due = [h for h in self._held.values() if h.next_extend_ms <= horizon and not h.lost]
+            if not any(h.next_extend_ms <= now for h in due):
+                due = []
+        if due:
+            self._extend(due, now)
+        with self._lock:
+            deadlines = [h.next_extend_ms for h in self._held.values()]
+        if not deadlines:
+            return 100
+        return min(100, max(1, min(deadlines) - self._clock.now_ms()))
+
+    def _watchdog_loop(self) -> None:
+        """Fences and timeouts, on a thread of their own: a keepalive call stuck in
+        the store must not delay giving up a lease before a supervisor can revoke it."""
+        while not self._halt.is_set():
+            try:
+                wait_ms = self._watch_once()
+            except Exception:  # the watchdog must not die
+                log.exception("worker %s: watchdog cycle failed", self.pid)
+                wait_ms = 50
+            if self._halt.wait(max(wait_ms, 1) / 1000):
+                return
+
+    def _watch_once(self) -> int:
         now = self._clock.now_ms()
         with self._lock:
             for held in list(self._held.values()):
-                if now - held.last_ok_sent_ms > self._fence_ms(held):
+                silent = now - held.last_ok_sent_ms
+                if silent > self._fence_ms(held):
                     self._lose_locked(
                         held,
-                        f"no keepalive succeeded for {now - held.last_ok_sent_ms} ms "
+                        f"no keepalive succeeded for {silent} ms "
                         f"(the fence is {self._fence_ms(held)} ms): lease given up",
                     )
                 elif (
@@ -596,23 +628,15 @@ class Worker:
                     and now - held.started_ms > held.timeout_ms
                 ):
                     self._time_out_locked(held)
-            # Extend what is due now, and what would be due soon: one call for all.
-            horizon = now + max(self._lease_ms // 10, 1)
-            due = [h for h in self._held.values() if h.next_extend_ms <= horizon and not h.lost]
-            due = [h for h in due if any(d.next_extend_ms <= now for d in due)]
-        if due:
-            self._extend(due, now)
-        with self._lock:
-            deadlines = [h.next_extend_ms for h in self._held.values()]
-            deadlines += [h.last_ok_sent_ms + self._fence_ms(h) + 1 for h in self._held.values()]
+            deadlines = [h.last_ok_sent_ms + self._fence_ms(h) + 1 for h in self._held.values()]
             deadlines += [
                 h.started_ms + h.timeout_ms + 1
                 for h in self._held.values()
                 if h.timeout_ms is not None and h.started_ms is not None and not h.settled
             ]
         if not deadlines:
-            return 100
-        return min(100, max(1, min(deadlines) - self._clock.now_ms()))
+            return 50
+        return min(50, max(1, min(deadlines) - self._clock.now_ms()))
 
     def _extend(self, due: Sequence[_Held], sent: int) -> None:
         for start in range(0, len(due), MAX_BATCH):
@@ -625,7 +649,7 @@ class Worker:
                 self._note_store_error("keepalive", error)
                 with self._lock:
                     for held in chunk:
-                        held.next_extend_ms = sent + max(self._lease_ms // 20, 1)
+                        held.next_extend_ms = sent + max(held.lease_ms // 20, 1)
                 continue
             with self._lock:
                 for held, result in zip(chunk, results, strict=True):
@@ -637,7 +661,7 @@ class Worker:
                             self._lose_locked(held, f"the store refused the keepalive: {refusal}")
                         case Failure(_):
                             self._stats.store_errors += 1
-                            held.next_extend_ms = sent + max(self._lease_ms // 20, 1)
+                            held.next_extend_ms = sent + max(held.lease_ms // 20, 1)
 
     def _lose_locked(self, held: _Held, reason: str) -> None:
         if held.lost:

@@ -296,3 +296,97 @@ def test_stats_are_a_snapshot(store) -> None:
     worker = Worker(store, TOPIC, lambda task, ctx: ok())
     assert worker.stats() == WorkerStats()
     assert worker.stats() is not worker.stats()
+
+
+def test_a_stuck_keepalive_call_does_not_delay_the_self_fence(store, running) -> None:
+    add(store, 1)
+    cancelled = threading.Event()
+    started = threading.Event()
+
+    def long(task: Task, ctx: Context) -> Any:
+        started.set()
+        if ctx.sleep(10):
+            cancelled.set()
+        return ok()
+
+    stuck = threading.Event()
+    inner_extend = store.extend_leases
+
+    def slow_extend(pid: str, leases: Any) -> Any:
+        if stuck.is_set():
+            time.sleep(3)  # a store that hangs (a network stall, a busy SQLite)
+        return inner_extend(pid, leases)
+
+    store.extend_leases = slow_extend
+    worker = running(store, long, lease_time_ms=300)
+    assert started.wait(5)
+    stuck.set()
+    began = time.monotonic()
+    assert cancelled.wait(5)
+    assert time.monotonic() - began < 0.5  # at the fence, not when the call returns
+    wait_for(lambda: worker.stats().lost == 1)
+
+
+def test_returning_nothing_is_a_failure_that_says_so(store, running) -> None:
+    add(store, 1)
+    running(store, lambda task, ctx: None)
+    wait_for(lambda: tasks(store)[0].error is not None)
+    assert "returned None, not ok()" in (tasks(store)[0].error or "")
+
+
+def test_sys_exit_in_a_handler_is_a_failure_and_the_worker_goes_on(store, running) -> None:
+    add(store, 2, max_attempts=1)
+
+    def handler(task: Task, ctx: Context) -> Any:
+        if task.task_id == "t000":
+            raise SystemExit("bye")
+        return ok()
+
+    worker = running(store, handler)
+    wait_for(lambda: worker.stats().succeeded == 1 and worker.stats().failed == 1)
+    by_id = {t.task_id: t for t in tasks(store)}
+    assert by_id["t000"].error == "SystemExit: bye"
+    assert by_id["t001"].status is Status.TERMINATED
+
+
+def test_a_stop_releases_waiting_tasks_at_once(store) -> None:
+    add(store, 3)
+    gate = threading.Event()
+    worker = Worker(
+        store, TOPIC, lambda task, ctx: gate.wait(10) and ok(), batch_size=3, grace_ms=10_000
+    )
+    thread = worker.start()
+    wait_for(lambda: worker.stats().reserved == 3)
+    worker.stop()
+    # the two tasks waiting behind the running one go back at once, not after the grace
+    wait_for(lambda: sum(t.status is Status.STARTING for t in tasks(store)) == 2, timeout=2)
+    gate.set()
+    thread.join(5)
+    assert worker.stats().released == 2
+    assert worker.stats().succeeded == 1
+
+
+def test_the_lease_token_unpacks_as_a_pair(store, running) -> None:
+    add(store, 1)
+    pairs: list[tuple[Any, Any]] = []
+
+    def handler(task: Task, ctx: Context) -> Any:
+        task_id, attempt = ctx.lease
+        pairs.append((task_id, attempt))
+        return ok()
+
+    worker = running(store, handler)
+    wait_for(lambda: worker.stats().succeeded == 1)
+    assert pairs == [("t000", 1)]
+
+
+def test_holds_no_more_leases_than_it_can_run(store, running) -> None:
+    add(store, 5)
+    gate = threading.Event()
+    worker = running(store, lambda task, ctx: gate.wait(10) and ok(), concurrency=2)
+    wait_for(lambda: worker.stats().reserved == 2)
+    time.sleep(0.2)
+    assert worker.stats().reserved == 2  # no prefetch beyond the two running
+    assert sum(t.status is Status.RUNNING for t in tasks(store)) == 2
+    gate.set()
+    wait_for(lambda: worker.stats().succeeded == 5)
