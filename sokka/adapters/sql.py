@@ -103,6 +103,17 @@ _MUTABLE: Final = (
     "updated_at",
 )
 _STATUS: Final = {s.value: s for s in Status}
+_PG_ARRAY_TYPES: Final = {
+    "status": "text",
+    "pid": "text",
+    "record_ver": "bigint",
+    "attempt": "integer",
+    "failures": "integer",
+    "snooze_time_ms": "bigint",
+    "error": "text",
+    "errors": "text",
+    "updated_at": "bigint",
+}
 
 
 class _JsonText(sa.types.UserDefinedType[str]):
@@ -407,8 +418,13 @@ class SQLStore:
             .order_by(t.c.seq)
             .limit(sa.bindparam("limit"))
         )
-        by_ids = select_tasks.where(t.c.task_id.in_(sa.bindparam("ids", expanding=True)))
-        self._select_by_ids = by_ids.with_for_update() if self._pg else by_ids
+        if self._pg:
+            # One array parameter, whatever the batch size: one prepared statement.
+            ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))
+            self._select_by_ids = select_tasks.where(t.c.task_id == sa.any_(ids)).with_for_update()
+        else:
+            ids = sa.bindparam("ids", expanding=True)
+            self._select_by_ids = select_tasks.where(t.c.task_id.in_(ids))
         self._select_one = select_tasks.where(t.c.task_id == sa.bindparam("task_id"))
         self._select_group = select_tasks.where(
             t.c.task_group_id == sa.bindparam("group")
@@ -424,7 +440,7 @@ class SQLStore:
         self._insert = insert.on_conflict_do_nothing(index_elements=[t.c.task_id]).returning(
             t.c.task_id
         )
-        self._updates: dict[tuple[str, ...], Any] = {}
+        self._updates: dict[tuple[str, ...], Any] = {}  # statements by changed columns
 
     def _update_for(self, columns: tuple[str, ...]) -> Any:
         """UPDATE ... SET <columns> WHERE task_id = :id AND record_ver = :seen (cached)."""
@@ -441,6 +457,31 @@ class SQLStore:
             self._updates[columns] = statement
         return statement
 
+    def _pg_update_for(self, columns: tuple[str, ...]) -> Any:
+        """PostgreSQL: one UPDATE for a whole batch, its values as arrays (cached).
+
+        ``UPDATE t SET c = v.c FROM unnest(:ids, :seen, :c...) AS v WHERE
+        t.task_id = v.k_id AND t.record_ver = v.k_seen``: the same
+        compare-and-set as one statement per task, in one round trip and one
+        plan, whatever the batch size.
+        """
+        key = ("pg", *columns)
+        statement = self._updates.get(key)
+        if statement is None:
+            table = self._tasks.name
+            arrays = ", ".join(
+                ["CAST(:k_id AS text[])", "CAST(:k_seen AS bigint[])"]
+                + [f"CAST(:v_{c} AS {_PG_ARRAY_TYPES[c]}[])" for c in columns]
+            )
+            statement = sa.text(
+                f"UPDATE {table} AS t SET "
+                + ", ".join(f"{c} = v.{c}" for c in columns)
+                + f" FROM unnest({arrays}) AS v(k_id, k_seen, {', '.join(columns)})"
+                " WHERE t.task_id = v.k_id AND t.record_ver = v.k_seen"
+            )
+            self._updates[key] = statement
+        return statement
+
     def _write(self, conn: Connection, changes: Sequence[tuple[Task, Task]]) -> None:
         """Persist transitions, each as a compare-and-set on the version it was read at."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -451,7 +492,11 @@ class SQLStore:
             params["k_seen"] = old.record_ver
             groups.setdefault(tuple(values), []).append(params)
         for columns, rows in groups.items():
-            result = conn.execute(self._update_for(columns), rows)
+            if self._pg and len(rows) > 1:
+                arrays = {name: [row[name] for row in rows] for name in rows[0]}
+                result = conn.execute(self._pg_update_for(columns), arrays)
+            else:
+                result = conn.execute(self._update_for(columns), rows)
             if result.rowcount != -1 and result.rowcount != len(rows):
                 # The rows are locked by this transaction (FOR UPDATE / BEGIN
                 # IMMEDIATE), so this would mean the database broke that promise.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -57,6 +58,8 @@ MAX_ERROR_LENGTH: Final = 4000
 MAX_ERROR_HISTORY: Final = 32
 
 JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
+
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f]")
 
 
 class Status(enum.StrEnum):
@@ -118,7 +121,7 @@ def require_name(field: str, value: object) -> str:
         raise ValidationError(
             field, f"must be at most {MAX_NAME_LENGTH} characters (got {len(value)})"
         )
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise ValidationError(field, "must not contain control characters")
     _require_utf8(field, value)
     return value

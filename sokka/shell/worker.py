@@ -145,18 +145,21 @@ class Context:
     and a worker that lost its lease can never overwrite its successor's work.
     """
 
-    __slots__ = ("_cancel", "_reason", "lease", "task")
+    __slots__ = ("_cancelled", "_event", "_reason", "lease", "task")
 
     def __init__(self, task: Task) -> None:
         self.task = task
         self.lease = LeaseToken(task.task_id, task.attempt)
-        self._cancel = threading.Event()
+        self._cancelled = False
+        # Made only if the handler sleeps: most handlers never do, and an Event
+        # per task is a noticeable share of a no-op task's cost.
+        self._event: threading.Event | None = None
         self._reason: str | None = None
 
     @property
     def cancelled(self) -> bool:
         """True once the lease is lost, the timeout passed, or the worker is stopping."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     @property
     def cancel_reason(self) -> str | None:
@@ -164,17 +167,25 @@ class Context:
 
     def raise_if_cancelled(self) -> None:
         """Raise ``Cancelled`` if the handler should stop now."""
-        if self._cancel.is_set():
+        if self._cancelled:
             raise Cancelled(self._reason or "cancelled")
 
     def sleep(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; return early (True) if cancelled meanwhile."""
-        return self._cancel.wait(seconds)
+        event = self._event
+        if event is None:
+            event = self._event = threading.Event()
+        if self._cancelled:  # cancelled before the event existed
+            event.set()
+        return event.wait(seconds)
 
     def _set_cancelled(self, reason: str) -> None:
-        if not self._cancel.is_set():
+        if not self._cancelled:
             self._reason = reason
-            self._cancel.set()
+            self._cancelled = True
+            event = self._event
+            if event is not None:
+                event.set()
 
 
 Handler = Callable[[Task, Context], Outcome]
@@ -269,7 +280,8 @@ class Worker:
         self._rand = rand
 
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock)  # the dispatcher waits on it
+        self._work = threading.Condition(self._lock)  # the handler threads wait on it
         # keyed by lease, (task_id, attempt): after a revoke this worker may hold the
         # same task again under a new attempt while the old lease is still winding down.
         self._held: dict[tuple[str, int], _Held] = {}
@@ -305,6 +317,7 @@ class Worker:
         self._stopping.set()
         with self._wake:
             self._wake.notify_all()
+            self._work.notify_all()
 
     def run(self, *, install_signal_handlers: bool = True) -> WorkerStats:
         """Work until ``stop()`` (or SIGTERM / SIGINT), then drain and return the stats.
@@ -428,7 +441,7 @@ class Worker:
                 )
                 self._held[task.task_id, task.attempt] = held
                 self._ready.append(held)
-            self._wake.notify_all()
+            self._work.notify(len(tasks))
         return tasks
 
     def _unsettled_locked(self) -> int:
@@ -508,7 +521,7 @@ class Worker:
                 while not self._ready or self._stopping.is_set():
                     if self._halt.is_set():
                         return
-                    self._wake.wait(0.1)
+                    self._work.wait(0.1)
                 held = self._ready.popleft()
                 if held.lost:
                     continue
@@ -529,7 +542,8 @@ class Worker:
     def _settle(self, held: _Held, outcome: object) -> None:
         with self._wake:
             self._running -= 1
-            self._wake.notify_all()
+            if self._running == 0 and not self._ready:
+                self._wake.notify()  # idle: the dispatcher flushes and reserves
             if held.lost:
                 if not held.settled:  # it finished after its lease was lost: discard
                     held.settled = True
@@ -545,6 +559,8 @@ class Worker:
             held.settled_ms = self._clock.now_ms()
             held.pending = self._finish_for(held, outcome)
             self._outcomes.append(held)
+            if len(self._outcomes) >= self._batch:
+                self._wake.notify()
 
     def _finish_for(self, held: _Held, outcome: object) -> Finish:
         task, pid, attempt = held.task, self.pid, held.task.attempt
