@@ -1,0 +1,902 @@
+"""End-to-end throughput of one worker process: no-op tasks per second, sokka and peers.
+
+For each configuration, N no-op tasks (20,000 by default) are created first
+(timed separately and reported as ``create/s``), then ONE worker process
+drains them. The drain is what ``jobs/s`` measures:
+
+* **sokka** on SQLite (a file in a temporary directory) and PostgreSQL (a
+  run-private table prefix, dropped after each run), at concurrency 1 and 8,
+  each with batch sizes 1, 10, 100, 250 and 1000 (``Worker(store, topic,
+  handler, concurrency=C, batch_size=K)``, built directly in the worker
+  process rather than through ``sokka worker`` so that every system is
+  started, timed and stopped the same way; the default lease time). At batch
+  size 1 a run drains only ``min(N, 5000)`` tasks (two round trips per task:
+  20,000 would take minutes; the rate is flat in N; the ``tasks`` column
+  says so). The best configuration of each store is marked ``*``.
+* **pgqueuer** (``PgQueuer`` over one asyncpg connection, run as its ``pgq
+  run`` CLI runs it: ``PgQueuer.run(batch_size=K)`` on uvloop when installed)
+  at batch sizes 10 (its default), 100, 250 and 1000, jobs enqueued with
+  ``Queries.enqueue`` in batches of 1000.
+* **procrastinate** (``PsycopgConnector``, its schema applied, jobs deferred
+  with ``batch_defer_async`` in batches of 1000) with its worker defaults
+  (concurrency 1) and with concurrency 10 (``App.run_worker_async``; plain
+  asyncio, as its CLI runs it).
+
+Every peer run gets a fresh database (``CREATE DATABASE``, dropped at the
+end) on the same PostgreSQL server sokka uses, and every run of every system
+starts from an empty queue: a fresh prefix, database file or database. The
+handler of every system is an async or sync no-op that appends the job's id
+to an in-process list (to check exactly-once execution). Persistence is each
+library's default (pgqueuer: its default ``durable`` tables; fsync and
+synchronous_commit are the server's, printed in the header).
+
+**Timing.** The worker is a separate process (this script, re-run in a
+private ``_worker`` mode), so interpreter start-up and imports are not
+timed. The child builds its store / app, opens one database connection
+(``engine.connect()``, ``asyncpg.connect``, ``App.open_async()``), then
+prints ``READY`` and enters the library's run loop at once: the clock starts
+when the parent reads that line, so each library's own start-up work inside
+its run call (schema checks, LISTEN, worker registration) is timed, alike for
+all. The parent then polls the number of unfinished jobs every 20 ms
+(``SOKKA_BENCH_POLL_MS``) with one
+``COUNT(*)`` on its own connection (sokka: ``status IN ('starting',
+'running', 'snoozed')`` through the store's engine; pgqueuer: rows left in
+its queue table; procrastinate: ``status IN ('todo', 'doing')``), and the
+clock stops at the start of the first poll that finds none: the measured
+time over-states the true drain by at most one poll interval (20 ms, about
+1% of a 2 s drain). ``jobs/s`` = N / that time. Then the parent tells the
+worker to stop (a line on its stdin) and it exits gracefully.
+
+**Checks** (a failure exits 1): the worker's handler ran N times on N
+distinct ids; sokka: N tasks ``terminated``, none failed, every one reserved
+once (``attempt = 1``); pgqueuer: N distinct jobs logged ``successful`` and
+exactly N ``queued``, N ``picked`` (each job once) and N ``successful`` log
+rows, the queue empty; procrastinate: N jobs ``succeeded`` after exactly one
+attempt.
+
+The goal line compares sokka's best on PostgreSQL with pgqueuer's best (>=)
+and with procrastinate's defaults (>= 20x); goals are reported, not enforced.
+
+Run: ``python bench/throughput.py [--tasks 20000] [--quick]
+[--postgres-url URL] [--skip-peers] [--profile [cprofile|py-spy]]``.
+``--quick`` is a smoke run: 2,000 tasks, sokka at batch sizes 10 and 250
+only, pgqueuer at 10 and 250. ``--profile`` then re-runs sokka's best
+PostgreSQL configuration under a profiler and prints where the time goes:
+cProfile inside the worker (every thread; it slows the worker down, and its
+rates are not comparable) or py-spy sampling from outside (wall time of the
+dispatcher thread, waits included; barely slows it). Needs ``pip install -e
+'.[bench]'`` for the peers (or ``--skip-peers``) and a PostgreSQL server
+(``--postgres-url``, default
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``; ``--postgres-url ''``
+skips PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import functools
+import importlib
+import importlib.metadata
+import io
+import json
+import logging
+import os
+import platform
+import pstats
+import queue
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TOPIC = "bench"
+ENTRYPOINT = "noop"
+CREATE_CHUNK = 1000  # the most one create_tasks / enqueue / batch_defer call gets
+POLL_S = float(os.environ.get("SOKKA_BENCH_POLL_MS", "20")) / 1000
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0
+
+
+class BenchError(Exception):
+    """A run failed or its result is wrong."""
+
+
+# -- the worker process -------------------------------------------------------------
+
+
+def _emit(tag: str, payload: object = None) -> None:
+    print(tag if payload is None else f"{tag} {json.dumps(payload)}", flush=True)
+
+
+def _on_stop_line(stop: Callable[[], object]) -> None:
+    """Call ``stop`` when the parent writes a line (or closes our stdin)."""
+
+    def wait() -> None:
+        sys.stdin.readline()
+        stop()
+
+    threading.Thread(target=wait, name="bench-stop", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _profiled(path: str | None) -> Iterator[None]:
+    """cProfile every thread started inside, and this one; dump to ``path``.
+
+    This thread's profile goes to ``path + '.main'``, all threads' merged to ``path``.
+    """
+    if not path:
+        yield
+        return
+    others: list[cProfile.Profile] = []
+
+    def boot(*_: object) -> None:  # the first event of each new thread
+        sys.setprofile(None)
+        profiler = cProfile.Profile()
+        others.append(profiler)
+        profiler.enable()
+
+    main = cProfile.Profile()
+    threading.setprofile(boot)
+    main.enable()
+    try:
+        yield
+    finally:
+        main.disable()
+        threading.setprofile(None)
+        pstats.Stats(main).dump_stats(path + ".main")
+        merged = pstats.Stats(main)
+        for profiler in others:
+            merged.add(profiler)
+        merged.dump_stats(path)
+
+
+def _worker_sokka(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from sokka.adapters.sql import SQLStore
+    from sokka.core.task import Task
+    from sokka.shell.worker import Context, Ok, Worker, ok
+
+    def noop(task: Task, _ctx: Context) -> Ok:
+        seen.append(task.task_id)
+        return ok()
+
+    store = SQLStore(config["url"], prefix=config["prefix"])
+    worker = Worker(
+        store, TOPIC, noop, concurrency=config["concurrency"], batch_size=config["batch"]
+    )
+    with store.engine.connect():  # one pooled connection, open before the clock starts
+        pass
+    _on_stop_line(worker.stop)
+    _emit("READY")
+    with _profiled(config.get("profile")):
+        stats = worker.run(install_signal_handlers=False)
+    store.close()
+    return {"stats": asdict(stats)}
+
+
+def _worker_pgqueuer(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
+    asyncpg = importlib.import_module("asyncpg")
+    pgqueuer = importlib.import_module("pgqueuer")
+
+    async def main() -> None:
+        connection = await asyncpg.connect(config["dsn"])
+        pgq = pgqueuer.PgQueuer(pgqueuer.AsyncpgDriver(connection))
+
+        async def noop(job: Any) -> None:
+            seen.append(job.id)
+
+        pgq.entrypoint(ENTRYPOINT)(noop)
+        loop = asyncio.get_running_loop()
+        _on_stop_line(lambda: loop.call_soon_threadsafe(pgq.shutdown.set))
+        _emit("READY")
+        await pgq.run(batch_size=config["batch"])
+        await connection.close()
+
+    try:  # as `pgq run` does: uvloop when it is installed
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+    return {}
+
+
+def _worker_procrastinate(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
+    procrastinate = _import_procrastinate()
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=config["dsn"]))
+
+    async def noop(context: Any) -> None:
+        seen.append(context.job.id)
+
+    app.task(name=ENTRYPOINT, pass_context=True)(noop)
+
+    options: dict[str, Any] = {"install_signal_handlers": False}
+    if config["concurrency"] is not None:
+        options["concurrency"] = config["concurrency"]
+
+    async def main() -> None:
+        async with app.open_async():
+            loop = asyncio.get_running_loop()
+            run = loop.create_task(app.run_worker_async(**options))
+            _on_stop_line(lambda: loop.call_soon_threadsafe(run.cancel))
+            _emit("READY")
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+
+    asyncio.run(main())  # as its CLI does
+    return {}
+
+
+def _import_procrastinate() -> Any:
+    # Its warning that the App is made in __main__ is about importing tasks by
+    # path; both processes here register the task themselves.
+    logging.getLogger("procrastinate.blueprints").setLevel(logging.ERROR)
+    return importlib.import_module("procrastinate")
+
+
+_ROLES: dict[str, Callable[[dict[str, Any], list[object]], dict[str, Any]]] = {
+    "sokka": _worker_sokka,
+    "pgqueuer": _worker_pgqueuer,
+    "procrastinate": _worker_procrastinate,
+}
+
+
+def worker_main(config_json: str) -> int:
+    config = json.loads(config_json)
+    seen: list[object] = []
+    extra = _ROLES[config["role"]](config, seen)
+    _emit("RESULT", {"calls": len(seen), "unique": len(set(seen)), **extra})
+    return 0
+
+
+# -- driving one worker process ----------------------------------------------------
+
+
+@dataclass
+class Drain:
+    seconds: float
+    result: dict[str, Any]
+
+
+def _spawn(config: dict[str, Any], stderr: Any, wrap: list[str]) -> subprocess.Popen[str]:
+    command = [*wrap, sys.executable, str(Path(__file__).resolve()), "_worker", json.dumps(config)]
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
+    return subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+        text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+
+
+def drain(
+    config: dict[str, Any], remaining: Callable[[], int], n: int, wrap: list[str] | None = None
+) -> Drain:
+    """Start a worker process, time it from READY until ``remaining()`` is 0, stop it.
+
+    ``wrap``: a command that runs the worker's command (a profiler).
+    """
+    with tempfile.TemporaryFile("w+") as stderr:
+        child = _spawn(config, stderr, wrap or [])
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert child.stdout is not None
+            for line in child.stdout:
+                lines.put(line.rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+        def expect(tag: str, timeout: float) -> str:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    line = lines.get(timeout=max(deadline - time.monotonic(), 0.001))
+                except queue.Empty:
+                    raise BenchError(f"no {tag} from the worker within {timeout:.0f} s") from None
+                if line is None:
+                    raise BenchError(f"the worker exited before {tag}")
+                if line.startswith(tag):
+                    return line[len(tag) :].strip()
+
+        try:
+            try:
+                expect("READY", READY_TIMEOUT_S)
+                started = time.perf_counter()
+                limit = max(120.0, n / 100)  # nobody here is slower than 100 jobs/s
+                while True:
+                    polled = time.perf_counter()
+                    if remaining() == 0:
+                        break
+                    if child.poll() is not None:
+                        raise BenchError(f"the worker exited early (code {child.returncode})")
+                    if polled - started > limit:
+                        raise BenchError(f"not drained after {limit:.0f} s")
+                    time.sleep(POLL_S)
+                seconds = polled - started
+                assert child.stdin is not None
+                child.stdin.write("stop\n")
+                child.stdin.close()
+                result = json.loads(expect("RESULT", STOP_TIMEOUT_S))
+                if child.wait(STOP_TIMEOUT_S) != 0:
+                    raise BenchError(f"the worker exited with code {child.returncode}")
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+        except BenchError as error:
+            stderr.seek(0)
+            tail = stderr.read()[-3000:]
+            raise BenchError(f"{error}\n--- worker stderr ---\n{tail}") from None
+        return Drain(seconds, result)
+
+
+# -- results -------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    system: str
+    store: str
+    config: str
+    n: int
+    create_s: float
+    drain_s: float
+    problems: list[str] = field(default_factory=list)
+    key: tuple[Any, ...] = ()
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.drain_s
+
+
+HEADER = f"{'system':<14}{'store':<10}{'configuration':<30}{'tasks':>7}{'create/s':>10}"
+HEADER += f"{'drain s':>9}{'jobs/s':>10}  check"
+
+
+def _line(row: Row, best: bool = False) -> str:
+    mark = "*" if best else " "
+    check = "ok" if not row.problems else "FAILED: " + "; ".join(row.problems)
+    return (
+        f"{row.system:<14}{row.store:<10}{row.config:<30}{row.n:>7,}{row.n / row.create_s:>10,.0f}"
+        f"{row.drain_s:>9.2f}{row.rate:>10,.0f}{mark} {check}"
+    )
+
+
+def _check_worker(result: dict[str, Any], n: int) -> list[str]:
+    problems = []
+    if result["calls"] != n or result["unique"] != n:
+        problems.append(f"handler ran {result['calls']} times on {result['unique']} ids, not {n}")
+    return problems
+
+
+def _timed_create(n: int, create: Callable[[int], None]) -> float:
+    started = time.perf_counter()
+    for start in range(0, n, CREATE_CHUNK):
+        create(min(CREATE_CHUNK, n - start))
+    return time.perf_counter() - started
+
+
+# -- sokka ---------------------------------------------------------------------------
+
+
+def run_sokka(
+    url: str,
+    store_name: str,
+    n: int,
+    concurrency: int,
+    batch: int,
+    profile: Profile | None = None,
+) -> Row:
+    import sqlalchemy as sa
+    from returns.result import Success
+
+    from sokka.adapters.sql import SQLStore
+    from sokka.core.task import TaskSpec
+
+    prefix = f"bench_{secrets.token_hex(4)}_"
+    store = SQLStore(url, prefix=prefix)
+    tasks = f"{prefix}tasks"
+    try:
+        store.create_schema()
+
+        def create(k: int) -> None:
+            results = store.create_tasks([TaskSpec(topic=TOPIC) for _ in range(k)])
+            if not all(isinstance(r, Success) for r in results):
+                raise BenchError("create_tasks refused a task")
+
+        create_s = _timed_create(n, create)
+        left = sa.text(
+            f"SELECT count(*) FROM {tasks} WHERE status IN ('starting', 'running', 'snoozed')"
+        )
+
+        def remaining() -> int:
+            with store.engine.connect() as conn:
+                return int(conn.execute(left).scalar_one())
+
+        config = {
+            "role": "sokka", "url": url, "prefix": prefix, "concurrency": concurrency,
+            "batch": batch, "profile": profile.cprofile_path if profile else None,
+        }  # fmt: skip
+        done = drain(config, remaining, n, profile.wrap if profile else None)
+        with store.engine.connect() as conn:
+            grouped = conn.execute(sa.text(f"SELECT status, count(*) FROM {tasks} GROUP BY status"))
+            counts = {str(row[0]): int(row[1]) for row in grouped}
+            again = conn.execute(sa.text(f"SELECT count(*) FROM {tasks} WHERE attempt <> 1"))
+            reattempted = int(again.scalar_one())
+    finally:
+        with contextlib.suppress(Exception):
+            store.drop_schema()
+        store.close()
+    problems = _check_worker(done.result, n)
+    if counts != {"terminated": n}:
+        problems.append(f"statuses {counts}, not {{'terminated': {n}}}")
+    if reattempted:
+        problems.append(f"{reattempted} tasks reserved more than once")
+    stats = done.result["stats"]
+    if stats["succeeded"] != n or stats["failed"] or stats["lost"] or stats["fenced"]:
+        problems.append(f"worker stats {stats}")
+    return Row(
+        "sokka", store_name, f"concurrency {concurrency:>2}, batch {batch:>4}", n, create_s,
+        done.seconds, problems, ("sokka", store_name, concurrency, batch),
+    )  # fmt: skip
+
+
+# -- peers (PostgreSQL only, each run in a database of its own) ------------------------
+
+
+class PgServer:
+    """The PostgreSQL server of ``--postgres-url``: private databases, libpq DSNs."""
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self.url = make_url(url)
+        self.created: list[str] = []
+
+    def dsn(self, database: str | None = None) -> str:
+        url = self.url.set(drivername="postgresql")
+        if database is not None:
+            url = url.set(database=database)
+        return url.render_as_string(hide_password=False)
+
+    def _admin(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(statement)
+
+    @contextlib.contextmanager
+    def database(self, tag: str) -> Iterator[str]:
+        name = f"bench_{tag}_{secrets.token_hex(4)}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        try:
+            yield self.dsn(name)
+        finally:
+            self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def describe(self) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+            settings = conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('fsync', 'synchronous_commit', 'shared_buffers', 'autovacuum') ORDER BY name"
+            ).fetchall()
+        shown = ", ".join(f"{k}={v}" for k, v in settings)
+        return f"PostgreSQL {version[0] if version else '?'} ({shown})"
+
+
+def _counter(dsn: str, sql: str) -> tuple[Callable[[], int], Callable[[], None]]:
+    import psycopg
+
+    conn = psycopg.connect(dsn, autocommit=True)
+
+    def count() -> int:
+        row = conn.execute(sql).fetchone()
+        return int(row[0]) if row else 0
+
+    return count, conn.close
+
+
+def run_pgqueuer(server: PgServer, n: int, batch: int) -> Row:
+    import psycopg
+
+    asyncpg = importlib.import_module("asyncpg")
+    pgqueuer = importlib.import_module("pgqueuer")
+    with server.database("pgq") as dsn:
+
+        async def setup() -> float:
+            connection = await asyncpg.connect(dsn)
+            try:
+                queries = pgqueuer.Queries(pgqueuer.AsyncpgDriver(connection))
+                await queries.install()
+                started = time.perf_counter()
+                for start in range(0, n, CREATE_CHUNK):
+                    k = min(CREATE_CHUNK, n - start)
+                    await queries.enqueue([ENTRYPOINT] * k, [None] * k, [0] * k)
+                return time.perf_counter() - started
+            finally:
+                await connection.close()
+
+        create_s = asyncio.run(setup())
+        remaining, close = _counter(dsn, "SELECT count(*) FROM pgqueuer")
+        try:
+            done = drain({"role": "pgqueuer", "dsn": dsn, "batch": batch}, remaining, n)
+        finally:
+            close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            logged = conn.execute(
+                "SELECT status::text, count(*), count(DISTINCT job_id) FROM pgqueuer_log "
+                "GROUP BY status"
+            ).fetchall()
+            left = conn.execute("SELECT count(*) FROM pgqueuer").fetchone()
+    problems = _check_worker(done.result, n)
+    by_status = {status: (count, distinct) for status, count, distinct in logged}
+    if by_status != {"queued": (n, n), "picked": (n, n), "successful": (n, n)}:
+        problems.append(f"log (status: rows, jobs) {by_status}, not {n} queued/picked/successful")
+    if left is None or left[0] != 0:
+        problems.append(f"{left} jobs left in the queue")
+    default = " (its default)" if batch == 10 else ""
+    return Row(
+        "pgqueuer", "postgres", f"batch {batch:>4}{default}", n, create_s, done.seconds,
+        problems, ("pgqueuer", batch),
+    )  # fmt: skip
+
+
+def run_procrastinate(server: PgServer, n: int, concurrency: int | None) -> Row:
+    import psycopg
+
+    procrastinate = _import_procrastinate()
+    with server.database("procrastinate") as dsn:
+        app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
+
+        async def noop() -> None:  # only deferred here; the worker has its own
+            return None
+
+        noop_task = app.task(name=ENTRYPOINT)(noop)
+
+        async def setup() -> float:
+            async with app.open_async():
+                await app.schema_manager.apply_schema_async()
+                started = time.perf_counter()
+                for start in range(0, n, CREATE_CHUNK):
+                    k = min(CREATE_CHUNK, n - start)
+                    await noop_task.batch_defer_async(*({} for _ in range(k)))
+                return time.perf_counter() - started
+
+        create_s = asyncio.run(setup())
+        remaining, close = _counter(
+            dsn, "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+        )
+        config = {"role": "procrastinate", "dsn": dsn, "concurrency": concurrency}
+        try:
+            done = drain(config, remaining, n)
+        finally:
+            close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            jobs = conn.execute(
+                "SELECT status::text, attempts, count(*) FROM procrastinate_jobs "
+                "GROUP BY status, attempts"
+            ).fetchall()
+    problems = _check_worker(done.result, n)
+    if [(s, a, c) for s, a, c in jobs] != [("succeeded", 1, n)]:
+        problems.append(f"(status, attempts, count): {jobs}")
+    label = "defaults (concurrency 1)" if concurrency is None else f"concurrency {concurrency}"
+    return Row(
+        "procrastinate", "postgres", label, n, create_s, done.seconds, problems,
+        ("procrastinate", concurrency),
+    )  # fmt: skip
+
+
+# -- profile -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How to profile one sokka worker: cProfile inside it, or py-spy around it."""
+
+    tool: str  # "cprofile" or "py-spy"
+    path: str
+
+    @property
+    def cprofile_path(self) -> str | None:
+        return self.path if self.tool == "cprofile" else None
+
+    @property
+    def wrap(self) -> list[str]:
+        if self.tool != "py-spy":
+            return []
+        # --idle: samples of waiting threads too, so the dispatcher's wall time splits
+        # into waiting for PostgreSQL and the rest; --nonblocking: never pause it.
+        return [
+            _py_spy() or "py-spy", "record", "--format", "raw", "--rate", "250", "--idle",
+            "--nonblocking", "--threads", "--output", self.path, "--",
+        ]  # fmt: skip
+
+    def report(self, wall_s: float) -> None:
+        if self.tool == "py-spy":
+            _print_py_spy(self.path)
+        else:
+            _print_cprofile(self.path, wall_s)
+
+
+def _py_spy() -> str | None:
+    here = Path(sys.executable).with_name("py-spy")
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+#: Where an idle thread of the worker blocks (cProfile counts it as time spent).
+_WAITS = (
+    "acquire' of '_thread.lock",
+    "__enter__' of '_thread.lock",
+    "get' of '_queue.SimpleQueue",
+    "time.sleep",
+)
+
+
+def _print_cprofile(path: str, wall_s: float, top: int = 25) -> None:
+    """The dispatcher thread by cumulative time; every thread by own time, waits left out."""
+    main = pstats.Stats(path + ".main", stream=io.StringIO())
+    main.sort_stats("cumulative")
+    entries = main.stats  # type: ignore[attr-defined]
+    run_s = max(ct for _cc, _n, _tt, ct, _callers in entries.values())
+
+    def name(func: tuple[str, int, str]) -> str:
+        file, line, function = func
+        where = f"{Path(file).parent.name}/{Path(file).name}"
+        return f"{where}:{line}({function})" if line else function
+
+    print(f"dispatcher thread (Worker.run: {run_s:.2f} s; drain {wall_s:.2f} s), by cumulative:")
+    print(f"  {'cum s':>7} {'share':>6} {'own s':>7} {'calls':>8}  function")
+    for func in main.fcn_list[:top]:  # type: ignore[attr-defined]
+        _cc, calls, tt, ct, _callers = entries[func]
+        print(f"  {ct:7.3f} {ct / run_s:6.1%} {tt:7.3f} {calls:>8}  {name(func)}")
+    merged = pstats.Stats(path, stream=io.StringIO())
+    everything = merged.stats.items()  # type: ignore[attr-defined]
+    busy = {func: row for func, row in everything if not any(w in func[2] for w in _WAITS)}
+    blocked = sum(row[2] for func, row in everything if func not in busy)
+    total = sum(row[2] for row in busy.values())
+    print(
+        f"every thread, by own time ({total:.2f} s; {blocked:.2f} s blocked on locks, "
+        "conditions and queues left out):"
+    )
+    print(f"  {'own s':>7} {'share':>6} {'calls':>8}  function")
+    for func, row in sorted(busy.items(), key=lambda item: -item[1][2])[:top]:
+        print(f"  {row[2]:7.3f} {row[2] / total:6.1%} {row[1]:>8}  {name(func)}")
+
+
+def _print_py_spy(path: str, top: int = 25) -> None:
+    """The dispatcher's samples (wall time: --idle), inclusive and own, by function."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    with open(path, encoding="utf-8") as samples:
+        for line in samples:
+            stack, _, weight = line.rstrip("\n").rpartition(" ")
+            if "MainThread" not in stack or "Worker.run (sokka/shell/worker.py" not in stack:
+                continue  # another thread, or start-up before the run
+            frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+            frames = frames[frames.index("Worker.run (sokka/shell/worker.py)") + 1 :]
+            total += int(weight)
+            for frame in set(frames):
+                inclusive[frame] += int(weight)
+            own[frames[-1]] += int(weight)
+    if not total:
+        print("py-spy: no samples of the worker's run")
+        return
+    print(f"dispatcher thread (Worker.run), {total} samples at 250 Hz, wall time:")
+    print("  inclusive  function")
+    for frame, count in inclusive.most_common(top):
+        print(f"  {count / total:8.1%}  {frame}")
+    print("  own        function  (psycopg Connection.wait: waiting for PostgreSQL)")
+    for frame, count in own.most_common(top // 2):
+        print(f"  {count / total:8.1%}  {frame}")
+
+
+# -- main ----------------------------------------------------------------------------
+
+
+def _versions() -> str:
+    names = ("sokka", "sqlalchemy", "psycopg", "pgqueuer", "asyncpg", "procrastinate", "uvloop")
+    found = []
+    for name in names:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found.append(f"{name} {importlib.metadata.version(name)}")
+    return ", ".join(found)
+
+
+def _peers_installed() -> str | None:
+    for name in ("pgqueuer", "asyncpg", "procrastinate"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return f"{name} is not installed (pip install -e '.[bench]')"
+    return None
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+@dataclass(frozen=True)
+class Plan:
+    sokka_concurrency: tuple[int, ...]
+    sokka_batches: tuple[int, ...]
+    pgqueuer_batches: tuple[int, ...]  # 10 is its default
+    procrastinate_concurrency: tuple[int | None, ...]  # None: its default (1)
+
+
+FULL = Plan((1, 8), (1, 10, 100, 250, 1000), (10, 100, 250, 1000), (None, 10))
+QUICK = Plan((1, 8), (10, 250), (10, 250), (None, 10))
+#: sokka at batch size 1 makes two round trips per task: it drains at most this
+#: many (its rate is flat in N), so that the default run stays within minutes.
+BATCH_1_TASKS = 5000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--tasks", type=int, default=None, help="N (default 20000; quick 2000)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run: 2000 tasks, batch sizes 10 and 250 only (pgqueuer: 10, 250)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("SOKKA_BENCH_PG", DEFAULT_PG),
+        help=f"PostgreSQL for sokka and the peers ('' skips PostgreSQL; default {DEFAULT_PG})",
+    )  # fmt: skip
+    parser.add_argument("--skip-peers", action="store_true", help="sokka only")
+    parser.add_argument(
+        "--profile", nargs="?", const="cprofile", choices=("cprofile", "py-spy"), default=None,
+        help="then re-run sokka's best PostgreSQL configuration under a profiler (cProfile "
+        "in the worker, every thread; or py-spy, sampling) and print where the time goes",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    n = args.tasks or (2000 if args.quick else 20_000)
+    if n < 1:
+        parser.error("--tasks must be positive")
+    plan = QUICK if args.quick else FULL
+    server = PgServer(args.postgres_url) if args.postgres_url else None
+
+    print(f"throughput: {n:,} no-op tasks per run, drained by one worker process")
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; {_versions()}")
+    if server is not None:
+        try:
+            print(server.describe())
+        except Exception as error:
+            why = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            print(f"PostgreSQL at {args.postgres_url!r} is unusable: {why}")
+            print("(--postgres-url '' runs SQLite only)")
+            return 1
+    print(
+        "jobs/s: N / (worker READY line .. first poll, every "
+        f"{POLL_S * 1000:.0f} ms, finding nothing unfinished); create/s timed apart"
+    )
+    print()
+    print(HEADER)
+
+    rows: list[Row] = []
+    failed = False
+
+    def record(run: Callable[[], Row], label: str) -> Row | None:
+        nonlocal failed
+        try:
+            row = run()
+        except Exception as error:  # report it and go on with the next run
+            failed = True
+            print(f"{label}: ERROR {type(error).__name__}: {error}", flush=True)
+            return None
+        failed |= bool(row.problems)
+        rows.append(row)
+        print(_line(row), flush=True)
+        return row
+
+    tmp = tempfile.mkdtemp(prefix="sokka-throughput-")
+    try:
+        best: dict[str, Row] = {}
+        stores = [("sqlite", "")] + ([("postgres", args.postgres_url)] if server else [])
+        for store_name, pg_url in stores:
+            for concurrency in plan.sokka_concurrency:
+                for batch in plan.sokka_batches:
+                    url = pg_url or f"sqlite:///{tmp}/{secrets.token_hex(4)}.db"
+                    size = min(n, BATCH_1_TASKS) if batch == 1 else n
+                    row = record(
+                        functools.partial(run_sokka, url, store_name, size, concurrency, batch),
+                        f"sokka {store_name} concurrency {concurrency} batch {batch}",
+                    )
+                    held = best.get(store_name)
+                    if row and not row.problems and (held is None or row.rate > held.rate):
+                        best[store_name] = row
+        peers: list[Row] = []
+        missing = _peers_installed()
+        if server is not None and not args.skip_peers and missing:
+            print(f"peers skipped: {missing}")
+        elif server is not None and not args.skip_peers:
+            for batch in plan.pgqueuer_batches:
+                row = record(
+                    functools.partial(run_pgqueuer, server, n, batch), f"pgqueuer batch {batch}"
+                )
+                peers += [row] if row else []
+            for workers in plan.procrastinate_concurrency:
+                row = record(
+                    functools.partial(run_procrastinate, server, n, workers),
+                    f"procrastinate concurrency {workers}",
+                )
+                peers += [row] if row else []
+
+        print()
+        print("best per store (*):")
+        for row in best.values():
+            print(_line(row, best=True))
+        sokka_pg = best.get("postgres")
+        if sokka_pg is not None and peers:
+            _compare(sokka_pg, [p for p in peers if not p.problems])
+        if args.profile and sokka_pg is not None:
+            _, _, concurrency, batch = sokka_pg.key
+            profile = Profile(args.profile, os.path.join(tmp, "worker.prof"))
+            print()
+            where = f"sokka postgres, concurrency {concurrency}, batch {batch}"
+            print(f"profile ({args.profile}): {where}")
+            row = record(
+                functools.partial(
+                    run_sokka, args.postgres_url, "postgres", sokka_pg.n, concurrency, batch,
+                    profile,
+                ),
+                "sokka profiled run",
+            )  # fmt: skip
+            if row is not None:
+                profile.report(row.drain_s)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if failed:
+        print("\nFAILED: see the errors above")
+    return 1 if failed else 0
+
+
+def _compare(sokka_pg: Row, peers: list[Row]) -> None:
+    print()
+    print(f"sokka's best on PostgreSQL: {sokka_pg.rate:,.0f} jobs/s ({sokka_pg.config})")
+    for peer in peers:
+        print(
+            f"  vs {peer.system} {peer.config.strip()}: {peer.rate:,.0f} jobs/s, "
+            f"sokka/peer {_ratio(sokka_pg.rate, peer.rate)}"
+        )
+    verdicts = []
+    pgq = max((p for p in peers if p.system == "pgqueuer"), key=lambda r: r.rate, default=None)
+    if pgq is not None:
+        met = sokka_pg.rate >= pgq.rate
+        verdicts.append(
+            f">= pgqueuer's best ({pgq.rate:,.0f}, {pgq.config.strip()}): "
+            f"{_ratio(sokka_pg.rate, pgq.rate)} {'MET' if met else 'MISSED'}"
+        )
+    defaults = next((p for p in peers if p.key == ("procrastinate", None)), None)
+    if defaults is not None:
+        ratio = sokka_pg.rate / defaults.rate
+        verdicts.append(
+            f">= 20x procrastinate's defaults ({defaults.rate:,.0f}): "
+            f"{ratio:.1f}x {'MET' if ratio >= 20 else 'MISSED'}"
+        )
+    if verdicts:
+        print("GOAL sokka's PostgreSQL best " + "; ".join(verdicts))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_worker"]:
+        sys.exit(worker_main(sys.argv[2]))
+    sys.exit(main())
