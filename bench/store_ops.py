@@ -26,12 +26,14 @@ on the bare driver (``sqlite3`` / ``psycopg``: no SQLAlchemy, no sokka) runs
 *the same statements* the store runs, on an identical table (made by the
 store's own ``create_schema()`` under another prefix, so columns and indexes
 are the same): the same SQL text modulo parameter style, the same
-transactions (``BEGIN IMMEDIATE`` on SQLite; ``FOR UPDATE SKIP LOCKED`` /
-``FOR UPDATE`` on PostgreSQL), the same round trips (the batch compare-and-set
+transactions (on SQLite the read-only look before a reservation, then
+``BEGIN IMMEDIATE``; ``FOR UPDATE SKIP LOCKED`` / ``FOR UPDATE`` on
+PostgreSQL), the same session settings, the same round trips (the batch compare-and-set
 updates as the store sends them: ``executemany`` on SQLite, one ``UPDATE ...
 FROM unnest(arrays)`` on PostgreSQL). Before measuring, a statement audit runs
 every operation once on both sides, records the statements each sends to the
-driver (and the commits), and fails the run if they differ. Each store row
+driver (and the commits), and fails the run if they differ: when the store
+changes its statements, the ceiling must follow before anything is measured. Each store row
 prints its ratio to this ceiling: what the store costs on top of the
 database work its design requires.
 
@@ -44,8 +46,7 @@ transaction. It shows what the read-apply-compare-and-set design costs.
 
 Method: ``time.perf_counter``; per operation a warm-up and three sizing runs
 (the best of them sizes the rounds to about ``target`` seconds of the slowest
-side), then ``rounds``
-rounds; in each round every side (store, ceiling, minimal) runs the same
+side), then ``rounds`` rounds; in each round every side (store, ceiling, minimal) runs the same
 number of calls on its own table, in an order that rotates from round to
 round so machine noise hits all sides alike; each side's median round is
 reported, and the ratio to the ceiling is the median of the rounds' ratios
