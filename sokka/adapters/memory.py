@@ -21,6 +21,7 @@ from sokka.adapters.store import (
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
     MAX_PAGE_SIZE,
+    EventCalls,
     Page,
     TaskFilter,
     capture,
@@ -29,19 +30,11 @@ from sokka.adapters.store import (
     require_batch,
     require_limit,
 )
-from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import AlreadyExists, NotFound, SokkaError, ValidationError
 from sokka.core.task import Status, Task, TaskSpec, require_name
 from sokka.core.transitions import (
-    Cancel,
     Event,
-    Extend,
-    Fail,
-    Requeue,
     Reserve,
-    Revoke,
-    Snooze,
-    Terminate,
     apply,
 )
 
@@ -57,7 +50,7 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-class MemoryStore:
+class MemoryStore(EventCalls):
     """A ``TaskStore`` in a dict, guarded by a lock.
 
     ``clock`` gives the informational ``created_at``/``updated_at``
@@ -175,59 +168,11 @@ class MemoryStore:
                 reserved.append(self._transition(task_id, event).unwrap())
         return reserved
 
-    def extend_leases(
-        self, pid: str, leases: Sequence[LeaseToken]
-    ) -> list[Result[Task, SokkaError]]:
-        require_name("pid", pid)
-        require_batch("leases", leases, LeaseToken)
+    def _apply_events(self, items: Sequence[tuple[str, Event]]) -> list[Result[Task, SokkaError]]:
         with self._lock:
-            return [
-                self._transition(lease.task_id, Extend(pid=pid, attempt=lease.attempt))
-                for lease in leases
-            ]
-
-    def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
-        return self._apply_or_raise(task_id, Terminate(pid=pid, attempt=attempt))
-
-    def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
-        return self._apply_or_raise(task_id, Snooze(pid=pid, attempt=attempt, snooze_ms=snooze_ms))
-
-    def fail(
-        self,
-        task_id: str,
-        pid: str,
-        attempt: int,
-        error: str,
-        retry_after_ms: int | None = None,
-    ) -> Task:
-        return self._apply_or_raise(
-            task_id,
-            Fail(pid=pid, attempt=attempt, error=error, retry_after_ms=retry_after_ms),
-        )
-
-    def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
-        require_batch("outcomes", outcomes, Finish)
-        with self._lock:
-            return [self._transition(o.task_id, o.event) for o in outcomes]
-
-    def revoke_lease(self, task_id: str, record_ver: int) -> Task:
-        return self._apply_or_raise(task_id, Revoke(record_ver=record_ver))
-
-    def requeue(self, task_id: str) -> Task:
-        return self._apply_or_raise(task_id, Requeue())
-
-    def cancel(self, task_id: str, reason: str) -> Task:
-        return self._apply_or_raise(task_id, Cancel(reason=reason))
+            return [self._transition(task_id, event) for task_id, event in items]
 
     # -- the one place a task changes --------------------------------------
-
-    def _apply_or_raise(self, task_id: str, event: Event) -> Task:
-        require_name("task_id", task_id)
-        with self._lock:
-            result = self._transition(task_id, event)
-        if isinstance(result, Failure):
-            raise result.failure()
-        return result.unwrap()
 
     def _transition(self, task_id: str, event: Event) -> Result[Task, SokkaError]:
         old = self._tasks.get(task_id)

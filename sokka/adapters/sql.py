@@ -44,6 +44,7 @@ from sokka.adapters.store import (
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
     MAX_PAGE_SIZE,
+    EventCalls,
     Page,
     TaskFilter,
     decode_cursor,
@@ -51,7 +52,6 @@ from sokka.adapters.store import (
     require_batch,
     require_limit,
 )
-from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import (
     AlreadyExists,
     NotFound,
@@ -64,15 +64,8 @@ from sokka.core.errors import (
 )
 from sokka.core.task import Status, Task, TaskSpec, require_name
 from sokka.core.transitions import (
-    Cancel,
     Event,
-    Extend,
-    Fail,
-    Requeue,
     Reserve,
-    Revoke,
-    Snooze,
-    Terminate,
     apply,
 )
 
@@ -245,7 +238,7 @@ def _translate(error: Exception) -> SokkaError:
     return StoreError(f"the database failed: {type(orig).__name__}: {message}")
 
 
-class SQLStore:
+class SQLStore(EventCalls):
     """A ``TaskStore`` in SQLite or PostgreSQL.
 
     ``url_or_engine``: a URL (see ``SUPPORTED_URLS``) or a SQLAlchemy
@@ -506,9 +499,7 @@ class SQLStore:
         rows = conn.execute(self._select_by_ids, {"ids": list(task_ids)})
         return {row[1]: (row[0], _task(row)) for row in rows}
 
-    def _transition_many(
-        self, items: Sequence[tuple[str, Event]]
-    ) -> list[Result[Task, SokkaError]]:
+    def _apply_events(self, items: Sequence[tuple[str, Event]]) -> list[Result[Task, SokkaError]]:
         """Apply events in order, in one transaction; each element on its own."""
         if not items:
             return []
@@ -531,13 +522,6 @@ class SQLStore:
             changes = [(original[k], v) for k, v in current.items() if v is not original[k]]
             self._write(conn, changes)
         return results
-
-    def _transition(self, task_id: str, event: Event) -> Task:
-        require_name("task_id", task_id)
-        (result,) = self._transition_many([(task_id, event)])
-        if isinstance(result, Failure):
-            raise result.failure()
-        return result.unwrap()
 
     # -- creating and reading -------------------------------------------------------
 
@@ -671,45 +655,6 @@ class SQLStore:
                 changes.append((old, result.unwrap()))
             self._write(conn, changes)
         return [new for _, new in changes]
-
-    def extend_leases(
-        self, pid: str, leases: Sequence[LeaseToken]
-    ) -> list[Result[Task, SokkaError]]:
-        require_name("pid", pid)
-        require_batch("leases", leases, LeaseToken)
-        return self._transition_many(
-            [(lease.task_id, Extend(pid=pid, attempt=lease.attempt)) for lease in leases]
-        )
-
-    def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
-        return self._transition(task_id, Terminate(pid=pid, attempt=attempt))
-
-    def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
-        return self._transition(task_id, Snooze(pid=pid, attempt=attempt, snooze_ms=snooze_ms))
-
-    def fail(
-        self,
-        task_id: str,
-        pid: str,
-        attempt: int,
-        error: str,
-        retry_after_ms: int | None = None,
-    ) -> Task:
-        event = Fail(pid=pid, attempt=attempt, error=error, retry_after_ms=retry_after_ms)
-        return self._transition(task_id, event)
-
-    def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
-        require_batch("outcomes", outcomes, Finish)
-        return self._transition_many([(o.task_id, o.event) for o in outcomes])
-
-    def revoke_lease(self, task_id: str, record_ver: int) -> Task:
-        return self._transition(task_id, Revoke(record_ver=record_ver))
-
-    def requeue(self, task_id: str) -> Task:
-        return self._transition(task_id, Requeue())
-
-    def cancel(self, task_id: str, reason: str) -> Task:
-        return self._transition(task_id, Cancel(reason=reason))
 
 
 def _is_driver_error(error: Exception) -> bool:

@@ -35,11 +35,22 @@ from returns.result import Failure, Result, Success
 from sokka.core.commands import Command, Finish, LeaseToken, RevokeLease
 from sokka.core.errors import SokkaError, ValidationError
 from sokka.core.task import Status, Task, TaskSpec, require_name
+from sokka.core.transitions import (
+    Cancel,
+    Event,
+    Extend,
+    Fail,
+    Requeue,
+    Revoke,
+    Snooze,
+    Terminate,
+)
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_BATCH",
     "MAX_PAGE_SIZE",
+    "EventCalls",
     "Page",
     "TaskFilter",
     "TaskStore",
@@ -299,6 +310,67 @@ class TaskStore(Protocol):
     ) -> Page:
         """One page of running and snoozed tasks of ``topic`` (all topics with ``None``)."""
         ...
+
+
+class EventCalls:
+    """The ``TaskStore`` calls that are one core event per task, written once.
+
+    A store that can apply a batch of events, each on its own
+    (``_apply_events``: read, ``core.transitions.apply``, persist with a
+    compare-and-set), gets extend, terminate, snooze, fail, finish_many,
+    revoke, requeue and cancel from here.
+    """
+
+    def _apply_events(
+        self, items: Sequence[tuple[str, Event]]
+    ) -> list[Result[Task, SokkaError]]:  # pragma: no cover - every store defines it
+        raise NotImplementedError
+
+    def _apply_event(self, task_id: str, event: Event) -> Task:
+        require_name("task_id", task_id)
+        (result,) = self._apply_events([(task_id, event)])
+        if isinstance(result, Failure):
+            raise result.failure()
+        return result.unwrap()
+
+    def extend_leases(
+        self, pid: str, leases: Sequence[LeaseToken]
+    ) -> list[Result[Task, SokkaError]]:
+        require_name("pid", pid)
+        require_batch("leases", leases, LeaseToken)
+        return self._apply_events(
+            [(lease.task_id, Extend(pid=pid, attempt=lease.attempt)) for lease in leases]
+        )
+
+    def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
+        return self._apply_event(task_id, Terminate(pid=pid, attempt=attempt))
+
+    def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
+        return self._apply_event(task_id, Snooze(pid=pid, attempt=attempt, snooze_ms=snooze_ms))
+
+    def fail(
+        self,
+        task_id: str,
+        pid: str,
+        attempt: int,
+        error: str,
+        retry_after_ms: int | None = None,
+    ) -> Task:
+        event = Fail(pid=pid, attempt=attempt, error=error, retry_after_ms=retry_after_ms)
+        return self._apply_event(task_id, event)
+
+    def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
+        require_batch("outcomes", outcomes, Finish)
+        return self._apply_events([(o.task_id, o.event) for o in outcomes])
+
+    def revoke_lease(self, task_id: str, record_ver: int) -> Task:
+        return self._apply_event(task_id, Revoke(record_ver=record_ver))
+
+    def requeue(self, task_id: str) -> Task:
+        return self._apply_event(task_id, Requeue())
+
+    def cancel(self, task_id: str, reason: str) -> Task:
+        return self._apply_event(task_id, Cancel(reason=reason))
 
 
 def execute(store: TaskStore, command: Command) -> Result[Task, SokkaError]:
