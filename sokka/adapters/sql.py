@@ -291,6 +291,11 @@ class SQLStore(EventCalls):
         return self._engine
 
     @property
+    def single_writer(self) -> bool:
+        """True for SQLite: one write transaction at a time for the whole file."""
+        return not self._pg
+
+    @property
     def dialect(self) -> str:
         return self._dialect
 

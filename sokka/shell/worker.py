@@ -282,6 +282,10 @@ class Worker:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the dispatcher waits on it
         self._work = threading.Condition(self._lock)  # the handler threads wait on it
+        self._record = threading.Condition(self._lock)  # the recorder waits on it
+        # A store with one writer at a time (SQLite) gains nothing from recording
+        # on a second connection while reserving: the two would queue for the lock.
+        self._single_writer = bool(getattr(store, "single_writer", False))
         # keyed by lease, (task_id, attempt): after a revoke this worker may hold the
         # same task again under a new attempt while the old lease is still winding down.
         self._held: dict[tuple[str, int], _Held] = {}
@@ -369,6 +373,8 @@ class Worker:
             self._spawn(self._handle_loop, f"sokka-handler-{n}")
         self._spawn(self._keepalive_loop, "sokka-keepalive")
         self._spawn(self._watchdog_loop, "sokka-watchdog")
+        if not self._single_writer:
+            self._spawn(self._record_loop, "sokka-recorder")
         if self._supervisor is not None:
             self._supervisor.start()
 
@@ -393,7 +399,8 @@ class Worker:
     def _dispatch(self) -> None:
         empty_polls = 0
         while not self._stopping.is_set():
-            self._flush()
+            if self._single_writer:
+                self._flush()  # one writer at a time: record from this thread too
             with self._lock:
                 room = self._unsettled_locked() < self._capacity
             if room:
@@ -407,8 +414,21 @@ class Worker:
             else:
                 wait_ms = self._linger_ms
             with self._wake:
-                if not self._outcomes or len(self._outcomes) < self._batch:
+                if not (self._single_writer and len(self._outcomes) >= self._batch):
                     self._wake.wait(max(wait_ms, 1) / 1000)
+
+    def _record_loop(self) -> None:
+        """Record outcomes on a thread of their own, on another connection, so a
+        batch's outcomes are written while the next batch is reserved and run."""
+        while not self._stopping.is_set():
+            with self._record:
+                if len(self._outcomes) < self._batch:
+                    self._record.wait(max(self._linger_ms, 1) / 1000)
+            try:
+                self._flush()
+            except Exception:  # the recorder must not die; the drain flushes too
+                log.exception("worker %s: recording outcomes failed", self.pid)
+                self._stopping.wait(0.1)
 
     def _reserve(self) -> list[Task] | None:
         """Reserve a batch; None when the store failed (already logged)."""
@@ -543,7 +563,8 @@ class Worker:
         with self._wake:
             self._running -= 1
             if self._running == 0 and not self._ready:
-                self._wake.notify()  # idle: the dispatcher flushes and reserves
+                self._wake.notify()  # idle: the dispatcher reserves
+                self._record.notify()  # and the recorder records
             if held.lost:
                 if not held.settled:  # it finished after its lease was lost: discard
                     held.settled = True
@@ -560,7 +581,9 @@ class Worker:
             held.pending = self._finish_for(held, outcome)
             self._outcomes.append(held)
             if len(self._outcomes) >= self._batch:
-                self._wake.notify()
+                self._record.notify()
+                if self._single_writer:
+                    self._wake.notify()
 
     def _finish_for(self, held: _Held, outcome: object) -> Finish:
         task, pid, attempt = held.task, self.pid, held.task.attempt
@@ -706,6 +729,9 @@ class Worker:
     def _drain(self) -> None:
         """Let in-flight handlers finish within the grace period, then release the rest."""
         deadline = time.monotonic() + self._grace_ms / 1000
+        for thread in self._threads:
+            if thread.name == "sokka-recorder":  # from here on, the drain records
+                thread.join(timeout=5)
         with self._lock:
             unstarted = list(self._ready)
             self._ready.clear()
