@@ -7,12 +7,17 @@ so.
 
 Threads of one ``Worker``:
 
-* the dispatcher (``run()``'s thread): reserves in batches, hands tasks to
-  the handler threads, and records outcomes in batches (``finish_many``);
+* the dispatcher (``run()``'s thread): reserves in batches and hands tasks
+  to the handler threads;
+* a recorder: records outcomes in batches (``finish_many``) on a connection
+  of its own while the next batch runs (on a ``single_writer`` store such as
+  SQLite the dispatcher records them itself);
 * ``concurrency`` handler threads;
 * one keepalive thread for all the worker's leases: it extends every lease
   due within the next moments in one ``extend_leases`` call, at about 0.7 of
-  its lease time; it also enforces timeouts and the self-fence;
+  its lease time;
+* a watchdog: timeouts and the self-fence, on a thread of their own so that
+  a store call stuck on the keepalive thread cannot delay them;
 * optionally an embedded supervisor (``supervise=True``).
 
 Self-fencing: a lease whose last successful keepalive was *sent* more than
