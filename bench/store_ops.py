@@ -132,6 +132,12 @@ PG_INSERT_CASTS: Final = (
     "BIGINT", "INTEGER", "INTEGER", "INTEGER", "BIGINT", "BIGINT", "BIGINT",
     "VARCHAR", "VARCHAR", "BIGINT", "BIGINT",
 )  # fmt: skip
+#: PostgreSQL: the array type of each column in the batch INSERT ... FROM unnest(...).
+PG_INSERT_ARRAYS: Final = (
+    "text", "text", "text", "text", "text", "json", "text", "text",
+    "bigint", "integer", "integer", "integer", "bigint", "bigint", "bigint",
+    "text", "text", "bigint", "bigint",
+)  # fmt: skip
 #: The columns each write changes, in SQLStore's order (``_MUTABLE``).
 RESERVE_COLUMNS: Final = ("status", "pid", "record_ver", "attempt", "updated_at")
 TERMINATE_COLUMNS: Final = ("status", "record_ver", "updated_at")
@@ -290,6 +296,14 @@ class Statements:
             self._by_ids[count] = statement
         return statement
 
+    def insert_batch_pg(self) -> str:
+        """PostgreSQL: many rows in one INSERT ... SELECT FROM unnest(arrays)."""
+        arrays = ", ".join(f"CAST(%s AS {kind}[])" for kind in PG_INSERT_ARRAYS)
+        return (
+            f"INSERT INTO {self.table} ({', '.join(INSERT_COLUMNS)}) SELECT * FROM "
+            f"unnest({arrays}) ON CONFLICT (task_id) DO NOTHING RETURNING task_id"
+        )
+
     def insert(self, count: int) -> str:
         statement = self._inserts.get(count)
         if statement is None:
@@ -370,7 +384,12 @@ class RawStore:
             params += (task_id, task_id, topic, "default", "", data, "starting", None,
                        0, 0, 0, None, None, None, None, None, "[]", now, now)  # fmt: skip
         self._begin(write=True)
-        inserted = self._execute(self.sql.insert(len(datas)), params).fetchall()
+        if self.pg and len(datas) > 1:
+            width = len(INSERT_COLUMNS)
+            arrays = [params[i::width] for i in range(width)]
+            inserted = self._execute(self.sql.insert_batch_pg(), arrays).fetchall()
+        else:
+            inserted = self._execute(self.sql.insert(len(datas)), params).fetchall()
         self._commit()
         return len(inserted)
 

@@ -96,6 +96,27 @@ _MUTABLE: Final = (
     "updated_at",
 )
 _STATUS: Final = {s.value: s for s in Status}
+_INSERT_ARRAY_TYPES: Final = {
+    "task_id": "text",
+    "task_group_id": "text",
+    "topic": "text",
+    "sub_topic": "text",
+    "description": "text",
+    "data": "json",
+    "status": "text",
+    "pid": "text",
+    "record_ver": "bigint",
+    "attempt": "integer",
+    "failures": "integer",
+    "max_attempts": "integer",
+    "lease_time_ms": "bigint",
+    "timeout_ms": "bigint",
+    "snooze_time_ms": "bigint",
+    "error": "text",
+    "errors": "text",
+    "created_at": "bigint",
+    "updated_at": "bigint",
+}
 _PG_ARRAY_TYPES: Final = {
     "status": "text",
     "pid": "text",
@@ -435,6 +456,14 @@ class SQLStore(EventCalls):
             .limit(sa.bindparam("limit"))
         )
         insert = postgresql.insert(t) if self._pg else sqlite.insert(t)
+        # PostgreSQL: a batch as arrays, one statement and one plan whatever its size
+        # (a multi-row VALUES is new SQL text for every batch size).
+        columns = ", ".join(_INSERT_ARRAY_TYPES)
+        arrays = ", ".join(f"CAST(:{c} AS {k}[])" for c, k in _INSERT_ARRAY_TYPES.items())
+        self._pg_insert = sa.text(
+            f"INSERT INTO {t.name} ({columns}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT (task_id) DO NOTHING RETURNING task_id"
+        )
         self._insert = insert.on_conflict_do_nothing(index_elements=[t.c.task_id]).returning(
             t.c.task_id
         )
@@ -562,7 +591,11 @@ class SQLStore(EventCalls):
             return results
         with self._session(write=True) as conn:
             rows = [_insert_row(task) for task in fresh.values()]
-            inserted = set(conn.execute(self._insert, rows).scalars())
+            if self._pg and len(rows) > 1:
+                arrays = {name: [row[name] for row in rows] for name in _INSERT_ARRAY_TYPES}
+                inserted = set(conn.execute(self._pg_insert, arrays).scalars())
+            else:
+                inserted = set(conn.execute(self._insert, rows).scalars())
         return [
             Failure(AlreadyExists(r.unwrap().task_id))
             if isinstance(r, Success) and r.unwrap().task_id not in inserted
