@@ -25,7 +25,8 @@ from sokka.adapters.store import (
     Page,
     TaskFilter,
     capture,
-    decode_cursor,
+    check_leased_listing,
+    check_listing,
     encode_cursor,
     require_batch,
     require_limit,
@@ -115,11 +116,7 @@ class MemoryStore(EventCalls):
         cursor: str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
     ) -> Page:
-        wanted = TaskFilter() if filter is None else filter
-        if not isinstance(wanted, TaskFilter):
-            raise ValidationError("filter", "must be a TaskFilter")
-        require_limit("limit", limit, MAX_PAGE_SIZE)
-        after = 0 if cursor is None else decode_cursor(cursor)
+        wanted, after = check_listing(filter, cursor, limit)
         with self._lock:
             order = self._order
             candidates = (self._tasks[order[i]] for i in range(after, len(order)))
@@ -131,10 +128,7 @@ class MemoryStore(EventCalls):
         cursor: str | None = None,
         limit: int = MAX_PAGE_SIZE,
     ) -> Page:
-        if topic is not None:
-            require_name("topic", topic)
-        require_limit("limit", limit, MAX_PAGE_SIZE)
-        after = 0 if cursor is None else decode_cursor(cursor)
+        after = check_leased_listing(topic, cursor, limit)
         with self._lock:
             seqs = sorted(s for t in self._leased if (s := self._seq[t]) > after)
             candidates = (self._tasks[self._order[s - 1]] for s in seqs)

@@ -47,7 +47,8 @@ from sokka.adapters.store import (
     EventCalls,
     Page,
     TaskFilter,
-    decode_cursor,
+    check_leased_listing,
+    check_listing,
     encode_cursor,
     require_batch,
     require_limit,
@@ -624,11 +625,7 @@ class SQLStore(EventCalls):
         cursor: str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
     ) -> Page:
-        wanted = TaskFilter() if filter is None else filter
-        if not isinstance(wanted, TaskFilter):
-            raise ValidationError("filter", "must be a TaskFilter")
-        require_limit("limit", limit, MAX_PAGE_SIZE)
-        after = 0 if cursor is None else decode_cursor(cursor)
+        wanted, after = check_listing(filter, cursor, limit)
         t = self._tasks
         clauses: list[Any] = [t.c.seq > after]
         for name in ("topic", "sub_topic", "task_group_id"):
@@ -652,10 +649,7 @@ class SQLStore(EventCalls):
         cursor: str | None = None,
         limit: int = MAX_PAGE_SIZE,
     ) -> Page:
-        if topic is not None:
-            require_name("topic", topic)
-        require_limit("limit", limit, MAX_PAGE_SIZE)
-        after = 0 if cursor is None else decode_cursor(cursor)
+        after = check_leased_listing(topic, cursor, limit)
         with self._session(write=False) as conn:
             if topic is None:
                 params: dict[str, Any] = {"after": after, "limit": limit + 1}

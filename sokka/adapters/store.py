@@ -55,6 +55,8 @@ __all__ = [
     "TaskFilter",
     "TaskStore",
     "capture",
+    "check_leased_listing",
+    "check_listing",
     "decode_cursor",
     "encode_cursor",
     "execute",
@@ -185,6 +187,26 @@ def require_batch(field: str, items: object, kind: type[_T] | None = None) -> Se
                     field, f"must hold {kind.__name__} values (got {type(item).__name__})"
                 )
     return items
+
+
+def check_listing(
+    filter: TaskFilter | None, cursor: str | None, limit: int
+) -> tuple[TaskFilter, int]:
+    """Validate ``list_tasks``'s arguments: the filter to apply, and the position
+    (in creation order) the page starts after."""
+    wanted = TaskFilter() if filter is None else filter
+    if not isinstance(wanted, TaskFilter):
+        raise ValidationError("filter", "must be a TaskFilter")
+    require_limit("limit", limit, MAX_PAGE_SIZE)
+    return wanted, 0 if cursor is None else decode_cursor(cursor)
+
+
+def check_leased_listing(topic: str | None, cursor: str | None, limit: int) -> int:
+    """Validate ``list_leased_tasks``'s arguments; return the position to start after."""
+    if topic is not None:
+        require_name("topic", topic)
+    require_limit("limit", limit, MAX_PAGE_SIZE)
+    return 0 if cursor is None else decode_cursor(cursor)
 
 
 def capture(call: Callable[[], _T]) -> Result[_T, SokkaError]:
