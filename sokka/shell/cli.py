@@ -579,6 +579,9 @@ if __name__ == "__main__":  # pragma: no cover
 @click.option("--crash-prob", type=click.FloatRange(0, 1), default=None,
               help="Probability that a worker crashes during a task.")  # fmt: skip
 @click.option("--pause-every", type=DURATION, default=None, help="Mean time between pauses.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
+              help="Also draw the scenario's sweep (e.g. false revocations by clock skew) "
+              "into a PNG (needs the plot extra).")  # fmt: skip
 @click.option("--strategy", "strategies", multiple=True,
               type=click.Choice(["observed", "deadline", "store-clock"]),
               help="Only these strategies (repeatable; default: all).")  # fmt: skip
@@ -599,6 +602,7 @@ def simulate(
     pause_every: int | None,
     strategies: tuple[str, ...],
     as_json: bool,
+    plot: str | None,
 ) -> None:
     """Compare lease-supervision strategies in a deterministic virtual-time simulation."""
     from sokka.shell import simulation as sim
@@ -617,3 +621,40 @@ def simulate(
         click.echo(json.dumps([r.as_dict() for r in reports], indent=2))
     else:
         click.echo(sim.format_table(scenario, chosen, reports))
+    if plot is not None:
+        _plot(
+            plot,
+            scenario,
+            sim.SWEEPS[scenario],
+            sim.sweep_parameter(scenario, chosen, seed, picked),
+        )
+        if not as_json:
+            click.echo(f"\nwrote {plot}")
+
+
+def _plot(
+    path: str, scenario: str, plan: Any, points: dict[str, list[tuple[float, float]]]
+) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValidationError("plot", "needs matplotlib: pip install 'sokka[plot]'") from None
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    styles = {"observed": ("-", 3.0), "deadline": ("-", 1.5), "store-clock": ("--", 1.5)}
+    for strategy, series in points.items():
+        xs, ys = zip(*series, strict=True)
+        style, width = styles.get(strategy, ("-", 1.5))
+        axes.plot(xs, ys, style, linewidth=width, marker="o", label=strategy)
+    axes.set_xlabel(plan.axis)
+    axes.set_ylabel(plan.metric_label)
+    axes.set_title(f"sokka simulate {scenario}: {plan.metric_label} by strategy")
+    if plan.field == "skew_ms":
+        axes.set_xscale("symlog", linthresh=0.01)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -59,7 +59,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from returns.result import Success
 
@@ -733,6 +733,64 @@ def format_table(scenario_name: str, scenario: Scenario, reports: Sequence[Repor
             )
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """One parameter varied across runs, and the metric to watch (for ``--plot``)."""
+
+    field: str  #: the ``Scenario`` field varied
+    values: tuple[float, ...]
+    scale: float  #: divide the values by this for the axis
+    axis: str
+    metric: str  #: the ``Report`` attribute plotted
+    metric_label: str
+
+
+#: What ``sokka simulate NAME --plot`` varies for each scenario.
+SWEEPS: Final[dict[str, Sweep]] = {
+    "skew": Sweep(
+        "skew_ms", (0, 1_000, 10_000, 60_000, 600_000, HOUR_MS), 60_000,
+        "largest clock offset between processes (minutes)", "false_revocations",
+        "false revocations",
+    ),
+    "drift": Sweep(
+        "drift", (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), 0.01,
+        "largest clock drift (%)", "false_revocations", "false revocations",
+    ),
+    "pauses": Sweep(
+        "pause_every_ms", (0, 480_000, 240_000, 120_000, 60_000, 30_000), 1_000,
+        "mean time between stop-the-world pauses (s; 0: none)", "duplicates",
+        "duplicate executions",
+    ),
+    "crashes": Sweep(
+        "crash_prob", (0.0, 0.05, 0.1, 0.2, 0.3), 0.01,
+        "crash probability per task (%)", "rescue_max", "slowest rescue (leases)",
+    ),
+    "mixed": Sweep(
+        "skew_ms", (0, 1_000, 10_000, 60_000, 600_000, HOUR_MS), 60_000,
+        "largest clock offset between processes (minutes)", "false_revocations",
+        "false revocations",
+    ),
+}  # fmt: skip
+
+
+def sweep_parameter(
+    name: str, scenario: Scenario, seed: int = 0, strategies: Sequence[Strategy] = STRATEGIES
+) -> dict[str, list[tuple[float, float]]]:
+    """For each strategy, (x, metric) over the named scenario's sweep (deterministic)."""
+    plan = SWEEPS[name]
+    points: dict[str, list[tuple[float, float]]] = {s: [] for s in strategies}
+    for value in plan.values:
+        current = getattr(scenario, plan.field)
+        changes: dict[str, Any] = {plan.field: value if isinstance(current, float) else int(value)}
+        varied = replace(scenario, **changes)
+        for report in compare(varied, seed, strategies):
+            measured = getattr(report, plan.metric)
+            points[report.strategy].append(
+                (value / plan.scale, 0.0 if measured is None else float(measured))
+            )
+    return points
 
 
 def scenario_named(name: str, **overrides: object) -> Scenario:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -128,3 +129,26 @@ def test_cli_json_and_bad_input() -> None:
     assert '"strategy": "observed"' in result.output
     bad = CliRunner().invoke(cli, ["simulate", "nope"])
     assert bad.exit_code != 0
+
+
+def test_the_skew_sweep_shows_observed_untouched_and_deadline_failing() -> None:
+    from sokka.shell.simulation import SCENARIOS, sweep_parameter
+
+    small = replace(SCENARIOS["skew"], tasks=30, workers=4)
+    points = sweep_parameter("skew", small, seed=2)
+    assert points == sweep_parameter("skew", small, seed=2)  # deterministic
+    assert all(y == 0 for _, y in points["observed"])
+    assert all(y == 0 for _, y in points["store-clock"])
+    assert points["deadline"][0][1] == 0  # no skew, no harm
+    assert points["deadline"][-1][1] > 0  # an hour of skew: false revocations
+
+
+def test_plot_writes_a_png(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from sokka.shell.cli import main
+
+    target = tmp_path / "skew.png"
+    assert main(["simulate", "skew", "--tasks", "20", "--workers", "4", "--plot", str(target)]) == 0
+    data = target.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 10_000
