@@ -807,24 +807,6 @@ def _changed_columns(old: Task, new: Task) -> dict[str, Any]:
 
 
 def _insert_row(task: Task) -> Mapping[str, Any]:
-    return {
-        "task_id": task.task_id,
-        "task_group_id": task.task_group_id,
-        "topic": task.topic,
-        "sub_topic": task.sub_topic,
-        "description": task.description,
-        "data": task.data_json,
-        "status": task.status.value,
-        "pid": task.pid,
-        "record_ver": task.record_ver,
-        "attempt": task.attempt,
-        "failures": task.failures,
-        "max_attempts": task.max_attempts,
-        "lease_time_ms": task.lease_time_ms,
-        "timeout_ms": task.timeout_ms,
-        "snooze_time_ms": task.snooze_time_ms,
-        "error": task.error,
-        "errors": "[]",
-        "created_at": task.created_at,
-        "updated_at": task.updated_at,
-    }
+    row = task.as_record()
+    row["errors"] = json.dumps(row["errors"], ensure_ascii=False)
+    return row

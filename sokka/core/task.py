@@ -26,7 +26,7 @@ import enum
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 from sokka.core.errors import ValidationError
@@ -309,6 +309,15 @@ class Task:
     def data(self) -> Any:
         """The task's JSON data, decoded afresh (a copy the caller may mutate)."""
         return json.loads(self.data_json)
+
+    def as_record(self) -> dict[str, Any]:
+        """Every field as a plain value: ``data`` as its JSON text, ``status`` as its
+        name, ``errors`` as a list (what a store row or a JSON document holds)."""
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        record["data"] = record.pop("data_json")
+        record["status"] = self.status.value
+        record["errors"] = list(self.errors)
+        return record
 
     @property
     def lease(self) -> tuple[str, int]:

@@ -135,27 +135,7 @@ def _store(db: str, prefix: str) -> Iterator[TaskStore]:
 
 
 def _task_json(task: Task) -> dict[str, Any]:
-    return {
-        "task_id": task.task_id,
-        "task_group_id": task.task_group_id,
-        "topic": task.topic,
-        "sub_topic": task.sub_topic,
-        "description": task.description,
-        "data": task.data,
-        "status": task.status.value,
-        "pid": task.pid,
-        "record_ver": task.record_ver,
-        "attempt": task.attempt,
-        "failures": task.failures,
-        "max_attempts": task.max_attempts,
-        "lease_time_ms": task.lease_time_ms,
-        "timeout_ms": task.timeout_ms,
-        "snooze_time_ms": task.snooze_time_ms,
-        "error": task.error,
-        "errors": list(task.errors),
-        "created_at": task.created_at,
-        "updated_at": task.updated_at,
-    }
+    return {**task.as_record(), "data": task.data}
 
 
 def _when(ms: int) -> str:
