@@ -34,7 +34,7 @@ from returns.result import Failure, Result, Success
 
 from sokka.core.commands import Command, Finish, LeaseToken, RevokeLease
 from sokka.core.errors import SokkaError, ValidationError
-from sokka.core.task import Status, Task, TaskSpec, require_name
+from sokka.core.task import MAX_INT, Status, Task, TaskSpec, require_name
 from sokka.core.transitions import (
     Cancel,
     Event,
@@ -99,6 +99,8 @@ class TaskFilter:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValidationError(name, "must be an integer of milliseconds or None")
+            if value is not None and abs(value) > MAX_INT:
+                raise ValidationError(name, f"must be between -{MAX_INT} and {MAX_INT}")
 
     def matches(self, task: Task) -> bool:
         return (

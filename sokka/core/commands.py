@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from returns.result import Failure, Result, Success
 
 from sokka.core.errors import RetryableError, SokkaError, ValidationError
-from sokka.core.task import Status, Task, require_name
+from sokka.core.task import MAX_ATTEMPTS, Status, Task, require_at_most_max_int, require_name
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
 
 __all__ = [
@@ -65,6 +65,7 @@ class LeaseToken:
             raise ValidationError("attempt", "must be an integer")
         if self.attempt < 1:
             raise ValidationError("attempt", f"must be at least 1 (got {self.attempt})")
+        require_at_most_max_int("attempt", self.attempt, MAX_ATTEMPTS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,9 @@ naming the field and the rule):
   PostgreSQL cannot store the first, UTF-8 cannot encode the second.
 * every time (``lease_time_ms``, ``timeout_ms``, snooze times): a positive
   ``int`` of milliseconds; ``max_attempts``: a positive ``int``.
+* every time and version fits a signed 64-bit integer (at most ``MAX_INT``),
+  the widest column SQLite and PostgreSQL have; ``max_attempts`` and
+  ``attempt`` fit a signed 32-bit one (at most ``MAX_ATTEMPTS``).
 """
 
 from __future__ import annotations
@@ -32,17 +35,20 @@ from typing import Any, Final
 from sokka.core.errors import ValidationError
 
 __all__ = [
+    "MAX_ATTEMPTS",
     "MAX_DATA_BYTES",
     "MAX_DATA_DEPTH",
     "MAX_DESCRIPTION_LENGTH",
     "MAX_ERROR_HISTORY",
     "MAX_ERROR_LENGTH",
+    "MAX_INT",
     "MAX_NAME_LENGTH",
     "JsonValue",
     "Status",
     "Task",
     "TaskSpec",
     "encode_data",
+    "require_at_most_max_int",
     "require_name",
     "require_positive_ms",
 ]
@@ -56,6 +62,10 @@ MAX_DATA_DEPTH: Final = 64
 MAX_ERROR_LENGTH: Final = 4000
 #: How many past errors a task remembers (the most recent ones).
 MAX_ERROR_HISTORY: Final = 32
+#: The largest integer any field may hold (a signed 64-bit column).
+MAX_INT: Final = 2**63 - 1
+#: The largest ``max_attempts`` or ``attempt`` (a signed 32-bit column).
+MAX_ATTEMPTS: Final = 2**31 - 1
 
 JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
 
@@ -150,17 +160,35 @@ milliseconds (got 0)
         raise ValidationError(field, f"must be an integer (got {type(value).__name__})")
     if value <= 0:
         raise ValidationError(field, f"must be a positive number of milliseconds (got {value})")
+    return require_at_most_max_int(field, value)
+
+
+def require_at_most_max_int(field: str, value: int, maximum: int = MAX_INT) -> int:
+    """Refuse an integer no store column can hold (above ``MAX_INT``, or the
+    ``maximum`` of a narrower column).
+
+    >>> require_at_most_max_int("snooze_ms", 2**63)
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: snooze_ms: must be at most 9223372036854775807 \
+(a 64-bit integer)
+    """
+    if value > maximum:
+        bits = 64 if maximum == MAX_INT else maximum.bit_length() + 1
+        raise ValidationError(field, f"must be at most {maximum} (a {bits}-bit integer)")
     return value
 
 
-def _optional_positive_int(field: str, value: object, what: str) -> int | None:
+def _optional_positive_int(
+    field: str, value: object, what: str, maximum: int = MAX_INT
+) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(field, f"must be an integer or None (got {type(value).__name__})")
     if value <= 0:
         raise ValidationError(field, f"must be a positive {what} (got {value})")
-    return value
+    return require_at_most_max_int(field, value, maximum)
 
 
 def _check_json(value: object, path: str, depth: int) -> None:
@@ -249,7 +277,9 @@ class TaskSpec:
             raise ValidationError(
                 "description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters"
             )
-        _optional_positive_int("max_attempts", self.max_attempts, "number of attempts")
+        _optional_positive_int(
+            "max_attempts", self.max_attempts, "number of attempts", MAX_ATTEMPTS
+        )
         _optional_positive_int("lease_time_ms", self.lease_time_ms, "number of milliseconds")
         _optional_positive_int("timeout_ms", self.timeout_ms, "number of milliseconds")
         object.__setattr__(self, "data_json", encode_data(self.data))

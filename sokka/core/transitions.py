@@ -33,10 +33,12 @@ from sokka.core.errors import (
     WrongOwner,
 )
 from sokka.core.task import (
+    MAX_ATTEMPTS,
     MAX_ERROR_HISTORY,
     MAX_ERROR_LENGTH,
     Status,
     Task,
+    require_at_most_max_int,
     require_name,
     require_positive_ms,
 )
@@ -63,7 +65,7 @@ def _require_attempt(value: object) -> int:
         raise ValidationError("attempt", f"must be an integer (got {type(value).__name__})")
     if value < 1:
         raise ValidationError("attempt", f"must be at least 1 (got {value})")
-    return value
+    return require_at_most_max_int("attempt", value, MAX_ATTEMPTS)
 
 
 def _clip_error(text: object, field: str) -> str:
@@ -167,6 +169,7 @@ class Revoke:
             raise ValidationError("record_ver", "must be an integer")
         if self.record_ver < 0:
             raise ValidationError("record_ver", f"must not be negative (got {self.record_ver})")
+        require_at_most_max_int("record_ver", self.record_ver)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

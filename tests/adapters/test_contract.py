@@ -49,10 +49,12 @@ from sokka.core.errors import (
     WrongOwner,
 )
 from sokka.core.task import (
+    MAX_ATTEMPTS,
     MAX_DATA_BYTES,
     MAX_DATA_DEPTH,
     MAX_DESCRIPTION_LENGTH,
     MAX_ERROR_LENGTH,
+    MAX_INT,
     MAX_NAME_LENGTH,
     Status,
     Task,
@@ -286,6 +288,20 @@ def test_data_of_exactly_the_size_limit_is_accepted(store: TaskStore) -> None:
     text = "x" * (MAX_DATA_BYTES - 2)  # plus two quotes: exactly the limit
     create(store, "t1", data=text)
     assert store.get_task("t1").data == text
+
+
+def test_integers_up_to_64_bits_are_accepted(store: TaskStore) -> None:
+    created = create(
+        store, "big", max_attempts=MAX_ATTEMPTS, lease_time_ms=MAX_INT, timeout_ms=MAX_INT
+    )
+    assert store.get_task("big") == created
+    assert (created.lease_time_ms, created.timeout_ms) == (MAX_INT, MAX_INT)
+    store.reserve_tasks(TOPIC, PID)
+    snoozed = store.snooze("big", PID, 1, MAX_INT)
+    assert store.get_task("big") == snoozed
+    assert snoozed.snooze_time_ms == MAX_INT
+    window = TaskFilter(created_from=-MAX_INT, created_before=MAX_INT)
+    assert ids(store.list_tasks(window).tasks) == ["big"]
 
 
 def test_names_of_exactly_the_length_limit_are_accepted(store: TaskStore) -> None:
@@ -1435,6 +1451,7 @@ REFUSALS: list[Any] = [
     bad(lambda s: s.terminate("r1", PID, True), V, "attempt", id="terminate-attempt-bool"),
     bad(lambda s: s.terminate("r1", PID, None), V, "attempt", id="terminate-attempt-None"),
     bad(lambda s: s.terminate("r1", PID, 1.0), V, "attempt", id="terminate-attempt-float"),
+    bad(lambda s: s.terminate("r1", PID, 2**31), V, "attempt", id="terminate-attempt-over-32-bit"),
     bad(lambda s: s.terminate("r1", "", 1), V, "pid", id="terminate-pid-empty"),
     bad(lambda s: s.terminate("r1", LONG, 1), V, "pid", id="terminate-pid-long"),
     bad(lambda s: s.terminate("", PID, 1), V, "task_id", id="terminate-task_id-empty"),
@@ -1451,6 +1468,7 @@ REFUSALS: list[Any] = [
     bad(lambda s: s.snooze("r1", PID, 1, 1.5), V, "snooze_ms", id="snooze-float"),
     bad(lambda s: s.snooze("r1", PID, 1, None), V, "snooze_ms", id="snooze-None"),
     bad(lambda s: s.snooze("r1", PID, 1, True), V, "snooze_ms", id="snooze-bool"),
+    bad(lambda s: s.snooze("r1", PID, 1, MAX_INT + 1), V, "snooze_ms", id="snooze-over-64-bit"),
     bad(lambda s: s.snooze("ghost", PID, 1, 10), NotFound, id="snooze-unknown"),
     bad(lambda s: s.snooze("z1", PID, 1, 10), NotRunning, id="snooze-snoozed"),
     bad(lambda s: s.snooze("r1", PID, 3, 10), StaleAttempt, id="snooze-stale-attempt"),
@@ -1481,6 +1499,7 @@ REFUSALS: list[Any] = [
     bad(lambda s: s.revoke_lease("r1", True), V, "record_ver", id="revoke-bool"),
     bad(lambda s: s.revoke_lease("r1", 1.0), V, "record_ver", id="revoke-float"),
     bad(lambda s: s.revoke_lease("r1", None), V, "record_ver", id="revoke-None"),
+    bad(lambda s: s.revoke_lease("r1", 2**64), V, "record_ver", id="revoke-over-64-bit"),
     bad(lambda s: s.revoke_lease("", 1), V, "task_id", id="revoke-task_id-empty"),
     bad(lambda s: s.revoke_lease("ghost", 0), NotFound, id="revoke-unknown"),
     bad(lambda s: s.revoke_lease("r1", 0), StaleRecord, id="revoke-running-stale"),
@@ -1573,6 +1592,8 @@ def test_refusal_table_covers_every_error_a_store_can_raise() -> None:
         ({"lease_time_ms": 1.5}, "lease_time_ms"),
         ({"timeout_ms": 0}, "timeout_ms"),
         ({"timeout_ms": -1}, "timeout_ms"),
+        ({"max_attempts": MAX_ATTEMPTS + 1}, "max_attempts"),
+        ({"lease_time_ms": 2**70}, "lease_time_ms"),
     ],
     ids=short_id,
 )
@@ -1600,6 +1621,8 @@ def test_bad_task_spec_is_refused_naming_the_field(
         ({"created_from": "5"}, "created_from"),
         ({"created_from": 1.5}, "created_from"),
         ({"created_before": True}, "created_before"),
+        ({"created_from": 2**64}, "created_from"),
+        ({"created_before": -(2**64)}, "created_before"),
     ],
     ids=short_id,
 )
