@@ -30,8 +30,9 @@ from sokka.adapters.store import (
     encode_cursor,
     require_batch,
     require_limit,
+    require_spec,
 )
-from sokka.core.errors import AlreadyExists, NotFound, SokkaError, ValidationError
+from sokka.core.errors import AlreadyExists, NotFound, SokkaError
 from sokka.core.task import Status, Task, TaskSpec, require_name
 from sokka.core.transitions import (
     Event,
@@ -79,8 +80,7 @@ class MemoryStore(EventCalls):
     # -- creating and reading ---------------------------------------------
 
     def create_task(self, spec: TaskSpec) -> Task:
-        if not isinstance(spec, TaskSpec):
-            raise ValidationError("spec", f"must be a TaskSpec (got {type(spec).__name__})")
+        require_spec(spec)
         with self._lock:
             task_id = spec.task_id or self._new_id()
             if task_id in self._tasks:

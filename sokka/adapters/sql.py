@@ -52,6 +52,7 @@ from sokka.adapters.store import (
     encode_cursor,
     require_batch,
     require_limit,
+    require_spec,
 )
 from sokka.core.errors import (
     AlreadyExists,
@@ -561,9 +562,7 @@ class SQLStore(EventCalls):
     # -- creating and reading -------------------------------------------------------
 
     def create_task(self, spec: TaskSpec) -> Task:
-        if not isinstance(spec, TaskSpec):
-            raise ValidationError("spec", f"must be a TaskSpec (got {type(spec).__name__})")
-        (result,) = self.create_tasks([spec])
+        (result,) = self.create_tasks([require_spec(spec)])
         if isinstance(result, Failure):
             raise result.failure()
         return result.unwrap()
@@ -575,13 +574,12 @@ class SQLStore(EventCalls):
         fresh: dict[str, Task] = {}
         given: Sequence[object] = specs  # callers may pass anything; refuse per element
         for spec in given:
-            if not isinstance(spec, TaskSpec):
-                results.append(
-                    Failure(
-                        ValidationError("spec", f"must be a TaskSpec (got {type(spec).__name__})")
-                    )
-                )
+            try:
+                require_spec(spec)
+            except ValidationError as error:
+                results.append(Failure(error))
                 continue
+            assert isinstance(spec, TaskSpec)
             task = spec.to_task(spec.task_id or self._new_id(), now)
             if task.task_id in fresh:
                 results.append(Failure(AlreadyExists(task.task_id)))

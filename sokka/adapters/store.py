@@ -62,6 +62,7 @@ __all__ = [
     "execute",
     "require_batch",
     "require_limit",
+    "require_spec",
 ]
 
 DEFAULT_PAGE_SIZE: Final = 100
@@ -164,6 +165,13 @@ def decode_cursor(cursor: object) -> int:
     ):
         raise malformed
     return int(body["after"])
+
+
+def require_spec(spec: object) -> TaskSpec:
+    """Check that a create call was given a ``TaskSpec`` (which validated itself)."""
+    if not isinstance(spec, TaskSpec):
+        raise ValidationError("spec", f"must be a TaskSpec (got {type(spec).__name__})")
+    return spec
 
 
 def require_limit(field: str, value: object, maximum: int) -> int:

@@ -15,16 +15,19 @@ calls ``pytest.skip("why")``: the reason is printed in the run summary
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
 
+from sokka.adapters.http import HTTPStore
 from sokka.adapters.memory import MemoryStore
 from sokka.adapters.sql import SQLStore
 from sokka.adapters.store import TaskStore
 from sokka.shell.clock import ManualClock
+from sokka.shell.http_api import create_app, serve_in_background
 from tests.databases import postgres_engine, test_prefix
 
 #: Where the store clock starts in every test (milliseconds).
@@ -84,11 +87,53 @@ def _drop_postgres_contract_schema() -> Iterator[None]:
         SQLStore(postgres_engine(), prefix=_PG_PREFIX).drop_schema()
 
 
-#: name -> factory. Add "http" here.
+_http: tuple[Starlette, HTTPStore] | None = None
+_http_server: ExitStack = ExitStack()
+
+
+def _http_app() -> tuple[Starlette, HTTPStore]:
+    """One uvicorn server on a loopback port, and one client, for the whole run;
+    each test puts its own store behind the server (``app.state.store``), since
+    starting a server (or a client: httpx loads its CA bundle) per test would
+    cost more than the tests."""
+    global _http
+    if _http is None:
+        app = create_app(MemoryStore(), token=HTTP_TOKEN)
+        base_url = _http_server.enter_context(serve_in_background(app))
+        client = _http_server.enter_context(HTTPStore(base_url, token=HTTP_TOKEN))
+        _http = (app, client)
+    return _http
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_http_server() -> Iterator[None]:
+    yield
+    _http_server.close()
+
+
+HTTP_TOKEN = "contract-suite-token-0123456789"
+
+
+def http_store(backing: StoreFactory) -> StoreFactory:
+    """A factory for ``HTTPStore`` on a real server fronting the ``backing`` store."""
+
+    @contextmanager
+    def factory(env: StoreEnv) -> Iterator[TaskStore]:
+        app, client = _http_app()
+        with backing(env) as store:
+            app.state.store = store
+            yield client
+
+    return factory
+
+
+#: name -> factory.
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "sqlite": sqlite_store,
     "postgres": postgres_store,
+    "http-memory": http_store(memory_store),
+    "http-sqlite": http_store(sqlite_store),
 }
 
 
