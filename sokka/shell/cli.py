@@ -1,6 +1,8 @@
-"""The ``sokka`` command: init, task, worker, supervise, demo.
+"""The ``sokka`` command: init, task, worker, supervise, serve, demo, simulate.
 
-The store comes from ``--db`` or ``SOKKA_DB`` (default ``sqlite:///sokka.db``).
+The store comes from ``--db`` or ``SOKKA_DB`` (default ``sqlite:///sokka.db``):
+an SQLite or PostgreSQL URL, or the ``http(s)://`` URL of a ``sokka serve``
+(its token from ``SOKKA_TOKEN`` or the file named by ``SOKKA_TOKEN_FILE``).
 Durations are written with a unit: ``500ms``, ``30s``, ``5m``, ``1h``. Output
 is a table for people, JSON with ``--json`` for scripts. A bad option, an
 unknown handler or an unreachable store is one clear line on stderr and a
@@ -123,8 +125,47 @@ _prefix = click.option(
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+def _read_token_file(path: str, field: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as source:
+            token = source.read().strip()
+    except OSError as error:
+        raise ValidationError(field, f"cannot read {path}: {error.strerror}") from None
+    if not token:
+        raise ValidationError(field, f"{path} is empty")
+    return token
+
+
+def _client_token() -> str | None:
+    """The token for a ``sokka serve``: ``SOKKA_TOKEN``, else the file ``SOKKA_TOKEN_FILE``."""
+    if os.environ.get("SOKKA_TOKEN"):
+        return os.environ["SOKKA_TOKEN"]
+    path = os.environ.get("SOKKA_TOKEN_FILE")
+    return _read_token_file(path, "SOKKA_TOKEN_FILE") if path else None
+
+
+def _is_http(db: str) -> bool:
+    return db.startswith(("http://", "https://"))
+
+
+def _need_http_extra() -> None:
+    try:
+        import httpx  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "HTTP needs the http extra: pip install 'sokka[http]'"
+        ) from None
+
+
 @contextmanager
 def _store(db: str, prefix: str) -> Iterator[TaskStore]:
+    if _is_http(db):
+        _need_http_extra()
+        from sokka.adapters.http import HTTPStore
+
+        with HTTPStore(db, token=_client_token()) as client:
+            yield client
+        return
     from sokka.adapters.sql import SQLStore
 
     store = SQLStore(db, prefix=prefix)
@@ -191,6 +232,9 @@ def init(db: str, prefix: str) -> None:
     """Create the store's schema if it is missing (safe to run again)."""
     from sokka.adapters.sql import SQLStore
 
+    if _is_http(db):
+        raise click.UsageError("init creates a database schema: run it against the database "
+                               "the server uses, not against the server")  # fmt: skip
     with SQLStore(db, prefix=prefix) as store:
         found = store.schema_version()
         created = store.create_schema()
@@ -484,6 +528,66 @@ def supervise(
         supervisor.start()
         stop.wait()
         supervisor.stop()
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@cli.command()
+@_db
+@_prefix
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 or :: for every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the bearer token every call but /health must carry "
+                   "(default: $SOKKA_TOKEN, else no token).")
+@click.option("--allow-no-token", is_flag=True,
+              help="Serve without a token on an address other than loopback.")
+@click.option("--max-body", type=click.IntRange(1024, 1 << 30), default=None, metavar="BYTES",
+              help="Largest request body accepted (default 8 MiB).")
+@_log_level
+def serve(
+    db: str, prefix: str, host: str, port: int, token_file: str | None, allow_no_token: bool,
+    max_body: int | None, log_level: str,
+) -> None:  # fmt: skip
+    """Serve the store over HTTP (JSON, problem+json errors, OpenAPI at /openapi.json)."""
+    _need_http_extra()
+    import uvicorn
+
+    from sokka.shell.http_api import DEFAULT_MAX_BODY_BYTES, create_app
+
+    _logging(log_level)
+    token = _read_token_file(token_file, "--token-file") if token_file else None
+    token = token or os.environ.get("SOKKA_TOKEN") or None
+    if token is None and host not in _LOOPBACK and not allow_no_token:
+        raise click.UsageError(
+            f"refusing to serve {host} without a token: anyone who reaches it could run "
+            "and cancel tasks (give --token-file, or --allow-no-token if a proxy "
+            "authenticates)"
+        )
+    with _store(db, prefix) as store:
+        store.list_leased_tasks(limit=1)  # the store answers, and its schema is there
+        app = create_app(store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES)
+        logging.getLogger("sokka.http").info(
+            "serving %s on http://%s:%d (%s)", _shown(db), host, port,
+            "token required" if token else "no token",
+        )  # fmt: skip
+        config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False,
+            lifespan="off", server_header=False,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal
+        # to the handler it found: make that one a no-op, so the command exits 0.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: setattr(server, "should_exit", True))
+        server.run()
+
+
+def _shown(db: str) -> str:
+    """The store URL without its password, for logs."""
+    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", db)
 
 
 @cli.command()

@@ -1,11 +1,14 @@
 """End to end, on real OS processes: `sokka worker` and `sokka supervise`, killed,
-paused and stopped the way production does it, on SQLite and on PostgreSQL."""
+paused and stopped the way production does it, on SQLite, on PostgreSQL, and over
+HTTP (every worker and the supervisor talk to a `sokka serve` process fronting
+SQLite, with a token)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sokka.adapters.sql import SQLStore
@@ -28,20 +32,43 @@ TOPIC = "e2e"
 class Cluster:
     """Worker and supervisor processes on one store, with a journal of handler runs."""
 
-    def __init__(self, url: str, prefix: str, workdir: Path) -> None:
+    def __init__(self, url: str, prefix: str, workdir: Path, *, http: bool = False) -> None:
         self.url, self.prefix, self.workdir = url, prefix, workdir
         self.journal = workdir / "journal.jsonl"
         self.store = SQLStore(url, prefix=prefix)
         self.store.create_schema()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[Any] = []
+        self.env = {**os.environ, JOURNAL_ENV: str(self.journal)}
+        self.served = self._serve() if http else None
+
+    def _serve(self) -> str:
+        """Start `sokka serve` on the store; workers and supervisor then use its URL."""
+        token_file = self.workdir / "token"
+        token_file.write_text("e2e-token-0123456789abcdef\n")
+        self.env["SOKKA_TOKEN_FILE"] = str(token_file)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self._start("server", ["serve", "--port", str(port), "--token-file", str(token_file)])
+        base_url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy)
+        return base_url
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("wb")
         self._logs.append(log)
-        command = [sys.executable, "-m", "sokka", *args, "--db", self.url, "--prefix", self.prefix]
-        env = {**os.environ, JOURNAL_ENV: str(self.journal)}
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        served = getattr(self, "served", None)
+        db = ["--db", served] if served else ["--db", self.url, "--prefix", self.prefix]
+        command = [sys.executable, "-m", "sokka", *args, *db]
+        process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
         self.processes[name] = process
         return process
 
@@ -111,10 +138,12 @@ def wait_for(what: Callable[[], Any], timeout: float = 20.0) -> Any:
     raise AssertionError("timed out waiting")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "http"])
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     if request.param == "sqlite":
         made = Cluster(f"sqlite:///{tmp_path / 'e2e.db'}", "sokka_", tmp_path)
+    elif request.param == "http":
+        made = Cluster(f"sqlite:///{tmp_path / 'e2e.db'}", "sokka_", tmp_path, http=True)
     else:
         postgres_engine()  # skip (or fail under SOKKA_REQUIRE_POSTGRES) if unreachable
         made = Cluster(postgres_url(), test_prefix("e2e"), tmp_path)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sokka.adapters.sql import SCHEMA_VERSION, SQLStore
@@ -174,3 +178,84 @@ def test_durations() -> None:
     for bad in ("", "0s", "5 parsecs", "-1s", "10"):
         with pytest.raises(ValidationError):
             parse_duration(bad)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_serve_answers_the_task_commands_over_http_and_stops_on_sigterm(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    (tmp_path / "token").write_text("cli-test-token-0123456789\n")
+    port = _free_port()
+    exe = shutil.which("sokka")
+    command = [exe] if exe else [sys.executable, "-m", "sokka"]
+    token_file = str(tmp_path / "token")
+    server = subprocess.Popen(
+        [*command, "serve", "--db", db, "--port", str(port), "--token-file", token_file],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.05)
+        env = {"SOKKA_DB": url, "SOKKA_TOKEN": "cli-test-token-0123456789"}
+        made = sokka("task", "create", "--topic", "mail", "--id", "m1", "--data", '{"to": "ann"}',
+                     "--json", env=env)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["tasks"][0]["data"] == {"to": "ann"}
+        assert "created 5 tasks" in sokka("task", "create", "--topic", "mail", "--count", "5",
+                                          env=env).stdout  # fmt: skip
+        listed = sokka("task", "list", "--limit", "2", "--all", "--json", env=env)
+        assert len(json.loads(listed.stdout)["tasks"]) == 6
+        cancelled = sokka("task", "cancel", "m1", "--reason", "typo", "--json", env=env)
+        assert json.loads(cancelled.stdout)["tasks"][0]["error"] == "cancelled: typo"
+        # Errors read exactly as they do in-process: one line, exit 1.
+        missing = sokka("task", "get", "nope", env=env)
+        assert (missing.returncode, missing.stderr.strip()) == (1, "sokka: task 'nope' not found")
+        wrong = sokka("task", "list", env={**env, "SOKKA_TOKEN": "not-the-token-at-all"})
+        assert wrong.returncode == 1
+        assert "refused the token" in wrong.stderr
+        assert len(wrong.stderr.strip().splitlines()) == 1
+        # The server's own store saw all of it.
+        with SQLStore(db) as store:
+            assert store.get_task("m1").error == "cancelled: typo"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=20)
+    assert server.returncode == 0, output
+    assert "token required" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("serve", "--host", "0.0.0.0"), "refusing to serve 0.0.0.0 without a token"),
+        (("init", "--db", "http://127.0.0.1:9"), "run it against the database"),
+        (("serve", "--token-file", "/nonexistent/token"), "cannot read /nonexistent/token"),
+    ],
+)
+def test_serve_and_http_urls_refuse_unsafe_or_impossible_requests(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    run = sokka(*args, env={"SOKKA_DB": f"sqlite:///{tmp_path / 'q.db'}"}, unset=("SOKKA_TOKEN",))
+    assert run.returncode != 0
+    assert says in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_server_that_is_down_is_one_clear_line() -> None:
+    run = sokka("task", "list", "--db", f"http://127.0.0.1:{_free_port()}")
+    assert run.returncode == 1
+    assert "cannot reach" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1

@@ -1,20 +1,29 @@
-"""The supervisor on a ManualClock and a MemoryStore: the scenarios of issue 2."""
+"""The supervisor on a ManualClock and a MemoryStore: the scenarios of issue 2.
+
+Each scenario runs twice: on the MemoryStore in-process, and over HTTP (an
+``HTTPStore`` on a real server fronting the MemoryStore), so every call of the
+test and of the supervisor crosses the wire.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 
+from sokka.adapters.http import HTTPStore
 from sokka.adapters.memory import MemoryStore
-from sokka.adapters.store import Page
+from sokka.adapters.store import Page, TaskStore
 from sokka.core.commands import LeaseToken
 from sokka.core.errors import StaleAttempt, Throttled, Unavailable
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Status, Task, TaskSpec
 from sokka.shell.clock import ManualClock
+from sokka.shell.http_api import create_app, serve_in_background
 from sokka.shell.supervisor import Supervisor
 
 LEASE = 1_000
@@ -54,9 +63,22 @@ def clock() -> ManualClock:
     return ManualClock(start_ms=50_000)
 
 
-@pytest.fixture
-def store(clock: ManualClock) -> MemoryStore:
-    return MemoryStore(clock=clock)
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[tuple[Starlette, HTTPStore]]:
+    """One server and client for the module; each test puts its store behind it."""
+    app = create_app(MemoryStore())
+    with serve_in_background(app) as base_url, HTTPStore(base_url) as client:
+        yield app, client
+
+
+@pytest.fixture(params=["in-process", "http"])
+def store(request: pytest.FixtureRequest, clock: ManualClock) -> TaskStore:
+    inner = MemoryStore(clock=clock)
+    if request.param == "in-process":
+        return inner
+    app, client = request.getfixturevalue("http_server")
+    app.state.store = inner
+    return client  # type: ignore[no-any-return]
 
 
 def supervisor(store: Any, clock: ManualClock, topics: Any = "q", **options: Any) -> Supervisor:

@@ -1,4 +1,6 @@
-"""The worker on a MemoryStore, in real (short) time."""
+"""The worker on a MemoryStore, in real (short) time: each test runs twice, with
+the worker calling the store in-process, and over HTTP (an ``HTTPStore`` on a
+real server fronting the same MemoryStore)."""
 
 from __future__ import annotations
 
@@ -9,22 +11,30 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 
+from sokka.adapters.http import HTTPStore
 from sokka.adapters.memory import MemoryStore
 from sokka.adapters.store import TaskFilter
 from sokka.core.backoff import Backoff, Jitter
 from sokka.core.errors import Unavailable
 from sokka.core.task import Status, Task, TaskSpec
+from sokka.shell.http_api import create_app, serve_in_background
 from sokka.shell.worker import Context, Worker, WorkerStats, failed, ok, snoozed
 
 TOPIC = "jobs"
 
 
 class WatchedStore:
-    """A MemoryStore that counts calls and can fail keepalives on demand."""
+    """A MemoryStore that counts calls and can fail keepalives on demand.
 
-    def __init__(self) -> None:
+    Tests read and write ``inner`` directly; the worker's calls go to ``via``:
+    ``inner`` itself, or an ``HTTPStore`` whose server fronts ``inner``.
+    """
+
+    def __init__(self, via: Callable[[MemoryStore], Any] = lambda inner: inner) -> None:
         self.inner = MemoryStore()
+        self.via = via(self.inner)
         self.calls: Counter[str] = Counter()
         self.extend_sizes: list[int] = []
         self.reserve_limits: list[int] = []
@@ -32,24 +42,40 @@ class WatchedStore:
 
     def __getattr__(self, name: str) -> Any:
         self.calls[name] += 1
-        return getattr(self.inner, name)
+        return getattr(self.via, name)
 
     def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
         self.calls["reserve_tasks"] += 1
         self.reserve_limits.append(limit)
-        return self.inner.reserve_tasks(topic, pid, limit)
+        return self.via.reserve_tasks(topic, pid, limit)
 
     def extend_leases(self, pid: str, leases: Any) -> Any:
         self.calls["extend_leases"] += 1
         self.extend_sizes.append(len(leases))
         if self.keepalives_fail.is_set():
             raise Unavailable("the network is down (simulated)")
-        return self.inner.extend_leases(pid, leases)
+        return self.via.extend_leases(pid, leases)
 
 
-@pytest.fixture
-def store() -> WatchedStore:
-    return WatchedStore()
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[tuple[Starlette, HTTPStore]]:
+    """One server and client for the module; each test puts its store behind it."""
+    app = create_app(MemoryStore())
+    with serve_in_background(app) as base_url, HTTPStore(base_url) as client:
+        yield app, client
+
+
+@pytest.fixture(params=["in-process", "http"])
+def store(request: pytest.FixtureRequest) -> WatchedStore:
+    if request.param == "in-process":
+        return WatchedStore()
+    app, client = request.getfixturevalue("http_server")
+
+    def behind_the_server(inner: MemoryStore) -> HTTPStore:
+        app.state.store = inner
+        return client
+
+    return WatchedStore(via=behind_the_server)
 
 
 def add(store: WatchedStore, n: int, **spec: Any) -> list[str]:
