@@ -12,7 +12,9 @@ same field with the same rule as in-process.
 
 Connection errors and timeouts raise ``Unavailable``, as any 5xx that is not
 a store error does. As with any store, a write whose answer was lost may
-or may not have been applied: the caller re-reads the task (a worker does).
+or may not have been applied: a retry then gets the refusal the new state
+calls for (a worker's retried ``terminate`` of a task it did terminate gets
+``NotRunning``), or the caller re-reads the task.
 Connections are kept alive and reused; the store may be shared by threads.
 """
 
