@@ -49,7 +49,7 @@ from sokka.adapters.wire import (
 )
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError, StoreError, Unavailable, ValidationError
-from sokka.core.task import Task, TaskSpec
+from sokka.core.task import Task, TaskSpec, shown
 
 __all__ = ["DEFAULT_TIMEOUT_S", "HTTPStore"]
 
@@ -59,7 +59,12 @@ DEFAULT_TIMEOUT_S: Final = 30.0
 
 def _check_scalar(field: str, value: object) -> None:
     """A JSON-ready scalar, or a ``ValidationError`` naming the field."""
-    if value is None or isinstance(value, str | bool | int):
+    if value is None or isinstance(value, str | bool):
+        return
+    if isinstance(value, int):
+        # Python writes no int of more than 4300 digits; no store takes one anyway.
+        if value.bit_length() > 14_000:
+            raise ValidationError(field, f"is {shown(value)}, too long to send as JSON")
         return
     if isinstance(value, float) and value == value and value not in (float("inf"), -float("inf")):
         return

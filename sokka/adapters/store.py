@@ -34,7 +34,7 @@ from returns.result import Failure, Result, Success
 
 from sokka.core.commands import Command, Finish, LeaseToken, RevokeLease
 from sokka.core.errors import SokkaError, ValidationError
-from sokka.core.task import MAX_INT, Status, Task, TaskSpec, require_name
+from sokka.core.task import MAX_INT, Status, Task, TaskSpec, require_name, shown
 from sokka.core.transitions import (
     Cancel,
     Event,
@@ -179,7 +179,7 @@ def require_limit(field: str, value: object, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(field, f"must be an integer (got {type(value).__name__})")
     if not 1 <= value <= maximum:
-        raise ValidationError(field, f"must be between 1 and {maximum} (got {value})")
+        raise ValidationError(field, f"must be between 1 and {maximum} (got {shown(value)})")
     return value
 
 

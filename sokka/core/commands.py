@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from returns.result import Failure, Result, Success
 
 from sokka.core.errors import RetryableError, SokkaError, ValidationError
-from sokka.core.task import MAX_ATTEMPTS, Status, Task, require_at_most_max_int, require_name
+from sokka.core.task import MAX_ATTEMPTS, Status, Task, require_at_most_max_int, require_name, shown
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
 
 __all__ = [
@@ -64,7 +64,7 @@ class LeaseToken:
         if isinstance(self.attempt, bool) or not isinstance(self.attempt, int):
             raise ValidationError("attempt", "must be an integer")
         if self.attempt < 1:
-            raise ValidationError("attempt", f"must be at least 1 (got {self.attempt})")
+            raise ValidationError("attempt", f"must be at least 1 (got {shown(self.attempt)})")
         require_at_most_max_int("attempt", self.attempt, MAX_ATTEMPTS)
 
 

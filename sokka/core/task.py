@@ -51,6 +51,7 @@ __all__ = [
     "require_at_most_max_int",
     "require_name",
     "require_positive_ms",
+    "shown",
 ]
 
 MAX_NAME_LENGTH: Final = 128
@@ -66,6 +67,9 @@ MAX_ERROR_HISTORY: Final = 32
 MAX_INT: Final = 2**63 - 1
 #: The largest ``max_attempts`` or ``attempt`` (a signed 32-bit column).
 MAX_ATTEMPTS: Final = 2**31 - 1
+# Python writes no int of more than 4300 digits (sys.get_int_max_str_digits()):
+# 14,000 bits (4,214 digits) stay safely below.
+_LONGEST_JSON_INT_BITS: Final = 14_000
 
 JsonValue = None | bool | int | float | str | list[Any] | dict[str, Any]
 
@@ -111,6 +115,17 @@ snoozed, failed, terminated (got 'done')
     @property
     def is_final(self) -> bool:
         return self in (Status.FAILED, Status.TERMINATED)
+
+
+def shown(value: int) -> str:
+    """An integer as an error message shows it: huge ones by their size (Python
+    refuses to print an int of more than 4300 digits, and nobody reads one).
+
+    >>> shown(-42), shown(2**300)
+    ('-42', 'an integer of 301 bits')
+    """
+    bits = value.bit_length()
+    return str(value) if bits <= 256 else f"an integer of {bits} bits"
 
 
 def require_name(field: str, value: object) -> str:
@@ -159,7 +174,9 @@ milliseconds (got 0)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(field, f"must be an integer (got {type(value).__name__})")
     if value <= 0:
-        raise ValidationError(field, f"must be a positive number of milliseconds (got {value})")
+        raise ValidationError(
+            field, f"must be a positive number of milliseconds (got {shown(value)})"
+        )
     return require_at_most_max_int(field, value)
 
 
@@ -187,7 +204,7 @@ def _optional_positive_int(
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(field, f"must be an integer or None (got {type(value).__name__})")
     if value <= 0:
-        raise ValidationError(field, f"must be a positive {what} (got {value})")
+        raise ValidationError(field, f"must be a positive {what} (got {shown(value)})")
     return require_at_most_max_int(field, value, maximum)
 
 
@@ -197,7 +214,11 @@ def _check_json(value: object, path: str, depth: int) -> None:
     if isinstance(value, str):
         _require_utf8("data", value)
         return
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if value.bit_length() > _LONGEST_JSON_INT_BITS:
+            raise ValidationError("data", f"{path} is {shown(value)}, too long to write as JSON")
         return
     if isinstance(value, float):
         if not math.isfinite(value):

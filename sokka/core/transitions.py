@@ -41,6 +41,7 @@ from sokka.core.task import (
     require_at_most_max_int,
     require_name,
     require_positive_ms,
+    shown,
 )
 
 __all__ = [
@@ -64,7 +65,7 @@ def _require_attempt(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError("attempt", f"must be an integer (got {type(value).__name__})")
     if value < 1:
-        raise ValidationError("attempt", f"must be at least 1 (got {value})")
+        raise ValidationError("attempt", f"must be at least 1 (got {shown(value)})")
     return require_at_most_max_int("attempt", value, MAX_ATTEMPTS)
 
 
@@ -168,7 +169,9 @@ class Revoke:
         if isinstance(self.record_ver, bool) or not isinstance(self.record_ver, int):
             raise ValidationError("record_ver", "must be an integer")
         if self.record_ver < 0:
-            raise ValidationError("record_ver", f"must not be negative (got {self.record_ver})")
+            raise ValidationError(
+                "record_ver", f"must not be negative (got {shown(self.record_ver)})"
+            )
         require_at_most_max_int("record_ver", self.record_ver)
 
 

@@ -171,7 +171,10 @@ def success(result: Result[Task, SokkaError]) -> Task:
 
 def short_id(value: object) -> str:
     """A readable test id for a parameter, however long its value."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for Python to print
+        return "huge-int"
     return text if len(text) <= 40 else f"{text[:30]}...({len(text)} chars)"
 
 
@@ -1372,6 +1375,7 @@ def build_world(store: TaskStore) -> None:
 TOKEN = LeaseToken("r1", 1)
 DONE = Finish(task_id="r1", event=Terminate(pid=PID, attempt=1))
 LONG = "x" * (MAX_NAME_LENGTH + 1)
+HUGE = 10**5000  # more digits than Python will print
 
 Call = Callable[[Any], object]
 
@@ -1406,6 +1410,7 @@ REFUSALS: list[Any] = [
     bad(lambda s: s.list_tasks(limit=2.0), V, "limit", id="list_tasks-limit-float"),
     bad(lambda s: s.list_tasks(limit=True), V, "limit", id="list_tasks-limit-bool"),
     bad(lambda s: s.list_tasks(limit=None), V, "limit", id="list_tasks-limit-None"),
+    bad(lambda s: s.list_tasks(limit=HUGE), V, "limit", id="list_tasks-limit-huge"),
     bad(lambda s: s.list_tasks("emails"), V, "filter", id="list_tasks-filter-str"),
     bad(lambda s: s.list_tasks({"topic": TOPIC}), V, "filter", id="list_tasks-filter-dict"),
     bad(lambda s: s.list_tasks(cursor="abc"), V, "cursor", id="list_tasks-cursor"),
@@ -1452,6 +1457,7 @@ REFUSALS: list[Any] = [
     bad(lambda s: s.terminate("r1", PID, None), V, "attempt", id="terminate-attempt-None"),
     bad(lambda s: s.terminate("r1", PID, 1.0), V, "attempt", id="terminate-attempt-float"),
     bad(lambda s: s.terminate("r1", PID, 2**31), V, "attempt", id="terminate-attempt-over-32-bit"),
+    bad(lambda s: s.terminate("r1", PID, -HUGE), V, "attempt", id="terminate-attempt-huge"),
     bad(lambda s: s.terminate("r1", "", 1), V, "pid", id="terminate-pid-empty"),
     bad(lambda s: s.terminate("r1", LONG, 1), V, "pid", id="terminate-pid-long"),
     bad(lambda s: s.terminate("", PID, 1), V, "task_id", id="terminate-task_id-empty"),
@@ -1469,6 +1475,7 @@ REFUSALS: list[Any] = [
     bad(lambda s: s.snooze("r1", PID, 1, None), V, "snooze_ms", id="snooze-None"),
     bad(lambda s: s.snooze("r1", PID, 1, True), V, "snooze_ms", id="snooze-bool"),
     bad(lambda s: s.snooze("r1", PID, 1, MAX_INT + 1), V, "snooze_ms", id="snooze-over-64-bit"),
+    bad(lambda s: s.snooze("r1", PID, 1, -HUGE), V, "snooze_ms", id="snooze-huge-negative"),
     bad(lambda s: s.snooze("ghost", PID, 1, 10), NotFound, id="snooze-unknown"),
     bad(lambda s: s.snooze("z1", PID, 1, 10), NotRunning, id="snooze-snoozed"),
     bad(lambda s: s.snooze("r1", PID, 3, 10), StaleAttempt, id="snooze-stale-attempt"),
@@ -1500,6 +1507,7 @@ REFUSALS: list[Any] = [
     bad(lambda s: s.revoke_lease("r1", 1.0), V, "record_ver", id="revoke-float"),
     bad(lambda s: s.revoke_lease("r1", None), V, "record_ver", id="revoke-None"),
     bad(lambda s: s.revoke_lease("r1", 2**64), V, "record_ver", id="revoke-over-64-bit"),
+    bad(lambda s: s.revoke_lease("r1", -HUGE), V, "record_ver", id="revoke-huge-negative"),
     bad(lambda s: s.revoke_lease("", 1), V, "task_id", id="revoke-task_id-empty"),
     bad(lambda s: s.revoke_lease("ghost", 0), NotFound, id="revoke-unknown"),
     bad(lambda s: s.revoke_lease("r1", 0), StaleRecord, id="revoke-running-stale"),
@@ -1594,6 +1602,8 @@ def test_refusal_table_covers_every_error_a_store_can_raise() -> None:
         ({"timeout_ms": -1}, "timeout_ms"),
         ({"max_attempts": MAX_ATTEMPTS + 1}, "max_attempts"),
         ({"lease_time_ms": 2**70}, "lease_time_ms"),
+        ({"lease_time_ms": -HUGE}, "lease_time_ms"),
+        ({"data": {"n": HUGE}}, "data"),
     ],
     ids=short_id,
 )
