@@ -54,8 +54,28 @@ reported, and the ratio to the ceiling is the median of the rounds' ratios
 Every measured call is checked: every reserved task ended terminated, every
 batch element succeeded, every page was full.
 
-Run: ``python bench/store_ops.py [--stores memory,sqlite,postgres] [--quick]
-[--postgres-url URL] [--profile]``. ``--profile`` also runs cProfile on the
+**Over HTTP** (``http`` in ``--stores``). Reserve+terminate, one at a time
+and in batches of 100 (the calls above), through ``HTTPStore`` -> uvicorn on
+127.0.0.1 (``sokka.shell.http_api.create_app``) -> a backing store, against the
+same kind of backing store called in-process, for each backing store of
+``--http-over`` (default: the other stores selected, or all three when only
+``http`` is). Each side has its own identical store (pre-loaded with the same
+terminated tasks), measured with the same rounds as above; the ratio is the
+median of the rounds' HTTP / in-process. The server runs in two ways
+(``--http-server``, default both): on a thread of this process
+(``serve_in_background``), where client, event loop and the store's worker
+threads share one GIL, so the figure includes that contention; and in a child
+process (``python -c`` running uvicorn on a free port, serving its own store
+on the same SQLite file or PostgreSQL tables), with no GIL shared. The checks
+are the same: every call reserved and terminated its full count, as answered
+over HTTP, and after every round no task of the topic is left ``starting`` or
+``running`` in any side's store (read from the store itself, not over HTTP,
+except for a child's in-memory store), and at the end every side's store
+holds exactly the tasks it was given, all terminated.
+
+Run: ``python bench/store_ops.py [--stores memory,sqlite,postgres,http] [--quick]
+[--postgres-url URL] [--profile] [--http-over memory,sqlite,postgres]
+[--http-server both|thread|process]``. ``--profile`` also runs cProfile on the
 store side of the operation with the lowest ratio to its ceiling, for each
 SQL store, and on every reserve+terminate operation that misses its goal.
 Exits 0 unless a correctness check fails (goals are reported, not enforced).
@@ -67,16 +87,21 @@ import argparse
 import cProfile
 import dataclasses
 import gc
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
 import pstats
+import queue
 import re
 import secrets
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -94,7 +119,7 @@ from sokka.adapters.sql import SQLStore
 from sokka.adapters.store import TaskFilter, TaskStore
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.supervision import LeasePolicy
-from sokka.core.task import Status, TaskSpec
+from sokka.core.task import Status, Task, TaskSpec
 from sokka.core.transitions import Terminate
 from sokka.shell.supervisor import Supervisor
 
@@ -119,6 +144,7 @@ DEFAULT_POSTGRES_URL: Final = os.environ.get(
     "SOKKA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 STORES: Final = ("memory", "sqlite", "postgres")
+HTTP: Final = "http"  #: the HTTP comparison, selected like a store
 
 #: The columns SQLStore inserts, in its order.
 INSERT_COLUMNS: Final = (
@@ -569,39 +595,51 @@ class MemoryBackend(Backend):
         self.tokens = []
 
     def add(self, status: str, topic: str, count: int) -> None:
-        store = self.store
-        done = 0
-        while done < count:
-            size = min(1000, count - done)
-            specs = [TaskSpec(topic=topic, data=payload(done + i)) for i in range(size)]
-            results = store.create_tasks(specs)
-            check(all(isinstance(r, Success) for r in results), "memory: create failed")
-            if status != "starting":
-                tasks = store.reserve_tasks(topic, PID, size)
-                check(len(tasks) == size, "memory: reserve during set-up came short")
-                if status == "terminated":
-                    outcomes = [
-                        Finish(task_id=t.task_id, event=Terminate(pid=PID, attempt=t.attempt))
-                        for t in tasks
-                    ]
-                    check(
-                        all(isinstance(r, Success) for r in store.finish_many(outcomes)),
-                        "memory: finish during set-up failed",
-                    )
-                else:
-                    self.tokens += [LeaseToken(t.task_id, t.attempt) for t in tasks]
-            done += size
+        running = add_through(self.store, status, topic, count, "memory")
+        self.tokens += [LeaseToken(t.task_id, t.attempt) for t in running]
 
     def counts(self, side: str, topic: str) -> dict[str, int]:
-        found: dict[str, int] = {}
-        cursor = None
-        while True:
-            page = self.store.list_tasks(TaskFilter(topic=topic), cursor, 1000)
-            for task in page.tasks:
-                found[task.status.value] = found.get(task.status.value, 0) + 1
-            if page.next_cursor is None:
-                return found
-            cursor = page.next_cursor
+        return counts_through(self.store, topic)
+
+
+def add_through(store: TaskStore, status: str, topic: str, count: int, what: str) -> list[Task]:
+    """Give ``store`` ``count`` tasks in ``status`` through its own calls; the running ones."""
+    running: list[Task] = []
+    done = 0
+    while done < count:
+        size = min(1000, count - done)
+        specs = [TaskSpec(topic=topic, data=payload(done + i)) for i in range(size)]
+        results = store.create_tasks(specs)
+        check(all(isinstance(r, Success) for r in results), f"{what}: create failed")
+        if status != "starting":
+            tasks = store.reserve_tasks(topic, PID, size)
+            check(len(tasks) == size, f"{what}: reserve during set-up came short")
+            if status == "terminated":
+                outcomes = [
+                    Finish(task_id=t.task_id, event=Terminate(pid=PID, attempt=t.attempt))
+                    for t in tasks
+                ]
+                check(
+                    all(isinstance(r, Success) for r in store.finish_many(outcomes)),
+                    f"{what}: finish during set-up failed",
+                )
+            else:
+                running += tasks
+        done += size
+    return running
+
+
+def counts_through(store: TaskStore, topic: str, status: Status | None = None) -> dict[str, int]:
+    """Tasks of ``topic`` (in ``status``, if given) by status, listed through the store."""
+    found: dict[str, int] = {}
+    cursor = None
+    while True:
+        page = store.list_tasks(TaskFilter(topic=topic, status=status), cursor, 1000)
+        for task in page.tasks:
+            found[task.status.value] = found.get(task.status.value, 0) + 1
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
 
 
 class SqlBackend(Backend):
@@ -1019,6 +1057,8 @@ class Measured:
     #: store / ceiling in each round (the two ran back to back, so a slow
     #: spell of the machine mostly hits both)
     round_ratios: list[float]
+    #: side -> units per second in each round, in round order
+    samples: dict[str, list[float]] = field(default_factory=dict)
 
     def ratio(self) -> float | None:
         """The median of the per-round ratios store / ceiling."""
@@ -1084,6 +1124,7 @@ def measure(backend: str, case: Case, settings: Settings) -> Measured:
         rates,
         spread,
         round_ratios,
+        samples,
     )
 
 
@@ -1360,6 +1401,8 @@ class Results:
     measured: list[Measured] = field(default_factory=list)
     cycles: dict[str, tuple[float, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    http: list[Measured] = field(default_factory=list)  #: the HTTP comparison
+    http_skipped: dict[str, str] = field(default_factory=dict)
 
 
 def _fmt(rate: float | None) -> str:
@@ -1450,7 +1493,22 @@ def run_backend(
             profile_case(backend, case, m.calls, out)
 
 
-def summary(results: Results, settings: Settings, out: Callable[[str], None]) -> None:
+def summary(
+    results: Results,
+    settings: Settings,
+    out: Callable[[str], None],
+    stores: bool = True,
+    http: bool = False,
+) -> None:
+    """``stores``: the stores' part (any of memory, sqlite, postgres was selected);
+    ``http``: the HTTP comparison's."""
+    if stores:
+        _summary_stores(results, settings, out)
+    if http:
+        summary_http(results, out)
+
+
+def _summary_stores(results: Results, settings: Settings, out: Callable[[str], None]) -> None:
     out("\n== summary (medians over the rounds; ratio: median of the rounds' store / ceiling) ==")
     out(f"{'store':<9} {'operation':<38} {'unit':<9} {'store':>10} {'ceiling':>10} {'ratio':>6} "
         f"{'minimal*':>10}")  # fmt: skip
@@ -1488,12 +1546,433 @@ def summary(results: Results, settings: Settings, out: Callable[[str], None]) ->
         out(f"  {name}: not measured ({why})")
 
 
+# -- over HTTP ------------------------------------------------------------------------------------
+
+#: Where the HTTP side's server runs: on a thread of this process, or in a child process.
+HTTP_MODES: Final = ("thread", "process")
+#: The HTTP comparison's sides, as printed.
+HTTP_LABELS: Final = {"direct": "in-process", "thread": "HTTP thread", "process": "HTTP child"}
+#: HTTP requests per measured call: reserve_tasks, then terminate or finish_many.
+HTTP_REQUESTS_PER_CALL: Final = 2
+
+#: The child-process server: ``python -c CHILD_SERVER kind url prefix finished``.
+#: It makes its own store (a new MemoryStore, given ``finished`` terminated
+#: tasks by this file's ``add_through``, as the other sides' are; or a SQLStore
+#: on the file or tables this process made and loaded), binds a free loopback
+#: port, prints it, and serves the store as ``serve_in_background`` does (same
+#: uvicorn settings) until SIGTERM.
+CHILD_SERVER: Final = """
+import socket, sys
+import uvicorn
+from sokka.shell.http_api import create_app
+kind, url, prefix, finished = sys.argv[1:5]
+if kind == "memory":
+    from sokka.adapters.memory import MemoryStore
+    import store_ops
+    store = MemoryStore()
+    store_ops.add_through(store, "terminated", store_ops.TOPIC, int(finished), "child")
+else:
+    from sokka.adapters.sql import SQLStore
+    store = SQLStore(url, prefix=prefix)
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+config = uvicorn.Config(create_app(store), lifespan="off", log_config=None, access_log=False)
+uvicorn.Server(config).run(sockets=[sock])
+"""
+
+
+class StoreUnreachable(Exception):
+    """The backing store's server does not answer: the comparison is skipped."""
+
+
+class HttpBackend:
+    """One kind of backing store, as identical stores, one per side.
+
+    ``direct``: the store, called in-process. ``thread``: an ``HTTPStore`` on a
+    uvicorn server on a thread of this process, fronting its own store.
+    ``process``: an ``HTTPStore`` on a uvicorn server in a child process,
+    fronting its own store (for SQL: on a file or tables this process made and
+    loaded). Everything is undone by ``stack``: servers stopped first, then the
+    PostgreSQL tables dropped.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        modes: Sequence[str],
+        stack: ExitStack,
+        directory: str,
+        url: str,
+        finished: int,
+    ) -> None:
+        started = time.perf_counter()
+        self.kind = kind
+        self.names: tuple[str, ...] = ("direct", *modes)
+        self.stack = stack
+        self.directory = directory
+        self.clients: dict[str, TaskStore] = {}  #: what each side's measured calls call
+        self.backing: dict[str, TaskStore] = {}  #: each side's store, when in this process
+        self.sql: dict[str, tuple[str, str]] = {}  #: side -> (url, prefix) of its store
+        self.tables: dict[str, str] = {}
+        self.loaders: dict[str, Any] = {}  #: side -> driver connection on its table
+        self.servers: dict[str, str] = {}  #: side -> how its server runs
+        self.added = 0  #: tasks each side's store was given on TOPIC
+        if kind == "memory":
+            self.label = "memory"
+            for name in self.names:
+                if name != "process":
+                    self.backing[name] = MemoryStore()
+        elif kind == "sqlite":
+            self.label = f"sqlite (files in {directory})"
+            for name in self.names:
+                path = os.path.join(directory, f"http-{name}.db")
+                self._sql_store(name, f"sqlite:///{path}", "h_")
+                conn = sqlite3.connect(path, isolation_level=None)
+                stack.callback(conn.close)
+                self.loaders[name] = conn
+        else:
+            import psycopg
+
+            conninfo = (
+                make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+            )
+            try:
+                loader = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+            except Exception as error:
+                first = (str(error).strip().splitlines() or [repr(error)])[0]
+                raise StoreUnreachable(f"PostgreSQL not reachable: {first}") from error
+            stack.callback(loader.close)
+            version = loader.execute("SHOW server_version").fetchone()
+            shown = make_url(url).render_as_string(hide_password=True)
+            self.label = f"postgres ({shown}; PostgreSQL {version[0] if version else '?'})"
+            run = f"b{os.getpid() % 100_000}{secrets.token_hex(2)}"
+            for name in self.names:
+                self._sql_store(name, url, f"{run}_h{name[0]}_")
+                self.loaders[name] = loader
+        self.clients["direct"] = self.backing["direct"]
+        if "thread" in self.names:
+            from sokka.shell.http_api import create_app, serve_in_background
+
+            base = stack.enter_context(serve_in_background(create_app(self.backing["thread"])))
+            self.clients["thread"] = self._http(base)
+            self.servers["thread"] = (
+                f"uvicorn on a thread of this process ({base}): the client, the event loop "
+                "and the store's worker threads share one GIL"
+            )
+        # Every store gets ``finished`` terminated tasks on TOPIC (a child's
+        # in-memory store makes its own as it starts: faster than over HTTP).
+        self.add("terminated", TOPIC, finished)
+        self.analyze()
+        if "process" in self.names:
+            url, prefix = self.sql.get("process", ("", ""))
+            self.clients["process"] = self._http(self._child(url, prefix, finished))
+        self.setup_s = time.perf_counter() - started
+
+    def _sql_store(self, name: str, url: str, prefix: str) -> None:
+        sql_store = SQLStore(url, prefix=prefix)
+        self.stack.callback(sql_store.close)
+        self.stack.callback(self._drop, sql_store)  # before the close (last in, first out)
+        sql_store.drop_schema()
+        sql_store.create_schema()
+        self.sql[name] = (url, prefix)
+        self.tables[name] = f"{prefix}tasks"
+        if name != "process":
+            self.backing[name] = sql_store
+
+    @staticmethod
+    def _drop(sql_store: SQLStore) -> None:
+        try:
+            sql_store.drop_schema()
+        except Exception as error:
+            print(f"  (could not drop {sql_store!r}: {error})")
+
+    def _http(self, base_url: str) -> TaskStore:
+        from sokka.adapters.http import HTTPStore
+
+        client = HTTPStore(base_url)
+        self.stack.callback(client.close)
+        return client
+
+    def _child(self, url: str, prefix: str, finished: int) -> str:
+        """Start the child-process server; its base URL once it answers /health."""
+        import httpx
+
+        import sokka
+
+        # sokka (where this process found it), and this file (for add_through)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(sokka.__file__)))
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, here, env.get("PYTHONPATH")) if p)
+        log_path = os.path.join(self.directory, f"child-{self.kind}.log")
+        log = open(log_path, "wb")  # noqa: SIM115 - closed by the stack
+        self.stack.callback(log.close)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD_SERVER, self.kind, url, prefix, str(finished)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+        )
+        self.stack.callback(self._stop, child)
+        lines: queue.Queue[bytes] = queue.Queue()
+        stdout = child.stdout
+        assert stdout is not None
+        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+
+        def failed(why: str) -> RuntimeError:
+            with open(log_path, "rb") as f:
+                tail = f.read().decode(errors="replace").strip().splitlines()[-5:]
+            return RuntimeError(f"the child HTTP server {why}: " + " | ".join(tail))
+
+        try:
+            port = int(lines.get(timeout=60))
+        except (queue.Empty, ValueError):
+            raise failed("did not start") from None
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise failed("did not answer /health")
+            time.sleep(0.02)
+        self.servers["process"] = (
+            f"uvicorn in a child process (pid {child.pid}, `python -c`, {base}), serving its "
+            "own store: no GIL shared with the client"
+        )
+        return base
+
+    @staticmethod
+    def _stop(child: subprocess.Popen[bytes]) -> None:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+    def add(self, status: str, topic: str, count: int) -> None:
+        """Give every side's store ``count`` identical tasks in ``status`` (a child's
+        in-memory store: once it runs)."""
+        if self.kind == "memory":
+            for name in self.names:
+                if name not in self.clients and name not in self.backing:
+                    continue  # the child's store, not started yet: it makes its own
+                # Through the store itself where it is here; a child's, over HTTP.
+                store = self.backing[name] if name in self.backing else self.clients[name]
+                add_through(store, status, topic, count, f"http {self.kind} {name}")
+        else:
+            rows = task_rows(topic, status, count)
+            for name in self.names:
+                table, loader = self.tables[name], self.loaders[name]
+                if self.kind == "sqlite":
+                    marks = ", ".join(["?"] * len(INSERT_COLUMNS))
+                    loader.execute("BEGIN IMMEDIATE")
+                    loader.executemany(
+                        f"INSERT INTO {table} ({', '.join(INSERT_COLUMNS)}) VALUES ({marks})",
+                        rows,
+                    )
+                    loader.commit()
+                else:
+                    copy_sql = f"COPY {table} ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
+                    with loader.cursor() as cursor, cursor.copy(copy_sql) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+        if topic == TOPIC:
+            self.added += count
+
+    def analyze(self) -> None:
+        if self.kind == "postgres":
+            for name in self.names:
+                self.loaders[name].execute(f"ANALYZE {self.tables[name]}")
+
+    def counts(self, name: str, unfinished: bool = False) -> dict[str, int]:
+        """Tasks of TOPIC by status in ``name``'s store (``unfinished``: only those
+        starting or running), read from the store itself: SQL on its table, or its
+        own calls (over HTTP for a child's in-memory store)."""
+        if self.kind == "memory":
+            store = self.backing[name] if name in self.backing else self.clients[name]
+            if not unfinished:
+                return counts_through(store, TOPIC)
+            found: dict[str, int] = {}
+            for status in (Status.STARTING, Status.RUNNING):
+                found.update(counts_through(store, TOPIC, status))
+            return found
+        p = "?" if self.kind == "sqlite" else "%s"
+        sql = f"SELECT status, count(*) FROM {self.tables[name]} WHERE topic = {p} GROUP BY status"
+        rows = self.loaders[name].execute(sql, (TOPIC,)).fetchall()
+        found = {status: int(n) for status, n in rows}
+        if unfinished:
+            return {s: n for s, n in found.items() if s in ("starting", "running")}
+        return found
+
+
+def http_cases(backend: HttpBackend) -> list[Case]:
+    def reserve_terminate(name: str, limit: int) -> Callable[[int], int]:
+        store = backend.clients[name]
+        where = f"http {backend.kind} {name}"
+
+        def run(calls: int) -> int:
+            done = 0
+            for _ in range(calls):
+                tasks = store.reserve_tasks(TOPIC, PID, limit)
+                check(len(tasks) == limit, f"{where}: reserved {len(tasks)} of {limit}")
+                if limit == 1:
+                    task = tasks[0]
+                    if store.terminate(task.task_id, PID, task.attempt).status is Status.TERMINATED:
+                        done += 1
+                    continue
+                results = store.finish_many(
+                    [Finish(task_id=t.task_id, event=Terminate(pid=PID, attempt=t.attempt))
+                     for t in tasks]
+                )  # fmt: skip
+                done += sum(
+                    isinstance(r, Success) and r.unwrap().status is Status.TERMINATED
+                    for r in results
+                )
+            return done
+
+        return run
+
+    def prepare(per_call: int) -> Callable[[int], None]:
+        return lambda calls: backend.add("starting", TOPIC, calls * per_call)
+
+    def verify() -> None:
+        for name in backend.names:
+            left = sum(backend.counts(name, unfinished=True).values())
+            check(left == 0, f"http {backend.kind} {name}: {left} of {TOPIC!r} not terminated")
+
+    return [
+        # Warm-up: 10 calls (the connection is kept alive after the first; psycopg
+        # prepares after 5), not 30: at ~1 ms a request, --quick stays short.
+        Case("http1", "reserve+terminate (one at a time)", "tasks/s", 1, 10,
+             {name: reserve_terminate(name, 1) for name in backend.names}, prepare(1), verify),
+        Case("http100", "reserve+terminate (batches of 100)", "tasks/s", BATCH, 3,
+             {name: reserve_terminate(name, BATCH) for name in backend.names}, prepare(BATCH),
+             verify),
+    ]  # fmt: skip
+
+
+def http_ratio(m: Measured, name: str) -> float:
+    """The median of the rounds' ratios ``name`` / in-process (they ran in the same round)."""
+    return statistics.median(
+        h / d for h, d in zip(m.samples[name], m.samples["direct"], strict=True)
+    )
+
+
+def http_added_us(m: Measured, name: str) -> float:
+    """Microseconds added per HTTP request, from the two sides' median rates."""
+    per_call = m.units_per_call / m.rates[name] - m.units_per_call / m.rates["direct"]
+    return per_call / HTTP_REQUESTS_PER_CALL * 1e6
+
+
+def _http_modes(m: Measured) -> list[str]:
+    return [name for name in HTTP_MODES if name in m.rates]
+
+
+def _http_header(modes: Sequence[str]) -> str:
+    line = f"{'operation':<38} {'unit':<9} {'in-process':>10}"
+    for name in modes:
+        line += f"  {HTTP_LABELS[name]:>11} {'ratio':>6} {'+us/req':>7}"
+    return line
+
+
+def _http_row(m: Measured) -> str:
+    line = f"{m.label:<38} {m.unit:<9} {_fmt(m.rates['direct']):>10}"
+    for name in _http_modes(m):
+        line += (f"  {_fmt(m.rates[name]):>11} {100 * http_ratio(m, name):5.1f}%"
+                 f" {http_added_us(m, name):7.0f}")  # fmt: skip
+    return line
+
+
+def run_http(
+    backend: HttpBackend, settings: Settings, results: Results, out: Callable[[str], None]
+) -> None:
+    out(f"\n== HTTP: HTTPStore -> uvicorn on 127.0.0.1 -> {backend.label}; against the same "
+        "store called in-process ==")  # fmt: skip
+    gc.collect()
+    gc.freeze()
+    sides = ", ".join(HTTP_LABELS[name] for name in backend.names)
+    out(f"set-up: {settings.finished:,} terminated tasks on topic {TOPIC!r}, in each of "
+        f"{len(backend.names)} identical stores ({sides}), servers started "
+        f"({backend.setup_s:.1f} s)")  # fmt: skip
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    versions = {n: importlib.metadata.version(n) for n in ("uvicorn", "starlette", "httpx")}
+    out(f"servers: uvicorn {versions['uvicorn']} ({loop}, {http}), Starlette "
+        f"{versions['starlette']}; client: HTTPStore on httpx {versions['httpx']}, one "
+        "kept-alive connection")  # fmt: skip
+    for name, how in backend.servers.items():
+        out(f"  {HTTP_LABELS[name]}: {how}")
+    out(f"  {_http_header([n for n in HTTP_MODES if n in backend.names])}   calls/round  spread")
+    for case in http_cases(backend):
+        m = measure(backend.kind, case, settings)
+        results.http.append(m)
+        out(f"  {_http_row(m)}   {m.calls:>11,}  {100 * max(m.spread.values()):5.1f}%")
+    out("  ratio: median of the rounds' HTTP / in-process; +us/req: time added per HTTP "
+        f"request ({HTTP_REQUESTS_PER_CALL} per call: reserve_tasks, then terminate or "
+        "finish_many)")  # fmt: skip
+    for name in backend.names:  # every task each store was given ended terminated
+        counts = backend.counts(name)
+        check(
+            counts == {"terminated": backend.added},
+            f"http {backend.kind} {name}: {counts} on {TOPIC!r}, expected "
+            f"{backend.added} terminated",
+        )
+    out(f"  checked: every side's store holds its {backend.added:,} tasks of {TOPIC!r}, all "
+        "terminated")  # fmt: skip
+
+
+def summary_http(results: Results, out: Callable[[str], None]) -> None:
+    out("\n== HTTP summary (medians over the rounds; ratio: median of the rounds' HTTP / "
+        "in-process, with its range) ==")  # fmt: skip
+    modes = [n for n in HTTP_MODES if any(n in m.rates for m in results.http)]
+    out(f"{'backing':<9} {_http_header(modes)}")
+    for m in results.http:
+        out(f"{m.backend:<9} {_http_row(m)}")
+    for m in results.http:
+        for name in _http_modes(m):
+            ratios = [h / d for h, d in zip(m.samples[name], m.samples["direct"], strict=True)]
+            out(f"  {m.backend:<9} {m.label:<38} {HTTP_LABELS[name]:<11} "
+                f"{100 * http_ratio(m, name):5.1f}% (rounds {100 * min(ratios):.1f}-"
+                f"{100 * max(ratios):.1f}%)")  # fmt: skip
+    if "thread" in modes:
+        out("HTTP thread: the server on a thread of this process, sharing the GIL with the "
+            "client")  # fmt: skip
+    if "process" in modes:
+        out("HTTP child: the server in a child process (python -c uvicorn): no GIL shared")
+    for name, why in results.http_skipped.items():
+        out(f"  {name}: not measured ({why})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
         "--stores",
-        default=",".join(STORES),
-        help="comma-separated, from memory,sqlite,postgres (default: all)",
+        default=",".join((*STORES, HTTP)),
+        help="comma-separated, from memory,sqlite,postgres,http (default: all); http: "
+        "reserve+terminate over HTTP against in-process, on the --http-over stores",
+    )
+    parser.add_argument(
+        "--http-over",
+        default=None,
+        help="comma-separated backing stores of the HTTP comparison, from "
+        "memory,sqlite,postgres (default: the other stores selected, or all three when "
+        "--stores is only http)",
+    )
+    parser.add_argument(
+        "--http-server",
+        choices=("both", *HTTP_MODES),
+        default="both",
+        help="where the HTTP server runs: on a thread of this process (shares the GIL "
+        "with the client), in a child process, or both (default)",
     )
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
@@ -1505,9 +1984,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     wanted = [s.strip() for s in args.stores.split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in STORES]
+    unknown = [s for s in wanted if s not in (*STORES, HTTP)]
     if unknown or not wanted:
-        parser.error(f"unknown store(s) {unknown}; choose from {','.join(STORES)}")
+        parser.error(f"unknown store(s) {unknown}; choose from {','.join((*STORES, HTTP))}")
+    if args.http_over is None:
+        http_over = [s for s in STORES if s in wanted] or list(STORES)
+    else:
+        if HTTP not in wanted:
+            parser.error("--http-over needs http in --stores")
+        http_over = [s.strip() for s in args.http_over.split(",") if s.strip()]
+        unknown = [s for s in http_over if s not in STORES]
+        if unknown or not http_over:
+            parser.error(f"unknown --http-over store(s) {unknown}; choose from {','.join(STORES)}")
+    http_modes = HTTP_MODES if args.http_server == "both" else (args.http_server,)
     base = QUICK if args.quick else FULL
     settings = dataclasses.replace(base, profile=args.profile)
 
@@ -1551,10 +2040,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_backend(backend, settings, results, out)
                 gc.unfreeze()
                 out(f"  ({name}: {time.perf_counter() - section:.0f} s)")
+        for name in STORES if HTTP in wanted else ():
+            if name not in http_over:
+                continue
+            with ExitStack() as stack:
+                directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="sokka-http-"))
+                try:
+                    http_backend = HttpBackend(
+                        name, http_modes, stack, directory, args.postgres_url, settings.finished
+                    )
+                except StoreUnreachable as error:
+                    results.http_skipped[f"http over {name}"] = str(error)
+                    out(f"\n== HTTP over {name}: skipped ({error}) ==")
+                    continue
+                section = time.perf_counter()
+                run_http(http_backend, settings, results, out)
+                gc.unfreeze()
+                out(f"  (http over {name}: {time.perf_counter() - section:.0f} s)")
     except BenchFailure as failure:
         out(f"\nCORRECTNESS CHECK FAILED: {failure}")
         return 1
-    summary(results, settings, out)
+    summary(results, settings, out, any(s in wanted for s in STORES), HTTP in wanted)
     out(f"\ntotal {time.perf_counter() - started:.0f} s")
     return 0
 
