@@ -111,7 +111,7 @@ class StoresAgree(RuleBasedStateMachine):
         expected = answer(call, self.reference)
         for name, store in self.others.items():
             got = answer(call, store)
-            assert got == expected, f"{name} answered\n{got}\nwhere the reference answered\n{expected}"
+            assert got == expected, f"{name}: {got}\nthe reference: {expected}"
 
     @initialize()
     def start(self) -> None:
@@ -153,15 +153,18 @@ class StoresAgree(RuleBasedStateMachine):
 
     @rule(
         outcomes=st.lists(
-            st.tuples(IDS, PIDS, ATTEMPTS, st.sampled_from(["terminate", "release", "fail"])),
+            st.tuples(
+                IDS, PIDS, ATTEMPTS, st.sampled_from(["terminate", "release", "fail", "snooze"])
+            ),
             max_size=3,
         )
     )
     def finish_many(self, outcomes: list[tuple[str, str, int, str]]) -> None:
-        events = {
+        events: dict[str, Callable[[str, int], Terminate | Release | Fail | Snooze]] = {
             "terminate": lambda p, a: Terminate(pid=p, attempt=a),
             "release": lambda p, a: Release(pid=p, attempt=a),
             "fail": lambda p, a: Fail(pid=p, attempt=a, error="bad", retry_after_ms=100),
+            "snooze": lambda p, a: Snooze(pid=p, attempt=a, snooze_ms=250),
         }
         batch = [Finish(task_id=t, event=events[kind](p, a)) for t, p, a, kind in outcomes]
         self.agree(lambda s: s.finish_many(batch))
