@@ -161,7 +161,7 @@ def decode_cursor(cursor: object) -> int:
         or set(body) != {"v", "after"}
         or isinstance(body["after"], bool)
         or not isinstance(body["after"], int)
-        or body["after"] < 0
+        or not 0 <= body["after"] <= MAX_INT
     ):
         raise malformed
     return int(body["after"])
