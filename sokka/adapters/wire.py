@@ -651,6 +651,13 @@ def _array(items: JSONObject) -> JSONObject:
     return {"type": "array", "items": items, "maxItems": MAX_BATCH}
 
 
+_ANY_SPEC: Final[JSONObject] = {
+    "anyOf": [_ref("TaskSpec"), {}],
+    "description": "a TaskSpec; an element that is not a valid one is not created: "
+    "its Result is an invalid-input problem, and the other elements go ahead",
+}
+
+
 #: Every ``TaskStore`` call, in the protocol's order.
 OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation(
@@ -663,7 +670,9 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation(
         "create_tasks",
         "Create many tasks; each element succeeds or fails on its own",
-        (Param("specs", _array(_ref("TaskSpec"))),),  # decoded element by element, see invoke
+        # Decoded element by element (see invoke): an element that is not a valid
+        # TaskSpec fails on its own, in its Result, so the array takes any element.
+        (Param("specs", _array(_ANY_SPEC)),),
         "results",
     ),
     Operation("get_task", "Read one task", (_TASK_ID,), "task", ("invalid-input", "not-found")),
@@ -766,7 +775,7 @@ def invoke(store: TaskStore, operation: Operation, body: object) -> object:
     store is touched; the store's own errors propagate."""
     names = [p.name for p in operation.params]
     required = [p.name for p in operation.params if p.required]
-    given = _object("the request body", body, names, required)
+    given = _object("body", body, names, required)
     kwargs: dict[str, object] = {}
     for param in operation.params:
         if param.name in given:

@@ -128,8 +128,26 @@ class _Guard:
 
     def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int) -> None:
         self.app = app
-        self.expected = None if token is None else f"Bearer {token}".encode()
+        self.expected = None if token is None else token.encode()
         self.max_body_bytes = max_body_bytes
+
+    def _refusal(self, given: list[bytes]) -> str | None:
+        """Why the ``Authorization`` headers do not carry the token (None: they do).
+
+        The scheme is case-insensitive (RFC 9110); one header only, since two
+        could be read differently by a proxy and by us.
+        """
+        assert self.expected is not None
+        if not given:
+            return "a bearer token is required"
+        if len(given) > 1:
+            return "send one Authorization header"
+        scheme, _, credentials = given[0].partition(b" ")
+        if scheme.lower() != b"bearer":
+            return "the Authorization scheme must be Bearer"
+        if not hmac.compare_digest(credentials.strip(b" "), self.expected):
+            return "wrong token"
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,13 +155,13 @@ class _Guard:
             return
         headers = dict(scope["headers"])
         if self.expected is not None and scope["path"] != "/health":
-            given = headers.get(b"authorization")
-            if given is None or not hmac.compare_digest(given, self.expected):
-                detail = "a bearer token is required" if given is None else "wrong token"
+            given = [value for name, value in scope["headers"] if name == b"authorization"]
+            refusal = self._refusal(given)
+            if refusal is not None:
                 challenge = 'Bearer realm="sokka"'
-                if given is not None:
+                if given:
                     challenge += ', error="invalid_token"'
-                problem = _protocol_problem("unauthorized", detail)
+                problem = _protocol_problem("unauthorized", refusal)
                 await _problem_response(problem, {"WWW-Authenticate": challenge})(
                     scope, receive, send
                 )
@@ -179,8 +197,12 @@ class _Guard:
 # -- request decoding -------------------------------------------------------------------
 
 
+class _NotStrict(ValueError):
+    pass
+
+
 def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
+    raise _NotStrict(f"{name} is not a JSON number")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -188,7 +210,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(result) != len(pairs):
         names = [name for name, _ in pairs]
         duplicate = next(name for name in result if names.count(name) > 1)
-        raise ValueError(f"the key {duplicate!r} appears twice in one object")
+        raise _NotStrict(f"the key {duplicate!r} appears twice in one object")
     return result
 
 
@@ -204,14 +226,24 @@ def _parse_json(body: bytes) -> object:
         raise ValidationError("body", "must be UTF-8") from None
     except RecursionError:
         raise ValidationError("body", "is nested too deeply") from None
-    except ValueError as error:  # JSONDecodeError, a repeated key, too many digits
-        raise ValidationError("body", f"must be one JSON object ({error})") from None
+    except json.JSONDecodeError as error:
+        raise ValidationError(
+            "body", f"is not JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+        ) from None
+    except ValueError as error:  # NaN, a repeated key, an int too long to read
+        reason = str(error) if isinstance(error, _NotStrict) else "holds an integer too long"
+        raise ValidationError("body", f"is not strict JSON: {reason}") from None
 
 
 def _is_json(content_type: str | None) -> bool:
+    """JSON, in UTF-8 (RFC 8259 allows no other encoding between systems)."""
     if content_type is None:
         return False
-    media = content_type.split(";", 1)[0].strip().lower()
+    media, *parameters = (part.strip().lower() for part in content_type.split(";"))
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            return False
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     )
@@ -230,7 +262,8 @@ def _endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
         if not _is_json(request.headers.get("content-type")):
             return _problem_response(
                 _protocol_problem(
-                    "unsupported-media-type", "send the body as Content-Type: application/json"
+                    "unsupported-media-type",
+                    "send the body as Content-Type: application/json (UTF-8)",
                 )
             )
         try:
@@ -344,6 +377,8 @@ def create_app(
         middleware=[Middleware(_Guard, token=token, max_body_bytes=max_body_bytes)],
         exception_handlers={HTTPException: _http_error},
     )
+    # No redirect from /v1/x/ to /v1/x: a 404 problem says more than a bare 307.
+    app.router.redirect_slashes = False
     # The store lives in app.state: a test may swap it between requests.
     app.state.store = store
     app.state.max_body_bytes = max_body_bytes
@@ -353,6 +388,17 @@ def create_app(
 
 # -- the OpenAPI document -----------------------------------------------------------------
 
+_PROBLEM_TYPE_DOC: Final = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "members": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["type", "title", "status", "members"],
+    "additionalProperties": False,
+}
 _PROTOCOL_ERRORS: Final = ("malformed-request", "request-too-large", "unsupported-media-type")
 _ALWAYS: Final = ("throttled", "unavailable", "store-error", "internal-error")
 
@@ -434,6 +480,38 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
                 },
                 _ALWAYS,
                 False,
+            ),
+        }
+    }
+    any_json = {"description": "a JSON document", "content": {"application/json": {"schema": {}}}}
+    paths["/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": _responses(any_json, (), secured),
+        }
+    }
+    paths["/problems/{code}"] = {
+        "get": {
+            "operationId": "problem_type",
+            "summary": "What a problem type means: its title, status and members",
+            "parameters": [
+                {
+                    "name": "code",
+                    "in": "path",
+                    "required": True,
+                    "description": "the part of the problem's type after /problems/ "
+                    "(an unknown one answers 404)",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "responses": _responses(
+                {
+                    "description": "the problem type",
+                    "content": {"application/json": {"schema": _PROBLEM_TYPE_DOC}},
+                },
+                ("unknown-endpoint",),
+                secured,
             ),
         }
     }
