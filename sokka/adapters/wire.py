@@ -75,19 +75,19 @@ __all__ = [
     "Operation",
     "Param",
     "ProblemType",
+    "answer_text",
     "error_from_problem",
     "filter_to_json",
     "invoke",
     "lease_to_json",
     "outcome_to_json",
     "page_from_json",
-    "page_to_json",
     "problem_for",
     "problem_type_uri",
     "results_from_json",
-    "results_to_json",
     "spec_to_json",
     "task_from_json",
+    "task_json_text",
     "task_to_json",
 ]
 
@@ -286,6 +286,46 @@ def task_to_json(task: Task) -> JSONObject:
     return record
 
 
+# One encoder for every answer: json.dumps with options builds a new one per call.
+_dumps: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+_HEAD_FIELDS: Final = tuple(name for name in _TASK_FIELDS if name != "data_json")
+
+
+def task_json_text(task: Task) -> str:
+    """``task_to_json(task)`` written as JSON text, with the stored ``data_json``
+    spliced in as it is (the server's path: no decoding and re-encoding of data).
+
+    >>> from sokka.core.task import TaskSpec
+    >>> text = task_json_text(TaskSpec(topic="t", data={"n": [1, 2.5]}).to_task("t1", 5))
+    >>> json.loads(text) == task_to_json(TaskSpec(topic="t", data={"n": [1, 2.5]}).to_task("t1", 5))
+    True
+    """
+    head = {name: getattr(task, name) for name in _HEAD_FIELDS}
+    head["status"] = task.status.value
+    return f'{_dumps(head)[:-1]},"data":{task.data_json}}}'
+
+
+def answer_text(returns: Returns, answer: Any) -> str:
+    """A store's answer of kind ``returns`` as the JSON text the server sends."""
+    if returns == "task":
+        return task_json_text(answer)
+    if returns == "tasks":
+        return f"[{','.join(task_json_text(t) for t in answer)}]"
+    if returns == "page":
+        tasks = ",".join(task_json_text(t) for t in answer.tasks)
+        return f'{{"tasks":[{tasks}],"next_cursor":{_dumps(answer.next_cursor)}}}'
+    items = []
+    for result in answer:
+        match result:
+            case Success(task):
+                items.append(f'{{"task":{task_json_text(task)}}}')
+            case Failure(error):
+                items.append(_dumps({"error": problem_for(error)}))
+    return f"[{','.join(items)}]"
+
+
 def task_from_json(value: object) -> Task:
     """The task a JSON object from ``task_to_json`` describes (``StoreError`` if it is not one).
 
@@ -304,10 +344,6 @@ def task_from_json(value: object) -> Task:
         raise StoreError(f"the server sent a malformed task: {error}") from None
 
 
-def page_to_json(page: Page) -> JSONObject:
-    return {"tasks": [task_to_json(t) for t in page.tasks], "next_cursor": page.next_cursor}
-
-
 def page_from_json(value: object) -> Page:
     if not isinstance(value, dict) or not isinstance(value.get("tasks"), list):
         raise StoreError("the server sent something that is not a page")
@@ -315,18 +351,6 @@ def page_from_json(value: object) -> Page:
     if cursor is not None and not isinstance(cursor, str):
         raise StoreError("the server sent a page with a malformed cursor")
     return Page(tasks=tuple(task_from_json(t) for t in value["tasks"]), next_cursor=cursor)
-
-
-def results_to_json(results: Sequence[Result[Task, SokkaError]]) -> list[JSONObject]:
-    """Batch results: ``{"task": ...}`` for a success, ``{"error": problem}`` for a failure."""
-    out: list[JSONObject] = []
-    for result in results:
-        match result:
-            case Success(task):
-                out.append({"task": task_to_json(task)})
-            case Failure(error):
-                out.append({"error": problem_for(error)})
-    return out
 
 
 def results_from_json(value: object) -> list[Result[Task, SokkaError]]:
@@ -769,9 +793,9 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
 OPERATIONS_BY_NAME: Final[Mapping[str, Operation]] = {op.name: op for op in OPERATIONS}
 
 
-def invoke(store: TaskStore, operation: Operation, body: object) -> object:
+def invoke(store: TaskStore, operation: Operation, body: object) -> str:
     """Carry out one request: decode ``body`` (the parsed JSON), call the store, and
-    return the JSON-ready answer. Bad input raises ``ValidationError`` before the
+    return the answer as JSON text. Bad input raises ``ValidationError`` before the
     store is touched; the store's own errors propagate."""
     names = [p.name for p in operation.params]
     required = [p.name for p in operation.params if p.required]
@@ -782,15 +806,8 @@ def invoke(store: TaskStore, operation: Operation, body: object) -> object:
             value = given[param.name]
             kwargs[param.name] = value if param.decode is None else param.decode(value)
     if operation.name == "create_tasks":
-        return results_to_json(_create_tasks(store, kwargs["specs"]))
-    answer = getattr(store, operation.name)(**kwargs)
-    if operation.returns == "task":
-        return task_to_json(answer)
-    if operation.returns == "tasks":
-        return [task_to_json(t) for t in answer]
-    if operation.returns == "page":
-        return page_to_json(answer)
-    return results_to_json(answer)
+        return answer_text("results", _create_tasks(store, kwargs["specs"]))
+    return answer_text(operation.returns, getattr(store, operation.name)(**kwargs))
 
 
 def _create_tasks(store: TaskStore, specs: object) -> list[Result[Task, SokkaError]]:

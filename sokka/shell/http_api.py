@@ -295,7 +295,7 @@ def _endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
                     "internal-error", str(PROBLEM_TYPES["internal-error"].fixed_detail)
                 )
             )
-        return Response(_json_bytes(answer), 200, media_type="application/json")
+        return Response(answer.encode(), 200, media_type="application/json")
 
     endpoint.__name__ = operation.name
     return endpoint
