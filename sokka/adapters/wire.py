@@ -275,8 +275,12 @@ _TASK_FIELDS: Final = tuple(f.name for f in fields(Task))
 _WIRE_TASK_FIELDS: Final = frozenset(("data", *(f for f in _TASK_FIELDS if f != "data_json")))
 
 
-def _canonical_json(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# Shared encoders: json.dumps with options builds a new encoder on every call.
+#: Canonical JSON, as ``core.task.encode_data`` writes ``data_json``.
+_canonical_json: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
+_STATUSES: Final = {status.value: status for status in Status}
 
 
 def task_to_json(task: Task) -> JSONObject:
@@ -286,7 +290,6 @@ def task_to_json(task: Task) -> JSONObject:
     return record
 
 
-# One encoder for every answer: json.dumps with options builds a new one per call.
 _dumps: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -337,11 +340,11 @@ def task_from_json(value: object) -> Task:
     try:
         record = dict(value)
         record["data_json"] = _canonical_json(record.pop("data"))
-        record["status"] = Status(record["status"])
+        record["status"] = _STATUSES[record["status"]]
         record["errors"] = tuple(record["errors"])
         return Task(**record)
-    except (TypeError, ValueError) as error:
-        raise StoreError(f"the server sent a malformed task: {error}") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise StoreError(f"the server sent a malformed task: {error!r}") from None
 
 
 def page_from_json(value: object) -> Page:
