@@ -246,9 +246,10 @@ def problem_for(error: SokkaError) -> JSONObject:
 def error_from_problem(problem: object, status: int) -> SokkaError:
     """The exception a problem document stands for (the one the store raised).
 
-    Problems that are not store errors become the error a caller can act on:
-    a 5xx or an unknown type ``Unavailable`` (retry), a refused request
-    ``StoreError`` (fix the setup), an over-large body ``ValidationError``.
+    Answers that are not store errors (a proxy's page, a protocol problem)
+    become the error a caller can act on: a 429 ``Throttled`` and any other 5xx
+    ``Unavailable`` (retry), an over-large body ``ValidationError``, any other
+    refusal ``StoreError`` (fix the setup).
     """
     doc: Mapping[str, Any] = problem if isinstance(problem, dict) else {}
     type_uri = doc.get("type")
@@ -264,7 +265,9 @@ def error_from_problem(problem: object, status: int) -> SokkaError:
     if code == "request-too-large":
         limit = doc.get("max_bytes")
         return ValidationError("body", f"must be at most {limit} bytes (the server's limit)")
-    if status >= 500 or (kind is None and status == 429):
+    if status == 429:
+        return Throttled(f"the server answered 429: {detail or 'too many requests'}")
+    if status >= 500:
         return Unavailable(f"the server answered {status}: {detail or 'no detail'}")
     return StoreError(f"the server refused the request ({status}): {detail or 'no detail'}")
 

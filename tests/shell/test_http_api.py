@@ -1028,7 +1028,7 @@ def _problem(code: str, **members: Any) -> bytes:
         (503, b"upstream connect error", "text/plain", Unavailable),
         (504, b"", "text/html", Unavailable),
         (500, b"{not json", PROBLEM_JSON, Unavailable),
-        (429, b"slow down", "text/plain", Unavailable),
+        (429, b"slow down", "text/plain", Throttled),
         (429, _problem("throttled"), PROBLEM_JSON, Throttled),
         (401, _problem("unauthorized"), PROBLEM_JSON, StoreError),
         (401, b"", "text/html", StoreError),
