@@ -167,7 +167,9 @@ class _Guard:
                 )
                 return
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+        if declared is not None and (
+            not declared.isdigit() or len(declared) > 18 or int(declared) > self.max_body_bytes
+        ):
             await self._too_large(scope, receive, send)
             return
         await self.app(scope, self._counting(receive), send)
