@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
 
-from sokka.adapters.http import HTTPStore
 from sokka.adapters.memory import MemoryStore
 from sokka.adapters.store import Page, TaskStore
 from sokka.core.commands import LeaseToken
@@ -23,7 +20,6 @@ from sokka.core.errors import StaleAttempt, Throttled, Unavailable
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Status, Task, TaskSpec
 from sokka.shell.clock import ManualClock
-from sokka.shell.http_api import create_app, serve_in_background
 from sokka.shell.supervisor import Supervisor
 
 LEASE = 1_000
@@ -61,14 +57,6 @@ class HookedStore:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(start_ms=50_000)
-
-
-@pytest.fixture(scope="module")
-def http_server() -> Iterator[tuple[Starlette, HTTPStore]]:
-    """One server and client for the module; each test puts its store behind it."""
-    app = create_app(MemoryStore())
-    with serve_in_background(app) as base_url, HTTPStore(base_url) as client:
-        yield app, client
 
 
 @pytest.fixture(params=["in-process", "http"])

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
 
 from sokka.adapters.http import HTTPStore
 from sokka.adapters.memory import MemoryStore
@@ -19,7 +18,6 @@ from sokka.adapters.store import TaskFilter
 from sokka.core.backoff import Backoff, Jitter
 from sokka.core.errors import Unavailable
 from sokka.core.task import Status, Task, TaskSpec
-from sokka.shell.http_api import create_app, serve_in_background
 from sokka.shell.worker import Context, Worker, WorkerStats, failed, ok, snoozed
 
 TOPIC = "jobs"
@@ -55,14 +53,6 @@ class WatchedStore:
         if self.keepalives_fail.is_set():
             raise Unavailable("the network is down (simulated)")
         return self.via.extend_leases(pid, leases)
-
-
-@pytest.fixture(scope="module")
-def http_server() -> Iterator[tuple[Starlette, HTTPStore]]:
-    """One server and client for the module; each test puts its store behind it."""
-    app = create_app(MemoryStore())
-    with serve_in_background(app) as base_url, HTTPStore(base_url) as client:
-        yield app, client
 
 
 @pytest.fixture(params=["in-process", "http"])
