@@ -73,6 +73,17 @@ over HTTP, and after every round no task of the topic is left ``starting`` or
 except for a child's in-memory store), and at the end every side's store
 holds exactly the tasks it was given, all terminated.
 
+Then the supervisor cycle over HTTP: every side's store is given the same
+10,000 running tasks (2,000 with ``--quick``, as the output says), and one
+``Supervisor.run_once()`` (every page of ``list_leased_tasks``, mark, sweep;
+nothing changed between cycles) runs through each side's client: the
+in-process store, or an ``HTTPStore`` on each server. After a warm-up cycle
+per side, each round runs one cycle per side, in an order that rotates from
+round to round; each side's median is reported, and the ratio is the median of
+the rounds' HTTP / in-process time. Every cycle is checked (complete, every
+lease listed and monitored, nothing revoked: the lease is an hour long), and
+at the end every side's store still holds exactly those tasks, all running.
+
 Run: ``python bench/store_ops.py [--stores memory,sqlite,postgres,http] [--quick]
 [--postgres-url URL] [--profile] [--http-over memory,sqlite,postgres]
 [--http-server both|thread|process]``. ``--profile`` also runs cProfile on the
@@ -116,7 +127,7 @@ from sqlalchemy.engine import make_url
 
 from sokka.adapters.memory import MemoryStore
 from sokka.adapters.sql import SQLStore
-from sokka.adapters.store import TaskFilter, TaskStore
+from sokka.adapters.store import MAX_PAGE_SIZE, TaskFilter, TaskStore
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Status, Task, TaskSpec
@@ -228,11 +239,15 @@ class Settings:
     rounds: int
     target_s: float  #: seconds per side per round (the slowest side)
     cycles: int  #: timed supervisor cycles per variant
+    #: running tasks in each store of the HTTP comparison's supervisor cycle
+    http_leased: int = 10_000
     profile: bool = False
 
 
 FULL: Final = Settings(finished=50_000, leased=10_000, rounds=5, target_s=0.4, cycles=7)
-QUICK: Final = Settings(finished=5_000, leased=10_000, rounds=3, target_s=0.02, cycles=3)
+QUICK: Final = Settings(
+    finished=5_000, leased=10_000, rounds=3, target_s=0.02, cycles=3, http_leased=2_000
+)
 
 
 # -- the statements SQLStore runs, written out by hand --------------------------------
@@ -1402,6 +1417,7 @@ class Results:
     cycles: dict[str, tuple[float, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     http: list[Measured] = field(default_factory=list)  #: the HTTP comparison
+    http_cycles: list[HttpCycles] = field(default_factory=list)  #: its supervisor cycles
     http_skipped: dict[str, str] = field(default_factory=dict)
 
 
@@ -1793,21 +1809,21 @@ class HttpBackend:
             for name in self.names:
                 self.loaders[name].execute(f"ANALYZE {self.tables[name]}")
 
-    def counts(self, name: str, unfinished: bool = False) -> dict[str, int]:
-        """Tasks of TOPIC by status in ``name``'s store (``unfinished``: only those
+    def counts(self, name: str, unfinished: bool = False, topic: str = TOPIC) -> dict[str, int]:
+        """Tasks of ``topic`` by status in ``name``'s store (``unfinished``: only those
         starting or running), read from the store itself: SQL on its table, or its
         own calls (over HTTP for a child's in-memory store)."""
         if self.kind == "memory":
             store = self.backing[name] if name in self.backing else self.clients[name]
             if not unfinished:
-                return counts_through(store, TOPIC)
+                return counts_through(store, topic)
             found: dict[str, int] = {}
             for status in (Status.STARTING, Status.RUNNING):
-                found.update(counts_through(store, TOPIC, status))
+                found.update(counts_through(store, topic, status))
             return found
         p = "?" if self.kind == "sqlite" else "%s"
         sql = f"SELECT status, count(*) FROM {self.tables[name]} WHERE topic = {p} GROUP BY status"
-        rows = self.loaders[name].execute(sql, (TOPIC,)).fetchall()
+        rows = self.loaders[name].execute(sql, (topic,)).fetchall()
         found = {status: int(n) for status, n in rows}
         if unfinished:
             return {s: n for s, n in found.items() if s in ("starting", "running")}
@@ -1873,6 +1889,114 @@ def http_added_us(m: Measured, name: str) -> float:
     return per_call / HTTP_REQUESTS_PER_CALL * 1e6
 
 
+@dataclass
+class HttpCycles:
+    """One ``Supervisor.run_once()`` per side per round, over the same leased tasks."""
+
+    backend: str
+    leased: int  #: running tasks in each side's store, all of them listed every cycle
+    pages: int  #: list_leased_tasks pages a cycle reads (HTTP requests, over HTTP)
+    samples: dict[str, list[float]]  #: side -> ms of its cycle in each round, in round order
+
+    def ms(self, name: str) -> float:
+        return statistics.median(self.samples[name])
+
+    def round_ratios(self, name: str) -> list[float]:
+        """``name`` / in-process, each round (the sides ran back to back)."""
+        return [h / d for h, d in zip(self.samples[name], self.samples["direct"], strict=True)]
+
+    def ratio(self, name: str) -> float:
+        """The median of the rounds' ratios: how many times the in-process cycle's time."""
+        return statistics.median(self.round_ratios(name))
+
+    def added_ms(self, name: str) -> float:
+        """Milliseconds added per page (HTTP request), from the two sides' medians."""
+        return (self.ms(name) - self.ms("direct")) / self.pages
+
+
+def http_supervisor_cycles(backend: HttpBackend, settings: Settings) -> HttpCycles:
+    """``Supervisor.run_once()`` through each side's client, in interleaved rounds.
+
+    Every side's store is given the same ``settings.http_leased`` running tasks on
+    LEASED_TOPIC (the only leased tasks in it: every task of TOPIC was checked
+    terminated). One warm-up cycle per side meets every lease; then in each of
+    ``settings.cycles`` rounds every side runs one cycle, in an order that rotates
+    from round to round. Every cycle is checked: complete, every lease listed and
+    monitored, nothing revoked (the lease is an hour long). At the end every side's
+    store still holds exactly those tasks, all running.
+    """
+    leased = settings.http_leased
+    backend.add("running", LEASED_TOPIC, leased)
+    backend.analyze()
+    names = list(backend.names)
+    direct = backend.clients["direct"]
+    pages, cursor = 0, None
+    while True:  # the pages one cycle reads (untimed, on the in-process store)
+        page = direct.list_leased_tasks(None, cursor, MAX_PAGE_SIZE)
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    supervisors = {name: Supervisor(backend.clients[name], None, POLICY) for name in names}
+
+    def cycle(name: str) -> float:
+        gc.collect()
+        started = time.perf_counter()
+        report = supervisors[name].run_once()
+        elapsed = (time.perf_counter() - started) * 1000
+        where = f"http {backend.kind} {name} supervisor"
+        check(
+            report.complete and report.listed == leased and report.monitored == leased,
+            f"{where} listed {report.listed}, monitored {report.monitored} of {leased} "
+            f"(complete={report.complete}, listing errors: {report.listing_errors})",
+        )
+        check(
+            not (report.revoked or report.failed or report.woken or report.conflicts
+                 or report.retryable_errors),
+            f"{where} revoked something: {report}",
+        )  # fmt: skip
+        return elapsed
+
+    gc.collect()
+    gc.freeze()  # the leased tasks just made, as run_http froze the set-up's
+    for name in names:
+        cycle(name)  # the first cycle meets every lease
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(settings.cycles):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(cycle(name))
+    for name in names:
+        counts = backend.counts(name, topic=LEASED_TOPIC)
+        check(
+            counts == {"running": leased},
+            f"http {backend.kind} {name}: {counts} on {LEASED_TOPIC!r} after the supervisor "
+            f"cycles, expected {leased} running",
+        )
+    return HttpCycles(backend.kind, leased, pages, samples)
+
+
+def _http_cycle_header(modes: Sequence[str]) -> str:
+    line = f"{'in-process':>10}"
+    for name in modes:
+        line += f"  {HTTP_LABELS[name]:>11} {'ratio':>6} {'+ms/req':>7}"
+    return line
+
+
+def _http_cycle_row(c: HttpCycles) -> str:
+    line = f"{c.ms('direct'):7.1f} ms"
+    for name in HTTP_MODES:
+        if name in c.samples:
+            line += f"  {c.ms(name):8.1f} ms {c.ratio(name):5.1f}x {c.added_ms(name):7.1f}"
+    return line
+
+
+def _leased_note(settings: Settings) -> str:
+    if settings.http_leased == FULL.http_leased:
+        return ""
+    return f" (--quick: {settings.http_leased:,} leased tasks, not {FULL.http_leased:,})"
+
+
 def _http_modes(m: Measured) -> list[str]:
     return [name for name in HTTP_MODES if name in m.rates]
 
@@ -1929,6 +2053,20 @@ def run_http(
     out(f"  checked: every side's store holds its {backend.added:,} tasks of {TOPIC!r}, all "
         "terminated")  # fmt: skip
 
+    c = http_supervisor_cycles(backend, settings)
+    results.http_cycles.append(c)
+    modes = [n for n in HTTP_MODES if n in backend.names]
+    out(f"  supervisor cycle: Supervisor.run_once() over {c.leased:,} leased tasks on "
+        f"{LEASED_TOPIC!r} ({c.pages} pages of list_leased_tasks), nothing changed; median "
+        f"of {settings.cycles} rounds, one cycle per side per round"
+        f"{_leased_note(settings)}")  # fmt: skip
+    out(f"    {_http_cycle_header(modes)}")
+    out(f"    {_http_cycle_row(c)}")
+    out("    ratio: median of the rounds' HTTP / in-process cycle time; +ms/req: time added "
+        "per page (one HTTP request each)")  # fmt: skip
+    out(f"  checked: every cycle complete, listed and monitored all {c.leased:,} leases, "
+        f"revoked nothing; every side's store still holds them, all running")  # fmt: skip
+
 
 def summary_http(results: Results, out: Callable[[str], None]) -> None:
     out("\n== HTTP summary (medians over the rounds; ratio: median of the rounds' HTTP / "
@@ -1943,6 +2081,22 @@ def summary_http(results: Results, out: Callable[[str], None]) -> None:
             out(f"  {m.backend:<9} {m.label:<38} {HTTP_LABELS[name]:<11} "
                 f"{100 * http_ratio(m, name):5.1f}% (rounds {100 * min(ratios):.1f}-"
                 f"{100 * max(ratios):.1f}%)")  # fmt: skip
+    if results.http_cycles:
+        leased = sorted({c.leased for c in results.http_cycles})
+        out(f"\nsupervisor cycle over HTTP: Supervisor.run_once() over "
+            f"{'/'.join(f'{n:,}' for n in leased)} leased tasks, nothing changed (median of "
+            "the rounds; ratio: median of the rounds' HTTP / in-process time, with its "
+            "range)" + ("" if leased == [FULL.http_leased] else
+                        f"; --quick: not {FULL.http_leased:,} leased tasks"))  # fmt: skip
+        out(f"{'backing':<9} {_http_cycle_header(modes)}")
+        for c in results.http_cycles:
+            out(f"{c.backend:<9} {_http_cycle_row(c)}")
+        for c in results.http_cycles:
+            for name in HTTP_MODES:
+                if name in c.samples:
+                    low, high = min(c.round_ratios(name)), max(c.round_ratios(name))
+                    out(f"  {c.backend:<9} supervisor cycle {HTTP_LABELS[name]:<11} "
+                        f"{c.ratio(name):5.1f}x (rounds {low:.1f}-{high:.1f}x)")  # fmt: skip
     if "thread" in modes:
         out("HTTP thread: the server on a thread of this process, sharing the GIL with the "
             "client")  # fmt: skip
@@ -1958,7 +2112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--stores",
         default=",".join((*STORES, HTTP)),
         help="comma-separated, from memory,sqlite,postgres,http (default: all); http: "
-        "reserve+terminate over HTTP against in-process, on the --http-over stores",
+        "reserve+terminate and the supervisor cycle over HTTP against in-process, on the "
+        "--http-over stores",
     )
     parser.add_argument(
         "--http-over",
