@@ -187,6 +187,7 @@ _TYPES: tuple[ProblemType, ...] = (
     ProblemType("unauthorized", 401, "Unauthorized"),
     ProblemType("unknown-endpoint", 404, "No such endpoint"),
     ProblemType("method-not-allowed", 405, "Method not allowed"),
+    ProblemType("misdirected-request", 421, "Host not served here"),
     ProblemType("request-too-large", 413, "Request body too large", ("max_bytes",)),
     ProblemType("unsupported-media-type", 415, "Unsupported media type"),
     ProblemType(

@@ -544,12 +544,16 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
                    "(default: $SOKKA_TOKEN, else no token).")
 @click.option("--allow-no-token", is_flag=True,
               help="Serve without a token on an address other than loopback.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="A host name clients may use in the Host header (repeat for several). "
+                   "Without a token, only loopback names and --host are answered, so a web "
+                   "page cannot reach the server by rebinding its own domain.")
 @click.option("--max-body", type=click.IntRange(1024, 1 << 30), default=None, metavar="BYTES",
               help="Largest request body accepted (default 8 MiB).")
 @_log_level
 def serve(
     db: str, prefix: str, host: str, port: int, token_file: str | None, allow_no_token: bool,
-    max_body: int | None, log_level: str,
+    allow_hosts: tuple[str, ...], max_body: int | None, log_level: str,
 ) -> None:  # fmt: skip
     """Serve the store over HTTP (JSON, problem+json errors, OpenAPI at /openapi.json)."""
     _need_http_extra()
@@ -566,9 +570,17 @@ def serve(
             "and cancel tasks (give --token-file, or --allow-no-token if a proxy "
             "authenticates)"
         )
+    hosts: list[str] | None = list(allow_hosts) or None
+    if token is None:
+        # No token: answer only names of this machine's loopback (and --host), so
+        # DNS rebinding cannot turn a web page into a client.
+        hosts = [*_LOOPBACK, *allow_hosts, *([host] if host not in ("0.0.0.0", "::") else [])]
     with _store(db, prefix) as store:
         store.list_leased_tasks(limit=1)  # the store answers, and its schema is there
-        app = create_app(store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES)
+        app = create_app(
+            store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES,
+            allowed_hosts=hosts,
+        )  # fmt: skip
         logging.getLogger("sokka.http").info(
             "serving %s on http://%s:%d (%s)", _shown(db), host, port,
             "token required" if token else "no token",

@@ -31,7 +31,7 @@ import socket
 import string
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -122,14 +122,35 @@ class _BodyTooLarge(Exception):
     pass
 
 
+def _hostname(host: str) -> str:
+    """The name in a Host header (or an allowed host): no port, no IPv6 brackets.
+
+    >>> _hostname("LocalHost:8080"), _hostname("[::1]:8080"), _hostname("::1")
+    ('localhost', '::1', '::1')
+    """
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
+
+
 class _Guard:
     """ASGI middleware: refuse a request without the token (401) and a body over
     the limit (413), before the application parses anything."""
 
-    def __init__(self, app: ASGIApp, token: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        max_body_bytes: int,
+        allowed_hosts: frozenset[str] | None,
+    ) -> None:
         self.app = app
         self.expected = None if token is None else token.encode()
         self.max_body_bytes = max_body_bytes
+        self.allowed_hosts = allowed_hosts
 
     def _refusal(self, given: list[bytes]) -> str | None:
         """Why the ``Authorization`` headers do not carry the token (None: they do).
@@ -154,6 +175,14 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        if self.allowed_hosts is not None:
+            host = _hostname(headers.get(b"host", b"").decode("latin-1"))
+            if host not in self.allowed_hosts:
+                problem = _protocol_problem(
+                    "misdirected-request", "this server does not answer for that Host"
+                )
+                await _problem_response(problem)(scope, receive, send)
+                return
         if self.expected is not None and scope["path"] != "/health":
             given = [value for name, value in scope["headers"] if name == b"authorization"]
             refusal = self._refusal(given)
@@ -351,13 +380,17 @@ def create_app(
     *,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The ASGI application serving ``store``.
 
     ``token``: when given, every endpoint but ``/health`` requires
     ``Authorization: Bearer <token>``; it must be at least 16 characters of
     ``A-Z a-z 0-9 - . _ ~ + / =``. ``max_body_bytes``: the largest request
-    body read (413 above it).
+    body read (413 above it). ``allowed_hosts``: when given, a request whose
+    ``Host`` names another host gets 421, which keeps a web page that rebinds
+    its own domain to this address (DNS rebinding) from calling a server that
+    has no token.
     """
     if token is not None:
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
@@ -368,6 +401,13 @@ def create_app(
         raise ValidationError("max_body_bytes", "must be an integer")
     if max_body_bytes < 1024:
         raise ValidationError("max_body_bytes", f"must be at least 1024 (got {max_body_bytes})")
+    hosts = None
+    if allowed_hosts is not None:
+        if isinstance(allowed_hosts, str) or not all(
+            isinstance(h, str) and h.strip() for h in allowed_hosts
+        ):
+            raise ValidationError("allowed_hosts", "must be a list of host names")
+        hosts = frozenset(_hostname(h) for h in allowed_hosts)
     routes = [
         Route("/health", _health, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
@@ -376,7 +416,11 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_Guard, token=token, max_body_bytes=max_body_bytes)],
+        middleware=[
+            Middleware(
+                _Guard, token=token, max_body_bytes=max_body_bytes, allowed_hosts=hosts
+            )
+        ],
         exception_handlers={HTTPException: _http_error},
     )
     # No redirect from /v1/x/ to /v1/x: a 404 problem says more than a bare 307.
@@ -402,7 +446,13 @@ _PROBLEM_TYPE_DOC: Final = {
     "additionalProperties": False,
 }
 _PROTOCOL_ERRORS: Final = ("malformed-request", "request-too-large", "unsupported-media-type")
-_ALWAYS: Final = ("throttled", "unavailable", "store-error", "internal-error")
+_ALWAYS: Final = (
+    "throttled",
+    "unavailable",
+    "store-error",
+    "internal-error",
+    "misdirected-request",
+)
 
 
 def _responses(success: dict[str, Any], codes: tuple[str, ...], secured: bool) -> dict[str, Any]:
@@ -490,7 +540,7 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
         "get": {
             "operationId": "openapi",
             "summary": "This document",
-            "responses": _responses(any_json, (), secured),
+            "responses": _responses(any_json, ("misdirected-request",), secured),
         }
     }
     paths["/problems/{code}"] = {
@@ -512,7 +562,7 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
                     "description": "the problem type",
                     "content": {"application/json": {"schema": _PROBLEM_TYPE_DOC}},
                 },
-                ("unknown-endpoint",),
+                ("unknown-endpoint", "misdirected-request"),
                 secured,
             ),
         }

@@ -10,6 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -186,29 +189,49 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_serve_answers_the_task_commands_over_http_and_stops_on_sigterm(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path / 'q.db'}"
-    assert sokka("init", "--db", db).returncode == 0
-    (tmp_path / "token").write_text("cli-test-token-0123456789\n")
+@dataclass
+class Served:
+    url: str
+    output: str = ""  #: what the server printed, once it stopped
+    returncode: int | None = None
+
+
+@contextmanager
+def serving(db: str, *options: str) -> Iterator[Served]:
+    """Run ``sokka serve`` on a free port until it answers /health; SIGTERM it after."""
     port = _free_port()
     exe = shutil.which("sokka")
     command = [exe] if exe else [sys.executable, "-m", "sokka"]
-    token_file = str(tmp_path / "token")
     server = subprocess.Popen(
-        [*command, "serve", "--db", db, "--port", str(port), "--token-file", token_file],
+        [*command, "serve", "--db", db, "--port", str(port), *options],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    served = Served(f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{served.url}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
+            assert server.poll() is None, "the server exited"
             assert time.monotonic() < deadline, "the server did not come up"
             time.sleep(0.05)
+        yield served
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+        served.output, _ = server.communicate(timeout=20)
+        served.returncode = server.returncode
+
+
+def test_serve_answers_the_task_commands_over_http_and_stops_on_sigterm(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    (tmp_path / "token").write_text("cli-test-token-0123456789\n")
+    with serving(db, "--token-file", str(tmp_path / "token")) as served:
+        url = served.url
         env = {"SOKKA_DB": url, "SOKKA_TOKEN": "cli-test-token-0123456789"}
         made = sokka("task", "create", "--topic", "mail", "--id", "m1", "--data", '{"to": "ann"}',
                      "--json", env=env)  # fmt: skip
@@ -230,11 +253,27 @@ def test_serve_answers_the_task_commands_over_http_and_stops_on_sigterm(tmp_path
         # The server's own store saw all of it.
         with SQLStore(db) as store:
             assert store.get_task("m1").error == "cancelled: typo"
-    finally:
-        server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=20)
-    assert server.returncode == 0, output
-    assert "token required" in output
+    assert served.returncode == 0, served.output
+    assert "token required" in served.output
+
+
+def test_a_server_without_a_token_answers_only_its_own_host_names(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    with serving(db, "--allow-host", "queue.internal") as served:
+        url = served.url
+
+        def status(host: str) -> int:
+            return httpx.get(f"{url}/health", headers={"Host": host}, timeout=5).status_code
+
+        assert status("localhost:8080") == 200
+        assert status("queue.internal") == 200
+        assert status("attacker.example") == 421
+        created = httpx.post(f"{url}/v1/create_task", json={"spec": {"topic": "q"}},
+                             headers={"Host": "attacker.example"}, timeout=5)  # fmt: skip
+        assert created.status_code == 421
+    with SQLStore(db) as store:
+        assert store.list_tasks().tasks == ()
 
 
 @pytest.mark.parametrize(
