@@ -445,6 +445,13 @@ _log_level = click.option(
     show_default=True,
     help="On SIGTERM, how long in-flight tasks may take to finish.",
 )
+@click.option(
+    "--max-poll",
+    type=DURATION,
+    default="2s",
+    show_default=True,
+    help="Longest wait between two reservations while no task is ready.",
+)
 @click.option("--supervise", is_flag=True, help="Also run a supervisor for this topic.")
 @click.option("--pid", default=None, help="This worker's name (default: host-pid-random).")
 @click.option(
@@ -457,11 +464,12 @@ _log_level = click.option(
 def worker(
     db: str, prefix: str, topic: str, handler_path: str, concurrency: int,
     batch_size: int | None, lease_time: int, timeout: int | None, grace: int,
-    supervise: bool, pid: str | None, stats_file: str | None, log_level: str,
+    max_poll: int, supervise: bool, pid: str | None, stats_file: str | None, log_level: str,
 ) -> None:  # fmt: skip
     """Run tasks of a topic with a handler until SIGTERM or SIGINT (then exit 0)."""
     from dataclasses import asdict
 
+    from sokka.core.backoff import Backoff
     from sokka.shell.worker import Worker
 
     _logging(log_level)
@@ -470,6 +478,7 @@ def worker(
         runner = Worker(
             store, topic, handler, pid=pid, concurrency=concurrency, batch_size=batch_size,
             lease_time_ms=lease_time, timeout_ms=timeout, grace_ms=grace, supervise=supervise,
+            poll_backoff=Backoff(base_ms=min(20, max_poll), cap_ms=max_poll),
         )  # fmt: skip
         logging.getLogger("sokka.worker").info(
             "worker %s on topic %r (concurrency %d, lease %d ms)",
