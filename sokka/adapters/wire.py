@@ -82,6 +82,7 @@ __all__ = [
     "lease_to_json",
     "outcome_to_json",
     "page_from_json",
+    "problem",
     "problem_for",
     "problem_type_uri",
     "results_from_json",
@@ -235,12 +236,22 @@ def problem_for(error: SokkaError) -> JSONObject:
     404
     """
     kind = _problem_type_of(error)
+    return problem(kind.code, kind.fixed_detail or str(error), **_members_of(error))
+
+
+def problem(code: str, detail: str, **members: Any) -> JSONObject:
+    """The RFC 9457 problem document of type ``code``.
+
+    >>> problem("unauthorized", "wrong token")["type"]
+    '/problems/unauthorized'
+    """
+    kind = PROBLEM_TYPES[code]
     return {
-        "type": problem_type_uri(kind.code),
+        "type": problem_type_uri(code),
         "title": kind.title,
         "status": kind.status,
-        "detail": kind.fixed_detail or str(error),
-        **_members_of(error),
+        "detail": detail,
+        **members,
     }
 
 

@@ -54,6 +54,7 @@ from sokka.adapters.wire import (
     problem_for,
     problem_type_uri,
 )
+from sokka.adapters.wire import problem as _protocol_problem  # locals are named "problem"
 from sokka.core.errors import RetryableError, SokkaError, StoreError, ValidationError
 
 __all__ = [
@@ -96,15 +97,11 @@ def _problem_response(problem: dict[str, Any], headers: dict[str, str] | None = 
     return Response(_json_bytes(problem), status, extra, media_type=PROBLEM_JSON)
 
 
-def _protocol_problem(code: str, detail: str, **members: Any) -> dict[str, Any]:
-    kind = PROBLEM_TYPES[code]
-    return {
-        "type": problem_type_uri(code),
-        "title": kind.title,
-        "status": kind.status,
-        "detail": detail,
-        **members,
-    }
+def _too_large(limit: int) -> Response:
+    problem = _protocol_problem(
+        "request-too-large", f"the request body must be at most {limit} bytes", max_bytes=limit
+    )
+    return _problem_response(problem, {"Connection": "close"})
 
 
 def _error_response(error: SokkaError) -> Response:
@@ -199,7 +196,7 @@ class _Guard:
         if declared is not None and (
             not declared.isdigit() or len(declared) > 18 or int(declared) > self.max_body_bytes
         ):
-            await self._too_large(scope, receive, send)
+            await _too_large(self.max_body_bytes)(scope, receive, send)
             return
         await self.app(scope, self._counting(receive), send)
 
@@ -215,14 +212,6 @@ class _Guard:
             return message
 
         return counted
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        problem = _protocol_problem(
-            "request-too-large",
-            f"the request body must be at most {self.max_body_bytes} bytes",
-            max_bytes=self.max_body_bytes,
-        )
-        await _problem_response(problem, {"Connection": "close"})(scope, receive, send)
 
 
 # -- request decoding -------------------------------------------------------------------
@@ -300,13 +289,7 @@ def _endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
         try:
             raw = await request.body()
         except _BodyTooLarge:
-            limit = request.app.state.max_body_bytes
-            problem = _protocol_problem(
-                "request-too-large",
-                f"the request body must be at most {limit} bytes",
-                max_bytes=limit,
-            )
-            return _problem_response(problem, {"Connection": "close"})
+            return _too_large(request.app.state.max_body_bytes)
         try:
             body = _parse_json(raw)
         except ValidationError as error:
