@@ -32,7 +32,7 @@ from typing import Final, Protocol, TypeVar, runtime_checkable
 
 from returns.result import Failure, Result, Success
 
-from sokka.core.commands import Command, Finish, LeaseToken, RevokeLease
+from sokka.core.commands import Finish, LeaseToken, RevokeLease
 from sokka.core.errors import SokkaError, ValidationError
 from sokka.core.task import MAX_INT, Status, Task, TaskSpec, require_name, shown
 from sokka.core.transitions import (
@@ -405,7 +405,7 @@ class EventCalls:
         return self._apply_event(task_id, Cancel(reason=reason))
 
 
-def execute(store: TaskStore, command: Command) -> Result[Task, SokkaError]:
+def execute(store: TaskStore, command: RevokeLease) -> Result[Task, SokkaError]:
     """Carry out a core command against a store; its errors come back as ``Failure``.
 
     An exception that is not a ``SokkaError`` is a bug and propagates.

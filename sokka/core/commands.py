@@ -7,6 +7,7 @@ into its state (``supervision.settle``).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,11 +18,14 @@ from sokka.core.task import MAX_ATTEMPTS, Status, Task, require_at_most_max_int,
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
 
 __all__ = [
+    "CancelHandler",
     "Command",
+    "ExtendLeases",
     "Finish",
     "LeaseToken",
     "RevokeLease",
     "RevokeOutcome",
+    "Why",
     "is_final",
 ]
 
@@ -41,7 +45,6 @@ class RevokeLease:
     overdue_ms: int
 
 
-Command = RevokeLease
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,60 @@ class Finish:
                 "must be an owner outcome: Terminate, Snooze, Fail or Release "
                 f"(got {type(self.event).__name__})",
             )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtendLeases:
+    """One keepalive for many leases: ``TaskStore.extend_leases(pid, leases)``.
+
+    ``sent_ms`` is when the worker's core asked for it, on the worker's own
+    clock: a success is credited from that instant, never from when the answer
+    came back (``core.holding.acknowledged``).
+    """
+
+    pid: str
+    leases: tuple[LeaseToken, ...]
+    sent_ms: int
+
+
+class Why(enum.StrEnum):
+    """Why a worker's core cancels a handler or discards its outcome."""
+
+    #: The store refused a keepalive: the lease was revoked, or the task moved on.
+    REFUSED = "refused"
+    #: No keepalive succeeded within ``fence_ratio`` of the lease: given up locally.
+    FENCED = "fenced"
+    #: The handler ran past its timeout; the attempt fails.
+    TIMED_OUT = "timed out"
+    #: The worker is stopping and the grace period is over; the lease is released.
+    STOPPING = "stopping"
+    #: The lease had already been given up when the handler returned.
+    GONE = "gone"
+
+    @property
+    def loses_lease(self) -> bool:
+        """The lease is given up (the handler's work may run again elsewhere)."""
+        return self in (Why.REFUSED, Why.FENCED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelHandler:
+    """Tell the handler of ``lease`` to stop (its ``ctx.cancelled`` turns true).
+
+    ``decided``: an outcome now waits to be recorded for this lease (a failed
+    attempt after a timeout, a release when stopping). ``discarded``: an
+    outcome that was waiting to be recorded was thrown away, because the lease
+    is lost.
+    """
+
+    lease: tuple[str, int]
+    why: Why
+    reason: str
+    decided: bool = False
+    discarded: bool = False
+
+
+Command = RevokeLease | ExtendLeases | Finish | CancelHandler
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,6 +5,13 @@ A handler is a plain function ``handler(task, ctx) -> Outcome`` returning
 carrying its type and message; any other return value is a failure that says
 so.
 
+Every lease decision (when a keepalive is due, when to give a lease up, when
+a handler has timed out, which outcome may still be recorded, what to
+release when stopping) is made by the worker's pure core,
+``sokka.core.holding``. This module only carries it out: it keeps the
+``Holdings`` value under a lock, calls the store, runs the handlers, and
+sleeps until the core's ``next_wakeup``.
+
 Threads of one ``Worker``:
 
 * the dispatcher (``run()``'s thread): reserves in batches and hands tasks
@@ -13,11 +20,11 @@ Threads of one ``Worker``:
   of its own while the next batch runs (on a ``single_writer`` store such as
   SQLite the dispatcher records them itself);
 * ``concurrency`` handler threads;
-* one keepalive thread for all the worker's leases: it extends every lease
-  due within the next moments in one ``extend_leases`` call, at about 0.7 of
-  its lease time;
-* a watchdog: timeouts and the self-fence, on a thread of their own so that
-  a store call stuck on the keepalive thread cannot delay them;
+* one keepalive thread for all the worker's leases: it sends the one
+  ``extend_leases`` call that ``holding.due`` asks for;
+* a watchdog: ``holding.tick`` (timeouts, the self-fence, the end of a stop's
+  grace period), on a thread of its own so that a store call stuck on the
+  keepalive thread cannot delay it;
 * optionally an embedded supervisor (``supervise=True``).
 
 Self-fencing: a lease whose last successful keepalive was *sent* more than
@@ -38,27 +45,23 @@ import secrets
 import signal
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
 from returns.result import Failure, Success
 
 from sokka.adapters.store import MAX_BATCH, TaskStore, require_limit
+from sokka.core import holding
 from sokka.core.backoff import Backoff
-from sokka.core.commands import Finish, LeaseToken
-from sokka.core.errors import (
-    LeaseLost,
-    NotFound,
-    RetryableError,
-    SokkaError,
-    ValidationError,
-)
+from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
+from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
+from sokka.core.holding import Discarded, Holdings, Token, WorkerPolicy
+from sokka.core.outcomes import Failed, Ok, Outcome, Snoozed, failed, ok, snoozed
 from sokka.core.supervision import LeasePolicy
-from sokka.core.task import Task, require_name, require_positive_ms
+from sokka.core.task import Task, require_name
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
 from sokka.shell.clock import Clock, MonotonicClock
 from sokka.shell.supervisor import Supervisor
@@ -81,61 +84,12 @@ __all__ = [
 log = logging.getLogger("sokka.worker")
 
 
-# -- what a handler returns -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Ok:
-    """The task is done."""
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The attempt failed. With ``retry`` (the default) and attempts left within the
-    task's ``max_attempts``, it runs again after a backoff; otherwise the task fails."""
-
-    error: str
-    retry: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Snoozed:
-    """Run the task again in ``ms`` milliseconds; not a failure."""
-
-    ms: int
-
-
-Outcome = Ok | Failed | Snoozed
-
-
-def ok() -> Ok:
-    """The handler's answer for a task that is done."""
-    return Ok()
-
-
-def failed(error: str | BaseException, *, retry: bool = True) -> Failed:
-    """The handler's answer for a failed attempt (retried while attempts are left)."""
-    if isinstance(error, BaseException):
-        error = _describe(error)
-    return Failed(str(error), retry)
-
-
-def snoozed(ms: int) -> Snoozed:
-    """The handler's answer for "not yet": run again after ``ms`` milliseconds."""
-    return Snoozed(require_positive_ms("ms", ms))
-
-
 def _non_negative(field: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError(
             field, f"must be a non-negative integer of milliseconds (got {value!r})"
         )
     return value
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class Cancelled(Exception):
@@ -150,12 +104,13 @@ class Context:
     and a worker that lost its lease can never overwrite its successor's work.
     """
 
-    __slots__ = ("_cancelled", "_event", "_reason", "lease", "task")
+    __slots__ = ("_cancelled", "_event", "_live", "_reason", "lease", "task")
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, live: Callable[[], bool] | None = None) -> None:
         self.task = task
         self.lease = LeaseToken(task.task_id, task.attempt)
         self._cancelled = False
+        self._live = live
         # Made only if the handler sleeps: most handlers never do, and an Event
         # per task is a noticeable share of a no-op task's cost.
         self._event: threading.Event | None = None
@@ -163,8 +118,19 @@ class Context:
 
     @property
     def cancelled(self) -> bool:
-        """True once the lease is lost, the timeout passed, or the worker is stopping."""
-        return self._cancelled
+        """True once the lease is lost, the timeout passed, or the worker is stopping.
+
+        Exact when read: it asks the worker's core whether the lease is still
+        live at this instant, so a handler resumed after a long pause sees its
+        lapsed lease at once, before the worker's watchdog has run.
+        """
+        if self._cancelled:
+            return True
+        live = self._live
+        if live is not None and not live():
+            self._set_cancelled("the lease is no longer live")
+            return True
+        return False
 
     @property
     def cancel_reason(self) -> str | None:
@@ -172,7 +138,7 @@ class Context:
 
     def raise_if_cancelled(self) -> None:
         """Raise ``Cancelled`` if the handler should stop now."""
-        if self._cancelled:
+        if self.cancelled:
             raise Cancelled(self._reason or "cancelled")
 
     def sleep(self, seconds: float) -> bool:
@@ -180,7 +146,7 @@ class Context:
         event = self._event
         if event is None:
             event = self._event = threading.Event()
-        if self._cancelled:  # cancelled before the event existed
+        if self.cancelled:  # cancelled before the event existed
             event.set()
         return event.wait(seconds)
 
@@ -207,27 +173,10 @@ class WorkerStats:
     failed: int = 0  #: attempts reported as failed (retried or final)
     snoozed: int = 0
     timed_out: int = 0
-    lost: int = 0  #: leases given up: refused keepalive, or the self-fence
+    lost: int = 0  #: leases given up: refused keepalive or outcome, or the self-fence
     fenced: int = 0  #: outcomes discarded because the lease was lost
     released: int = 0  #: leases handed back unfinished at shutdown
     store_errors: int = 0  #: retryable store errors the worker rode out
-
-
-@dataclass(slots=True, eq=False)
-class _Held:
-    """A lease this worker holds, from reservation until its outcome is recorded."""
-
-    task: Task
-    ctx: Context
-    lease_ms: int
-    last_ok_sent_ms: int  #: when the last successful keepalive (or the reserve) was sent
-    next_extend_ms: int
-    started_ms: int | None = None
-    settled_ms: int = 0  #: when its outcome was decided
-    timeout_ms: int | None = None
-    settled: bool = False  #: an outcome was decided (by the handler, or a timeout)
-    lost: bool = False
-    pending: Finish | None = field(default=None)
 
 
 class Worker:
@@ -265,21 +214,17 @@ class Worker:
         )
         self._concurrency = require_limit("concurrency", concurrency, 1024)
         self._batch = require_limit("batch_size", batch_size or concurrency, MAX_BATCH)
-        # Leases held at once, waiting or running (recorded outcomes do not count).
+        # Leases held at once, waiting or running (decided outcomes do not count).
         self._capacity = max(self._batch, self._concurrency)
-        self._lease_ms = require_positive_ms("lease_time_ms", lease_time_ms)
-        if not 0 < keepalive_ratio < fence_ratio < 1:
-            raise ValidationError(
-                "keepalive_ratio", "must satisfy 0 < keepalive_ratio < fence_ratio < 1"
-            )
-        self._keepalive_ratio = keepalive_ratio
-        self._fence_ratio = fence_ratio
-        self._timeout_ms = (
-            None if timeout_ms is None else require_positive_ms("timeout_ms", timeout_ms)
+        self.policy = WorkerPolicy(
+            lease_time_ms=lease_time_ms,
+            keepalive_ratio=keepalive_ratio,
+            fence_ratio=fence_ratio,
+            timeout_ms=timeout_ms,
+            grace_ms=_non_negative("grace_ms", grace_ms),
+            retry_backoff=retry_backoff or Backoff(base_ms=1_000, cap_ms=300_000),
         )
-        self._retry = retry_backoff or Backoff(base_ms=1_000, cap_ms=300_000)
         self._poll = poll_backoff or Backoff(base_ms=20, cap_ms=2_000)
-        self._grace_ms = _non_negative("grace_ms", grace_ms)
         self._linger_ms = _non_negative("linger_ms", linger_ms)
         self._clock: Clock = clock or MonotonicClock()
         self._rand = rand
@@ -291,12 +236,14 @@ class Worker:
         # A store with one writer at a time (SQLite) gains nothing from recording
         # on a second connection while reserving: the two would queue for the lock.
         self._single_writer = bool(getattr(store, "single_writer", False))
-        # keyed by lease, (task_id, attempt): after a revoke this worker may hold the
-        # same task again under a new attempt while the old lease is still winding down.
-        self._held: dict[tuple[str, int], _Held] = {}
-        self._ready: deque[_Held] = deque()
+        # The core's value: every lease held, keyed by (task_id, attempt). Replaced,
+        # never mutated, under the lock; read without it by ``Context.cancelled``.
+        self._holdings: Holdings = holding.holdings(self.pid, self.policy)
+        self._contexts: dict[Token, Context] = {}
+        self._ready: deque[tuple[Token, Context]] = deque()
         self._running = 0
-        self._outcomes: list[_Held] = []
+        self._outcomes: list[Token] = []  # decided, in the order they were decided
+        self._first_outcome_ms = 0  # when the oldest of them was decided
         self._stats = WorkerStats()
         self._stopping = threading.Event()  # no more reservations
         self._halt = threading.Event()  # the keepalive thread ends
@@ -316,6 +263,11 @@ class Worker:
         )
 
     # -- public ------------------------------------------------------------------
+
+    @property
+    def holdings(self) -> Holdings:
+        """The leases held now, as the core's immutable value."""
+        return self._holdings
 
     def stats(self) -> WorkerStats:
         with self._lock:
@@ -452,90 +404,100 @@ class Worker:
             return None
         if not tasks:
             return tasks
+        rand = self._rand
+        jitters = [rand() for _ in tasks]
         with self._lock:
             self._stats.reserved += len(tasks)
+            self._holdings = holding.take(self._holdings, tasks, sent, jitters)
             for task in tasks:
-                lease_ms = task.lease_time_ms or self._lease_ms
-                held = _Held(
-                    task=task,
-                    ctx=Context(task),
-                    lease_ms=lease_ms,
-                    last_ok_sent_ms=sent,
-                    next_extend_ms=sent + int(lease_ms * self._keepalive_ratio),
-                    timeout_ms=task.timeout_ms or self._timeout_ms,
-                )
-                self._held[task.task_id, task.attempt] = held
-                self._ready.append(held)
+                token = (task.task_id, task.attempt)
+                ctx = Context(task, self._live_check(token))
+                self._contexts[token] = ctx
+                self._ready.append((token, ctx))
             self._work.notify(len(tasks))
         return tasks
+
+    def _live_check(self, token: Token) -> Callable[[], bool]:
+        clock = self._clock
+        return lambda: holding.live(self._holdings, token, clock.now_ms())
 
     def _unsettled_locked(self) -> int:
         """Leases held whose outcome is not decided yet (waiting or running)."""
         return len(self._ready) + self._running
 
     def _flush(self, *, force: bool = False) -> None:
-        """Record buffered outcomes in one call (when enough are waiting, or they waited)."""
+        """Record decided outcomes in one call (when enough are waiting, or they waited)."""
         with self._lock:
             if not self._outcomes:
                 return
+            now = self._clock.now_ms()
             idle = self._running == 0 and not self._ready
-            waited = self._clock.now_ms() - self._outcomes[0].settled_ms
             if not (force or idle or len(self._outcomes) >= self._batch) and (
-                waited < self._linger_ms
+                now - self._first_outcome_ms < self._linger_ms
             ):
                 return
-            batch, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
-            now = self._clock.now_ms()
-            send: list[_Held] = []
-            for held in batch:
-                if held.lost or now - held.last_ok_sent_ms > self._fence_ms(held):
-                    self._lose_locked(held, "the lease lapsed before the outcome was recorded")
-                    self._stats.fenced += 1
-                    continue
-                send.append(held)
-        if not send:
+            tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
+            self._first_outcome_ms = now
+            self._holdings, finishes = holding.record(self._holdings, tokens, now)
+        if not finishes:
             return
         try:
-            results = self._store.finish_many([h.pending for h in send if h.pending is not None])
+            results = self._store.finish_many(list(finishes))
         except RetryableError as error:
             self._note_store_error("record outcomes", error)
             with self._lock:
-                self._outcomes = send + self._outcomes
+                self._holdings = holding.unsent(self._holdings, finishes)
+                self._outcomes = [_token_of(f) for f in finishes] + self._outcomes
             self._stopping.wait(0.05)
             return
         with self._lock:
-            for held, result in zip(send, results, strict=True):
+            self._holdings, again = holding.recorded(self._holdings, finishes, results)
+            if again and not self._outcomes:
+                self._first_outcome_ms = self._clock.now_ms()
+            self._outcomes.extend(again)
+            for finish, result in zip(finishes, results, strict=True):
                 match result:
                     case Success(_):
-                        self._held.pop(held.task.lease, None)
-                        self._count(held.pending)
+                        self._count(finish)
                     case Failure(LeaseLost() | NotFound() as refusal):
-                        self._lose_locked(held, f"the store refused the outcome: {refusal}")
+                        self._stats.lost += 1
                         self._stats.fenced += 1
+                        log.warning(
+                            "worker %s: lost the lease of %s: the store refused the outcome: %s",
+                            self.pid, finish.task_id, refusal,
+                        )  # fmt: skip
                     case Failure(RetryableError()):
                         self._stats.store_errors += 1
-                        self._outcomes.append(held)
                     case Failure(other):
                         log.error(
-                            "worker %s: could not record %s: %s", self.pid, held.task.task_id, other
+                            "worker %s: could not record %s: %s", self.pid, finish.task_id, other
                         )
-                        self._held.pop(held.task.lease, None)
 
-    def _count(self, finish: Finish | None) -> None:
-        match finish:
-            case Finish(event=Terminate()):
+    def _count(self, finish: Finish) -> None:
+        match finish.event:
+            case Terminate():
                 self._stats.succeeded += 1
-            case Finish(event=Fail()):
+            case Fail():
                 self._stats.failed += 1
-            case Finish(event=Snooze()):
+            case Snooze():
                 self._stats.snoozed += 1
-            case Finish(event=Release()):
+            case Release():
                 self._stats.released += 1
 
     def _note_store_error(self, what: str, error: SokkaError) -> None:
         with self._lock:
             self._stats.store_errors += 1
         log.warning("worker %s: %s failed, will retry: %s", self.pid, what, error)
+
+    def _decided_locked(self, token: Token) -> None:
+        """An outcome for ``token`` waits to be recorded: queue it, wake a recorder."""
+        if not self._outcomes:
+            self._first_outcome_ms = self._clock.now_ms()
+        self._outcomes.append(token)
+        if len(self._outcomes) >= self._batch:
+            self._record.notify()
+            if self._single_writer:
+                self._wake.notify()
 
     # -- handler threads -------------------------------------------------------------
 
@@ -547,74 +509,56 @@ class Worker:
                     if self._halt.is_set():
                         return
                     self._work.wait(0.1)
-                held = self._ready.popleft()
-                if held.lost:
+                token, ctx = self._ready.popleft()
+                now = self._clock.now_ms()
+                if not holding.live(self._holdings, token, now):
+                    # given up while it waited (its keepalives failed): never started
+                    self._contexts.pop(token, None)
                     continue
+                self._holdings = holding.started(self._holdings, token, now)
                 self._running += 1
-                held.started_ms = self._clock.now_ms()
-            self._run_one(held)
+            self._run_one(token, ctx)
 
-    def _run_one(self, held: _Held) -> None:
+    def _run_one(self, token: Token, ctx: Context) -> None:
         outcome: object
         try:
-            outcome = self._handler(held.task, held.ctx)
+            outcome = self._handler(ctx.task, ctx)
         except Cancelled:
             outcome = _CANCELLED
         except BaseException as error:  # a handler's exception is its failure; the
             outcome = failed(error)  # thread must live on (even after sys.exit())
-        self._settle(held, outcome)
+        self._settle(token, ctx, outcome)
 
-    def _settle(self, held: _Held, outcome: object) -> None:
+    def _settle(self, token: Token, ctx: Context, outcome: object) -> None:
         with self._wake:
             self._running -= 1
             if self._running == 0 and not self._ready:
                 self._wake.notify()  # idle: the dispatcher reserves
                 self._record.notify()  # and the recorder records
-            if held.lost:
-                if not held.settled:  # it finished after its lease was lost: discard
-                    held.settled = True
-                    self._stats.fenced += 1
-                return
-            if held.settled:  # a timeout or the shutdown decided already
-                return
+            self._contexts.pop(token, None)
+            now = self._clock.now_ms()
             if outcome is _CANCELLED:
-                if held.ctx.cancelled:  # stopping: the drain releases it
-                    return
-                outcome = Failed("the handler raised Cancelled without being cancelled")
-            held.settled = True
-            held.settled_ms = self._clock.now_ms()
-            held.pending = self._finish_for(held, outcome)
-            self._outcomes.append(held)
-            if len(self._outcomes) >= self._batch:
-                self._record.notify()
-                if self._single_writer:
-                    self._wake.notify()
-
-    def _finish_for(self, held: _Held, outcome: object) -> Finish:
-        task, pid, attempt = held.task, self.pid, held.task.attempt
-        match outcome:
-            case Ok():
-                return Finish(task_id=task.task_id, event=Terminate(pid=pid, attempt=attempt))
-            case Snoozed(ms=ms):
-                return Finish(
-                    task_id=task.task_id, event=Snooze(pid=pid, attempt=attempt, snooze_ms=ms)
-                )
-            case Failed(error=error, retry=retry):
-                delay = self._retry.delay_ms(task.failures, self._rand()) if retry else None
-                return Finish(
-                    task_id=task.task_id,
-                    event=Fail(
-                        pid=pid, attempt=attempt, error=error,
-                        retry_after_ms=max(delay, 1) if delay is not None else None,
-                    ),
-                )  # fmt: skip
-        description = f"the handler returned {outcome!r}, not ok(), failed(error) or snoozed(ms)"
-        return self._finish_for(held, Failed(description))
+                if ctx.cancelled:
+                    # The core has decided why (a fence, a timeout, a stop); make it
+                    # say so before the handler's non-answer is folded in.
+                    self._holdings, cancels = holding.tick(self._holdings, now)
+                    self._apply_cancels_locked(cancels)
+                else:
+                    outcome = Failed("the handler raised Cancelled without being cancelled")
+            self._holdings, verdict = holding.finished(self._holdings, token, outcome, now)
+            match verdict:
+                case Finish():
+                    self._decided_locked(token)
+                case Discarded(why=Why.GONE):
+                    self._stats.fenced += 1
+                case Discarded(gave_up=True, reason=reason):
+                    self._stats.lost += 1
+                    self._stats.fenced += 1
+                    self._log_lost(token, reason)
+                case Discarded():
+                    pass
 
     # -- keepalive, timeouts, the self-fence -------------------------------------------
-
-    def _fence_ms(self, held: _Held) -> int:
-        return int(held.lease_ms * self._fence_ratio)
 
     def _keepalive_loop(self) -> None:
         while not self._halt.is_set():
@@ -627,20 +571,29 @@ class Worker:
                 return
 
     def _keepalive_once(self) -> int:
-        """Extend what is due now, and what would be due soon: one call for all."""
-        now = self._clock.now_ms()
+        """Send the keepalive the core says is due (one call for every due lease)."""
         with self._lock:
-            horizon = now + max(self._lease_ms // 10, 1)
-            due = [h for h in self._held.values() if h.next_extend_ms <= horizon and not h.lost]
-            if not any(h.next_extend_ms <= now for h in due):
-                due = []
-        if due:
-            self._extend(due, now)
-        with self._lock:
-            deadlines = [h.next_extend_ms for h in self._held.values()]
-        if not deadlines:
-            return 100
-        return min(100, max(1, min(deadlines) - self._clock.now_ms()))
+            self._holdings, command = holding.due(self._holdings, self._clock.now_ms())
+        if command is not None:
+            self._extend(command)
+        return self._sleep_ms(100)
+
+    def _extend(self, command: ExtendLeases) -> None:
+        for start in range(0, len(command.leases), MAX_BATCH):
+            chunk = replace(command, leases=command.leases[start : start + MAX_BATCH])
+            try:
+                results = self._store.extend_leases(self.pid, list(chunk.leases))
+            except RetryableError as error:
+                self._note_store_error("keepalive", error)
+                continue  # the core has set a retry
+            with self._lock:
+                self._holdings, cancels = holding.acknowledged(self._holdings, chunk, results)
+                self._apply_cancels_locked(cancels)
+                self._stats.store_errors += sum(
+                    1
+                    for r in results
+                    if isinstance(r, Failure) and isinstance(r.failure(), RetryableError)
+                )
 
     def _watchdog_loop(self) -> None:
         """Fences and timeouts, on a thread of their own: a keepalive call stuck in
@@ -655,122 +608,65 @@ class Worker:
                 return
 
     def _watch_once(self) -> int:
-        now = self._clock.now_ms()
         with self._lock:
-            for held in list(self._held.values()):
-                silent = now - held.last_ok_sent_ms
-                if silent > self._fence_ms(held):
-                    self._lose_locked(
-                        held,
-                        f"no keepalive succeeded for {silent} ms "
-                        f"(the fence is {self._fence_ms(held)} ms): lease given up",
-                    )
-                elif (
-                    held.timeout_ms is not None
-                    and held.started_ms is not None
-                    and not held.settled
-                    and now - held.started_ms > held.timeout_ms
-                ):
-                    self._time_out_locked(held)
-            deadlines = [h.last_ok_sent_ms + self._fence_ms(h) + 1 for h in self._held.values()]
-            deadlines += [
-                h.started_ms + h.timeout_ms + 1
-                for h in self._held.values()
-                if h.timeout_ms is not None and h.started_ms is not None and not h.settled
-            ]
-        if not deadlines:
-            return 50
-        return min(50, max(1, min(deadlines) - self._clock.now_ms()))
+            self._holdings, cancels = holding.tick(self._holdings, self._clock.now_ms())
+            self._apply_cancels_locked(cancels)
+        return self._sleep_ms(50)
 
-    def _extend(self, due: Sequence[_Held], sent: int) -> None:
-        for start in range(0, len(due), MAX_BATCH):
-            chunk = due[start : start + MAX_BATCH]
-            try:
-                results = self._store.extend_leases(
-                    self.pid, [LeaseToken(h.task.task_id, h.task.attempt) for h in chunk]
-                )
-            except RetryableError as error:
-                self._note_store_error("keepalive", error)
-                with self._lock:
-                    for held in chunk:
-                        held.next_extend_ms = sent + max(held.lease_ms // 20, 1)
-                continue
-            with self._lock:
-                for held, result in zip(chunk, results, strict=True):
-                    match result:
-                        case Success(_):
-                            held.last_ok_sent_ms = sent
-                            held.next_extend_ms = sent + int(held.lease_ms * self._keepalive_ratio)
-                        case Failure(LeaseLost() | NotFound() as refusal):
-                            self._lose_locked(held, f"the store refused the keepalive: {refusal}")
-                        case Failure(_):
-                            self._stats.store_errors += 1
-                            held.next_extend_ms = sent + max(held.lease_ms // 20, 1)
+    def _sleep_ms(self, cap_ms: int) -> int:
+        """Until the core's next wake-up, at most ``cap_ms`` (new leases may come)."""
+        wakeup = holding.next_wakeup(self._holdings)
+        if wakeup is None:
+            return cap_ms
+        return min(cap_ms, max(1, wakeup - self._clock.now_ms()))
 
-    def _lose_locked(self, held: _Held, reason: str) -> None:
-        if held.lost:
-            return
-        held.lost = True
-        self._stats.lost += 1
-        self._held.pop(held.task.lease, None)
-        if held in self._outcomes:  # its outcome was waiting to be recorded: discard it
-            self._outcomes.remove(held)
-            self._stats.fenced += 1
-        held.ctx._set_cancelled(reason)
-        log.warning("worker %s: lost the lease of %s: %s", self.pid, held.task.task_id, reason)
+    def _apply_cancels_locked(self, cancels: Sequence[CancelHandler]) -> None:
+        for cancel in cancels:
+            if cancel.why.loses_lease:
+                self._stats.lost += 1
+                self._log_lost(cancel.lease, cancel.reason)
+            if cancel.discarded:
+                self._stats.fenced += 1
+                if cancel.lease in self._outcomes:
+                    self._outcomes.remove(cancel.lease)
+            if cancel.why is Why.TIMED_OUT:
+                self._stats.timed_out += 1
+            if cancel.decided:
+                self._decided_locked(cancel.lease)
+                self._wake.notify_all()
+            ctx = self._contexts.get(cancel.lease)
+            if ctx is not None:
+                ctx._set_cancelled(cancel.reason)
 
-    def _time_out_locked(self, held: _Held) -> None:
-        assert held.timeout_ms is not None
-        held.settled = True
-        held.settled_ms = self._clock.now_ms()
-        held.ctx._set_cancelled(f"timed out after {held.timeout_ms} ms")
-        self._stats.timed_out += 1
-        held.pending = self._finish_for(held, Failed(f"timed out after {held.timeout_ms} ms"))
-        self._outcomes.append(held)
-        self._wake.notify_all()
+    def _log_lost(self, token: Token, reason: str) -> None:
+        log.warning("worker %s: lost the lease of %s: %s", self.pid, token[0], reason)
 
     # -- graceful stop ---------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Let in-flight handlers finish within the grace period, then release the rest."""
-        deadline = time.monotonic() + self._grace_ms / 1000
+        """Let in-flight handlers finish within the grace period, then release the rest.
+
+        The core releases what has not started at once and, when the grace
+        period is over, what still runs (the watchdog's ``tick``); this loop
+        records those outcomes until no lease is left.
+        """
         for thread in self._threads:
             if thread.name == "sokka-recorder":  # from here on, the drain records
                 thread.join(timeout=5)
         with self._lock:
-            unstarted = list(self._ready)
+            self._holdings, released = holding.stopping(self._holdings, self._clock.now_ms())
+            for token, _ctx in self._ready:
+                self._contexts.pop(token, None)
             self._ready.clear()
-        self._release(unstarted)
-        while time.monotonic() < deadline:
+            for token in released:
+                self._decided_locked(token)
+        while True:
             self._flush(force=True)
             with self._lock:
-                busy = self._running > 0 or bool(self._outcomes)
-            if not busy:
-                break
-            with self._wake:
-                self._wake.wait(0.01)
-        self._flush(force=True)
-        with self._lock:
-            leftover = [h for h in self._held.values() if not h.lost]
-            for held in leftover:
-                held.ctx._set_cancelled("the worker is stopping")
-        self._release(leftover)
-
-    def _release(self, held_list: Sequence[_Held]) -> None:
-        if not held_list:
-            return
-        with self._lock:
-            for held in held_list:
-                held.settled = True
-                held.settled_ms = self._clock.now_ms()
-                held.pending = Finish(
-                    task_id=held.task.task_id,
-                    event=Release(pid=self.pid, attempt=held.task.attempt),
-                )
-                self._outcomes.append(held)
-        for _ in range(3):
-            self._flush(force=True)
-            with self._lock:
-                if not any(h in self._outcomes for h in held_list):
+                if not self._holdings and not self._outcomes:
                     return
-            time.sleep(0.05)
+                self._wake.wait(0.01)
+
+
+def _token_of(finish: Finish) -> Token:
+    return (finish.task_id, finish.event.attempt)

@@ -1,0 +1,630 @@
+"""The worker's side of a lease: what one worker holds, and what to do next.
+
+``supervision`` is the supervisor's core; this is the worker's. Every lease
+decision a worker makes lives here, as pure functions of an immutable
+``Holdings`` value and ``now_ms`` (the worker's own monotonic clock):
+
+* ``take``: leases just reserved, counted from when the reserve was *sent*;
+* ``started``: a handler began (its timeout runs from here);
+* ``due``: one ``ExtendLeases`` for every lease whose keepalive is due;
+* ``acknowledged``: the keepalive's answers, credited at the time the call was
+  *sent*; a refusal gives the lease up (``CancelHandler``);
+* ``finished``: a handler returned: a ``Finish`` to record, or ``Discarded``
+  when the lease was lost, timed out or released meanwhile;
+* ``record`` / ``recorded``: which decided outcomes may be sent now, and
+  what their answers mean;
+* ``tick``: time passing: the self-fence and timeouts become ``CancelHandler``;
+* ``stopping``: release what has not started, and start the grace period;
+* ``live``: may this handler go on (what ``ctx.cancelled`` reads);
+* ``next_wakeup``: the earliest time at which calling ``tick`` or ``due``
+  can change anything; the shell sleeps until then (aioquic's ``get_timer``).
+
+**The self-fence.** A lease is given up locally once ``fence_ratio`` of its
+lease has passed since the last successful keepalive was *sent*. A
+supervisor waits a whole lease from when it *sees* the version that
+keepalive wrote, which is later; so, with ``fence_ratio < 1`` and a worker
+clock that does not run slower than ``fence_ratio`` times the supervisor's,
+the worker stops before any supervisor can revoke. No outcome is ever
+returned for a lease that was given up, refused, timed out or released.
+
+A lease moves through four phases::
+
+    WAITING --started--> RUNNING --finished / timeout--> DECIDED --record--> RECORDING
+       |                    |                               ^                   |
+       +--stopping----------+--grace over (release)---------+    <--retryable---+
+
+and leaves the map when its outcome is recorded or refused, or when it is
+given up. A lease whose outcome is being recorded is not extended, and a
+keepalive refusal for it is not a loss: the outcome's own answer decides.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from pyrsistent import PMap, pmap
+from returns.result import Failure, Result, Success
+
+from sokka.core.backoff import Backoff
+from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
+from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
+from sokka.core.outcomes import Failed, Ok, Snoozed
+from sokka.core.task import Task, require_name, require_positive_ms
+from sokka.core.transitions import Fail, Release, Snooze, Terminate
+
+__all__ = [
+    "Discarded",
+    "Held",
+    "Holdings",
+    "Phase",
+    "Token",
+    "WorkerPolicy",
+    "acknowledged",
+    "due",
+    "finished",
+    "holdings",
+    "live",
+    "next_wakeup",
+    "record",
+    "recorded",
+    "started",
+    "stopping",
+    "take",
+    "tick",
+    "unsent",
+]
+
+#: A lease token as the map's key: ``(task_id, attempt)`` (``Task.lease``).
+Token = tuple[str, int]
+
+_DEFAULT_RETRY: Final = Backoff(base_ms=1_000, cap_ms=300_000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerPolicy:
+    """The worker's lease settings.
+
+    ``lease_time_ms`` applies to tasks without their own; keepalives go out
+    every ``keepalive_ratio`` of a lease, and a lease is given up once
+    ``fence_ratio`` of it has passed without a successful keepalive.
+    ``timeout_ms`` bounds a handler (a task's own ``timeout_ms`` wins);
+    ``grace_ms`` is how long running handlers may finish after ``stopping``.
+
+    >>> WorkerPolicy(lease_time_ms=1_000).fence_ms(1_000)
+    900
+    >>> WorkerPolicy(keepalive_ratio=0.95)
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: keepalive_ratio: must satisfy 0 < keepalive_ratio < \
+fence_ratio < 1 (got 0.95 and 0.9)
+    """
+
+    lease_time_ms: int = 30_000
+    keepalive_ratio: float = 0.7
+    fence_ratio: float = 0.9
+    timeout_ms: int | None = None
+    grace_ms: int = 30_000
+    retry_backoff: Backoff = _DEFAULT_RETRY
+
+    def __post_init__(self) -> None:
+        require_positive_ms("lease_time_ms", self.lease_time_ms)
+        ratios = (self.keepalive_ratio, self.fence_ratio)
+        if not all(isinstance(r, int | float) and not isinstance(r, bool) for r in ratios) or not (
+            0 < self.keepalive_ratio < self.fence_ratio < 1
+        ):
+            raise ValidationError(
+                "keepalive_ratio",
+                "must satisfy 0 < keepalive_ratio < fence_ratio < 1 "
+                f"(got {self.keepalive_ratio!r} and {self.fence_ratio!r})",
+            )
+        if self.timeout_ms is not None:
+            require_positive_ms("timeout_ms", self.timeout_ms)
+        if (
+            isinstance(self.grace_ms, bool)
+            or not isinstance(self.grace_ms, int)
+            or (self.grace_ms < 0)
+        ):
+            raise ValidationError(
+                "grace_ms",
+                f"must be a non-negative integer of milliseconds (got {self.grace_ms!r})",
+            )
+        if not isinstance(self.retry_backoff, Backoff):
+            raise ValidationError("retry_backoff", "must be a Backoff")
+
+    def keepalive_ms(self, lease_ms: int) -> int:
+        """How long after a keepalive was sent the next one is due."""
+        return max(int(lease_ms * self.keepalive_ratio), 1)
+
+    def fence_ms(self, lease_ms: int) -> int:
+        """How long after the last successful keepalive was sent the lease is given up."""
+        return max(int(lease_ms * self.fence_ratio), 1)
+
+    def retry_ms(self, lease_ms: int) -> int:
+        """How soon a keepalive that failed (or is unanswered) is tried again."""
+        return max(lease_ms // 20, 1)
+
+    @property
+    def window_ms(self) -> int:
+        """Leases due within this long of a due one are extended in the same call."""
+        return max(self.lease_time_ms // 10, 1)
+
+
+class Phase(enum.Enum):
+    """Where a held lease is between its reservation and its recorded outcome."""
+
+    WAITING = "waiting"  #: reserved; the handler has not started
+    RUNNING = "running"  #: the handler runs
+    DECIDED = "decided"  #: an outcome waits to be sent (handler, timeout or stop)
+    RECORDING = "recording"  #: the outcome was sent; its answer has not come back
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One lease this worker holds. Times are the worker's own clock."""
+
+    task: Task
+    phase: Phase
+    lease_ms: int
+    keepalive_ms: int
+    fence_ms: int
+    ok_sent_ms: int  #: when the last successful keepalive (or the reserve) was sent
+    extend_at_ms: int  #: when the next keepalive is due
+    timeout_ms: int | None
+    started_ms: int | None  #: when the handler started
+    jitter: float  #: the random draw for this attempt's retry backoff, in [0, 1)
+    finish: Finish | None  #: the outcome, once decided
+
+    @property
+    def fence_at_ms(self) -> int:
+        """The last instant at which the lease is still held (given up just after)."""
+        return self.ok_sent_ms + self.fence_ms
+
+    def _with(self, **changes: object) -> Held:
+        values = {name: getattr(self, name) for name in Held.__slots__}
+        values.update(changes)
+        return Held(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Holdings:
+    """The leases one worker holds, by lease token, and whether it is stopping.
+
+    >>> h = holdings("w1", WorkerPolicy(lease_time_ms=1_000))
+    >>> len(h), next_wakeup(h)
+    (0, None)
+    """
+
+    pid: str
+    policy: WorkerPolicy
+    leases: PMap[Token, Held]
+    drain_at_ms: int | None = None  #: when the grace period of a stop ends
+
+    def __len__(self) -> int:
+        return len(self.leases)
+
+    def __contains__(self, lease: object) -> bool:
+        return lease in self.leases
+
+    def get(self, lease: Token) -> Held | None:
+        return self.leases.get(lease)
+
+    def _with(self, leases: PMap[Token, Held], drain_at_ms: int | None = None) -> Holdings:
+        drain = self.drain_at_ms if drain_at_ms is None else drain_at_ms
+        return Holdings(self.pid, self.policy, leases, drain)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Discarded:
+    """A handler returned, and nothing may be reported for its lease.
+
+    ``gave_up``: the lease was given up by this very call (its fence had
+    passed); otherwise it had been lost, timed out or released before.
+    """
+
+    lease: Token
+    why: Why
+    reason: str
+    gave_up: bool = False
+
+
+_NO_LEASES: Final[PMap[Token, Held]] = pmap()
+
+
+def holdings(pid: str, policy: WorkerPolicy) -> Holdings:
+    """A worker's empty holdings."""
+    return Holdings(require_name("pid", pid), policy, _NO_LEASES)
+
+
+def take(
+    holdings: Holdings, tasks: Iterable[Task], sent_ms: int, jitters: Sequence[float] = ()
+) -> Holdings:
+    """Add the leases of ``tasks``, reserved by a call sent at ``sent_ms``.
+
+    Each lease counts from the reserve's *send* time, the latest instant at
+    which the store can have written it. ``jitters`` (one draw in [0, 1) per
+    task, in order; 0.5 when missing) spread the retries of failed attempts.
+
+    >>> from sokka.core.task import Status
+    >>> t = Task(task_id="t1", task_group_id="t1", topic="q", status=Status.RUNNING, attempt=1)
+    >>> h = take(holdings("w1", WorkerPolicy(lease_time_ms=1_000)), [t], sent_ms=100)
+    >>> h.get(("t1", 1)).phase, next_wakeup(h)   # keepalive due at 100 + 0.7 * 1000
+    (<Phase.WAITING: 'waiting'>, 800)
+    """
+    policy = holdings.policy
+    evolver = holdings.leases.evolver()
+    for index, task in enumerate(tasks):
+        lease_ms = task.lease_time_ms or policy.lease_time_ms
+        keepalive_ms = policy.keepalive_ms(lease_ms)
+        evolver[(task.task_id, task.attempt)] = Held(
+            task,
+            Phase.WAITING,
+            lease_ms,
+            keepalive_ms,
+            policy.fence_ms(lease_ms),
+            sent_ms,
+            sent_ms + keepalive_ms,
+            task.timeout_ms or policy.timeout_ms,
+            None,
+            jitters[index] if index < len(jitters) else 0.5,
+            None,
+        )
+    return holdings._with(evolver.persistent())
+
+
+def started(holdings: Holdings, lease: Token, now_ms: int) -> Holdings:
+    """The handler of ``lease`` started at ``now_ms`` (a waiting lease becomes running).
+
+    Anything else (a lease not held, or past waiting) is returned unchanged.
+    """
+    held = holdings.leases.get(lease)
+    if held is None or held.phase is not Phase.WAITING:
+        return holdings
+    running = held._with(phase=Phase.RUNNING, started_ms=now_ms)
+    return holdings._with(holdings.leases.set(lease, running))
+
+
+def live(holdings: Holdings, lease: Token, now_ms: int) -> bool:
+    """True while the handler of ``lease`` may go on: the lease is held, within its
+    fence and timeout, and neither decided nor past a stop's grace period.
+
+    A handler checks this (through ``ctx.cancelled``) before a side effect, so
+    it is exact at the instant asked, whether or not ``tick`` has run since.
+    """
+    held = holdings.leases.get(lease)
+    if held is None or (held.phase is not Phase.RUNNING and held.phase is not Phase.WAITING):
+        return False
+    if now_ms > held.ok_sent_ms + held.fence_ms:
+        return False
+    timeout, began = held.timeout_ms, held.started_ms
+    if timeout is not None and began is not None and now_ms > began + timeout:
+        return False
+    return holdings.drain_at_ms is None or now_ms <= holdings.drain_at_ms
+
+
+def due(holdings: Holdings, now_ms: int) -> tuple[Holdings, ExtendLeases | None]:
+    """The keepalive to send now, if one is due: one call for every due lease.
+
+    Nothing is sent until some lease is due; then every lease due within the
+    policy's window is extended too, so leases reserved together stay in one
+    call. A lease whose outcome is being recorded is not extended. Until the
+    answer comes (``acknowledged``), each extended lease is due again after a
+    short retry interval, so a lost or failed call is retried well within the
+    fence.
+
+    >>> from sokka.core.task import Status
+    >>> t = Task(task_id="t1", task_group_id="t1", topic="q", status=Status.RUNNING, attempt=1)
+    >>> h = take(holdings("w1", WorkerPolicy(lease_time_ms=1_000)), [t], sent_ms=0)
+    >>> due(h, 699)[1] is None
+    True
+    >>> h, command = due(h, 700)
+    >>> [tuple(lease) for lease in command.leases], command.sent_ms, next_wakeup(h)
+    ([('t1', 1)], 700, 750)
+    """
+    leases = holdings.leases
+    horizon = now_ms + holdings.policy.window_ms
+    candidates: list[tuple[Token, Held]] = []
+    any_due = False
+    for key, held in leases.items():
+        if held.phase is Phase.RECORDING or held.extend_at_ms > horizon:
+            continue
+        candidates.append((key, held))
+        if held.extend_at_ms <= now_ms:
+            any_due = True
+    if not any_due:
+        return holdings, None
+    candidates.sort(key=lambda item: (item[1].extend_at_ms, item[0]))
+    evolver = leases.evolver()
+    for key, held in candidates:
+        evolver[key] = held._with(extend_at_ms=now_ms + holdings.policy.retry_ms(held.lease_ms))
+    command = ExtendLeases(
+        pid=holdings.pid,
+        leases=tuple(LeaseToken(key[0], key[1]) for key, _ in candidates),
+        sent_ms=now_ms,
+    )
+    return holdings._with(evolver.persistent()), command
+
+
+def _refused(error: SokkaError) -> bool:
+    """The store says the lease is gone (as opposed to "try again")."""
+    return isinstance(error, LeaseLost | NotFound)
+
+
+def acknowledged(
+    holdings: Holdings, command: ExtendLeases, results: Sequence[Result[Task, SokkaError]]
+) -> tuple[Holdings, tuple[CancelHandler, ...]]:
+    """Fold the answers of ``command`` (one result per lease, in order) into the holdings.
+
+    * success: the lease is safe from ``command.sent_ms`` on (the send time,
+      not the answer's arrival); the next keepalive is due a keepalive
+      interval after it;
+    * refused (lease lost, not found): the lease is given up and its handler
+      cancelled, unless its outcome is being recorded (that answer decides);
+    * any other error: nothing changes; the retry that ``due`` set stands.
+
+    Answers for leases no longer held are ignored.
+    """
+    if len(results) != len(command.leases):
+        raise ValidationError("results", "must hold one result per lease of the command")
+    sent = command.sent_ms
+    leases = holdings.leases
+    changes: dict[Token, Held | None] = {}
+    cancels: list[CancelHandler] = []
+    for token, result in zip(command.leases, results, strict=True):
+        key = (token.task_id, token.attempt)
+        held = changes[key] if key in changes else leases.get(key)
+        if held is None:
+            continue
+        match result:
+            case Success(_):
+                if sent >= held.ok_sent_ms:
+                    changes[key] = held._with(
+                        ok_sent_ms=sent, extend_at_ms=sent + held.keepalive_ms
+                    )
+            case Failure(error) if _refused(error) and held.phase is not Phase.RECORDING:
+                changes[key] = None
+                cancels.append(
+                    CancelHandler(
+                        lease=key,
+                        why=Why.REFUSED,
+                        reason=f"the store refused the keepalive: {error}",
+                        discarded=held.phase is Phase.DECIDED,
+                    )
+                )
+            case _:
+                pass
+    return _changed(holdings, changes), tuple(cancels)
+
+
+def _changed(holdings: Holdings, changes: dict[Token, Held | None]) -> Holdings:
+    """``holdings`` with ``changes`` applied (``None``: the lease leaves the map)."""
+    if not changes:
+        return holdings
+    evolver = holdings.leases.evolver()
+    for key, held in changes.items():
+        if held is not None:
+            evolver[key] = held
+        elif key in holdings.leases:
+            evolver.remove(key)
+    return holdings._with(evolver.persistent())
+
+
+def _finish_for(holdings: Holdings, held: Held, outcome: object) -> Finish:
+    task, pid = held.task, holdings.pid
+    match outcome:
+        case Ok():
+            return Finish(task_id=task.task_id, event=Terminate(pid=pid, attempt=task.attempt))
+        case Snoozed(ms=ms):
+            return Finish(
+                task_id=task.task_id, event=Snooze(pid=pid, attempt=task.attempt, snooze_ms=ms)
+            )
+        case Failed(error=error, retry=retry):
+            delay = (
+                max(holdings.policy.retry_backoff.delay_ms(task.failures, held.jitter), 1)
+                if retry
+                else None
+            )
+            return Finish(
+                task_id=task.task_id,
+                event=Fail(pid=pid, attempt=task.attempt, error=error, retry_after_ms=delay),
+            )
+    return _finish_for(
+        holdings,
+        held,
+        Failed(f"the handler returned {outcome!r}, not ok(), failed(error) or snoozed(ms)"),
+    )
+
+
+def finished(
+    holdings: Holdings, lease: Token, outcome: object, now_ms: int
+) -> tuple[Holdings, Finish | Discarded]:
+    """The handler of ``lease`` returned ``outcome`` at ``now_ms``.
+
+    The outcome becomes a ``Finish`` to record (the lease is then decided),
+    unless the lease was given up, timed out or released meanwhile, or its
+    fence has passed by now (then it is given up here): a ``Discarded``. A
+    return value that is not an ``Outcome`` is a failure that says so.
+    """
+    held = holdings.leases.get(lease)
+    if held is None:
+        reason = "the lease had been given up before the handler returned"
+        return holdings, Discarded(lease=lease, why=Why.GONE, reason=reason)
+    if held.phase is not Phase.RUNNING and held.phase is not Phase.WAITING:
+        why = Why.STOPPING if isinstance(_event(held), Release) else Why.TIMED_OUT
+        return holdings, Discarded(lease=lease, why=why, reason=f"the attempt was {why.value}")
+    if now_ms > held.fence_at_ms:
+        reason = (
+            f"no keepalive succeeded for {now_ms - held.ok_sent_ms} ms "
+            f"(the fence is {held.fence_ms} ms): lease given up"
+        )
+        return holdings._with(holdings.leases.remove(lease)), Discarded(
+            lease=lease, why=Why.FENCED, reason=reason, gave_up=True
+        )
+    finish = _finish_for(holdings, held, outcome)
+    decided = held._with(phase=Phase.DECIDED, finish=finish)
+    return holdings._with(holdings.leases.set(lease, decided)), finish
+
+
+def _event(held: Held) -> object:
+    return None if held.finish is None else held.finish.event
+
+
+def record(
+    holdings: Holdings, leases: Iterable[Token], now_ms: int
+) -> tuple[Holdings, tuple[Finish, ...]]:
+    """The outcomes of ``leases`` that may be sent now; they are then being recorded.
+
+    Only decided leases still within their fence qualify: an outcome whose
+    lease has lapsed is never sent (``tick`` gives that lease up). The shell
+    chooses which and when (batching); the core says whether.
+    """
+    current = holdings.leases
+    changes: dict[Token, Held | None] = {}
+    finishes: list[Finish] = []
+    for lease in leases:
+        held = current.get(lease)
+        if held is None or held.phase is not Phase.DECIDED or held.finish is None:
+            continue
+        if lease in changes or now_ms > held.fence_at_ms:
+            continue
+        changes[lease] = held._with(phase=Phase.RECORDING)
+        finishes.append(held.finish)
+    return _changed(holdings, changes), tuple(finishes)
+
+
+def recorded(
+    holdings: Holdings,
+    finishes: Sequence[Finish],
+    results: Sequence[Result[Task, SokkaError]],
+) -> tuple[Holdings, tuple[Token, ...]]:
+    """Fold the store's answers to ``finishes`` (one each, in order).
+
+    A retryable error puts the outcome back to decided, to be sent again
+    (returned, so the shell can queue it); any other answer ends the lease:
+    recorded, or refused (the lease was lost: nothing more to do).
+    """
+    if len(results) != len(finishes):
+        raise ValidationError("results", "must hold one result per finish")
+    current = holdings.leases
+    changes: dict[Token, Held | None] = {}
+    again: list[Token] = []
+    for finish, result in zip(finishes, results, strict=True):
+        key = (finish.task_id, finish.event.attempt)
+        held = current.get(key)
+        if held is None or held.phase is not Phase.RECORDING or key in changes:
+            continue
+        if isinstance(result, Failure) and isinstance(result.failure(), RetryableError):
+            changes[key] = held._with(phase=Phase.DECIDED)
+            again.append(key)
+        else:
+            changes[key] = None
+    return _changed(holdings, changes), tuple(again)
+
+
+def unsent(holdings: Holdings, finishes: Sequence[Finish]) -> Holdings:
+    """The call carrying ``finishes`` failed as a whole: they are decided again."""
+    return recorded(holdings, finishes, [_UNSENT] * len(finishes))[0]
+
+
+_UNSENT: Final[Result[Task, SokkaError]] = Failure(RetryableError("the call did not complete"))
+
+
+def tick(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[CancelHandler, ...]]:
+    """Time has passed: the self-fence, timeouts and the end of a stop's grace period.
+
+    * a lease past its fence (``now_ms > last successful keepalive sent +
+      fence``) is given up, whatever its phase but recording;
+    * a running handler past its timeout is cancelled and its attempt fails;
+    * once a stop's grace period is over, running handlers are cancelled and
+      their leases released.
+    """
+    drain = holdings.drain_at_ms
+    draining = drain is not None and now_ms > drain
+    evolver = holdings.leases.evolver()
+    cancels: list[CancelHandler] = []
+    for key, held in holdings.leases.items():
+        phase = held.phase
+        if phase is Phase.RECORDING:
+            continue
+        if now_ms > held.ok_sent_ms + held.fence_ms:
+            evolver.remove(key)
+            cancels.append(
+                CancelHandler(
+                    lease=key,
+                    why=Why.FENCED,
+                    reason=(
+                        f"no keepalive succeeded for {now_ms - held.ok_sent_ms} ms "
+                        f"(the fence is {held.fence_ms} ms): lease given up"
+                    ),
+                    discarded=phase is Phase.DECIDED,
+                )
+            )
+        elif phase is not Phase.RUNNING:
+            continue
+        elif (
+            held.timeout_ms is not None
+            and held.started_ms is not None
+            and now_ms > held.started_ms + held.timeout_ms
+        ):
+            reason = f"timed out after {held.timeout_ms} ms"
+            finish = _finish_for(holdings, held, Failed(reason))
+            evolver[key] = held._with(phase=Phase.DECIDED, finish=finish)
+            cancels.append(CancelHandler(lease=key, why=Why.TIMED_OUT, reason=reason, decided=True))
+        elif draining:
+            evolver[key] = held._with(phase=Phase.DECIDED, finish=_release(holdings, held))
+            cancels.append(
+                CancelHandler(
+                    lease=key, why=Why.STOPPING, reason="the worker is stopping", decided=True
+                )
+            )
+    if not cancels:
+        return holdings, ()
+    return holdings._with(evolver.persistent()), tuple(cancels)
+
+
+def _release(holdings: Holdings, held: Held) -> Finish:
+    task = held.task
+    return Finish(task_id=task.task_id, event=Release(pid=holdings.pid, attempt=task.attempt))
+
+
+def stopping(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[Token, ...]]:
+    """The worker stops: leases whose handler has not started are released now
+    (returned: their ``Release`` waits to be recorded), and running handlers
+    get the policy's grace period, after which ``tick`` releases them too.
+    Calling it again does not move the end of the grace period."""
+    evolver = holdings.leases.evolver()
+    released: list[Token] = []
+    for key, held in holdings.leases.items():
+        if held.phase is Phase.WAITING:
+            evolver[key] = held._with(phase=Phase.DECIDED, finish=_release(holdings, held))
+            released.append(key)
+    drain = holdings.drain_at_ms
+    if drain is None:
+        drain = now_ms + holdings.policy.grace_ms
+    return holdings._with(evolver.persistent(), drain), tuple(released)
+
+
+def next_wakeup(holdings: Holdings) -> int | None:
+    """The earliest time at which ``due`` or ``tick`` can have something to do.
+
+    A keepalive coming due, a fence or a timeout passing (one ms after its
+    deadline, as the rules compare with ``>``), or a stop's grace period
+    ending while a handler runs. ``None`` when nothing is held.
+    """
+    earliest: int | None = None
+    drain = holdings.drain_at_ms
+    for held in holdings.leases.values():
+        phase = held.phase
+        if phase is Phase.RECORDING:
+            continue
+        when = min(held.extend_at_ms, held.ok_sent_ms + held.fence_ms + 1)
+        if phase is Phase.RUNNING:
+            if held.timeout_ms is not None and held.started_ms is not None:
+                when = min(when, held.started_ms + held.timeout_ms + 1)
+            if drain is not None:
+                when = min(when, drain + 1)
+        if earliest is None or when < earliest:
+            earliest = when
+    return earliest
