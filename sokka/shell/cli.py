@@ -668,7 +668,12 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 @cli.command()
-@click.argument("scenario", type=click.Choice(["skew", "drift", "pauses", "crashes", "mixed"]))
+@click.argument(
+    "scenario",
+    type=click.Choice(
+        ["skew", "drift", "pauses", "crashes", "mixed", "store-step", "store-step-back"]
+    ),
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="The random seed.")
 @click.option("--workers", type=click.IntRange(1, 1_000), default=None, help="Worker processes.")
 @click.option("--tasks", type=click.IntRange(1, 100_000), default=None, help="Tasks to run.")

@@ -14,13 +14,16 @@ The model (all times are ``int`` milliseconds of virtual time ``t``):
 * **Clocks**: each process has a wall clock ``offset + t + drift * t``. A
   supervisor's monotonic clock is its wall clock (the offset cancels out of
   every difference it takes; drift does not).
-* **Workers** poll with the core's jittered ``Backoff``, reserve one task,
-  run it for a sampled duration (uniform in ``[duration_min, duration_max]``
-  leases), send a keepalive every ``keepalive`` leases *of their own clock*,
-  and terminate it. A refused keepalive or terminate makes the worker drop
-  the task (the handler's time is wasted work). A worker fences itself as
-  ``sokka.shell.worker`` does: when no keepalive sent within ``fence`` leases
-  (own clock) has been acknowledged, it cancels the handler.
+* **Workers** poll with the core's jittered ``Backoff``, reserve one task
+  and run it for a sampled duration (uniform in ``[duration_min,
+  duration_max]`` leases). Every lease decision is the real worker core's,
+  ``sokka.core.holding``, the very functions ``sokka.shell.worker`` calls:
+  ``take`` on the reserve's answer, ``due`` for keepalives, ``acknowledged``
+  for their answers, ``tick`` for the self-fence, ``finished``/``record``/
+  ``recorded`` for the outcome, and ``live`` when a paused worker resumes.
+  The simulated worker wakes at the core's ``next_wakeup`` read on *its own
+  clock*. A refused keepalive or outcome, or the fence, makes the worker drop
+  the task (the handler's time is wasted work).
 * **Pauses** (stop-the-world stalls) arrive as a Poisson process per worker
   (mean gap ``pause_every_ms``); a pause lasts uniform
   ``[pause_min, pause_max]`` leases. During a pause the worker does nothing
@@ -43,7 +46,10 @@ Strategies (the workers are identical; only the revoke rule differs):
   own wall clock passes ``expires_at`` (``revoke_lease`` with the
   ``record_ver`` it read: compare-and-set still applies).
 * ``store-clock``: the deadline is ``store time + lease`` at each write, and a
-  listing marks the tasks whose deadline the store time has passed.
+  listing marks the tasks whose deadline the store time has passed. The
+  store's clock is ``t`` until ``store_step_at_ms``, then ``t +
+  store_step_ms``: an NTP step on the database host, or a failover to a
+  replica whose clock differs. ``observed`` and ``deadline`` never read it.
 
 Limits: no network partitions or lost messages, no supervisor pauses or
 crashes, no snoozes or handler failures, no task arrivals after the start,
@@ -65,9 +71,12 @@ from returns.result import Success
 
 from sokka.adapters.memory import MemoryStore
 from sokka.adapters.store import execute
+from sokka.core import holding
 from sokka.core.backoff import Backoff, Jitter
-from sokka.core.commands import LeaseToken, RevokeLease, RevokeOutcome
-from sokka.core.errors import SokkaError, ValidationError
+from sokka.core.commands import ExtendLeases, Finish, LeaseToken, RevokeLease, RevokeOutcome
+from sokka.core.errors import ValidationError
+from sokka.core.holding import Discarded, Holdings, WorkerPolicy
+from sokka.core.outcomes import Ok
 from sokka.core.supervision import EMPTY, LeasePolicy, Monitored, mark, next_expiry, settle, sweep
 from sokka.core.task import Status, Task, TaskSpec
 
@@ -112,19 +121,21 @@ class Scenario:
     pause_every_ms: int = 0
     pause_min: float = 0.1
     pause_max: float = 2.0
+    store_step_ms: int = 0
+    store_step_at_ms: int = 0
     horizon_ms: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("workers", "tasks", "lease_ms", "supervisors", "interval_ms", "poll_ms"):
             if getattr(self, name) < 1:
                 raise ValidationError(name, "must be at least 1")
-        for name in ("latency_ms", "skew_ms", "restart_ms", "pause_every_ms"):
+        for name in ("latency_ms", "skew_ms", "restart_ms", "pause_every_ms", "store_step_at_ms"):
             if getattr(self, name) < 0:
                 raise ValidationError(name, "must not be negative")
         if not 0 < self.keepalive < 1:
             raise ValidationError("keepalive", "must be a fraction of the lease in (0, 1)")
-        if not 0 < self.fence <= 1:
-            raise ValidationError("fence", "must be a fraction of the lease in (0, 1]")
+        if not self.keepalive < self.fence < 1:
+            raise ValidationError("fence", "must be a fraction of the lease in (keepalive, 1)")
         if not 0 <= self.drift < 0.5:
             raise ValidationError("drift", "must be in [0, 0.5)")
         if not 0 <= self.crash_prob <= 1:
@@ -152,6 +163,12 @@ SCENARIOS: Final[dict[str, Scenario]] = {
     "crashes": Scenario(crash_prob=0.1),
     "mixed": Scenario(
         skew_ms=HOUR_MS, drift=0.02, pause_every_ms=120_000, crash_prob=0.05, latency_ms=20
+    ),
+    # The database host's clock steps 30 s forward mid-run (an NTP correction).
+    "store-step": Scenario(store_step_ms=30_000, store_step_at_ms=100_000),
+    # A failover to a replica whose clock is 2 minutes behind, while workers crash.
+    "store-step-back": Scenario(
+        store_step_ms=-120_000, store_step_at_ms=150_000, crash_prob=0.2
     ),
 }
 
@@ -212,6 +229,7 @@ class _Worker:
     pid: str
     clock: _Clock
     rng: random.Random
+    holdings: Holdings  #: the worker core's value: every lease decision reads it
     alive: bool = True
     paused_until: int = -1
     last_pause_end: int = -(10**12)
@@ -221,9 +239,9 @@ class _Worker:
     done_ms: int = 0  # handler work done before the current running stretch
     resumed_at: int = 0
     running: bool = False  # handler running (not finished, not dropped)
-    finishing: bool = False  # terminate sent, reply not yet received
-    token: int = 0  # invalidates handler/keepalive events of a dropped task
-    acked_local: int = 0  # own-clock send time of the latest acknowledged keepalive
+    finishing: bool = False  # outcome sent, reply not yet received
+    token: int = 0  # invalidates handler events of a dropped task
+    wake_at: int | None = None  # virtual time of the core wake-up armed
 
 
 @dataclass(slots=True)
@@ -242,9 +260,14 @@ class _Run:
         self.now = 0
         self.heap: list[tuple[int, int, Callable[[], None]]] = []
         self.seq = itertools.count()
-        self.store = MemoryStore(clock=lambda: self.now, new_id=self._no_id)
+        self.store = MemoryStore(clock=self._store_now, new_id=self._no_id)
         self.policy = LeasePolicy(
             lease_time_ms=scenario.lease_ms, default_snooze_ms=scenario.lease_ms
+        )
+        self.worker_policy = WorkerPolicy(
+            lease_time_ms=scenario.lease_ms,
+            keepalive_ratio=scenario.keepalive,
+            fence_ratio=scenario.fence,
         )
         self.backoff = Backoff(
             base_ms=scenario.poll_ms,
@@ -266,18 +289,25 @@ class _Run:
         self.writes = 0
         actors = random.Random(f"{seed}:actors")
         self.workers = [
-            _Worker(
-                slot=i,
-                pid=f"w{i}.0",
-                clock=self._clock(actors),
-                rng=random.Random(f"{seed}:worker:{i}"),
-            )
+            self._new_worker(i, f"w{i}.0", self._clock(actors), random.Random(f"{seed}:worker:{i}"))
             for i in range(scenario.workers)
         ]
         self.supervisors = [
             _Supervisor(name=f"s{i}", clock=self._clock(actors))
             for i in range(scenario.supervisors)
         ]
+
+    def _new_worker(self, slot: int, pid: str, clock: _Clock, rng: random.Random) -> _Worker:
+        return _Worker(
+            slot=slot, pid=pid, clock=clock, rng=rng,
+            holdings=holding.holdings(pid, self.worker_policy),
+        )  # fmt: skip
+
+    def _store_now(self) -> int:
+        """The store's own clock: virtual time, stepped once if the scenario says so."""
+        if self.s.store_step_ms and self.now >= self.s.store_step_at_ms:
+            return self.now + self.s.store_step_ms
+        return self.now
 
     @staticmethod
     def _no_id() -> str:  # pragma: no cover - every task is created with an id
@@ -335,6 +365,8 @@ class _Run:
     def _poll(self, w: _Worker, pid: str) -> None:
         if not self._live(w, pid, lambda: self._poll(w, pid)):
             return
+        if w.task is not None:
+            return  # it holds a task already (a stale poll)
         sent_local = w.clock.at(self.now)
 
         def effect() -> None:
@@ -345,12 +377,12 @@ class _Run:
                 self.holders[key] = w
                 self._set_deadline(key, sent_local)
             got = reserved[0] if reserved else None
-            self.reply(lambda: self._reserved(w, pid, got))
+            self.reply(lambda: self._reserved(w, pid, got, sent_local))
 
         self.call(effect)
 
-    def _reserved(self, w: _Worker, pid: str, task: Task | None) -> None:
-        if not self._live(w, pid, lambda: self._reserved(w, pid, task)):
+    def _reserved(self, w: _Worker, pid: str, task: Task | None, sent_local: int) -> None:
+        if not self._live(w, pid, lambda: self._reserved(w, pid, task, sent_local)):
             return
         if task is None:
             delay = max(1, self.backoff.delay_ms(w.empty_polls, w.rng.random()))
@@ -358,18 +390,21 @@ class _Run:
             self.at(self.now + delay, lambda: self._poll(w, pid))
             return
         w.empty_polls = 0
+        lease = (task.task_id, task.attempt)
+        # The lease counts from the reserve's send time, on the worker's clock.
+        w.holdings = holding.take(w.holdings, [task], sent_local)
+        w.holdings = holding.started(w.holdings, lease, w.clock.at(self.now))
         w.task = LeaseToken(task.task_id, task.attempt)
         w.token += 1
         span = w.rng.uniform(self.s.duration_min, self.s.duration_max) * self.s.lease_ms
         w.duration = max(1, int(span))
         w.done_ms = 0
-        w.acked_local = w.clock.at(self.now - 2 * self.s.latency_ms)  # the reserve's send time
         w.finishing = False
         self._resume_handler(w)
         if w.rng.random() < self.s.crash_prob:
             crash_at = self.now + w.rng.randrange(w.duration)
             self.at(crash_at, lambda: self._crash(w, pid))
-        self._schedule_keepalive(w, pid)
+        self._arm(w)
 
     def _resume_handler(self, w: _Worker) -> None:
         assert w.task is not None
@@ -408,6 +443,60 @@ class _Run:
         w.finishing = False
         self.at(self.now, lambda: self._poll(w, w.pid))
 
+    def _lost(self, w: _Worker, leases: Sequence[tuple[str, int]]) -> None:
+        """The core gave these leases up (fence, refusal): drop the task if it is one."""
+        if w.task is not None and (w.task.task_id, w.task.attempt) in leases:
+            self._drop(w, wasted=True)
+
+    # -- the worker core's timer: wake at next_wakeup, on the worker's own clock --
+
+    def _arm(self, w: _Worker) -> None:
+        wakeup = holding.next_wakeup(w.holdings)
+        if wakeup is None:
+            return
+        t = max(self.now, w.clock.when(wakeup))
+        if w.wake_at is not None and self.now <= w.wake_at <= t:
+            return  # a wake-up no later than this one is armed already
+        w.wake_at = t
+        pid = w.pid
+        self.at(t, lambda: self._wake(w, pid, t))
+
+    def _wake(self, w: _Worker, pid: str, t: int) -> None:
+        if w.wake_at != t or not w.alive or w.pid != pid:
+            return  # superseded by an earlier wake-up, or the process is gone
+        if self.now < w.paused_until:
+            w.wake_at = w.paused_until
+            self.at(w.paused_until, lambda: self._wake(w, pid, w.paused_until))
+            return
+        w.wake_at = None
+        local = w.clock.at(self.now)
+        w.holdings, cancels = holding.tick(w.holdings, local)
+        self._lost(w, [c.lease for c in cancels if c.why.loses_lease])
+        w.holdings, command = holding.due(w.holdings, local)
+        if command is not None:
+            self._send_keepalive(w, pid, command)
+        self._arm(w)
+
+    def _send_keepalive(self, w: _Worker, pid: str, command: ExtendLeases) -> None:
+        def effect() -> None:
+            self.writes += 1
+            results = self.store.extend_leases(pid, list(command.leases))
+            for token, result in zip(command.leases, results, strict=True):
+                if isinstance(result, Success):
+                    self._set_deadline((token.task_id, token.attempt), command.sent_ms)
+            self.reply(lambda: self._kept(w, pid, command, results))
+
+        self.call(effect)
+
+    def _kept(self, w: _Worker, pid: str, command: ExtendLeases, results: Sequence[Any]) -> None:
+        if not self._live(w, pid, lambda: self._kept(w, pid, command, results)):
+            return
+        w.holdings, cancels = holding.acknowledged(w.holdings, command, results)
+        self._lost(w, [c.lease for c in cancels])
+        self._arm(w)
+
+    # -- the outcome -------------------------------------------------------------
+
     def _handler_done(self, w: _Worker, pid: str, token: int) -> None:
         if w.token != token or not self._live(w, pid, lambda: self._handler_done(w, pid, token)):
             return
@@ -417,66 +506,39 @@ class _Run:
             return
         assert w.task is not None
         self._stop_handler(w)
-        w.finishing = True
-        lease = w.task
-
-        def effect() -> None:
-            self.writes += 1
-            ok = _terminate(self.store, lease, pid)
-            if ok:
-                self.terminated += 1
-            self.reply(lambda: self._finished(w, pid, token, ok))
-
-        self.call(effect)
-
-    def _finished(self, w: _Worker, pid: str, token: int, ok: bool) -> None:
-        if w.token != token or not self._live(w, pid, lambda: self._finished(w, pid, token, ok)):
-            return
-        self._drop(w, wasted=not ok)
-
-    def _schedule_keepalive(self, w: _Worker, pid: str) -> None:
-        token = w.token
-        local_due = w.clock.at(self.now) + int(self.s.keepalive * self.s.lease_ms)
-        self.at(w.clock.when(local_due), lambda: self._keepalive(w, pid, token))
-
-    def _fenced(self, w: _Worker) -> bool:
-        return w.clock.at(self.now) - w.acked_local > self.s.fence * self.s.lease_ms
-
-    def _keepalive(self, w: _Worker, pid: str, token: int) -> None:
-        if w.token != token or not self._live(w, pid, lambda: self._keepalive(w, pid, token)):
-            return
-        if w.task is None or w.finishing:
-            return
-        if self._fenced(w):
+        lease = (w.task.task_id, w.task.attempt)
+        local = w.clock.at(self.now)
+        w.holdings, verdict = holding.finished(w.holdings, lease, Ok(), local)
+        if isinstance(verdict, Discarded):
             self._drop(w, wasted=True)
             return
-        self._send_keepalive(w, pid, token)
-        self._schedule_keepalive(w, pid)
-
-    def _send_keepalive(self, w: _Worker, pid: str, token: int) -> None:
-        assert w.task is not None
-        lease = w.task
-        sent_local = w.clock.at(self.now)
+        w.holdings, finishes = holding.record(w.holdings, [lease], local)
+        w.finishing = True
 
         def effect() -> None:
             self.writes += 1
-            (result,) = self.store.extend_leases(pid, [lease])
-            ok = isinstance(result, Success)
-            if ok:
-                self._set_deadline((lease.task_id, lease.attempt), sent_local)
-            self.reply(lambda: self._kept(w, pid, token, ok, sent_local))
+            results = self.store.finish_many(list(finishes))
+            self.terminated += sum(isinstance(r, Success) for r in results)
+            self.reply(lambda: self._finished(w, pid, token, finishes, results))
 
         self.call(effect)
 
-    def _kept(self, w: _Worker, pid: str, token: int, ok: bool, sent_local: int) -> None:
+    def _finished(
+        self,
+        w: _Worker,
+        pid: str,
+        token: int,
+        finishes: tuple[Finish, ...],
+        results: Sequence[Any],
+    ) -> None:
         if w.token != token or not self._live(
-            w, pid, lambda: self._kept(w, pid, token, ok, sent_local)
+            w, pid, lambda: self._finished(w, pid, token, finishes, results)
         ):
             return
-        if ok:
-            w.acked_local = max(w.acked_local, sent_local)
-        elif not w.finishing:
-            self._drop(w, wasted=True)
+        w.holdings, _ = holding.recorded(w.holdings, finishes, results)
+        self._drop(w, wasted=not all(isinstance(r, Success) for r in results))
+
+    # -- pauses and crashes ----------------------------------------------------------
 
     def _schedule_pause(self, w: _Worker, pid: str) -> None:
         if not self.s.pause_every_ms:
@@ -500,7 +562,10 @@ class _Run:
         self._schedule_pause(w, pid)
         if w.token != token or w.task is None or w.finishing:
             return
-        if self._fenced(w):
+        lease = (w.task.task_id, w.task.attempt)
+        if not holding.live(w.holdings, lease, w.clock.at(self.now)):
+            # past its fence: the core gives it up before the handler goes on
+            w.holdings, _ = holding.tick(w.holdings, w.clock.at(self.now))
             self._drop(w, wasted=True)
             return
         self._resume_handler(w)
@@ -522,7 +587,7 @@ class _Run:
         generation = int(pid.rsplit(".", 1)[1]) + 1
 
         def restart() -> None:
-            fresh = _Worker(slot=w.slot, pid=f"w{w.slot}.{generation}", clock=w.clock, rng=w.rng)
+            fresh = self._new_worker(w.slot, f"w{w.slot}.{generation}", w.clock, w.rng)
             self.workers[w.slot] = fresh
             self._start_process(fresh)
 
@@ -534,7 +599,7 @@ class _Run:
         if self.strategy == "deadline":
             self.expires[key] = sent_local + self.s.lease_ms
         elif self.strategy == "store-clock":
-            self.expires[key] = self.now + self.s.lease_ms
+            self.expires[key] = self._store_now() + self.s.lease_ms
 
     # -- supervisors -----------------------------------------------------------
 
@@ -563,7 +628,8 @@ class _Run:
                 for task in tasks
                 if self.strategy == "store-clock"
                 and task.status is Status.RUNNING
-                and self.now > self.expires.get((task.task_id, task.attempt), self.now)
+                and self._store_now()
+                > self.expires.get((task.task_id, task.attempt), self._store_now())
             )
             self.reply(lambda: self._listed(sup, tuple(tasks), expired))
 
@@ -655,14 +721,6 @@ class _Run:
             store_writes=self.writes,
             end_ms=self.now,
         )
-
-
-def _terminate(store: MemoryStore, lease: LeaseToken, pid: str) -> bool:
-    try:
-        store.terminate(lease.task_id, pid, lease.attempt)
-    except SokkaError:
-        return False  # fenced: the lease was revoked (and perhaps reserved again)
-    return True
 
 
 def simulate(scenario: Scenario, strategy: Strategy = "observed", seed: int = 0) -> Report:
@@ -771,6 +829,14 @@ SWEEPS: Final[dict[str, Sweep]] = {
         "skew_ms", (0, 1_000, 10_000, 60_000, 600_000, HOUR_MS), 60_000,
         "largest clock offset between processes (minutes)", "false_revocations",
         "false revocations",
+    ),
+    "store-step": Sweep(
+        "store_step_ms", (0, 1_000, 5_000, 10_000, 30_000, 60_000), 1_000,
+        "forward step of the store's clock (s)", "false_revocations", "false revocations",
+    ),
+    "store-step-back": Sweep(
+        "store_step_ms", (0, -10_000, -30_000, -60_000, -120_000, -300_000), -1_000,
+        "backward step of the store's clock (s)", "rescue_max", "slowest rescue (leases)",
     ),
 }  # fmt: skip
 

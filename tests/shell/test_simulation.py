@@ -16,6 +16,7 @@ from sokka.shell.simulation import (
     Scenario,
     compare,
     format_table,
+    scenario_named,
     simulate,
 )
 
@@ -152,3 +153,30 @@ def test_plot_writes_a_png(tmp_path) -> None:
     data = target.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 10_000
+
+
+def test_a_store_clock_step_harms_store_clock_leases_not_observed_ones() -> None:
+    """A step of the database host's clock: forward, store-clock revokes live
+    leases; back, it leaves a dead worker's lease for as long as the step.
+    Observed time never reads the store's clock."""
+    forward = {r.strategy: r for r in compare(scenario_named("store-step"), seed=0)}
+    assert (forward["observed"].false_revocations, forward["observed"].duplicates) == (0, 0)
+    assert forward["store-clock"].false_revocations > 0
+    assert forward["store-clock"].duplicates > 0
+    back = {r.strategy: r for r in compare(scenario_named("store-step-back"), seed=0)}
+    lease_plus_interval = 1 + SCENARIOS["store-step-back"].interval_ms / 10_000
+    assert back["observed"].rescue_max is not None
+    assert back["observed"].rescue_max <= lease_plus_interval
+    assert back["store-clock"].rescue_max is not None
+    assert back["store-clock"].rescue_max > 10  # two minutes late: 12 leases of 10 s
+    assert back["observed"].lost == back["store-clock"].lost == 0
+
+
+def test_the_simulated_worker_is_the_worker_core() -> None:
+    """The fence ratio is read by the core the simulated workers call: giving
+    leases up sooner after a pause wastes more work and never duplicates."""
+    paused = scenario_named("pauses", tasks=60)
+    late = simulate(replace(paused, fence=0.99), "observed", seed=3)
+    early = simulate(replace(paused, fence=0.75), "observed", seed=3)
+    assert (late.duplicates, early.duplicates) == (0, 0)
+    assert early.wasted_ms != late.wasted_ms
