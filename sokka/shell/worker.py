@@ -178,6 +178,18 @@ class WorkerStats:
     released: int = 0  #: leases handed back unfinished at shutdown
     store_errors: int = 0  #: retryable store errors the worker rode out
 
+    def count_recorded(self, finish: Finish) -> None:
+        """Count an outcome the store recorded, by its kind."""
+        match finish.event:
+            case Terminate():
+                self.succeeded += 1
+            case Fail():
+                self.failed += 1
+            case Snooze():
+                self.snoozed += 1
+            case Release():
+                self.released += 1
+
 
 class Worker:
     """Runs ``handler`` on the tasks of ``topic``. See the module docstring."""
@@ -458,7 +470,7 @@ class Worker:
             for finish, result in zip(finishes, results, strict=True):
                 match result:
                     case Success(_):
-                        self._count(finish)
+                        self._stats.count_recorded(finish)
                     case Failure(LeaseLost() | NotFound() as refusal):
                         self._stats.lost += 1
                         self._stats.fenced += 1
@@ -472,17 +484,6 @@ class Worker:
                         log.error(
                             "worker %s: could not record %s: %s", self.pid, finish.task_id, other
                         )
-
-    def _count(self, finish: Finish) -> None:
-        match finish.event:
-            case Terminate():
-                self._stats.succeeded += 1
-            case Fail():
-                self._stats.failed += 1
-            case Snooze():
-                self._stats.snoozed += 1
-            case Release():
-                self._stats.released += 1
 
     def _note_store_error(self, what: str, error: SokkaError) -> None:
         with self._lock:
