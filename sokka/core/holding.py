@@ -29,12 +29,12 @@ returned for a lease that was given up, refused, timed out or released.
 
 A lease moves through four phases::
 
-    WAITING --started--> RUNNING --finished / timeout--> DECIDED --record--> RECORDING
+    WAITING --started--> RUNNING --finished / timeout--> DECIDED --record--> (sent)
        |                    |                               ^                   |
        +--stopping----------+--grace over (release)---------+    <--retryable---+
 
-and leaves the map when its outcome is recorded or refused, or when it is
-given up. A lease whose outcome is being recorded is not extended, and a
+and leaves the map when its outcome is sent (``record``), or when it is given
+up. A lease whose outcome is being recorded is thus not extended, and a
 keepalive refusal for it is not a loss: the outcome's own answer decides.
 """
 
@@ -60,6 +60,7 @@ __all__ = [
     "Held",
     "Holdings",
     "Phase",
+    "Recording",
     "Token",
     "WorkerPolicy",
     "acknowledged",
@@ -158,7 +159,6 @@ class Phase(enum.Enum):
     WAITING = "waiting"  #: reserved; the handler has not started
     RUNNING = "running"  #: the handler runs
     DECIDED = "decided"  #: an outcome waits to be sent (handler, timeout or stop)
-    RECORDING = "recording"  #: the outcome was sent; its answer has not come back
 
 
 class Held(NamedTuple):
@@ -298,16 +298,16 @@ def take(
     return holdings._with(evolver.persistent())
 
 
-def started(holdings: Holdings, lease: Token, now_ms: int) -> Holdings:
-    """The handler of ``lease`` started at ``now_ms`` (a waiting lease becomes running).
-
-    Anything else (a lease not held, or past waiting) is returned unchanged.
+def started(holdings: Holdings, lease: Token, now_ms: int) -> tuple[Holdings, bool]:
+    """The handler of ``lease`` starts at ``now_ms``: True if it may (the waiting
+    lease is now running); False, and nothing changes, if the lease is no
+    longer held, no longer waiting, or past its fence.
     """
     held = holdings.leases.get(lease)
-    if held is None or held.phase is not Phase.WAITING:
-        return holdings
+    if held is None or held.phase is not Phase.WAITING or now_ms > held.fence_at_ms:
+        return holdings, False
     running = held._with(phase=Phase.RUNNING, started_ms=now_ms)
-    return holdings._with(holdings.leases.set(lease, running))
+    return holdings._with(holdings.leases.set(lease, running)), True
 
 
 def live(holdings: Holdings, lease: Token, now_ms: int) -> bool:
@@ -352,7 +352,7 @@ def due(holdings: Holdings, now_ms: int) -> tuple[Holdings, ExtendLeases | None]
     candidates: list[tuple[Token, Held]] = []
     any_due = False
     for key, held in leases.items():
-        if held.phase is Phase.RECORDING or held.extend_at_ms > horizon:
+        if held.extend_at_ms > horizon:
             continue
         candidates.append((key, held))
         if held.extend_at_ms <= now_ms:
@@ -407,7 +407,7 @@ def acknowledged(
                     changes[key] = held._with(
                         ok_sent_ms=sent, extend_at_ms=sent + held.keepalive_ms
                     )
-            case Failure(error) if _refused(error) and held.phase is not Phase.RECORDING:
+            case Failure(error) if _refused(error):
                 changes[key] = None
                 cancels.append(
                     CancelHandler(
@@ -495,71 +495,95 @@ def _event(held: Held) -> object:
     return None if held.finish is None else held.finish.event
 
 
-def record(
-    holdings: Holdings, leases: Iterable[Token], now_ms: int
-) -> tuple[Holdings, tuple[Finish, ...]]:
-    """The outcomes of ``leases`` that may be sent now; they are then being recorded.
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """Outcomes on their way to the store: send ``finishes`` (``finish_many``),
+    then fold the answers in with ``recorded`` (or ``unsent`` if the call failed).
+
+    Their leases have left the holdings: a lease whose outcome is being
+    recorded is neither extended nor fenced, and a keepalive refusal for it
+    is not a loss (the outcome's own answer decides). ``held`` keeps what is
+    needed to put one back if its answer says "try again".
+    """
+
+    finishes: tuple[Finish, ...]
+    held: tuple[Held, ...]
+
+    def __len__(self) -> int:
+        return len(self.finishes)
+
+
+_NOTHING_TO_RECORD: Final = Recording((), ())
+
+
+def record(holdings: Holdings, leases: Iterable[Token], now_ms: int) -> tuple[Holdings, Recording]:
+    """The outcomes of ``leases`` that may be sent now; their leases leave the map.
 
     Only decided leases still within their fence qualify: an outcome whose
     lease has lapsed is never sent (``tick`` gives that lease up). The shell
     chooses which and when (batching); the core says whether.
     """
     current = holdings.leases
-    changes: dict[Token, Held | None] = {}
+    evolver = current.evolver()
     finishes: list[Finish] = []
+    sent: list[Held] = []
+    taken: set[Token] = set()
     for lease in leases:
         held = current.get(lease)
         if held is None or held.phase is not Phase.DECIDED or held.finish is None:
             continue
-        if lease in changes or now_ms > held.fence_at_ms:
+        if now_ms > held.fence_at_ms or lease in taken:
             continue
-        changes[lease] = held._with(phase=Phase.RECORDING)
+        taken.add(lease)
+        evolver.remove(lease)
         finishes.append(held.finish)
-    return _changed(holdings, changes), tuple(finishes)
+        sent.append(held)
+    if not finishes:
+        return holdings, _NOTHING_TO_RECORD
+    return holdings._with(evolver.persistent()), Recording(tuple(finishes), tuple(sent))
 
 
 def recorded(
-    holdings: Holdings,
-    finishes: Sequence[Finish],
-    results: Sequence[Result[Task, SokkaError]],
+    holdings: Holdings, recording: Recording, results: Sequence[Result[Task, SokkaError]]
 ) -> tuple[Holdings, tuple[Token, ...]]:
-    """Fold the store's answers to ``finishes`` (one each, in order).
+    """Fold the store's answers to ``recording.finishes`` (one each, in order).
 
-    A retryable error puts the outcome back to decided, to be sent again
-    (returned, so the shell can queue it); any other answer ends the lease:
+    A retryable error puts the lease back, decided, to be sent again (its
+    token is returned, so the shell can queue it); any other answer ends it:
     recorded, or refused (the lease was lost: nothing more to do).
     """
-    if len(results) != len(finishes):
+    if len(results) != len(recording.finishes):
         raise ValidationError("results", "must hold one result per finish")
-    current = holdings.leases
-    changes: dict[Token, Held | None] = {}
-    again: list[Token] = []
-    for finish, result in zip(finishes, results, strict=True):
-        key = (finish.task_id, finish.event.attempt)
-        held = current.get(key)
-        if held is None or held.phase is not Phase.RECORDING or key in changes:
-            continue
-        if isinstance(result, Failure) and isinstance(result.failure(), RetryableError):
-            changes[key] = held._with(phase=Phase.DECIDED)
-            again.append(key)
-        else:
-            changes[key] = None
-    return _changed(holdings, changes), tuple(again)
+    again = [
+        held
+        for held, result in zip(recording.held, results, strict=True)
+        if isinstance(result, Failure) and isinstance(result.failure(), RetryableError)
+    ]
+    return _put_back(holdings, again)
 
 
-def unsent(holdings: Holdings, finishes: Sequence[Finish]) -> Holdings:
-    """The call carrying ``finishes`` failed as a whole: they are decided again."""
-    return recorded(holdings, finishes, [_UNSENT] * len(finishes))[0]
+def unsent(holdings: Holdings, recording: Recording) -> tuple[Holdings, tuple[Token, ...]]:
+    """The call carrying ``recording`` failed as a whole: every lease is decided again."""
+    return _put_back(holdings, recording.held)
 
 
-_UNSENT: Final[Result[Task, SokkaError]] = Failure(RetryableError("the call did not complete"))
+def _put_back(holdings: Holdings, held: Sequence[Held]) -> tuple[Holdings, tuple[Token, ...]]:
+    if not held:
+        return holdings, ()
+    evolver = holdings.leases.evolver()
+    tokens = []
+    for one in held:
+        token = (one.task.task_id, one.task.attempt)
+        evolver[token] = one
+        tokens.append(token)
+    return holdings._with(evolver.persistent()), tuple(tokens)
 
 
 def tick(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[CancelHandler, ...]]:
     """Time has passed: the self-fence, timeouts and the end of a stop's grace period.
 
     * a lease past its fence (``now_ms > last successful keepalive sent +
-      fence``) is given up, whatever its phase but recording;
+      fence``) is given up, whatever its phase;
     * a running handler past its timeout is cancelled and its attempt fails;
     * once a stop's grace period is over, running handlers are cancelled and
       their leases released.
@@ -570,8 +594,6 @@ def tick(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[CancelHandler
     cancels: list[CancelHandler] = []
     for key, held in holdings.leases.items():
         phase = held.phase
-        if phase is Phase.RECORDING:
-            continue
         if now_ms > held.ok_sent_ms + held.fence_ms:
             evolver.remove(key)
             cancels.append(
@@ -641,8 +663,6 @@ def next_wakeup(holdings: Holdings) -> int | None:
     drain = holdings.drain_at_ms
     for held in holdings.leases.values():
         phase = held.phase
-        if phase is Phase.RECORDING:
-            continue
         when = min(held.extend_at_ms, held.ok_sent_ms + held.fence_ms + 1)
         if phase is Phase.RUNNING:
             if held.timeout_ms is not None and held.started_ms is not None:

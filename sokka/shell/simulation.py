@@ -73,9 +73,9 @@ from sokka.adapters.memory import MemoryStore
 from sokka.adapters.store import execute
 from sokka.core import holding
 from sokka.core.backoff import Backoff, Jitter
-from sokka.core.commands import ExtendLeases, Finish, LeaseToken, RevokeLease, RevokeOutcome
+from sokka.core.commands import ExtendLeases, LeaseToken, RevokeLease, RevokeOutcome
 from sokka.core.errors import ValidationError
-from sokka.core.holding import Discarded, Holdings, WorkerPolicy
+from sokka.core.holding import Discarded, Holdings, Recording, WorkerPolicy
 from sokka.core.outcomes import Ok
 from sokka.core.supervision import EMPTY, LeasePolicy, Monitored, mark, next_expiry, settle, sweep
 from sokka.core.task import Status, Task, TaskSpec
@@ -393,7 +393,7 @@ class _Run:
         lease = (task.task_id, task.attempt)
         # The lease counts from the reserve's send time, on the worker's clock.
         w.holdings = holding.take(w.holdings, [task], sent_local)
-        w.holdings = holding.started(w.holdings, lease, w.clock.at(self.now))
+        w.holdings, _ = holding.started(w.holdings, lease, w.clock.at(self.now))
         w.task = LeaseToken(task.task_id, task.attempt)
         w.token += 1
         span = w.rng.uniform(self.s.duration_min, self.s.duration_max) * self.s.lease_ms
@@ -512,14 +512,14 @@ class _Run:
         if isinstance(verdict, Discarded):
             self._drop(w, wasted=True)
             return
-        w.holdings, finishes = holding.record(w.holdings, [lease], local)
+        w.holdings, recording = holding.record(w.holdings, [lease], local)
         w.finishing = True
 
         def effect() -> None:
             self.writes += 1
-            results = self.store.finish_many(list(finishes))
+            results = self.store.finish_many(list(recording.finishes))
             self.terminated += sum(isinstance(r, Success) for r in results)
-            self.reply(lambda: self._finished(w, pid, token, finishes, results))
+            self.reply(lambda: self._finished(w, pid, token, recording, results))
 
         self.call(effect)
 
@@ -528,14 +528,14 @@ class _Run:
         w: _Worker,
         pid: str,
         token: int,
-        finishes: tuple[Finish, ...],
+        recording: Recording,
         results: Sequence[Any],
     ) -> None:
         if w.token != token or not self._live(
-            w, pid, lambda: self._finished(w, pid, token, finishes, results)
+            w, pid, lambda: self._finished(w, pid, token, recording, results)
         ):
             return
-        w.holdings, _ = holding.recorded(w.holdings, finishes, results)
+        w.holdings, _ = holding.recorded(w.holdings, recording, results)
         self._drop(w, wasted=not all(isinstance(r, Success) for r in results))
 
     # -- pauses and crashes ----------------------------------------------------------

@@ -450,24 +450,24 @@ class Worker:
                 return
             tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
             self._first_outcome_ms = now
-            self._holdings, finishes = holding.record(self._holdings, tokens, now)
-        if not finishes:
+            self._holdings, recording = holding.record(self._holdings, tokens, now)
+        if not recording:
             return
         try:
-            results = self._store.finish_many(list(finishes))
+            results = self._store.finish_many(list(recording.finishes))
         except RetryableError as error:
             self._note_store_error("record outcomes", error)
             with self._lock:
-                self._holdings = holding.unsent(self._holdings, finishes)
-                self._outcomes = [_token_of(f) for f in finishes] + self._outcomes
+                self._holdings, again = holding.unsent(self._holdings, recording)
+                self._outcomes = list(again) + self._outcomes
             self._stopping.wait(0.05)
             return
         with self._lock:
-            self._holdings, again = holding.recorded(self._holdings, finishes, results)
+            self._holdings, again = holding.recorded(self._holdings, recording, results)
             if again and not self._outcomes:
                 self._first_outcome_ms = self._clock.now_ms()
             self._outcomes.extend(again)
-            for finish, result in zip(finishes, results, strict=True):
+            for finish, result in zip(recording.finishes, results, strict=True):
                 match result:
                     case Success(_):
                         self._stats.count_recorded(finish)
@@ -511,12 +511,11 @@ class Worker:
                         return
                     self._work.wait(0.1)
                 token, ctx = self._ready.popleft()
-                now = self._clock.now_ms()
-                if not holding.live(self._holdings, token, now):
+                self._holdings, may = holding.started(self._holdings, token, self._clock.now_ms())
+                if not may:
                     # given up while it waited (its keepalives failed): never started
                     self._contexts.pop(token, None)
                     continue
-                self._holdings = holding.started(self._holdings, token, now)
                 self._running += 1
             self._run_one(token, ctx)
 
@@ -668,6 +667,3 @@ class Worker:
                     return
                 self._wake.wait(0.01)
 
-
-def _token_of(finish: Finish) -> Token:
-    return (finish.task_id, finish.event.attempt)

@@ -128,12 +128,12 @@ class SteppedWorker:
     def record(self) -> None:
         """Send every decided outcome the core still allows, in one call."""
         decided = [k for k, v in self.holdings.leases.items() if v.phase is Phase.DECIDED]
-        self.holdings, finishes = holding.record(self.holdings, decided, self.clock.now_ms())
-        if not finishes:
+        self.holdings, recording = holding.record(self.holdings, decided, self.clock.now_ms())
+        if not recording:
             return
-        results = self.store.finish_many(list(finishes))
-        self.holdings, _ = holding.recorded(self.holdings, finishes, results)
-        for finish, result in zip(finishes, results, strict=True):
+        results = self.store.finish_many(list(recording.finishes))
+        self.holdings, _ = holding.recorded(self.holdings, recording, results)
+        for finish, result in zip(recording.finishes, results, strict=True):
             match result:
                 case Success(_):
                     self.stats.count_recorded(finish)
@@ -146,9 +146,9 @@ class SteppedWorker:
     def _run(self, task: Task) -> None:
         token = (task.task_id, task.attempt)
         now = self.clock.now_ms()
-        if not holding.live(self.holdings, token, now):
+        self.holdings, may = holding.started(self.holdings, token, now)
+        if not may:
             return
-        self.holdings = holding.started(self.holdings, token, now)
         ctx = Context(task, lambda: holding.live(self.holdings, token, self.clock.now_ms()))
         self._contexts[token] = ctx
         outcome: object

@@ -149,16 +149,16 @@ def run_schedule(schedule: Schedule, *, skip_wakeups: bool = False) -> Trace:
 
     def record(now: int) -> None:
         decided = [k for k, v in trace.holdings.leases.items() if v.phase is Phase.DECIDED]
-        h, finishes = holding.record(trace.holdings, decided, now)
+        h, recording = holding.record(trace.holdings, decided, now)
         trace.holdings = h
-        for finish in finishes:
+        for finish in recording.finishes:
             trace.finishes.append((now, finish))
-        if finishes:
-            h, _ = holding.recorded(h, finishes, [Success(schedule.tasks[0])] * len(finishes))
-            trace.holdings = h
+        if recording:
+            ok = [Success(schedule.tasks[0])] * len(recording)
+            trace.holdings, _ = holding.recorded(h, recording, ok)
 
     def start(now: int, key: tuple[str, int]) -> None:
-        trace.holdings = holding.started(trace.holdings, key, now)
+        trace.holdings, _ = holding.started(trace.holdings, key, now)
 
     def finish(now: int, key: tuple[str, int], outcome: object) -> None:
         h, verdict = holding.finished(trace.holdings, key, outcome, now)
@@ -215,7 +215,7 @@ def check_a_keepalive_was_sent_in_time(
 
 def check_held_leases_are_within_their_fence(trace: Trace, now: int) -> None:
     for key, held in trace.holdings.leases.items():
-        if held.phase is not Phase.RECORDING and now > held.fence_at_ms + 1:
+        if now > held.fence_at_ms + 1:
             trace.violations.append(f"{key} held at {now}, past its fence {held.fence_at_ms}")
 
 
@@ -252,11 +252,11 @@ def test_next_wakeup_is_never_later_than_the_next_decision(schedule, probe) -> N
     trace = run_schedule(schedule, skip_wakeups=True)
     h = holding.take(holding.holdings("w", POLICY), schedule.tasks, 0)
     for key in list(h.leases)[: len(h.leases) // 2]:
-        h = holding.started(h, key, 0)
+        h, _ = holding.started(h, key, 0)
     for state in (h, trace.holdings):
         wakeup = holding.next_wakeup(state)
         if wakeup is None:
-            assert not any(v.phase is not Phase.RECORDING for v in state.leases.values())
+            assert not state.leases
             continue
         before = min(probe, wakeup - 1)
         if before < 0:
@@ -271,23 +271,23 @@ def test_a_refusal_for_a_lease_being_recorded_is_not_a_loss() -> None:
     """The keepalive that raced the worker's own finish is refused (the task is
     terminated by then): the outcome's answer decides, not the keepalive's."""
     h = holding.take(holding.holdings("w", POLICY), [running_task(0)], 0)
-    h = holding.started(h, ("t0", 1), 0)
+    h, _ = holding.started(h, ("t0", 1), 0)
     h, command = holding.due(h, 700)
     assert command is not None
     h, finish = holding.finished(h, ("t0", 1), Ok(), 710)
     assert isinstance(finish, Finish)
-    h, finishes = holding.record(h, [("t0", 1)], 710)
-    assert finishes == (finish,)
+    h, recording = holding.record(h, [("t0", 1)], 710)
+    assert recording.finishes == (finish,)
     assert holding.due(h, 2_000)[1] is None  # a lease being recorded is not extended
     h, cancels = holding.acknowledged(h, command, [Failure(LeaseLost("t0", "terminated"))])
     assert cancels == ()
-    h, again = holding.recorded(h, finishes, [Success(running_task(0))])
+    h, again = holding.recorded(h, recording, [Success(running_task(0))])
     assert (again, len(h)) == ((), 0)
 
 
 def test_live_turns_false_at_the_fence_without_a_tick() -> None:
-    h = holding.started(holding.take(holding.holdings("w", POLICY), [running_task(0)], 0),
-                        ("t0", 1), 0)  # fmt: skip
+    h = holding.take(holding.holdings("w", POLICY), [running_task(0)], 0)
+    h, _ = holding.started(h, ("t0", 1), 0)
     assert holding.live(h, ("t0", 1), 900)
     assert not holding.live(h, ("t0", 1), 901)
 
@@ -295,18 +295,21 @@ def test_live_turns_false_at_the_fence_without_a_tick() -> None:
 def test_stopping_releases_what_waits_and_after_the_grace_what_runs() -> None:
     policy = WorkerPolicy(lease_time_ms=LEASE_MS, grace_ms=300)
     h = holding.take(holding.holdings("w", policy), [running_task(0), running_task(1)], 0)
-    h = holding.started(h, ("t0", 1), 0)
+    h, _ = holding.started(h, ("t0", 1), 0)
     h, released = holding.stopping(h, 100)
     assert released == (("t1", 1),)
     assert holding.tick(h, 400)[1] == ()
     assert holding.next_wakeup(h) == 401
     h, cancels = holding.tick(h, 401)
     assert [(c.lease, c.why, c.decided) for c in cancels] == [(("t0", 1), Why.STOPPING, True)]
-    h, finishes = holding.record(h, [("t0", 1), ("t1", 1)], 401)
-    assert all(isinstance(f.event, Release) for f in finishes)
-    assert holding.finished(h, ("t0", 1), Ok(), 450)[1] == Discarded(
+    # the handler returning after the grace period changes nothing
+    assert holding.finished(h, ("t0", 1), Ok(), 402)[1] == Discarded(
         lease=("t0", 1), why=Why.STOPPING, reason="the attempt was stopping"
     )
+    h, recording = holding.record(h, [("t0", 1), ("t1", 1)], 401)
+    assert len(recording) == 2
+    assert all(isinstance(f.event, Release) for f in recording.finishes)
+    assert not h.leases  # both releases are on their way
 
 
 # -- jointly with the supervision core ----------------------------------------------------
@@ -363,7 +366,7 @@ def run_world(world: World) -> tuple[list[str], dict[str, int], dict[str, int], 
 
     worker = holding.take(holding.holdings("w", POLICY), tasks, wclock(0))
     for task in tasks:
-        worker = holding.started(worker, task.lease, wclock(0))
+        worker, _ = holding.started(worker, task.lease, wclock(0))
     last_write = {task.task_id: 0 for task in tasks}
     monitored = mark(monitored, store.list_leased_tasks("q").tasks, 0, policy)
     revoked_at: dict[str, int] = {}
@@ -429,19 +432,19 @@ def run_world(world: World) -> tuple[list[str], dict[str, int], dict[str, int], 
             # outcomes go out at once, but a failed send is retried only 50 ms later
             if t - last_record < 50:
                 decided = [k for k in decided if k not in sent_before]
-            worker, finishes = holding.record(worker, decided, now)
-            if finishes:
+            worker, recording = holding.record(worker, decided, now)
+            if recording:
                 last_record = t
-                sent_before.update((f.task_id, f.event.attempt) for f in finishes)
+                sent_before.update((f.task_id, f.event.attempt) for f in recording.finishes)
                 if cut(t):
-                    outcome = [Failure(Unavailable("partitioned"))] * len(finishes)
+                    outcome = [Failure(Unavailable("partitioned"))] * len(recording)
                 else:
-                    outcome = store.finish_many(list(finishes))
-                    for finish in finishes:
+                    outcome = store.finish_many(list(recording.finishes))
+                    for finish in recording.finishes:
                         last_write[finish.task_id] = t
                     observe()
                 heapq.heappush(
-                    pending, (t + next(delays), next(seq), "finish", (finishes, outcome))
+                    pending, (t + next(delays), next(seq), "finish", (recording, outcome))
                 )
         if t >= next_sweep:
             observe()
