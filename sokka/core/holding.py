@@ -66,12 +66,14 @@ __all__ = [
     "acknowledged",
     "due",
     "finished",
+    "finished_many",
     "holdings",
     "live",
     "next_wakeup",
     "record",
     "recorded",
     "started",
+    "started_many",
     "stopping",
     "take",
     "tick",
@@ -310,6 +312,26 @@ def started(holdings: Holdings, lease: Token, now_ms: int) -> tuple[Holdings, bo
     return holdings._with(holdings.leases.set(lease, running)), True
 
 
+def started_many(holdings: Holdings, starts: Iterable[tuple[Token, int]]) -> Holdings:
+    """``started`` for many handlers at once, each ``(lease, when it started)``.
+
+    For a runtime whose handlers start on many threads: each asks ``live``
+    before it starts, queues the start, and the queue is folded in here, in
+    one step, before the next decision that depends on it (``tick``,
+    ``stopping``). A start for a lease that is gone or past waiting is ignored.
+    """
+    current = holdings.leases
+    evolver = current.evolver()
+    changed = False
+    for lease, when in starts:
+        held = current.get(lease)
+        if held is None or held.phase is not Phase.WAITING:
+            continue
+        evolver[lease] = held._with(phase=Phase.RUNNING, started_ms=when)
+        changed = True
+    return holdings._with(evolver.persistent()) if changed else holdings
+
+
 def live(holdings: Holdings, lease: Token, now_ms: int) -> bool:
     """True while the handler of ``lease`` may go on: the lease is held, within its
     fence and timeout, and neither decided nor past a stop's grace period.
@@ -352,8 +374,8 @@ def due(holdings: Holdings, now_ms: int) -> tuple[Holdings, ExtendLeases | None]
     candidates: list[tuple[Token, Held]] = []
     any_due = False
     for key, held in leases.items():
-        if held.extend_at_ms > horizon:
-            continue
+        if held.extend_at_ms > horizon or now_ms > held.fence_at_ms:
+            continue  # not due yet, or lapsed: tick gives it up, no keepalive revives it
         candidates.append((key, held))
         if held.extend_at_ms <= now_ms:
             any_due = True
@@ -468,27 +490,50 @@ def finished(
 
     The outcome becomes a ``Finish`` to record (the lease is then decided),
     unless the lease was given up, timed out or released meanwhile, or its
-    fence has passed by now (then it is given up here): a ``Discarded``. A
-    return value that is not an ``Outcome`` is a failure that says so.
+    fence had passed when the handler returned (then it is given up here): a
+    ``Discarded``. A return value that is not an ``Outcome`` is a failure
+    that says so.
     """
-    held = holdings.leases.get(lease)
-    if held is None:
-        reason = "the lease had been given up before the handler returned"
-        return holdings, Discarded(lease=lease, why=Why.GONE, reason=reason)
-    if held.phase is not Phase.RUNNING and held.phase is not Phase.WAITING:
-        why = Why.STOPPING if isinstance(_event(held), Release) else Why.TIMED_OUT
-        return holdings, Discarded(lease=lease, why=why, reason=f"the attempt was {why.value}")
-    if now_ms > held.fence_at_ms:
-        reason = (
-            f"no keepalive succeeded for {now_ms - held.ok_sent_ms} ms "
-            f"(the fence is {held.fence_ms} ms): lease given up"
-        )
-        return holdings._with(holdings.leases.remove(lease)), Discarded(
-            lease=lease, why=Why.FENCED, reason=reason, gave_up=True
-        )
-    finish = _finish_for(holdings, held, outcome)
-    decided = held._with(phase=Phase.DECIDED, finish=finish)
-    return holdings._with(holdings.leases.set(lease, decided)), finish
+    holdings, (verdict,) = finished_many(holdings, [(lease, outcome, now_ms)])
+    return holdings, verdict
+
+
+def finished_many(
+    holdings: Holdings, returns: Iterable[tuple[Token, object, int]]
+) -> tuple[Holdings, tuple[Finish | Discarded, ...]]:
+    """``finished`` for many handlers at once, each ``(lease, outcome, when it
+    returned)``, in one step; one verdict each, in order."""
+    current = holdings.leases
+    evolver = current.evolver()
+    changed: dict[Token, Held | None] = {}
+    verdicts: list[Finish | Discarded] = []
+    for lease, outcome, when in returns:
+        held = changed[lease] if lease in changed else current.get(lease)
+        if held is None:
+            reason = "the lease had been given up before the handler returned"
+            verdicts.append(Discarded(lease=lease, why=Why.GONE, reason=reason))
+        elif held.phase is not Phase.RUNNING and held.phase is not Phase.WAITING:
+            why = Why.STOPPING if isinstance(_event(held), Release) else Why.TIMED_OUT
+            verdicts.append(
+                Discarded(lease=lease, why=why, reason=f"the attempt was {why.value}")
+            )
+        elif when > held.fence_at_ms:
+            reason = (
+                f"no keepalive succeeded for {when - held.ok_sent_ms} ms "
+                f"(the fence is {held.fence_ms} ms): lease given up"
+            )
+            evolver.remove(lease)
+            changed[lease] = None
+            verdicts.append(Discarded(lease=lease, why=Why.FENCED, reason=reason, gave_up=True))
+        else:
+            finish = _finish_for(holdings, held, outcome)
+            decided = held._with(phase=Phase.DECIDED, finish=finish)
+            evolver[lease] = decided
+            changed[lease] = decided
+            verdicts.append(finish)
+    if not changed:
+        return holdings, tuple(verdicts)
+    return holdings._with(evolver.persistent()), tuple(verdicts)
 
 
 def _event(held: Held) -> object:

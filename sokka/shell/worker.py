@@ -255,7 +255,12 @@ class Worker:
         self._ready: deque[tuple[Token, Context]] = deque()
         self._running = 0
         self._outcomes: list[Token] = []  # decided, in the order they were decided
-        self._first_outcome_ms = 0  # when the oldest of them was decided
+        self._first_outcome_ms = 0  # when the oldest of them (or of the returns) was decided
+        # Handler starts and returns, queued by the handler threads and folded into
+        # the core in one step (holding.started_many / finished_many) before any
+        # decision that depends on them: a map write per event, not per thread.
+        self._starts: list[tuple[Token, int]] = []
+        self._returns: list[tuple[Token, object, int]] = []
         self._stats = WorkerStats()
         self._stopping = threading.Event()  # no more reservations
         self._halt = threading.Event()  # the keepalive thread ends
@@ -278,7 +283,8 @@ class Worker:
 
     @property
     def holdings(self) -> Holdings:
-        """The leases held now, as the core's immutable value."""
+        """The leases held, as the core's immutable value (handler starts and
+        returns of the last moments may not be folded in yet)."""
         return self._holdings
 
     def stats(self) -> WorkerStats:
@@ -383,7 +389,7 @@ class Worker:
             else:
                 wait_ms = self._linger_ms
             with self._wake:
-                if not (self._single_writer and len(self._outcomes) >= self._batch):
+                if not (self._single_writer and self._waiting_locked() >= self._batch):
                     self._wake.wait(max(wait_ms, 1) / 1000)
 
     def _record_loop(self) -> None:
@@ -391,7 +397,7 @@ class Worker:
         batch's outcomes are written while the next batch is reserved and run."""
         while not self._stopping.is_set():
             with self._record:
-                if len(self._outcomes) < self._batch:
+                if self._waiting_locked() < self._batch:
                     self._record.wait(max(self._linger_ms, 1) / 1000)
             try:
                 self._flush()
@@ -440,13 +446,16 @@ class Worker:
     def _flush(self, *, force: bool = False) -> None:
         """Record decided outcomes in one call (when enough are waiting, or they waited)."""
         with self._lock:
-            if not self._outcomes:
+            if not self._outcomes and not self._returns:
                 return
             now = self._clock.now_ms()
             idle = self._running == 0 and not self._ready
-            if not (force or idle or len(self._outcomes) >= self._batch) and (
+            if not (force or idle or self._waiting_locked() >= self._batch) and (
                 now - self._first_outcome_ms < self._linger_ms
             ):
+                return
+            self._fold_locked()
+            if not self._outcomes:
                 return
             tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
             self._first_outcome_ms = now
@@ -490,15 +499,44 @@ class Worker:
             self._stats.store_errors += 1
         log.warning("worker %s: %s failed, will retry: %s", self.pid, what, error)
 
+    def _waiting_locked(self) -> int:
+        """Outcomes waiting to be recorded (decided, or returned and not yet folded)."""
+        return len(self._outcomes) + len(self._returns)
+
     def _decided_locked(self, token: Token) -> None:
         """An outcome for ``token`` waits to be recorded: queue it, wake a recorder."""
-        if not self._outcomes:
+        if not self._waiting_locked():
             self._first_outcome_ms = self._clock.now_ms()
         self._outcomes.append(token)
-        if len(self._outcomes) >= self._batch:
+        self._nudge_recorder_locked()
+
+    def _nudge_recorder_locked(self) -> None:
+        if self._waiting_locked() >= self._batch:
             self._record.notify()
             if self._single_writer:
                 self._wake.notify()
+
+    def _fold_locked(self) -> None:
+        """Fold the queued handler starts and returns into the core, in order."""
+        if self._starts:
+            self._holdings = holding.started_many(self._holdings, self._starts)
+            self._starts = []
+        if not self._returns:
+            return
+        returns, self._returns = self._returns, []
+        self._holdings, verdicts = holding.finished_many(self._holdings, returns)
+        for verdict in verdicts:
+            match verdict:
+                case Finish(task_id=task_id, event=event):
+                    self._outcomes.append((task_id, event.attempt))
+                case Discarded(why=Why.GONE):
+                    self._stats.fenced += 1
+                case Discarded(lease=token, gave_up=True, reason=reason):
+                    self._stats.lost += 1
+                    self._stats.fenced += 1
+                    self._log_lost(token, reason)
+                case Discarded():
+                    pass
 
     # -- handler threads -------------------------------------------------------------
 
@@ -511,11 +549,12 @@ class Worker:
                         return
                     self._work.wait(0.1)
                 token, ctx = self._ready.popleft()
-                self._holdings, may = holding.started(self._holdings, token, self._clock.now_ms())
-                if not may:
+                now = self._clock.now_ms()
+                if not holding.live(self._holdings, token, now):
                     # given up while it waited (its keepalives failed): never started
                     self._contexts.pop(token, None)
                     continue
+                self._starts.append((token, now))  # folded in before the next tick
                 self._running += 1
             self._run_one(token, ctx)
 
@@ -541,22 +580,15 @@ class Worker:
                 if ctx.cancelled:
                     # The core has decided why (a fence, a timeout, a stop); make it
                     # say so before the handler's non-answer is folded in.
+                    self._fold_locked()
                     self._holdings, cancels = holding.tick(self._holdings, now)
                     self._apply_cancels_locked(cancels)
                 else:
                     outcome = Failed("the handler raised Cancelled without being cancelled")
-            self._holdings, verdict = holding.finished(self._holdings, token, outcome, now)
-            match verdict:
-                case Finish():
-                    self._decided_locked(token)
-                case Discarded(why=Why.GONE):
-                    self._stats.fenced += 1
-                case Discarded(gave_up=True, reason=reason):
-                    self._stats.lost += 1
-                    self._stats.fenced += 1
-                    self._log_lost(token, reason)
-                case Discarded():
-                    pass
+            if not self._waiting_locked():
+                self._first_outcome_ms = now
+            self._returns.append((token, outcome, now))  # folded in before recording
+            self._nudge_recorder_locked()
 
     # -- keepalive, timeouts, the self-fence -------------------------------------------
 
@@ -609,6 +641,7 @@ class Worker:
 
     def _watch_once(self) -> int:
         with self._lock:
+            self._fold_locked()
             self._holdings, cancels = holding.tick(self._holdings, self._clock.now_ms())
             self._apply_cancels_locked(cancels)
         return self._sleep_ms(50)
@@ -654,6 +687,7 @@ class Worker:
             if thread.name == "sokka-recorder":  # from here on, the drain records
                 thread.join(timeout=5)
         with self._lock:
+            self._fold_locked()  # a handler that started is not released as waiting
             self._holdings, released = holding.stopping(self._holdings, self._clock.now_ms())
             for token, _ctx in self._ready:
                 self._contexts.pop(token, None)
@@ -663,7 +697,7 @@ class Worker:
         while True:
             self._flush(force=True)
             with self._lock:
-                if not self._holdings and not self._outcomes:
+                if not self._holdings and not self._outcomes and not self._returns:
                     return
                 self._wake.wait(0.01)
 
