@@ -11,7 +11,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from returns.result import Failure, Result, Success
+from returns.result import Failure, Result
 
 from sokka.core.errors import RetryableError, SokkaError, ValidationError
 from sokka.core.task import MAX_ATTEMPTS, Status, Task, require_at_most_max_int, require_name, shown
@@ -26,7 +26,7 @@ __all__ = [
     "RevokeLease",
     "RevokeOutcome",
     "Why",
-    "is_final",
+    "is_retry_worthy",
 ]
 
 
@@ -151,21 +151,19 @@ class RevokeOutcome:
     result: Result[Task, SokkaError]
 
 
-def is_final(result: Result[Task, SokkaError]) -> bool:
-    """True unless the result is a retryable error.
+def is_retry_worthy(result: Result[Task, SokkaError]) -> bool:
+    """True only for a retryable error (throttled, unavailable): worth another try.
 
-    Final: revoked (success), conflict (the task changed, or left the status
-    the supervisor saw), not found. Only a retryable error (throttled,
-    unavailable) is worth another try, on the next sweep.
+    Anything else is final: revoked (success), conflict (the task changed, or
+    left the status the supervisor saw), not found. (``Status.is_final`` is
+    another question: whether a task's status is terminal.)
 
     >>> from sokka.core.errors import Throttled, NotFound
-    >>> is_final(Failure(Throttled("busy"))), is_final(Failure(NotFound("t")))
-    (False, True)
+    >>> is_retry_worthy(Failure(Throttled("busy"))), is_retry_worthy(Failure(NotFound("t")))
+    (True, False)
     """
     match result:
-        case Success(_):
-            return True
         case Failure(RetryableError()):
-            return False
-        case _:
             return True
+        case _:
+            return False

@@ -31,7 +31,7 @@ from typing import Any, Final, NoReturn, Protocol
 
 from pyrsistent import PMap, pmap
 
-from sokka.core.commands import RevokeLease, RevokeOutcome, is_final
+from sokka.core.commands import RevokeLease, RevokeOutcome, is_retry_worthy
 from sokka.core.task import Status, require_positive_ms
 
 __all__ = [
@@ -315,7 +315,7 @@ def settle(monitored: Monitored, outcomes: Iterable[RevokeOutcome]) -> Monitored
     removed = [
         o.command.task_id
         for o in outcomes
-        if is_final(o.result)
+        if not is_retry_worthy(o.result)
         and (entry := index.get(o.command.task_id)) is not None
         and entry.record_ver == o.command.record_ver
     ]

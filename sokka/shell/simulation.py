@@ -794,7 +794,7 @@ def format_table(scenario_name: str, scenario: Scenario, reports: Sequence[Repor
 
 
 @dataclass(frozen=True, slots=True)
-class Sweep:
+class ParameterSweep:
     """One parameter varied across runs, and the metric to watch (for ``--plot``)."""
 
     field: str  #: the ``Scenario`` field varied
@@ -806,35 +806,35 @@ class Sweep:
 
 
 #: What ``sokka simulate NAME --plot`` varies for each scenario.
-SWEEPS: Final[dict[str, Sweep]] = {
-    "skew": Sweep(
+SWEEPS: Final[dict[str, ParameterSweep]] = {
+    "skew": ParameterSweep(
         "skew_ms", (0, 1_000, 10_000, 60_000, 600_000, HOUR_MS), 60_000,
         "largest clock offset between processes (minutes)", "false_revocations",
         "false revocations",
     ),
-    "drift": Sweep(
+    "drift": ParameterSweep(
         "drift", (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), 0.01,
         "largest clock drift (%)", "false_revocations", "false revocations",
     ),
-    "pauses": Sweep(
+    "pauses": ParameterSweep(
         "pause_every_ms", (0, 480_000, 240_000, 120_000, 60_000, 30_000), 1_000,
         "mean time between stop-the-world pauses (s; 0: none)", "duplicates",
         "duplicate executions",
     ),
-    "crashes": Sweep(
+    "crashes": ParameterSweep(
         "crash_prob", (0.0, 0.05, 0.1, 0.2, 0.3), 0.01,
         "crash probability per task (%)", "rescue_max", "slowest rescue (leases)",
     ),
-    "mixed": Sweep(
+    "mixed": ParameterSweep(
         "skew_ms", (0, 1_000, 10_000, 60_000, 600_000, HOUR_MS), 60_000,
         "largest clock offset between processes (minutes)", "false_revocations",
         "false revocations",
     ),
-    "store-step": Sweep(
+    "store-step": ParameterSweep(
         "store_step_ms", (0, 1_000, 5_000, 10_000, 30_000, 60_000), 1_000,
         "forward step of the store's clock (s)", "false_revocations", "false revocations",
     ),
-    "store-step-back": Sweep(
+    "store-step-back": ParameterSweep(
         "store_step_ms", (0, -10_000, -30_000, -60_000, -120_000, -300_000), -1_000,
         "backward step of the store's clock (s)", "rescue_max", "slowest rescue (leases)",
     ),

@@ -18,7 +18,7 @@ from returns.result import Failure, Success
 
 from sokka.adapters.store import MAX_PAGE_SIZE, TaskStore, execute, require_limit
 from sokka.core.backoff import Backoff
-from sokka.core.commands import RevokeLease, RevokeOutcome, is_final
+from sokka.core.commands import RevokeLease, RevokeOutcome, is_retry_worthy
 from sokka.core.errors import RetryableError, SokkaError, ValidationError
 from sokka.core.supervision import (
     EMPTY,
@@ -160,7 +160,7 @@ class Supervisor:
         while True:
             result = execute(self._store, command)
             tries += 1
-            if is_final(result) or tries >= self._revoke_tries or self._stop.is_set():
+            if not is_retry_worthy(result) or tries >= self._revoke_tries or self._stop.is_set():
                 break
             delay_ms = self._backoff.delay_ms(tries - 1, self._rand())
             self._sleep(delay_ms / 1000)

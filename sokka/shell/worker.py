@@ -566,9 +566,9 @@ class Worker:
             outcome = _CANCELLED
         except BaseException as error:  # a handler's exception is its failure; the
             outcome = failed(error)  # thread must live on (even after sys.exit())
-        self._settle(token, ctx, outcome)
+        self._handler_returned(token, ctx, outcome)
 
-    def _settle(self, token: Token, ctx: Context, outcome: object) -> None:
+    def _handler_returned(self, token: Token, ctx: Context, outcome: object) -> None:
         with self._wake:
             self._running -= 1
             if self._running == 0 and not self._ready:

@@ -408,3 +408,26 @@ def test_holds_no_more_leases_than_it_can_run(store, running) -> None:
     assert sum(t.status is Status.RUNNING for t in tasks(store)) == 2
     gate.set()
     wait_for(lambda: worker.stats().succeeded == 5)
+
+
+def test_ctx_cancelled_is_true_as_soon_as_the_fence_has_passed(store, running) -> None:
+    """A handler that reads ctx.cancelled after its lease's fence sees True at
+    once, whether or not the watchdog has run since (a paused process resumed)."""
+    from sokka.shell.clock import ManualClock
+
+    add(store, 1)
+    clock = ManualClock(start_ms=10_000)
+    seen: list[bool] = []
+
+    def handler(task: Task, ctx: Context) -> Any:
+        before = ctx.cancelled
+        clock.advance(901)  # past the fence of a 1000 ms lease: 0.9 of it
+        seen.extend([before, ctx.cancelled])
+        return ok()
+
+    worker = running(store, handler, clock=clock)
+    wait_for(lambda: len(seen) == 2)
+    assert seen == [False, True]
+    wait_for(lambda: worker.stats().fenced == 1)
+    assert (worker.stats().succeeded, worker.stats().lost) == (0, 1)
+    assert tasks(store)[0].status is Status.RUNNING  # it reported nothing
