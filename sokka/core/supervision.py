@@ -13,14 +13,15 @@ with a compare-and-set on that version.
 Time is an ``int`` of milliseconds from the caller's monotonic clock. The
 functions read no clock, do no I/O and never mutate their arguments.
 
-``Monitored`` is an immutable mapping ``task_id -> Observation``. Its
-canonical form is a pyrsistent ``PMap`` (``monitored.observations``); beside
-it sits a private, never-mutated ``dict`` snapshot used for lookups and the
-earliest expiry, cached. The reason is cost: ``mark`` must look up every
-listed task on every cycle, and a ``PMap`` lookup costs about four times a
-whole plain-dict mark step (see ``bench/core_supervision.py``). Copying a
-100k-entry dict costs about 10 ns per entry in C, far less than 100k
-``PMap`` lookups, and only happens on a cycle where something changed.
+``Monitored`` is an immutable mapping ``task_id -> Observation``: a private
+``dict`` that is never mutated after its ``Monitored`` is built (a change
+builds a new one: copy on write), and its earliest expiry, cached. It is not
+a pyrsistent ``PMap``, on purpose: ``mark`` looks up every listed task on
+every cycle, and a ``PMap`` lookup costs about four times a whole plain-dict
+mark step (see ``bench/core_supervision.py``), while copying a 100k-entry
+dict costs about 10 ns per entry in C and only happens on a cycle where
+something changed. ``monitored.observations`` gives a ``PMap`` copy for
+callers that want one.
 """
 
 from __future__ import annotations
@@ -100,19 +101,18 @@ class Monitored(Mapping[str, Observation]):
     pmap({'t1': Observation(record_ver=3, status=<Status.RUNNING: 'running'>, expiry_ms=1000)})
     """
 
-    __slots__ = ("_earliest", "_index", "_observations")
-    _observations: PMap[str, Observation]
+    __slots__ = ("_earliest", "_index")
     _index: dict[str, Observation]
     _earliest: int | None
 
     def __init__(self, observations: Mapping[str, Observation] | None = None) -> None:
         index = dict(observations or {})
-        _init(self, pmap(index), index, _earliest_of(index))
+        _init(self, index, _earliest_of(index))
 
     @property
     def observations(self) -> PMap[str, Observation]:
-        """The observations as a pyrsistent ``PMap`` (shares structure across cycles)."""
-        return self._observations
+        """The observations as a pyrsistent ``PMap``: a copy, made when asked for."""
+        return pmap(self._index)
 
     def __getitem__(self, task_id: str) -> Observation:
         return self._index[task_id]
@@ -143,13 +143,9 @@ class Monitored(Mapping[str, Observation]):
         return (Monitored, (dict(self._index),))
 
 
-def _init(
-    target: Monitored,
-    observations: PMap[str, Observation],
-    index: dict[str, Observation],
-    earliest: int | None,
-) -> Monitored:
-    object.__setattr__(target, "_observations", observations)
+def _init(target: Monitored, index: dict[str, Observation], earliest: int | None) -> Monitored:
+    """Monitored's constructor, shared by ``__init__`` and ``_rebuilt``: the one
+    place its two slots are set."""
     object.__setattr__(target, "_index", index)
     object.__setattr__(target, "_earliest", earliest)
     return target
@@ -164,17 +160,21 @@ def _rebuilt(
     changed: Mapping[str, Observation],
     removed: Sequence[str],
     earliest: int | None,
+    *,
+    recompute: bool = False,
 ) -> Monitored:
-    """A new ``Monitored``: ``monitored`` with ``changed`` set and ``removed`` dropped."""
+    """A new ``Monitored``: ``monitored`` with ``changed`` set and ``removed`` dropped.
+
+    ``earliest`` is the new earliest expiry, when the caller knows it; with
+    ``recompute`` it is found by looking at every entry.
+    """
     index = dict(monitored._index)
-    evolver = monitored._observations.evolver()
-    for task_id, observation in changed.items():
-        index[task_id] = observation
-        evolver[task_id] = observation
+    index.update(changed)
     for task_id in removed:
         del index[task_id]
-        evolver.remove(task_id)
-    return _init(object.__new__(Monitored), evolver.persistent(), index, earliest)
+    if recompute:
+        earliest = _earliest_of(index)
+    return _init(object.__new__(Monitored), index, earliest)
 
 
 EMPTY: Final = Monitored()
@@ -254,11 +254,9 @@ def mark(
     for observation in changed.values():
         if earliest is None or observation.expiry_ms < earliest:
             earliest = observation.expiry_ms
-    result = _rebuilt(monitored, changed, removed, earliest)
-    if not complete:
-        # Entries this listing did not visit keep their expiries: look at all.
-        object.__setattr__(result, "_earliest", _earliest_of(result._index))
-    return result
+    # With an incomplete listing, entries it did not visit keep their expiries
+    # and may hold the earliest: look at all of them.
+    return _rebuilt(monitored, changed, removed, earliest, recompute=not complete)
 
 
 def sweep(monitored: Monitored, now_ms: int) -> tuple[RevokeLease, ...]:
@@ -322,7 +320,5 @@ def settle(monitored: Monitored, outcomes: Iterable[RevokeOutcome]) -> Monitored
     if not removed:
         return monitored
     removed = list(dict.fromkeys(removed))
-    result = _rebuilt(monitored, {}, removed, monitored._earliest)
-    if any(index[task_id].expiry_ms == monitored._earliest for task_id in removed):
-        object.__setattr__(result, "_earliest", _earliest_of(result._index))
-    return result
+    earliest_gone = any(index[task_id].expiry_ms == monitored._earliest for task_id in removed)
+    return _rebuilt(monitored, {}, removed, monitored._earliest, recompute=earliest_gone)
