@@ -671,7 +671,7 @@ if __name__ == "__main__":  # pragma: no cover
 @click.argument(
     "scenario",
     type=click.Choice(
-        ["skew", "drift", "pauses", "crashes", "mixed", "store-step", "store-step-back"]
+        ["skew", "drift", "pauses", "crashes", "mixed", "store-step", "store-step-back", "demo"]
     ),
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="The random seed.")

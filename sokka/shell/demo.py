@@ -350,15 +350,25 @@ def _summary(
     say(f"tasks lost:     {lost}")
     for fault in faults:
         rescues = []
+        revoked_after = []
         for task_id in fault.tasks:
-            later = [r.start for r in runs if r.task == task_id and r.worker != fault.worker]
+            later = [
+                r.start
+                for r in runs
+                if r.task == task_id and r.worker != fault.worker and r.start >= fault.at
+            ]
             if later:
                 rescues.append(min(later) - fault.at)
+            held = [r.attempt for r in runs if r.task == task_id and r.worker == fault.worker]
+            when = revokes.at.get((task_id, max(held))) if held else None
+            if when is not None:
+                revoked_after.append(when - fault.at)
         how = ", ".join(f"{s:.1f} s" for s in rescues) or "-"
+        revoked_how = ", ".join(f"{s:.2f} s" for s in revoked_after) or "-"
         say(
-            f"{fault.worker} {fault.kind}: its {len(fault.tasks)} task(s) rescued "
-            f"{len(rescues)}, after {how} (lease {lease_ms / 1000:.1f} s + supervisor interval "
-            f"up to {lease_ms / 4000:.1f} s)"
+            f"{fault.worker} {fault.kind}: its {len(fault.tasks)} task(s) revoked after "
+            f"{revoked_how}, rescued {len(rescues)}, after {how} (lease {lease_ms / 1000:.1f} s "
+            f"+ supervisor interval up to {lease_ms / 4000:.1f} s)"
         )
     rescued = sum(1 for t in final.values() if t.attempt > 1)
     say(f"tasks rescued:  {rescued} (run again after their worker was killed or paused)")

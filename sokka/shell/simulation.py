@@ -164,6 +164,12 @@ SCENARIOS: Final[dict[str, Scenario]] = {
     "mixed": Scenario(
         skew_ms=HOUR_MS, drift=0.02, pause_every_ms=120_000, crash_prob=0.05, latency_ms=20
     ),
+    # `sokka demo`'s world: 4 workers, 300 tasks of 100-400 ms, a 2 s lease, one
+    # supervisor listing every 0.5 s; here workers crash instead of being killed.
+    "demo": Scenario(
+        workers=4, tasks=300, lease_ms=2_000, duration_min=0.05, duration_max=0.2,
+        supervisors=1, interval_ms=500, latency_ms=1, crash_prob=0.05, poll_ms=20,
+    ),
     # The database host's clock steps 30 s forward mid-run (an NTP correction).
     "store-step": Scenario(store_step_ms=30_000, store_step_at_ms=100_000),
     # A failover to a replica whose clock is 2 minutes behind, while workers crash.
@@ -829,6 +835,10 @@ SWEEPS: Final[dict[str, ParameterSweep]] = {
         "skew_ms", (0, 1_000, 10_000, 60_000, 600_000, HOUR_MS), 60_000,
         "largest clock offset between processes (minutes)", "false_revocations",
         "false revocations",
+    ),
+    "demo": ParameterSweep(
+        "interval_ms", (100, 250, 500, 1_000, 2_000), 1_000,
+        "supervisor listing interval (s)", "rescue_max", "slowest rescue (leases)",
     ),
     "store-step": ParameterSweep(
         "store_step_ms", (0, 1_000, 5_000, 10_000, 30_000, 60_000), 1_000,

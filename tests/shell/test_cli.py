@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,6 +55,8 @@ def test_demo_kills_a_worker_and_shows_the_rescue(tmp_path: Path) -> None:
     assert "tasks lost:     0" in out
     assert "tasks done:     120 of 120" in out
     assert "none run twice at once" in out
+    # the kill-to-revoke time the simulator is calibrated against (docs/simulation.md)
+    assert re.search(r"worker-1 killed: its \d task\(s\) revoked after \d+\.\d\d s", out), out
 
 
 @pytest.mark.parametrize(

@@ -180,3 +180,17 @@ def test_the_simulated_worker_is_the_worker_core() -> None:
     early = simulate(replace(paused, fence=0.75), "observed", seed=3)
     assert (late.duplicates, early.duplicates) == (0, 0)
     assert early.wasted_ms != late.wasted_ms
+
+
+def test_the_demo_scenario_predicts_rescues_between_a_lease_and_a_lease_plus_two_listings() -> None:
+    """The scenario calibrated against `sokka demo` (docs/simulation.md): every
+    crashed lease is revoked between a lease minus the longest task after the
+    crash, and a lease plus two listing intervals."""
+    demo = SCENARIOS["demo"]
+    report = simulate(demo, "observed", seed=0)
+    assert report.crashes > 5
+    assert report.rescues == report.crashes
+    assert report.rescue_max is not None
+    assert report.rescue_max <= 1 + 2 * demo.interval_ms / demo.lease_ms
+    assert report.rescue_p50 is not None
+    assert report.rescue_p50 >= 1 - demo.duration_max
