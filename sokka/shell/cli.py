@@ -663,9 +663,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
 
 @cli.command()
 @click.argument(
@@ -768,3 +765,8 @@ def _plot(
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+# Last, so that every command above is defined when the module runs as a script.
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

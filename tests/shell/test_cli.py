@@ -301,3 +301,15 @@ def test_a_server_that_is_down_is_one_clear_line() -> None:
     assert run.returncode == 1
     assert "cannot reach" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_python_m_runs_every_command_including_the_last_defined() -> None:
+    """`python -m sokka.shell.cli simulate` answered "No such command": the module
+    ran main() before the commands below that line were defined."""
+    run = subprocess.run(
+        [sys.executable, "-m", "sokka.shell.cli", "simulate", "--help"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "No such command" not in run.stderr
+    assert "Usage: sokka simulate" in run.stdout
