@@ -1,0 +1,252 @@
+"""Tasks, pages, batch results and call arguments as JSON, both ways."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
+from typing import Any, Final
+
+from returns.result import Failure, Result, Success
+
+from sokka.adapters.store import (
+    Page,
+    TaskFilter,
+)
+from sokka.adapters.wire.problems import error_from_problem, problem_for
+from sokka.adapters.wire.values import JSONObject, Returns
+from sokka.core.commands import Finish, LeaseToken
+from sokka.core.errors import (
+    SokkaError,
+    StoreError,
+    ValidationError,
+)
+from sokka.core.task import (
+    Status,
+    Task,
+    TaskSpec,
+)
+from sokka.core.transitions import Fail, Release, Snooze, Terminate
+
+# -- tasks, pages and batch results --------------------------------------------------
+
+_TASK_FIELDS: Final = tuple(f.name for f in fields(Task))
+_WIRE_TASK_FIELDS: Final = frozenset(("data", *(f for f in _TASK_FIELDS if f != "data_json")))
+
+
+# Shared encoders: json.dumps with options builds a new encoder on every call.
+#: Canonical JSON, as ``core.task.encode_data`` writes ``data_json``.
+_canonical_json: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
+_STATUSES: Final = {status.value: status for status in Status}
+
+
+def task_to_json(task: Task) -> JSONObject:
+    """A task as a JSON object: every field, ``data`` as the JSON value itself."""
+    record = task.as_record()
+    record["data"] = task.data
+    return record
+
+
+_dumps: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+_HEAD_FIELDS: Final = tuple(name for name in _TASK_FIELDS if name != "data_json")
+
+
+def task_json_text(task: Task) -> str:
+    """``task_to_json(task)`` written as JSON text, with the stored ``data_json``
+    spliced in as it is (the server's path: no decoding and re-encoding of data).
+
+    >>> from sokka.core.task import TaskSpec
+    >>> text = task_json_text(TaskSpec(topic="t", data={"n": [1, 2.5]}).to_task("t1", 5))
+    >>> json.loads(text) == task_to_json(TaskSpec(topic="t", data={"n": [1, 2.5]}).to_task("t1", 5))
+    True
+    """
+    head = {name: getattr(task, name) for name in _HEAD_FIELDS}
+    head["status"] = task.status.value
+    return f'{_dumps(head)[:-1]},"data":{task.data_json}}}'
+
+
+def answer_text(returns: Returns, answer: Any) -> str:
+    """A store's answer of kind ``returns`` as the JSON text the server sends."""
+    if returns == "task":
+        return task_json_text(answer)
+    if returns == "tasks":
+        return f"[{','.join(task_json_text(t) for t in answer)}]"
+    if returns == "page":
+        tasks = ",".join(task_json_text(t) for t in answer.tasks)
+        return f'{{"tasks":[{tasks}],"next_cursor":{_dumps(answer.next_cursor)}}}'
+    items = []
+    for result in answer:
+        match result:
+            case Success(task):
+                items.append(f'{{"task":{task_json_text(task)}}}')
+            case Failure(error):
+                items.append(_dumps({"error": problem_for(error)}))
+    return f"[{','.join(items)}]"
+
+
+def task_from_json(value: object) -> Task:
+    """The task a JSON object from ``task_to_json`` describes (``StoreError`` if it is not one).
+
+    ``data`` is re-encoded canonically, which gives back the store's
+    ``data_json`` exactly: stores only ever hold canonical JSON.
+    """
+    if not isinstance(value, dict) or value.keys() != _WIRE_TASK_FIELDS:
+        raise StoreError("the server sent something that is not a task")
+    try:
+        record = dict(value)
+        record["data_json"] = _canonical_json(record.pop("data"))
+        record["status"] = _STATUSES[record["status"]]
+        record["errors"] = tuple(record["errors"])
+        return Task(**record)
+    except (KeyError, TypeError, ValueError) as error:
+        raise StoreError(f"the server sent a malformed task: {error!r}") from None
+
+
+def page_from_json(value: object) -> Page:
+    if not isinstance(value, dict) or not isinstance(value.get("tasks"), list):
+        raise StoreError("the server sent something that is not a page")
+    cursor = value.get("next_cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise StoreError("the server sent a page with a malformed cursor")
+    return Page(tasks=tuple(task_from_json(t) for t in value["tasks"]), next_cursor=cursor)
+
+
+def results_from_json(value: object) -> list[Result[Task, SokkaError]]:
+    if not isinstance(value, list):
+        raise StoreError("the server sent something that is not a list of results")
+    results: list[Result[Task, SokkaError]] = []
+    for item in value:
+        if isinstance(item, dict) and "task" in item:
+            results.append(Success(task_from_json(item["task"])))
+        elif isinstance(item, dict) and "error" in item:
+            problem = item["error"]
+            status = problem.get("status", 500) if isinstance(problem, dict) else 500
+            results.append(Failure(error_from_problem(problem, status)))
+        else:
+            raise StoreError("the server sent a malformed batch result")
+    return results
+
+
+# -- arguments: JSON in, store arguments out -----------------------------------------
+
+
+def _json_type(value: object) -> str:
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "boolean"
+        case int() | float():
+            return "number"
+        case str():
+            return "string"
+        case list():
+            return "array"
+        case dict():
+            return "object"
+        case _:
+            return type(value).__name__
+
+
+def _object(
+    what: str, value: object, allowed: Sequence[str], required: Sequence[str]
+) -> JSONObject:
+    """Check a JSON object's keys: only ``allowed`` ones, and every ``required`` one.
+
+    An unknown or missing key is a ``ValidationError`` naming that key.
+    """
+    if not isinstance(value, dict):
+        raise ValidationError(what, f"must be a JSON object (got {_json_type(value)})")
+    for key in value:
+        if key not in allowed:
+            raise ValidationError(
+                key, f"is not a field of {what} (allowed: {', '.join(allowed) or 'none'})"
+            )
+    for key in required:
+        if key not in value:
+            raise ValidationError(key, f"is required in {what}")
+    return value
+
+
+_SPEC_FIELDS: Final = tuple(f.name for f in fields(TaskSpec) if f.init)
+_FILTER_FIELDS: Final = tuple(f.name for f in fields(TaskFilter))
+
+
+def spec_from_json(value: object) -> TaskSpec:
+    """A ``TaskSpec`` from its JSON object (the spec's own checks name the field)."""
+    return TaskSpec(**_object("spec", value, _SPEC_FIELDS, ("topic",)))
+
+
+def spec_to_json(spec: TaskSpec) -> JSONObject:
+    return {name: getattr(spec, name) for name in _SPEC_FIELDS}
+
+
+def filter_from_json(value: object) -> TaskFilter | None:
+    if value is None:
+        return None
+    return TaskFilter(**_object("filter", value, _FILTER_FIELDS, ()))
+
+
+def filter_to_json(filter: TaskFilter) -> JSONObject:
+    return {name: getattr(filter, name) for name in _FILTER_FIELDS}
+
+
+def lease_from_json(value: object) -> LeaseToken:
+    body = _object("lease", value, ("task_id", "attempt"), ("task_id", "attempt"))
+    return LeaseToken(body["task_id"], body["attempt"])
+
+
+def lease_to_json(lease: LeaseToken) -> JSONObject:
+    return {"task_id": lease.task_id, "attempt": lease.attempt}
+
+
+_OUTCOME_EVENTS: Final[Mapping[str, type[Terminate | Snooze | Fail | Release]]] = {
+    "terminate": Terminate,
+    "snooze": Snooze,
+    "fail": Fail,
+    "release": Release,
+}
+_OUTCOME_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "terminate": ("pid", "attempt"),
+    "release": ("pid", "attempt"),
+    "snooze": ("pid", "attempt", "snooze_ms"),
+    "fail": ("pid", "attempt", "error", "retry_after_ms"),
+}
+
+
+def outcome_from_json(value: object) -> Finish:
+    """A ``Finish`` from ``{"task_id", "outcome": terminate|snooze|fail|release, ...}``."""
+    if not isinstance(value, dict):
+        raise ValidationError("outcome", f"must be a JSON object (got {_json_type(value)})")
+    kind = value.get("outcome")
+    if not isinstance(kind, str) or kind not in _OUTCOME_EVENTS:
+        raise ValidationError("outcome", f"must be one of {', '.join(_OUTCOME_EVENTS)}")
+    allowed = ("task_id", "outcome", *_OUTCOME_FIELDS[kind])
+    required = ("task_id", *(f for f in _OUTCOME_FIELDS[kind] if f != "retry_after_ms"))
+    body = _object(f"a {kind} outcome", value, allowed, required)
+    event_args = {k: v for k, v in body.items() if k not in ("task_id", "outcome")}
+    return Finish(task_id=body["task_id"], event=_OUTCOME_EVENTS[kind](**event_args))
+
+
+def outcome_to_json(outcome: Finish) -> JSONObject:
+    event = outcome.event
+    body: JSONObject = {"task_id": outcome.task_id, "outcome": event.name}
+    for name in _OUTCOME_FIELDS[event.name]:
+        body[name] = getattr(event, name)
+    return body
+
+
+def _each(decode: Callable[[object], object]) -> Callable[[object], object]:
+    """Decode every element of a JSON array; anything else goes to the store as it
+    came, so the store's own check names the field."""
+
+    def decode_all(value: object) -> object:
+        return [decode(item) for item in value] if isinstance(value, list) else value
+
+    return decode_all
+
+
