@@ -56,7 +56,7 @@ batch element succeeded, every page was full.
 
 **Over HTTP** (``http`` in ``--stores``). Reserve+terminate, one at a time
 and in batches of 100 (the calls above), through ``HTTPStore`` -> uvicorn on
-127.0.0.1 (``sokka.shell.http_api.create_app``) -> a backing store, against the
+127.0.0.1 (``sokka.shell.http.create_app``) -> a backing store, against the
 same kind of backing store called in-process, for each backing store of
 ``--http-over`` (default: the other stores selected, or all three when only
 ``http`` is). Each side has its own identical store (pre-loaded with the same
@@ -1580,7 +1580,7 @@ HTTP_REQUESTS_PER_CALL: Final = 2
 CHILD_SERVER: Final = """
 import socket, sys
 import uvicorn
-from sokka.shell.http_api import create_app
+from sokka.shell.http import create_app
 kind, url, prefix, finished = sys.argv[1:5]
 if kind == "memory":
     from sokka.adapters.memory import MemoryStore
@@ -1669,7 +1669,7 @@ class HttpBackend:
                 self.loaders[name] = loader
         self.clients["direct"] = self.backing["direct"]
         if "thread" in self.names:
-            from sokka.shell.http_api import create_app, serve_in_background
+            from sokka.shell.http import create_app, serve_in_background
 
             base = stack.enter_context(serve_in_background(create_app(self.backing["thread"])))
             self.clients["thread"] = self._http(base)

@@ -568,7 +568,7 @@ def serve(
     _need_http_extra()
     import uvicorn
 
-    from sokka.shell.http_api import DEFAULT_MAX_BODY_BYTES, create_app
+    from sokka.shell.http import DEFAULT_MAX_BODY_BYTES, create_app
 
     _logging(log_level)
     token = _read_token_file(token_file, "--token-file") if token_file else None

@@ -27,7 +27,7 @@ from sokka.adapters.memory import MemoryStore
 from sokka.adapters.sql import SQLStore
 from sokka.adapters.store import TaskStore
 from sokka.shell.clock import ManualClock
-from sokka.shell.http_api import create_app, serve_in_background
+from sokka.shell.http import create_app, serve_in_background
 from tests.databases import postgres_engine, test_prefix
 
 #: Where the store clock starts in every test (milliseconds).

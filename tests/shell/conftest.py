@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 
 from sokka.adapters.http import HTTPStore
 from sokka.adapters.memory import MemoryStore
-from sokka.shell.http_api import create_app, serve_in_background
+from sokka.shell.http import create_app, serve_in_background
 
 
 @pytest.fixture(scope="module")

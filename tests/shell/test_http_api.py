@@ -1,4 +1,4 @@
-"""The HTTP API (``sokka.shell.http_api``) and ``HTTPStore`` at their edges.
+"""The HTTP API (``sokka.shell.http``) and ``HTTPStore`` at their edges.
 
 Every test talks to a real uvicorn server on a loopback port
 (``serve_in_background``) with ``httpx``: authentication, refusal of bad
@@ -48,7 +48,7 @@ from sokka.core.errors import (
 from sokka.core.task import Status, Task, TaskSpec
 from sokka.core.transitions import Terminate
 from sokka.shell.clock import ManualClock
-from sokka.shell.http_api import MIN_TOKEN_LENGTH, create_app, serve_in_background
+from sokka.shell.http import MIN_TOKEN_LENGTH, create_app, serve_in_background
 
 TOKEN = "http-api-suite-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the HTTP API with schemathesis, against a real server.
 
-What runs: ``sokka.shell.http_api.create_app`` with a bearer token, served by
+What runs: ``sokka.shell.http.create_app`` with a bearer token, served by
 uvicorn on a loopback port (``serve_in_background``), fronting (a) a
 ``MemoryStore`` and (b) an SQLite ``SQLStore`` in a temporary directory. Every
 operation of the OpenAPI document is a test of its own, per store, and starts
@@ -78,7 +78,7 @@ from sokka.adapters.memory import MemoryStore
 from sokka.adapters.sql import SQLStore
 from sokka.adapters.store import TaskStore, encode_cursor
 from sokka.core.task import Status, TaskSpec
-from sokka.shell.http_api import create_app, openapi_document, serve_in_background
+from sokka.shell.http import create_app, openapi_document, serve_in_background
 
 TOKEN = "fuzz-suite-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,4 +1,4 @@
-"""The JSON wire format shared by the HTTP API (``sokka.shell.http_api``) and
+"""The JSON wire format shared by the HTTP API (``sokka.shell.http``) and
 ``HTTPStore`` (``sokka.adapters.http``): one package, so the two cannot drift.
 
 It holds three things, all pure (no I/O), a module each (``calls``,

@@ -1,0 +1,256 @@
+"""The application: serve any ``TaskStore`` over HTTP: an ASGI application (Starlette).
+
+``create_app(store)`` returns the application; ``sokka serve`` runs it under
+uvicorn. Every ``TaskStore`` call is ``POST /v1/<call>`` with a JSON object
+of its arguments (``sokka.adapters.wire.OPERATIONS``); ``GET /health`` tells
+whether the store answers; ``GET /openapi.json`` is the OpenAPI 3.1 document,
+built from the same table the requests are decoded with, so the two agree.
+
+Every error is an RFC 9457 problem (``application/problem+json``) whose
+``type`` is ``/problems/<code>`` (``GET`` it for its description). The
+status follows the error: 422 invalid input, 404 not found, 409 conflicts,
+403 a lease the caller does not hold, 429 throttled and 503 unavailable
+(both with ``Retry-After``). A driver's message, a stack trace or SQL never
+reaches a response: store failures answer with a fixed text and are logged.
+
+Security: with a ``token``, every endpoint but ``/health`` needs
+``Authorization: Bearer <token>`` (compared in constant time); a body over
+``max_body_bytes`` gets 413 before it is read in full; ``POST`` needs
+``Content-Type: application/json``, which a browser cannot send to another
+origin without a CORS preflight (never granted here), so a web page cannot
+forge calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sokka.adapters.store import TaskStore
+from sokka.adapters.wire import (
+    OPERATIONS,
+    PROBLEM_TYPES,
+    Operation,
+    invoke,
+    problem_type_uri,
+)
+from sokka.adapters.wire import problem as _protocol_problem  # locals are named "problem"
+from sokka.adapters.wire.openapi import openapi_document
+from sokka.core.errors import SokkaError, ValidationError
+from sokka.shell.http.guard import (
+    _BodyTooLarge,
+    _error_response,
+    _Guard,
+    _hostname,
+    _json_bytes,
+    _problem_response,
+    _too_large,
+)
+from sokka.shell.http.limits import _TOKEN_CHARS, DEFAULT_MAX_BODY_BYTES, MIN_TOKEN_LENGTH, _log
+
+__all__ = ["create_app"]
+
+# -- request decoding -------------------------------------------------------------------
+
+
+class _NotStrict(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> object:
+    raise _NotStrict(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        names = [name for name, _ in pairs]
+        duplicate = next(name for name in result if names.count(name) > 1)
+        raise _NotStrict(f"the key {duplicate!r} appears twice in one object")
+    return result
+
+
+def _parse_json(body: bytes) -> object:
+    """Strict JSON: UTF-8, no NaN/Infinity, no repeated keys (``ValidationError``)."""
+    try:
+        return json.loads(
+            body.decode("utf-8"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_unique_keys,
+        )
+    except UnicodeDecodeError:
+        raise ValidationError("body", "must be UTF-8") from None
+    except RecursionError:
+        raise ValidationError("body", "is nested too deeply") from None
+    except json.JSONDecodeError as error:
+        raise ValidationError(
+            "body", f"is not JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+        ) from None
+    except ValueError as error:  # NaN, a repeated key, an int too long to read
+        reason = str(error) if isinstance(error, _NotStrict) else "holds an integer too long"
+        raise ValidationError("body", f"is not strict JSON: {reason}") from None
+
+
+def _is_json(content_type: str | None) -> bool:
+    """JSON, in UTF-8 (RFC 8259 allows no other encoding between systems)."""
+    if content_type is None:
+        return False
+    media, *parameters = (part.strip().lower() for part in content_type.split(";"))
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip() == "charset" and value.strip().strip('"') not in ("utf-8", "utf8"):
+            return False
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+# -- the application ----------------------------------------------------------------------
+
+
+def _store(request: Request) -> TaskStore:
+    store: TaskStore = request.app.state.store
+    return store
+
+
+def _endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        if not _is_json(request.headers.get("content-type")):
+            return _problem_response(
+                _protocol_problem(
+                    "unsupported-media-type",
+                    "send the body as Content-Type: application/json (UTF-8)",
+                )
+            )
+        try:
+            raw = await request.body()
+        except _BodyTooLarge:
+            return _too_large(request.app.state.max_body_bytes)
+        try:
+            body = _parse_json(raw)
+        except ValidationError as error:
+            problem = _protocol_problem(
+                "malformed-request", str(error), field=error.field, rule=error.rule
+            )
+            return _problem_response(problem)
+        store = _store(request)
+        try:
+            answer = await run_in_threadpool(invoke, store, operation, body)
+        except SokkaError as error:
+            return _error_response(error)
+        except Exception:
+            _log.exception("%s failed", operation.path)
+            return _problem_response(
+                _protocol_problem(
+                    "internal-error", str(PROBLEM_TYPES["internal-error"].fixed_detail)
+                )
+            )
+        return Response(answer.encode(), 200, media_type="application/json")
+
+    endpoint.__name__ = operation.name
+    return endpoint
+
+
+async def _health(request: Request) -> Response:
+    store = _store(request)
+    try:
+        await run_in_threadpool(store.list_leased_tasks, None, None, 1)
+    except SokkaError as error:
+        return _error_response(error)
+    except Exception:
+        _log.exception("health check failed")
+        return _problem_response(
+            _protocol_problem("internal-error", "the store did not answer the health check")
+        )
+    return Response(_json_bytes({"status": "ok"}), 200, media_type="application/json")
+
+
+async def _openapi(request: Request) -> Response:
+    return Response(_json_bytes(request.app.state.openapi), 200, media_type="application/json")
+
+
+async def _problem_type(request: Request) -> Response:
+    kind = PROBLEM_TYPES.get(request.path_params["code"])
+    if kind is None:
+        problem = _protocol_problem("unknown-endpoint", "no such problem type")
+        return _problem_response(problem)
+    doc = {
+        "type": problem_type_uri(kind.code),
+        "title": kind.title,
+        "status": kind.status,
+        "members": list(kind.members),
+    }
+    return Response(_json_bytes(doc), 200, media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        problem = _protocol_problem("method-not-allowed", f"{request.method} is not allowed here")
+        return _problem_response(problem, {"Allow": (exc.headers or {}).get("Allow", "")})
+    problem = _protocol_problem("unknown-endpoint", f"no endpoint at {request.url.path}")
+    return _problem_response(problem)
+
+
+def create_app(
+    store: TaskStore,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    allowed_hosts: Sequence[str] | None = None,
+) -> Starlette:
+    """The ASGI application serving ``store``.
+
+    ``token``: when given, every endpoint but ``/health`` requires
+    ``Authorization: Bearer <token>``; it must be at least 16 characters of
+    ``A-Z a-z 0-9 - . _ ~ + / =``. ``max_body_bytes``: the largest request
+    body read (413 above it). ``allowed_hosts``: when given, a request whose
+    ``Host`` names another host gets 421, which keeps a web page that rebinds
+    its own domain to this address (DNS rebinding) from calling a server that
+    has no token.
+    """
+    if token is not None:
+        if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
+            raise ValidationError("token", f"must be at least {MIN_TOKEN_LENGTH} characters")
+        if not set(token) <= _TOKEN_CHARS:
+            raise ValidationError("token", "must only hold A-Z a-z 0-9 - . _ ~ + / =")
+    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
+        raise ValidationError("max_body_bytes", "must be an integer")
+    if max_body_bytes < 1024:
+        raise ValidationError("max_body_bytes", f"must be at least 1024 (got {max_body_bytes})")
+    hosts = None
+    if allowed_hosts is not None:
+        if isinstance(allowed_hosts, str) or not all(
+            isinstance(h, str) and h.strip() for h in allowed_hosts
+        ):
+            raise ValidationError("allowed_hosts", "must be a list of host names")
+        hosts = frozenset(_hostname(h) for h in allowed_hosts)
+    routes = [
+        Route("/health", _health, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
+        Route("/problems/{code}", _problem_type, methods=["GET"]),
+        *(Route(op.path, _endpoint(op), methods=["POST"]) for op in OPERATIONS),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(_Guard, token=token, max_body_bytes=max_body_bytes, allowed_hosts=hosts)
+        ],
+        exception_handlers={HTTPException: _http_error},
+    )
+    # No redirect from /v1/x/ to /v1/x: a 404 problem says more than a bare 307.
+    app.router.redirect_slashes = False
+    # The store lives in app.state: a test may swap it between requests.
+    app.state.store = store
+    app.state.max_body_bytes = max_body_bytes
+    app.state.openapi = openapi_document(secured=token is not None)
+    return app

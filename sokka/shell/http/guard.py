@@ -1,0 +1,151 @@
+"""Before any parsing: the bearer token, the allowed host names and the body limit
+(and the problem answers they give)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from starlette.responses import Response
+
+from sokka.adapters.wire import (
+    PROBLEM_JSON,
+    problem_for,
+)
+from sokka.adapters.wire import problem as _protocol_problem  # locals are named "problem"
+from sokka.core.errors import RetryableError, SokkaError, StoreError
+from sokka.shell.http.limits import RETRY_AFTER_S, ASGIApp, Message, Receive, Scope, Send, _log
+
+__all__ = []
+
+# -- responses ------------------------------------------------------------------------
+
+
+def _json_bytes(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _problem_response(problem: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    status = int(problem["status"])
+    extra = dict(headers or {})
+    if status in (429, 503):
+        extra["Retry-After"] = str(RETRY_AFTER_S)
+    return Response(_json_bytes(problem), status, extra, media_type=PROBLEM_JSON)
+
+
+def _too_large(limit: int) -> Response:
+    problem = _protocol_problem(
+        "request-too-large", f"the request body must be at most {limit} bytes", max_bytes=limit
+    )
+    return _problem_response(problem, {"Connection": "close"})
+
+
+def _error_response(error: SokkaError) -> Response:
+    if isinstance(error, RetryableError | StoreError):
+        # The fixed detail goes out; the store's own message (hosts, tables,
+        # driver text) stays in the server's log.
+        _log.warning("store call failed: %s: %s", type(error).__name__, error)
+    return _problem_response(problem_for(error))
+
+
+# -- the guard: authentication and the body limit, before any parsing ------------------
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header (or an allowed host): no port, no IPv6 brackets.
+
+    >>> _hostname("LocalHost:8080"), _hostname("[::1]:8080"), _hostname("::1")
+    ('localhost', '::1', '::1')
+    """
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
+
+
+class _Guard:
+    """ASGI middleware: refuse a request without the token (401) and a body over
+    the limit (413), before the application parses anything."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        max_body_bytes: int,
+        allowed_hosts: frozenset[str] | None,
+    ) -> None:
+        self.app = app
+        self.expected = None if token is None else token.encode()
+        self.max_body_bytes = max_body_bytes
+        self.allowed_hosts = allowed_hosts
+
+    def _refusal(self, given: list[bytes]) -> str | None:
+        """Why the ``Authorization`` headers do not carry the token (None: they do).
+
+        The scheme is case-insensitive (RFC 9110); one header only, since two
+        could be read differently by a proxy and by us.
+        """
+        assert self.expected is not None
+        if not given:
+            return "a bearer token is required"
+        if len(given) > 1:
+            return "send one Authorization header"
+        scheme, _, credentials = given[0].partition(b" ")
+        if scheme.lower() != b"bearer":
+            return "the Authorization scheme must be Bearer"
+        if not hmac.compare_digest(credentials.strip(b" "), self.expected):
+            return "wrong token"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if self.allowed_hosts is not None:
+            host = _hostname(headers.get(b"host", b"").decode("latin-1"))
+            if host not in self.allowed_hosts:
+                problem = _protocol_problem(
+                    "misdirected-request", "this server does not answer for that Host"
+                )
+                await _problem_response(problem)(scope, receive, send)
+                return
+        if self.expected is not None and scope["path"] != "/health":
+            given = [value for name, value in scope["headers"] if name == b"authorization"]
+            refusal = self._refusal(given)
+            if refusal is not None:
+                challenge = 'Bearer realm="sokka"'
+                if given:
+                    challenge += ', error="invalid_token"'
+                problem = _protocol_problem("unauthorized", refusal)
+                await _problem_response(problem, {"WWW-Authenticate": challenge})(
+                    scope, receive, send
+                )
+                return
+        declared = headers.get(b"content-length")
+        if declared is not None and (
+            not declared.isdigit() or len(declared) > 18 or int(declared) > self.max_body_bytes
+        ):
+            await _too_large(self.max_body_bytes)(scope, receive, send)
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body_bytes:
+                raise _BodyTooLarge
+            return message
+
+        return counted
