@@ -37,6 +37,7 @@ from sokka.adapters.store import (
     require_spec,
 )
 from sokka.adapters.wire import (
+    OPERATIONS_BY_NAME,
     PROBLEM_JSON,
     error_from_problem,
     filter_to_json,
@@ -125,6 +126,12 @@ class HTTPStore:
         return f"HTTPStore({self.base_url!r})"
 
     def _call(self, name: str, arguments: dict[str, Any]) -> Any:
+        # The client speaks from the same table of calls the server decodes with:
+        # a call or an argument the table does not have is a bug here, not input.
+        operation = OPERATIONS_BY_NAME[name]
+        unknown = set(arguments).difference(param.name for param in operation.params)
+        if unknown:
+            raise AssertionError(f"HTTPStore sends {sorted(unknown)} that {operation.path} lacks")
         for field, value in arguments.items():
             if not isinstance(value, dict | list):
                 _check_scalar(field, value)
@@ -137,7 +144,7 @@ class HTTPStore:
             content = json.dumps(arguments, separators=(",", ":")).encode("ascii")
         try:
             response = self._client.post(
-                f"/v1/{name}", content=content, headers={"Content-Type": "application/json"}
+                operation.path, content=content, headers={"Content-Type": "application/json"}
             )
         except httpx.TimeoutException as error:
             raise Unavailable(f"{self.base_url} did not answer {name} in time: {error}") from None

@@ -1368,3 +1368,15 @@ def test_create_app_refuses_allowed_hosts_that_are_not_a_list_of_names(hosts: An
     with pytest.raises(ValidationError) as refused:
         create_app(MemoryStore(), allowed_hosts=hosts)
     assert refused.value.field == "allowed_hosts"
+
+
+@pytest.mark.parametrize("name", STORE_CALLS)
+def test_httpstore_and_the_server_share_one_call_table(name: str) -> None:
+    """HTTPStore's method for each call takes exactly the arguments the table gives
+    that call's endpoint (and sends nothing else: HTTPStore._call checks)."""
+    from sokka.adapters.http import HTTPStore
+
+    operation = OPERATIONS_BY_NAME[name]
+    method = inspect.signature(getattr(HTTPStore, name))
+    client_args = [p for p in method.parameters if p != "self"]
+    assert client_args == [param.name for param in operation.params]
