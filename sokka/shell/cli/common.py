@@ -1,0 +1,210 @@
+"""What the commands share: the group, durations, handler loading, opening a
+store from ``--db``, and printing tasks."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import click
+
+from sokka.adapters.store import TaskStore
+from sokka.core.errors import ValidationError
+from sokka.core.task import Task
+
+__all__ = ["DEFAULT_DB", "DURATION", "cli", "load_handler", "parse_duration"]
+
+DEFAULT_DB = "sqlite:///sokka.db"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000}
+
+
+def parse_duration(text: str, field: str = "duration") -> int:
+    """Milliseconds in ``text`` (``500ms``, ``30s``, ``1.5s``, ``5m``, ``1h``).
+
+    >>> parse_duration("30s"), parse_duration("500ms"), parse_duration("1.5m")
+    (30000, 500, 90000)
+    >>> parse_duration("30")
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: duration: '30' has no unit: write 500ms, 30s, 5m or 1h
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        if re.fullmatch(r"\s*\d+(\.\d+)?\s*", text):
+            raise ValidationError(field, f"{text!r} has no unit: write 500ms, 30s, 5m or 1h")
+        raise ValidationError(field, f"{text!r} is not a duration like 500ms, 30s, 5m or 1h")
+    value = round(float(match.group(1)) * _UNIT_MS[match.group(2)])
+    if value <= 0:
+        raise ValidationError(field, f"{text!r} must be longer than 0 ms")
+    return value
+
+
+class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in click >= 8.3
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration(str(value), param.name or "duration" if param else "duration")
+        except ValidationError as error:
+            self.fail(error.rule, param, ctx)
+
+
+DURATION = _Duration()
+
+
+def load_handler(path: str) -> Callable[..., Any]:
+    """The function named by ``package.module:function`` (the working directory is
+    importable, as for ``python -m``)."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValidationError("handler", f"{path!r} is not of the form package.module:function")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValidationError("handler", f"cannot import {module_name!r}: {error}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ValidationError("handler", f"{module_name!r} has no {attribute!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValidationError("handler", f"{path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _version() -> str:
+    try:
+        return version("sokka")
+    except PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+# -- options shared by the commands that talk to a store --------------------------
+
+_db = click.option(
+    "--db",
+    envvar="SOKKA_DB",
+    default=DEFAULT_DB,
+    show_default=True,
+    metavar="URL",
+    help="Store URL (also read from $SOKKA_DB).",
+)
+_prefix = click.option(
+    "--prefix",
+    default="sokka_",
+    show_default=True,
+    help="Table-name prefix, so independent queues can share one database.",
+)
+_json = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _read_token_file(path: str, field: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as source:
+            token = source.read().strip()
+    except OSError as error:
+        raise ValidationError(field, f"cannot read {path}: {error.strerror}") from None
+    if not token:
+        raise ValidationError(field, f"{path} is empty")
+    return token
+
+
+def _client_token() -> str | None:
+    """The token for a ``sokka serve``: ``SOKKA_TOKEN``, else the file ``SOKKA_TOKEN_FILE``."""
+    if os.environ.get("SOKKA_TOKEN"):
+        return os.environ["SOKKA_TOKEN"]
+    path = os.environ.get("SOKKA_TOKEN_FILE")
+    return _read_token_file(path, "SOKKA_TOKEN_FILE") if path else None
+
+
+def _is_http(db: str) -> bool:
+    return db.startswith(("http://", "https://"))
+
+
+def _need_http_extra() -> None:
+    try:
+        import httpx  # noqa: F401
+    except ImportError:
+        raise click.ClickException("HTTP needs the http extra: pip install 'sokka[http]'") from None
+
+
+@contextmanager
+def _store(db: str, prefix: str) -> Iterator[TaskStore]:
+    if _is_http(db):
+        _need_http_extra()
+        from sokka.adapters.http import HTTPStore
+
+        with HTTPStore(db, token=_client_token()) as client:
+            yield client
+        return
+    from sokka.adapters.sql import SQLStore
+
+    store = SQLStore(db, prefix=prefix)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _task_json(task: Task) -> dict[str, Any]:
+    return {**task.as_record(), "data": task.data}
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(tasks: Sequence[Task]) -> str:
+    header = ("TASK", "TOPIC", "STATUS", "ATTEMPT", "FAILS", "OWNER", "UPDATED (UTC)", "ERROR")
+    rows = [
+        (
+            t.task_id,
+            t.topic,
+            t.status.value,
+            str(t.attempt),
+            str(t.failures),
+            t.pid or "-",
+            _when(t.updated_at),
+            (t.error or "")[:40],
+        )
+        for t in tasks
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *rows]]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _show(tasks: Sequence[Task], as_json: bool, next_cursor: str | None = None) -> None:
+    if as_json:
+        body: dict[str, Any] = {"tasks": [_task_json(t) for t in tasks]}
+        if next_cursor is not None:
+            body["next_cursor"] = next_cursor
+        click.echo(json.dumps(body, indent=2))
+        return
+    click.echo(_table(tasks) if tasks else "no tasks")
+    if next_cursor:
+        click.echo(f"more: --cursor {next_cursor}")
+
+
+# -- the commands ----------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), prog_name="sokka", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Durable background tasks with clock-skew-safe lease supervision."""

@@ -1,0 +1,304 @@
+"""The commands that run something: ``sokka worker``, ``supervise``, ``serve``
+and ``demo``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+
+import click
+
+from sokka.core.supervision import LeasePolicy
+from sokka.shell.cli.common import (
+    DURATION,
+    _db,
+    _need_http_extra,
+    _prefix,
+    _read_token_file,
+    _store,
+    cli,
+    load_handler,
+)
+
+__all__ = ["demo", "serve", "supervise", "worker"]
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+_log_level = click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+    show_default=True, help="How much to log (to stderr).",
+)  # fmt: skip
+
+
+@cli.command()
+@_db
+@_prefix
+@click.option("--topic", required=True, help="The topic to work on.")
+@click.option(
+    "--handler",
+    "handler_path",
+    required=True,
+    metavar="MODULE:FUNCTION",
+    help="The handler, handler(task, ctx) -> ok() | failed(e) | snoozed(ms).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Tasks run at once (threads).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Tasks reserved per call and outcomes recorded per call (default: --concurrency).",
+)
+@click.option(
+    "--lease-time",
+    type=DURATION,
+    default="30s",
+    show_default=True,
+    help="Lease time; must match the supervisor's.",
+)
+@click.option(
+    "--timeout",
+    type=DURATION,
+    default=None,
+    help="Default time limit of one attempt (a task's own wins).",
+)
+@click.option(
+    "--grace",
+    type=DURATION,
+    default="30s",
+    show_default=True,
+    help="On SIGTERM, how long in-flight tasks may take to finish.",
+)
+@click.option(
+    "--max-poll",
+    type=DURATION,
+    default="2s",
+    show_default=True,
+    help="Longest wait between two reservations while no task is ready.",
+)
+@click.option("--supervise", is_flag=True, help="Also run a supervisor for this topic.")
+@click.option("--pid", default=None, help="This worker's name (default: host-pid-random).")
+@click.option(
+    "--stats-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the worker's counters here as JSON when it stops.",
+)
+@_log_level
+def worker(
+    db: str, prefix: str, topic: str, handler_path: str, concurrency: int,
+    batch_size: int | None, lease_time: int, timeout: int | None, grace: int,
+    max_poll: int, supervise: bool, pid: str | None, stats_file: str | None, log_level: str,
+) -> None:  # fmt: skip
+    """Run tasks of a topic with a handler until SIGTERM or SIGINT (then exit 0)."""
+    from dataclasses import asdict
+
+    from sokka.core.backoff import Backoff
+    from sokka.shell.worker import Worker
+
+    _logging(log_level)
+    handler = load_handler(handler_path)
+    with _store(db, prefix) as store:
+        runner = Worker(
+            store, topic, handler, pid=pid, concurrency=concurrency, batch_size=batch_size,
+            lease_time_ms=lease_time, timeout_ms=timeout, grace_ms=grace, supervise=supervise,
+            poll_backoff=Backoff(base_ms=min(20, max_poll), cap_ms=max_poll),
+        )  # fmt: skip
+        logging.getLogger("sokka.worker").info(
+            "worker %s on topic %r (concurrency %d, lease %d ms)",
+            runner.pid, topic, concurrency, lease_time,
+        )  # fmt: skip
+        stats = runner.run()
+    if stats_file:
+        with open(stats_file, "w", encoding="utf-8") as out:
+            json.dump({"pid": runner.pid, **asdict(stats)}, out)
+    logging.getLogger("sokka.worker").info("worker %s stopped: %s", runner.pid, stats)
+
+
+@cli.command()
+@_db
+@_prefix
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    help="A topic to supervise (repeat for several; none: every topic).",
+)
+@click.option(
+    "--lease-time",
+    type=DURATION,
+    default="30s",
+    show_default=True,
+    help="Lease time; must match the workers'.",
+)
+@click.option(
+    "--interval",
+    type=DURATION,
+    default=None,
+    help="Longest sleep between listings (default: a quarter of the lease).",
+)
+@_log_level
+def supervise(
+    db: str, prefix: str, topics: tuple[str, ...], lease_time: int, interval: int | None,
+    log_level: str,
+) -> None:  # fmt: skip
+    """Revoke the leases nobody keeps alive, until SIGTERM or SIGINT (then exit 0)."""
+    from sokka.shell.supervisor import Supervisor
+
+    _logging(log_level)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with _store(db, prefix) as store:
+        supervisor = Supervisor(
+            store, topics or None,
+            LeasePolicy(lease_time_ms=lease_time, default_snooze_ms=lease_time),
+            interval_ms=interval,
+        )  # fmt: skip
+        logging.getLogger("sokka.supervisor").info(
+            "supervising %s with a lease of %d ms", ", ".join(topics) or "every topic", lease_time
+        )
+        supervisor.start()
+        stop.wait()
+        supervisor.stop()
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@cli.command()
+@_db
+@_prefix
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 or :: for every interface).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File holding the bearer token every call but /health must carry "
+    "(default: $SOKKA_TOKEN, else no token).",
+)
+@click.option(
+    "--allow-no-token",
+    is_flag=True,
+    help="Serve without a token on an address other than loopback.",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A host name clients may use in the Host header (repeat for several). "
+    "Without a token, only loopback names and --host are answered, so a web "
+    "page cannot reach the server by rebinding its own domain.",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(1024, 1 << 30),
+    default=None,
+    metavar="BYTES",
+    help="Largest request body accepted (default 8 MiB).",
+)
+@_log_level
+def serve(
+    db: str, prefix: str, host: str, port: int, token_file: str | None, allow_no_token: bool,
+    allow_hosts: tuple[str, ...], max_body: int | None, log_level: str,
+) -> None:  # fmt: skip
+    """Serve the store over HTTP (JSON, problem+json errors, OpenAPI at /openapi.json)."""
+    _need_http_extra()
+    import uvicorn
+
+    from sokka.shell.http import DEFAULT_MAX_BODY_BYTES, create_app
+
+    _logging(log_level)
+    token = _read_token_file(token_file, "--token-file") if token_file else None
+    token = token or os.environ.get("SOKKA_TOKEN") or None
+    if token is None and host not in _LOOPBACK and not allow_no_token:
+        raise click.UsageError(
+            f"refusing to serve {host} without a token: anyone who reaches it could run "
+            "and cancel tasks (give --token-file, or --allow-no-token if a proxy "
+            "authenticates)"
+        )
+    hosts: list[str] | None = list(allow_hosts) or None
+    if token is None:
+        # No token: answer only names of this machine's loopback (and --host), so
+        # DNS rebinding cannot turn a web page into a client.
+        hosts = [*_LOOPBACK, *allow_hosts, *([host] if host not in ("0.0.0.0", "::") else [])]
+    with _store(db, prefix) as store:
+        store.list_leased_tasks(limit=1)  # the store answers, and its schema is there
+        app = create_app(
+            store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES,
+            allowed_hosts=hosts,
+        )  # fmt: skip
+        logging.getLogger("sokka.http").info(
+            "serving %s on http://%s:%d (%s)", _shown(db), host, port,
+            "token required" if token else "no token",
+        )  # fmt: skip
+        config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False,
+            lifespan="off", server_header=False,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal
+        # to the handler it found: make that one a no-op, so the command exits 0.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: setattr(server, "should_exit", True))
+        server.run()
+
+
+def _shown(db: str) -> str:
+    """The store URL without its password, for logs."""
+    return re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", db)
+
+
+@cli.command()
+@click.option(
+    "--db",
+    default=None,
+    metavar="URL",
+    help="Run on this store (default: a new SQLite file in a temporary directory).",
+)
+@_prefix
+@click.option(
+    "--tasks",
+    "task_count",
+    type=click.IntRange(10, 5_000),
+    default=300,
+    show_default=True,
+    help="Tasks to queue.",
+)
+@click.option(
+    "--workers", type=click.IntRange(2, 16), default=4, show_default=True, help="Worker processes."
+)
+@click.option(
+    "--lease-time", type=DURATION, default="2s", show_default=True, help="Lease time of the demo."
+)
+def demo(db: str | None, prefix: str, task_count: int, workers: int, lease_time: int) -> None:
+    """Watch a killed worker's task get rescued, on real processes."""
+    from sokka.shell.demo import run_demo
+
+    code = run_demo(db=db, prefix=prefix, tasks=task_count, workers=workers, lease_ms=lease_time)
+    if code:
+        raise SystemExit(code)
