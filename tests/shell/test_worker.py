@@ -275,8 +275,11 @@ def test_graceful_stop_finishes_in_flight_work_and_releases_the_rest(store) -> N
     add(store, 6)
     gate = threading.Event()
 
+    first = threading.Event()
+
     def handler(task: Task, ctx: Context) -> Any:
         if task.task_id == "t000":
+            first.set()
             gate.wait(5)  # finishes within the grace period
             return ok()
         ctx.sleep(10)  # will still be running when the grace period ends
@@ -285,6 +288,7 @@ def test_graceful_stop_finishes_in_flight_work_and_releases_the_rest(store) -> N
     worker = Worker(store, TOPIC, handler, concurrency=2, batch_size=4, grace_ms=300)
     thread = worker.start()
     wait_for(lambda: store.calls["extend_leases"] >= 0 and worker.stats().reserved >= 2)
+    assert first.wait(5)  # t000 runs before the stop (it must finish, not be released)
     time.sleep(0.05)
     worker.stop()
     gate.set()
@@ -370,11 +374,18 @@ def test_sys_exit_in_a_handler_is_a_failure_and_the_worker_goes_on(store, runnin
 def test_a_stop_releases_waiting_tasks_at_once(store) -> None:
     add(store, 3)
     gate = threading.Event()
-    worker = Worker(
-        store, TOPIC, lambda task, ctx: gate.wait(10) and ok(), batch_size=3, grace_ms=10_000
-    )
+    began = threading.Event()
+
+    def handler(task: Task, ctx: Context) -> Any:
+        began.set()
+        return gate.wait(10) and ok()
+
+    worker = Worker(store, TOPIC, handler, batch_size=3, grace_ms=10_000)
     thread = worker.start()
     wait_for(lambda: worker.stats().reserved == 3)
+    # Stop once one handler runs: stopping before any had started would (rightly)
+    # release all three, which made this test fail about one run in five.
+    assert began.wait(5)
     worker.stop()
     # the two tasks waiting behind the running one go back at once, not after the grace
     wait_for(lambda: sum(t.status is Status.STARTING for t in tasks(store)) == 2, timeout=2)
