@@ -1,6 +1,6 @@
 """Concurrency of the SQL store with real threads and separate connections.
 
-The contract suite (``test_contract.py``) already runs a few races on one
+The contract suite (``tests/adapters/contract/``) already runs a few races on one
 store object. Here each thread plays a separate process: it has its own
 ``SQLStore``, so its own engine, pool and database connections, and the only
 thing the threads share is the database. Every scenario runs on SQLite (a

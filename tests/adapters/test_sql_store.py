@@ -1,6 +1,6 @@
 """What is particular to the SQL store: URLs, the schema, prefixes, error translation, plans.
 
-The behaviour every store shares is in the contract suite (test_contract.py).
+The behaviour every store shares is in the contract suite (tests/adapters/contract/).
 """
 
 from __future__ import annotations
