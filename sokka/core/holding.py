@@ -167,7 +167,7 @@ class Held(NamedTuple):
     """One lease this worker holds. Times are the worker's own clock.
 
     A ``NamedTuple`` rather than a frozen dataclass: it is rebuilt several
-    times per task (started, decided, recording), and a tuple is built about
+    times per task (taken, started, decided), and a tuple is built about
     five times faster than a frozen dataclass sets its eleven fields.
     """
 

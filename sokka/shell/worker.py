@@ -51,7 +51,7 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
-from returns.result import Failure, Success
+from returns.result import Failure, Result, Success
 
 from sokka.adapters.store import MAX_BATCH, TaskStore, require_limit
 from sokka.core import holding
@@ -178,6 +178,21 @@ class WorkerStats:
     released: int = 0  #: leases handed back unfinished at shutdown
     store_errors: int = 0  #: retryable store errors the worker rode out
 
+    # One way to count what the worker core says, for every runtime that drives it.
+
+    def count_answer(self, finish: Finish, result: Result[Task, SokkaError]) -> None:
+        """Count the store's answer to one recorded outcome."""
+        match result:
+            case Success(_):
+                self.count_recorded(finish)
+            case Failure(LeaseLost() | NotFound()):
+                self.lost += 1  # the lease was gone: the outcome is discarded
+                self.fenced += 1
+            case Failure(RetryableError()):
+                self.store_errors += 1
+            case _:
+                pass
+
     def count_recorded(self, finish: Finish) -> None:
         """Count an outcome the store recorded, by its kind."""
         match finish.event:
@@ -189,6 +204,22 @@ class WorkerStats:
                 self.snoozed += 1
             case Release():
                 self.released += 1
+
+    def count_cancel(self, cancel: CancelHandler) -> None:
+        """Count a handler the core cancelled: a lease lost, an outcome dropped, a timeout."""
+        if cancel.why.loses_lease:
+            self.lost += 1
+        if cancel.discarded:
+            self.fenced += 1
+        if cancel.why is Why.TIMED_OUT:
+            self.timed_out += 1
+
+    def count_discarded(self, verdict: Discarded) -> None:
+        """Count a handler's outcome the core refused to report."""
+        if verdict.gave_up:
+            self.lost += 1
+        if verdict.gave_up or verdict.why is Why.GONE:
+            self.fenced += 1
 
 
 class Worker:
@@ -477,18 +508,15 @@ class Worker:
                 self._first_outcome_ms = self._clock.now_ms()
             self._outcomes.extend(again)
             for finish, result in zip(recording.finishes, results, strict=True):
+                self._stats.count_answer(finish, result)
                 match result:
-                    case Success(_):
-                        self._stats.count_recorded(finish)
                     case Failure(LeaseLost() | NotFound() as refusal):
-                        self._stats.lost += 1
-                        self._stats.fenced += 1
                         log.warning(
                             "worker %s: lost the lease of %s: the store refused the outcome: %s",
                             self.pid, finish.task_id, refusal,
                         )  # fmt: skip
                     case Failure(RetryableError()):
-                        self._stats.store_errors += 1
+                        pass  # counted; sent again with the next batch
                     case Failure(other):
                         log.error(
                             "worker %s: could not record %s: %s", self.pid, finish.task_id, other
@@ -529,14 +557,10 @@ class Worker:
             match verdict:
                 case Finish(task_id=task_id, event=event):
                     self._outcomes.append((task_id, event.attempt))
-                case Discarded(why=Why.GONE):
-                    self._stats.fenced += 1
-                case Discarded(lease=token, gave_up=True, reason=reason):
-                    self._stats.lost += 1
-                    self._stats.fenced += 1
-                    self._log_lost(token, reason)
                 case Discarded():
-                    pass
+                    self._stats.count_discarded(verdict)
+                    if verdict.gave_up:
+                        self._log_lost(verdict.lease, verdict.reason)
 
     # -- handler threads -------------------------------------------------------------
 
@@ -655,15 +679,11 @@ class Worker:
 
     def _apply_cancels_locked(self, cancels: Sequence[CancelHandler]) -> None:
         for cancel in cancels:
+            self._stats.count_cancel(cancel)
             if cancel.why.loses_lease:
-                self._stats.lost += 1
                 self._log_lost(cancel.lease, cancel.reason)
-            if cancel.discarded:
-                self._stats.fenced += 1
-                if cancel.lease in self._outcomes:
-                    self._outcomes.remove(cancel.lease)
-            if cancel.why is Why.TIMED_OUT:
-                self._stats.timed_out += 1
+            if cancel.discarded and cancel.lease in self._outcomes:
+                self._outcomes.remove(cancel.lease)
             if cancel.decided:
                 self._decided_locked(cancel.lease)
                 self._wake.notify_all()

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from returns.result import Failure, Success
-
 from sokka.adapters.store import TaskStore
 from sokka.core import holding
 from sokka.core.backoff import Backoff
-from sokka.core.commands import CancelHandler, Why
-from sokka.core.errors import LeaseLost, NotFound, RetryableError
+from sokka.core.commands import CancelHandler
+from sokka.core.errors import RetryableError
 from sokka.core.holding import Discarded, Holdings, Phase, WorkerPolicy
 from sokka.core.outcomes import Failed, failed
 from sokka.core.task import Task, require_name
@@ -134,14 +132,7 @@ class SteppedWorker:
         results = self.store.finish_many(list(recording.finishes))
         self.holdings, _ = holding.recorded(self.holdings, recording, results)
         for finish, result in zip(recording.finishes, results, strict=True):
-            match result:
-                case Success(_):
-                    self.stats.count_recorded(finish)
-                case Failure(LeaseLost() | NotFound()):
-                    self.stats.lost += 1
-                    self.stats.fenced += 1
-                case _:
-                    pass
+            self.stats.count_answer(finish, result)
 
     def _run(self, task: Task) -> None:
         token = (task.task_id, task.attempt)
@@ -167,18 +158,12 @@ class SteppedWorker:
         )
         if isinstance(verdict, Discarded):
             self.discarded.append(verdict)
-            if verdict.gave_up:
-                self.stats.lost += 1
-            if verdict.gave_up or verdict.why is Why.GONE:
-                self.stats.fenced += 1
+            self.stats.count_discarded(verdict)
 
     def _cancel(self, cancels: tuple[CancelHandler, ...]) -> None:
         for cancel in cancels:
             self.cancels.append(cancel)
-            if cancel.why.loses_lease:
-                self.stats.lost += 1
-            if cancel.why is Why.TIMED_OUT:
-                self.stats.timed_out += 1
+            self.stats.count_cancel(cancel)
             ctx = self._contexts.get(cancel.lease)
             if ctx is not None:
                 ctx._set_cancelled(cancel.reason)
