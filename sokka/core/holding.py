@@ -51,7 +51,7 @@ from returns.result import Failure, Result, Success
 from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
 from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
-from sokka.core.outcomes import Failed, Ok, Snoozed
+from sokka.core.outcomes import FailedOutcome, OkOutcome, SnoozedOutcome
 from sokka.core.task import Task, require_name, require_positive_ms
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
 
@@ -460,13 +460,13 @@ def _changed(holdings: Holdings, changes: dict[Token, Held | None]) -> Holdings:
 def _finish_for(holdings: Holdings, held: Held, outcome: object) -> Finish:
     task, pid = held.task, holdings.pid
     match outcome:
-        case Ok():
+        case OkOutcome():
             return Finish(task_id=task.task_id, event=Terminate(pid=pid, attempt=task.attempt))
-        case Snoozed(ms=ms):
+        case SnoozedOutcome(ms=ms):
             return Finish(
                 task_id=task.task_id, event=Snooze(pid=pid, attempt=task.attempt, snooze_ms=ms)
             )
-        case Failed(error=error, retry=retry):
+        case FailedOutcome(error=error, retry=retry):
             delay = (
                 max(holdings.policy.retry_backoff.delay_ms(task.failures, held.jitter), 1)
                 if retry
@@ -479,7 +479,7 @@ def _finish_for(holdings: Holdings, held: Held, outcome: object) -> Finish:
     return _finish_for(
         holdings,
         held,
-        Failed(f"the handler returned {outcome!r}, not ok(), failed(error) or snoozed(ms)"),
+        FailedOutcome(f"the handler returned {outcome!r}, not ok(), failed(error) or snoozed(ms)"),
     )
 
 
@@ -660,7 +660,7 @@ def tick(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[CancelHandler
             and now_ms > held.started_ms + held.timeout_ms
         ):
             reason = f"timed out after {held.timeout_ms} ms"
-            finish = _finish_for(holdings, held, Failed(reason))
+            finish = _finish_for(holdings, held, FailedOutcome(reason))
             evolver[key] = held._with(phase=Phase.DECIDED, finish=finish)
             cancels.append(CancelHandler(lease=key, why=Why.TIMED_OUT, reason=reason, decided=True))
         elif draining:

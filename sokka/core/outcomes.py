@@ -3,6 +3,11 @@
 These are values of the worker's core (``core.holding.finished`` turns one
 into the ``Finish`` command a store records), so every runtime, the threaded
 worker, the asyncio one and the simulator, reads them the same way.
+
+Names: a handler's answer is an *outcome* (``OkOutcome``, ``FailedOutcome``,
+``SnoozedOutcome``, built with ``ok()``, ``failed()``, ``snoozed()``); what a
+store records is an *event* of ``core.transitions`` (``Terminate``, ``Fail``,
+``Snooze``). The worker core turns the one into the other.
 """
 
 from __future__ import annotations
@@ -11,16 +16,25 @@ from dataclasses import dataclass
 
 from sokka.core.task import require_positive_ms
 
-__all__ = ["Failed", "Ok", "Outcome", "Snoozed", "describe", "failed", "ok", "snoozed"]
+__all__ = [
+    "FailedOutcome",
+    "OkOutcome",
+    "Outcome",
+    "SnoozedOutcome",
+    "describe",
+    "failed",
+    "ok",
+    "snoozed",
+]
 
 
 @dataclass(frozen=True, slots=True)
-class Ok:
+class OkOutcome:
     """The task is done."""
 
 
 @dataclass(frozen=True, slots=True)
-class Failed:
+class FailedOutcome:
     """The attempt failed. With ``retry`` (the default) and attempts left within the
     task's ``max_attempts``, it runs again after a backoff; otherwise the task fails."""
 
@@ -29,34 +43,34 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
-class Snoozed:
+class SnoozedOutcome:
     """Run the task again in ``ms`` milliseconds; not a failure."""
 
     ms: int
 
 
-Outcome = Ok | Failed | Snoozed
+Outcome = OkOutcome | FailedOutcome | SnoozedOutcome
 
 
-def ok() -> Ok:
+def ok() -> OkOutcome:
     """The handler's answer for a task that is done."""
-    return Ok()
+    return OkOutcome()
 
 
-def failed(error: str | BaseException, *, retry: bool = True) -> Failed:
+def failed(error: str | BaseException, *, retry: bool = True) -> FailedOutcome:
     """The handler's answer for a failed attempt (retried while attempts are left).
 
     >>> failed(ValueError("no such user"))
-    Failed(error='ValueError: no such user', retry=True)
+    FailedOutcome(error='ValueError: no such user', retry=True)
     """
     if isinstance(error, BaseException):
         error = describe(error)
-    return Failed(str(error), retry)
+    return FailedOutcome(str(error), retry)
 
 
-def snoozed(ms: int) -> Snoozed:
+def snoozed(ms: int) -> SnoozedOutcome:
     """The handler's answer for "not yet": run again after ``ms`` milliseconds."""
-    return Snoozed(require_positive_ms("ms", ms))
+    return SnoozedOutcome(require_positive_ms("ms", ms))
 
 
 def describe(error: BaseException) -> str:

@@ -76,7 +76,7 @@ from sokka.core.backoff import Backoff, Jitter
 from sokka.core.commands import ExtendLeases, LeaseToken, RevokeLease, RevokeOutcome
 from sokka.core.errors import ValidationError
 from sokka.core.holding import Discarded, Holdings, Recording, WorkerPolicy
-from sokka.core.outcomes import Ok
+from sokka.core.outcomes import OkOutcome
 from sokka.core.supervision import EMPTY, LeasePolicy, Monitored, mark, next_expiry, settle, sweep
 from sokka.core.task import Status, Task, TaskSpec
 
@@ -514,7 +514,7 @@ class _Run:
         self._stop_handler(w)
         lease = (w.task.task_id, w.task.attempt)
         local = w.clock.at(self.now)
-        w.holdings, verdict = holding.finished(w.holdings, lease, Ok(), local)
+        w.holdings, verdict = holding.finished(w.holdings, lease, OkOutcome(), local)
         if isinstance(verdict, Discarded):
             self._drop(w, wasted=True)
             return

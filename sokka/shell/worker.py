@@ -59,7 +59,15 @@ from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
 from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
 from sokka.core.holding import Discarded, Holdings, Token, WorkerPolicy
-from sokka.core.outcomes import Failed, Ok, Outcome, Snoozed, failed, ok, snoozed
+from sokka.core.outcomes import (
+    FailedOutcome,
+    OkOutcome,
+    Outcome,
+    SnoozedOutcome,
+    failed,
+    ok,
+    snoozed,
+)
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Task, require_name
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
@@ -69,11 +77,11 @@ from sokka.shell.supervisor import Supervisor
 __all__ = [
     "Cancelled",
     "Context",
-    "Failed",
+    "FailedOutcome",
     "Handler",
-    "Ok",
+    "OkOutcome",
     "Outcome",
-    "Snoozed",
+    "SnoozedOutcome",
     "Worker",
     "WorkerStats",
     "failed",
@@ -608,7 +616,7 @@ class Worker:
                     self._holdings, cancels = holding.tick(self._holdings, now)
                     self._apply_cancels_locked(cancels)
                 else:
-                    outcome = Failed("the handler raised Cancelled without being cancelled")
+                    outcome = FailedOutcome("the handler raised Cancelled without being cancelled")
             if not self._waiting_locked():
                 self._first_outcome_ms = now
             self._returns.append((token, outcome, now))  # folded in before recording
@@ -720,4 +728,3 @@ class Worker:
                 if not self._holdings and not self._outcomes and not self._returns:
                     return
                 self._wake.wait(0.01)
-

@@ -21,7 +21,7 @@ from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler
 from sokka.core.errors import RetryableError
 from sokka.core.holding import Discarded, Holdings, Phase, WorkerPolicy
-from sokka.core.outcomes import Failed, failed
+from sokka.core.outcomes import FailedOutcome, failed
 from sokka.core.task import Task, require_name
 from sokka.shell.clock import Clock
 from sokka.shell.worker import Cancelled, Context, Handler, WorkerStats
@@ -146,7 +146,7 @@ class SteppedWorker:
         try:
             outcome = self.handler(task, ctx)
         except Cancelled:
-            outcome = Failed("the handler raised Cancelled without being cancelled")
+            outcome = FailedOutcome("the handler raised Cancelled without being cancelled")
         except Exception as error:
             outcome = failed(error)
         finally:

@@ -28,7 +28,7 @@ from sokka.core import holding
 from sokka.core.commands import ExtendLeases, Finish, RevokeOutcome, Why
 from sokka.core.errors import LeaseLost, SokkaError, Unavailable
 from sokka.core.holding import Discarded, Holdings, Phase, WorkerPolicy
-from sokka.core.outcomes import Failed, Ok, Snoozed
+from sokka.core.outcomes import FailedOutcome, OkOutcome, SnoozedOutcome
 from sokka.core.supervision import EMPTY, LeasePolicy, mark, settle, sweep
 from sokka.core.task import Status, Task, TaskSpec
 from sokka.core.transitions import Release
@@ -74,7 +74,9 @@ def schedules(draw: st.DrawFn) -> Schedule:
         durations=draw(st.lists(st.integers(1, 6_000), min_size=n, max_size=n)),
         outcomes=draw(
             st.lists(
-                st.sampled_from([Ok(), Failed("boom"), Snoozed(500), "not an outcome"]),
+                st.sampled_from(
+                    [OkOutcome(), FailedOutcome("boom"), SnoozedOutcome(500), "not an outcome"]
+                ),
                 min_size=n,
                 max_size=n,
             )
@@ -274,7 +276,7 @@ def test_a_refusal_for_a_lease_being_recorded_is_not_a_loss() -> None:
     h, _ = holding.started(h, ("t0", 1), 0)
     h, command = holding.due(h, 700)
     assert command is not None
-    h, finish = holding.finished(h, ("t0", 1), Ok(), 710)
+    h, finish = holding.finished(h, ("t0", 1), OkOutcome(), 710)
     assert isinstance(finish, Finish)
     h, recording = holding.record(h, [("t0", 1)], 710)
     assert recording.finishes == (finish,)
@@ -303,7 +305,7 @@ def test_stopping_releases_what_waits_and_after_the_grace_what_runs() -> None:
     h, cancels = holding.tick(h, 401)
     assert [(c.lease, c.why, c.decided) for c in cancels] == [(("t0", 1), Why.STOPPING, True)]
     # the handler returning after the grace period changes nothing
-    assert holding.finished(h, ("t0", 1), Ok(), 402)[1] == Discarded(
+    assert holding.finished(h, ("t0", 1), OkOutcome(), 402)[1] == Discarded(
         lease=("t0", 1), why=Why.STOPPING, reason="the attempt was stopping"
     )
     h, recording = holding.record(h, [("t0", 1), ("t1", 1)], 401)
@@ -417,7 +419,7 @@ def run_world(world: World) -> tuple[list[str], dict[str, int], dict[str, int], 
             for key, end in list(ends.items()):
                 if end <= t:
                     del ends[key]
-                    worker, _ = holding.finished(worker, key, Ok(), now)
+                    worker, _ = holding.finished(worker, key, OkOutcome(), now)
             worker, command = holding.due(worker, now)
             if command is not None:
                 if cut(t):
