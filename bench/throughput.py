@@ -169,9 +169,9 @@ def _worker_sokka(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
 
     from sokka.adapters.sql import SQLStore
     from sokka.core.task import Task
-    from sokka.shell.worker import Context, Ok, Worker, ok
+    from sokka.shell.worker import Context, OkOutcome, Worker, ok
 
-    def noop(task: Task, _ctx: Context) -> Ok:
+    def noop(task: Task, _ctx: Context) -> OkOutcome:
         seen.append(task.task_id)
         return ok()
 
