@@ -43,6 +43,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, NamedTuple
 
 from pyrsistent import PMap, pmap
@@ -457,11 +458,18 @@ def _changed(holdings: Holdings, changes: dict[Token, Held | None]) -> Holdings:
     return holdings._with(evolver.persistent())
 
 
+@lru_cache(maxsize=256)
+def _terminate(pid: str, attempt: int) -> Terminate:
+    # The same few values (one pid, attempts 1, 2, ...) for every task: a frozen
+    # value can be shared, and validating it once saves a share of a no-op task.
+    return Terminate(pid=pid, attempt=attempt)
+
+
 def _finish_for(holdings: Holdings, held: Held, outcome: object) -> Finish:
     task, pid = held.task, holdings.pid
     match outcome:
         case OkOutcome():
-            return Finish(task_id=task.task_id, event=Terminate(pid=pid, attempt=task.attempt))
+            return Finish(task_id=task.task_id, event=_terminate(pid, task.attempt))
         case SnoozedOutcome(ms=ms):
             return Finish(
                 task_id=task.task_id, event=Snooze(pid=pid, attempt=task.attempt, snooze_ms=ms)
@@ -503,6 +511,32 @@ def finished_many(
 ) -> tuple[Holdings, tuple[Finish | Discarded, ...]]:
     """``finished`` for many handlers at once, each ``(lease, outcome, when it
     returned)``, in one step; one verdict each, in order."""
+    return ran(holdings, (), returns)
+
+
+def ran(
+    holdings: Holdings,
+    starts: Iterable[tuple[Token, int]],
+    returns: Iterable[tuple[Token, object, int]],
+) -> tuple[Holdings, tuple[Finish | Discarded, ...]]:
+    """``started_many(starts)`` then ``finished_many(returns)``, in one step.
+
+    For a runtime that queues its handlers' starts and returns and folds them
+    in together: the result is the same as the two calls in turn, but a lease
+    that starts and returns within one fold is written once (decided), not
+    twice, since nothing between the two can read its start time.
+
+    >>> from sokka.core.outcomes import ok
+    >>> from sokka.core.task import Status
+    >>> t = Task(task_id="t1", task_group_id="t1", topic="q", status=Status.RUNNING, attempt=1)
+    >>> h = take(holdings("w1", WorkerPolicy(lease_time_ms=1_000)), [t], sent_ms=0)
+    >>> h, (finish,) = ran(h, [(("t1", 1), 5)], [(("t1", 1), ok(), 9)])
+    >>> h.get(("t1", 1)).phase, type(finish.event).__name__
+    (<Phase.DECIDED: 'decided'>, 'Terminate')
+    """
+    returns = list(returns)
+    returning = {lease for lease, _outcome, _when in returns}
+    holdings = started_many(holdings, (s for s in starts if s[0] not in returning))
     current = holdings.leases
     evolver = current.evolver()
     changed: dict[Token, Held | None] = {}
@@ -514,9 +548,7 @@ def finished_many(
             verdicts.append(Discarded(lease=lease, why=Why.GONE, reason=reason))
         elif held.phase is not Phase.RUNNING and held.phase is not Phase.WAITING:
             why = Why.STOPPING if isinstance(_event(held), Release) else Why.TIMED_OUT
-            verdicts.append(
-                Discarded(lease=lease, why=why, reason=f"the attempt was {why.value}")
-            )
+            verdicts.append(Discarded(lease=lease, why=why, reason=f"the attempt was {why.value}"))
         elif when > held.fence_at_ms:
             reason = (
                 f"no keepalive succeeded for {when - held.ok_sent_ms} ms "

@@ -554,13 +554,13 @@ class Worker:
 
     def _fold_locked(self) -> None:
         """Fold the queued handler starts and returns into the core, in order."""
-        if self._starts:
-            self._holdings = holding.started_many(self._holdings, self._starts)
-            self._starts = []
         if not self._returns:
+            if self._starts:
+                self._holdings = holding.started_many(self._holdings, self._starts)
+                self._starts = []
             return
-        returns, self._returns = self._returns, []
-        self._holdings, verdicts = holding.finished_many(self._holdings, returns)
+        starts, returns, self._starts, self._returns = self._starts, self._returns, [], []
+        self._holdings, verdicts = holding.ran(self._holdings, starts, returns)
         for verdict in verdicts:
             match verdict:
                 case Finish(task_id=task_id, event=event):

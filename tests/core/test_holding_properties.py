@@ -495,3 +495,24 @@ def test_jointly_a_lease_nobody_keeps_alive_is_revoked_within_lease_plus_one_int
     prompt = max(world.answer_delays) * world.rate < (0.9 - 0.7) * LEASE_MS * 0.75
     if world.crash_at is None and world.partition_at is None and prompt:
         assert revoked_at == {}
+
+
+@given(
+    st.lists(st.integers(0, 5), max_size=8),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2_000)), max_size=8),
+    st.integers(0, 2_000),
+)
+def test_ran_is_started_many_then_finished_many(start_ids, return_ids, start_at) -> None:
+    """Folding queued starts and returns in one step (``ran``) gives the same
+    verdicts, and the same leases in the same phases, as ``started_many`` then
+    ``finished_many``; only a start whose handler already returned is not written."""
+    policy = WorkerPolicy(lease_time_ms=1_000)
+    h = holding.take(holding.holdings("w", policy), [running_task(i) for i in range(4)], 0)
+    starts = [((f"t{i}", 1), start_at) for i in start_ids]
+    returns = [((f"t{i}", 1), OkOutcome(), when) for i, when in return_ids]
+    one, verdicts = holding.ran(h, starts, returns)
+    two, expected = holding.finished_many(holding.started_many(h, starts), returns)
+    assert verdicts == expected
+    assert {k: v.phase for k, v in one.leases.items()} == {
+        k: v.phase for k, v in two.leases.items()
+    }
