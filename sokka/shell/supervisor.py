@@ -31,6 +31,7 @@ from sokka.core.supervision import (
 )
 from sokka.core.task import Status, Task, require_name, require_positive_ms
 from sokka.shell.clock import Clock, MonotonicClock
+from sokka.shell.errorlog import RepeatedErrors
 
 __all__ = ["Supervisor", "SupervisorReport"]
 
@@ -90,6 +91,7 @@ class Supervisor:
             raise ValidationError("topics", "must name at least one topic, or be None for all")
         self._policy = policy or LeasePolicy(lease_time_ms=30_000, default_snooze_ms=60_000)
         self._clock: Clock = clock or MonotonicClock()
+        self._errors = RepeatedErrors(log, "supervisor", self._clock)
         self._interval_ms = require_positive_ms(
             "interval_ms",
             interval_ms if interval_ms is not None else max(self._policy.lease_time_ms // 4, 1),
@@ -140,15 +142,16 @@ class Supervisor:
         tasks: list[Task] = []
         errors: list[str] = []
         for topic in self._topics:
+            where = "all topics" if topic is None else f"topic {topic!r}"
             cursor: str | None = None
             while True:
                 try:
                     page = self._store.list_leased_tasks(topic, cursor, self._page_size)
                 except SokkaError as error:
-                    where = "all topics" if topic is None else f"topic {topic!r}"
-                    log.warning("listing leased tasks of %s failed: %s", where, error)
+                    self._errors.failed(f"listing leased tasks of {where}", error)
                     errors.append(f"{where}: {error}")
                     break
+                self._errors.succeeded(f"listing leased tasks of {where}")
                 tasks.extend(page.tasks)
                 if page.next_cursor is None:
                     break

@@ -72,6 +72,7 @@ from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Task, require_name
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
 from sokka.shell.clock import Clock, MonotonicClock
+from sokka.shell.errorlog import RepeatedErrors
 from sokka.shell.supervisor import Supervisor
 
 __all__ = [
@@ -279,6 +280,9 @@ class Worker:
         self._linger_ms = _non_negative("linger_ms", linger_ms)
         self._clock: Clock = clock or MonotonicClock()
         self._rand = rand
+        # A store that is down fails every call: the first failure is logged, the
+        # repeats are summarised (and the dispatcher backs off as on empty polls).
+        self._errors = RepeatedErrors(log, f"worker {self.pid}", self._clock)
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the dispatcher waits on it
@@ -422,8 +426,7 @@ class Worker:
                 if got:
                     empty_polls = 0
                     continue
-                if got is not None:
-                    empty_polls += 1
+                empty_polls += 1  # an empty poll or a failed one: back off alike
                 wait_ms = self._poll.delay_ms(min(empty_polls, 30), self._rand())
             else:
                 wait_ms = self._linger_ms
@@ -459,6 +462,7 @@ class Worker:
             self._fatal = error
             self.stop()
             return None
+        self._errors.succeeded("reserve")
         if not tasks:
             return tasks
         rand = self._rand
@@ -508,8 +512,10 @@ class Worker:
             with self._lock:
                 self._holdings, again = holding.unsent(self._holdings, recording)
                 self._outcomes = list(again) + self._outcomes
-            self._stopping.wait(0.05)
+            failures = self._errors.streak("record outcomes")
+            self._stopping.wait(self._poll.delay_ms(min(failures, 30), self._rand()) / 1000)
             return
+        self._errors.succeeded("record outcomes")
         with self._lock:
             self._holdings, again = holding.recorded(self._holdings, recording, results)
             if again and not self._outcomes:
@@ -533,7 +539,7 @@ class Worker:
     def _note_store_error(self, what: str, error: SokkaError) -> None:
         with self._lock:
             self._stats.store_errors += 1
-        log.warning("worker %s: %s failed, will retry: %s", self.pid, what, error)
+        self._errors.failed(what, error)
 
     def _waiting_locked(self) -> int:
         """Outcomes waiting to be recorded (decided, or returned and not yet folded)."""
@@ -650,6 +656,7 @@ class Worker:
             except RetryableError as error:
                 self._note_store_error("keepalive", error)
                 continue  # the core has set a retry
+            self._errors.succeeded("keepalive")
             with self._lock:
                 self._holdings, cancels = holding.acknowledged(self._holdings, chunk, results)
                 self._apply_cancels_locked(cancels)

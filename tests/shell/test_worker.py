@@ -4,6 +4,7 @@ real server fronting the same MemoryStore)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -37,6 +38,7 @@ class WatchedStore:
         self.extend_sizes: list[int] = []
         self.reserve_limits: list[int] = []
         self.keepalives_fail = threading.Event()
+        self.reserves_fail = threading.Event()
 
     def __getattr__(self, name: str) -> Any:
         self.calls[name] += 1
@@ -45,6 +47,8 @@ class WatchedStore:
     def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
         self.calls["reserve_tasks"] += 1
         self.reserve_limits.append(limit)
+        if self.reserves_fail.is_set():
+            raise Unavailable("the database cannot be reached (simulated)")
         return self.via.reserve_tasks(topic, pid, limit)
 
     def extend_leases(self, pid: str, leases: Any) -> Any:
@@ -122,9 +126,7 @@ def test_reserves_and_records_in_batches(store, running) -> None:
     assert store.calls["finish_many"] <= 200 // 10  # many outcomes per call
 
 
-def test_an_exception_is_a_failure_with_its_type_and_message_and_is_retried(
-    store, running
-) -> None:
+def test_an_exception_is_a_failure_with_its_type_and_message_and_is_retried(store, running) -> None:
     add(store, 1, max_attempts=3)
 
     def boom(task: Task, ctx: Context) -> Any:
@@ -181,9 +183,7 @@ def test_keepalives_keep_a_long_task_alive_under_a_supervisor(store, running) ->
         ctx.sleep(1.0)  # several leases of 300 ms
         return ok()
 
-    worker = running(
-        store, slow, lease_time_ms=300, supervise=True, supervisor_interval_ms=20
-    )
+    worker = running(store, slow, lease_time_ms=300, supervise=True, supervisor_interval_ms=20)
     wait_for(lambda: worker.stats().succeeded == 1)
     task = tasks(store)[0]
     assert (task.status, task.attempt, task.failures) == (Status.TERMINATED, 1, 0)
@@ -269,6 +269,30 @@ def test_idle_polling_backs_off(store, running) -> None:
     time.sleep(1.0)
     # without backoff a loop would reserve thousands of times a second
     assert store.calls["reserve_tasks"] < 40
+
+
+def test_a_store_that_is_down_is_retried_with_backoff_and_logged_once(
+    store, running, caplog
+) -> None:
+    """Issue 11: with the store down, a worker tried to reserve about 100 times a
+    second and logged a warning each time."""
+    store.reserves_fail.set()
+    caplog.set_level(logging.INFO, logger="sokka.worker")
+    running(store, lambda task, ctx: ok(), poll_backoff=Backoff(base_ms=20, cap_ms=200))
+    time.sleep(1.0)
+    failures = store.calls["reserve_tasks"]
+    assert 2 <= failures < 25  # 20, 40, 80, 160, 200, ... ms: about 8 in a second
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(": ", 1)[1] for r in warnings] == [
+        "reserve failed, will retry: the database cannot be reached (simulated)"
+    ]
+    store.reserves_fail.clear()
+    (task_id,) = add(store, 1)
+    wait_for(lambda: store.inner.get_task(task_id).status is Status.TERMINATED)
+    back = [r.getMessage() for r in caplog.records if "works again" in r.getMessage()]
+    assert len(back) == 1
+    after = int(back[0].split("after ")[1].split(" failures")[0])
+    assert failures <= after <= store.calls["reserve_tasks"]
 
 
 def test_graceful_stop_finishes_in_flight_work_and_releases_the_rest(store) -> None:
