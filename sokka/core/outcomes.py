@@ -13,8 +13,9 @@ store records is an *event* of ``core.transitions`` (``Terminate``, ``Fail``,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-from sokka.core.task import require_positive_ms
+from sokka.core.task import MAX_ERROR_LENGTH, require_positive_ms
 
 __all__ = [
     "FailedOutcome",
@@ -24,8 +25,13 @@ __all__ = [
     "describe",
     "failed",
     "ok",
+    "raised",
     "snoozed",
 ]
+
+#: The most of an error's own ``Type: message`` kept before its traceback.
+MAX_SUMMARY_LENGTH: Final = 1_000
+_CLIPPED_FRAMES: Final = "... (earlier lines of the traceback clipped)\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,31 @@ def failed(error: str | BaseException, *, retry: bool = True) -> FailedOutcome:
     if isinstance(error, BaseException):
         error = describe(error)
     return FailedOutcome(str(error), retry)
+
+
+def raised(error: BaseException, traceback: str) -> FailedOutcome:
+    """The outcome of a handler that raised ``error`` (retried while attempts are left).
+
+    The error text is ``Type: message``, then ``traceback`` (as the shell
+    formatted it) clipped from the front, so the innermost frames stay and the
+    whole fits a task's error history (``MAX_ERROR_LENGTH``).
+
+    >>> outcome = raised(ValueError("no"), "Traceback (most recent call last):\\n" + "x\\n" * 5000)
+    >>> text = outcome.error
+    >>> text.splitlines()[:2], len(text) <= MAX_ERROR_LENGTH
+    (['ValueError: no', '... (earlier lines of the traceback clipped)'], True)
+    """
+    summary = describe(error)
+    if len(summary) > MAX_SUMMARY_LENGTH:
+        summary = summary[: MAX_SUMMARY_LENGTH - 14] + " ... (clipped)"
+    room = MAX_ERROR_LENGTH - len(summary) - 1
+    trace = traceback.rstrip("\n")
+    if len(trace) > room:
+        tail = trace[len(trace) - (room - len(_CLIPPED_FRAMES)) :]
+        # start at a whole line when there is one
+        newline = tail.find("\n")
+        trace = _CLIPPED_FRAMES + (tail[newline + 1 :] if 0 <= newline < len(tail) - 1 else tail)
+    return FailedOutcome(f"{summary}\n{trace}" if trace else summary)
 
 
 def snoozed(ms: int) -> SnoozedOutcome:

@@ -45,6 +45,7 @@ import secrets
 import signal
 import socket
 import threading
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -64,8 +65,10 @@ from sokka.core.outcomes import (
     OkOutcome,
     Outcome,
     SnoozedOutcome,
+    describe,
     failed,
     ok,
+    raised,
     snoozed,
 )
 from sokka.core.supervision import LeasePolicy
@@ -171,6 +174,18 @@ class Context:
 Handler = Callable[[Task, Context], Outcome]
 
 _CANCELLED = object()  # what a handler "returned" when it raised Cancelled
+
+
+def handler_raised(pid: str, task: Task, error: BaseException, ran_ms: int) -> FailedOutcome:
+    """A handler raised ``error``: log it with its traceback, and make it the
+    attempt's failure, its traceback kept (bounded) in the task's error history."""
+    log.warning(
+        "worker %s: task %s (attempt %d) raised after %d ms: %s",
+        pid, task.task_id, task.attempt, ran_ms, describe(error), exc_info=error,
+    )  # fmt: skip
+    tb = error.__traceback__
+    frames = tb.tb_next if tb is not None and tb.tb_next is not None else tb  # not the runtime's
+    return raised(error, "".join(traceback.format_exception(type(error), error, frames)))
 
 
 @dataclass(slots=True)
@@ -598,12 +613,14 @@ class Worker:
 
     def _run_one(self, token: Token, ctx: Context) -> None:
         outcome: object
+        started = self._clock.now_ms()
         try:
             outcome = self._handler(ctx.task, ctx)
         except Cancelled:
             outcome = _CANCELLED
         except BaseException as error:  # a handler's exception is its failure; the
-            outcome = failed(error)  # thread must live on (even after sys.exit())
+            # thread must live on (even after sys.exit())
+            outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - started)
         self._handler_returned(token, ctx, outcome)
 
     def _handler_returned(self, token: Token, ctx: Context, outcome: object) -> None:

@@ -21,10 +21,10 @@ from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler
 from sokka.core.errors import RetryableError
 from sokka.core.holding import Discarded, Holdings, Phase, WorkerPolicy
-from sokka.core.outcomes import FailedOutcome, failed
+from sokka.core.outcomes import FailedOutcome
 from sokka.core.task import Task, require_name
 from sokka.shell.clock import Clock
-from sokka.shell.worker import Cancelled, Context, Handler, WorkerStats
+from sokka.shell.worker import Cancelled, Context, Handler, WorkerStats, handler_raised
 
 __all__ = ["SteppedWorker"]
 
@@ -148,7 +148,7 @@ class SteppedWorker:
         except Cancelled:
             outcome = FailedOutcome("the handler raised Cancelled without being cancelled")
         except Exception as error:
-            outcome = failed(error)
+            outcome = handler_raised(self.pid, task, error, self.clock.now_ms() - now)
         finally:
             self._contexts.pop(token, None)
         self.holdings, cancels = holding.tick(self.holdings, self.clock.now_ms())

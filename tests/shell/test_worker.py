@@ -126,8 +126,11 @@ def test_reserves_and_records_in_batches(store, running) -> None:
     assert store.calls["finish_many"] <= 200 // 10  # many outcomes per call
 
 
-def test_an_exception_is_a_failure_with_its_type_and_message_and_is_retried(store, running) -> None:
+def test_an_exception_is_a_failure_with_its_type_and_message_and_is_retried(
+    store, running, caplog
+) -> None:
     add(store, 1, max_attempts=3)
+    caplog.set_level(logging.WARNING, logger="sokka.worker")
 
     def boom(task: Task, ctx: Context) -> Any:
         raise ValueError(f"bad input on attempt {task.attempt}")
@@ -136,10 +139,20 @@ def test_an_exception_is_a_failure_with_its_type_and_message_and_is_retried(stor
     wait_for(lambda: tasks(store)[0].status is Status.FAILED)
     task = tasks(store)[0]
     assert task.failures == 3
-    assert task.error == "ValueError: bad input on attempt 3"
-    assert task.errors == tuple(
+    assert task.error is not None
+    assert task.error.splitlines()[0] == "ValueError: bad input on attempt 3"
+    assert [e.splitlines()[0] for e in task.errors] == [
         f"attempt {n}: ValueError: bad input on attempt {n}" for n in (1, 2, 3)
-    )
+    ]
+    # Issue 11: the traceback was lost, and nothing was logged.
+    trace = task.error.splitlines()[1:]
+    assert trace[0] == "Traceback (most recent call last):"
+    assert any(line.endswith(", in boom") for line in trace)
+    assert not any("_run_one" in line for line in trace)  # the handler's frames only
+    logged = [r for r in caplog.records if "raised after" in r.getMessage()]
+    assert [r.levelno for r in logged] == [logging.WARNING] * 3
+    assert "task t000 (attempt 1) raised after" in logged[0].getMessage()
+    assert logged[0].exc_info is not None
     # The store holds the outcome before the worker has read the store's answer
     # (over HTTP, a round trip before): wait for the count rather than read it once.
     wait_for(lambda: worker.stats().failed == 3)
@@ -391,7 +404,7 @@ def test_sys_exit_in_a_handler_is_a_failure_and_the_worker_goes_on(store, runnin
     worker = running(store, handler)
     wait_for(lambda: worker.stats().succeeded == 1 and worker.stats().failed == 1)
     by_id = {t.task_id: t for t in tasks(store)}
-    assert by_id["t000"].error == "SystemExit: bye"
+    assert by_id["t000"].error.splitlines()[0] == "SystemExit: bye"
     assert by_id["t001"].status is Status.TERMINATED
 
 
