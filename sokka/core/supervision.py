@@ -208,8 +208,7 @@ def mark(
 
     Tasks that are not running or snoozed are ignored (they hold no lease).
     A listing should name each task once (pages of a keyset listing never
-    overlap); a repeated task is harmless but may keep a vanished entry one
-    cycle longer.
+    overlap); a task it names twice counts once.
 
     >>> policy = LeasePolicy(lease_time_ms=100, default_snooze_ms=500)
     >>> from sokka.core.task import Task
@@ -225,7 +224,7 @@ def mark(
     index = monitored._index
     get = index.get
     changed: dict[str, Observation] = {}
-    seen = 0
+    seen: set[str] = set()  # the monitored tasks listed, each once however often listed
     # Earliest expiry among the entries this listing confirmed unchanged; with a
     # complete listing that and the changed entries are all that remains.
     earliest: int | None = None
@@ -236,7 +235,7 @@ def mark(
         task_id = task.task_id
         old = get(task_id)
         if old is not None:
-            seen += 1
+            seen.add(task_id)
             if old.record_ver == task.record_ver:
                 expiry = old.expiry_ms
                 if earliest is None or expiry < earliest:
@@ -245,7 +244,7 @@ def mark(
         changed[task_id] = Observation(task.record_ver, status, now_ms + _hold_ms(task, policy))
 
     removed: list[str] = []
-    if complete and seen < len(index):
+    if complete and len(seen) < len(index):
         # Some monitored tasks were not listed: they no longer hold a lease.
         listed = {t.task_id for t in tasks if t.status.is_leased}
         removed = [task_id for task_id in index if task_id not in listed]

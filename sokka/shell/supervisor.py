@@ -85,7 +85,10 @@ class Supervisor:
         if isinstance(topics, str):
             topics = (topics,)
         self._topics: tuple[str | None, ...] = (
-            (None,) if topics is None else tuple(require_name("topics", t) for t in topics)
+            # each topic once: a topic listed twice would list its tasks twice
+            (None,)
+            if topics is None
+            else tuple(dict.fromkeys(require_name("topics", t) for t in topics))
         )
         if not self._topics:
             raise ValidationError("topics", "must name at least one topic, or be None for all")

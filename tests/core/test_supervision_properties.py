@@ -146,8 +146,10 @@ def test_safety_a_task_changed_within_every_lease_is_never_revoked(
         assert "alive" not in revoked
         monitored = settle(
             monitored,
-            [RevokeOutcome(command=c, result=Failure(StaleRecord(c.task_id, 0, 1)))
-             for c in sweep(monitored, now)],
+            [
+                RevokeOutcome(command=c, result=Failure(StaleRecord(c.task_id, 0, 1)))
+                for c in sweep(monitored, now)
+            ],
         )
 
 
@@ -167,9 +169,7 @@ def test_liveness_an_unchanged_task_is_revoked_at_the_first_sweep_after_its_leas
     """An unchanged running task is revoked at the first sweep after first-seen + lease
     (its own lease_time_ms when it has one); a snoozed one after first-seen + its snooze
     time (or the default snooze), and not at any sweep before."""
-    task = leased(
-        "t", 7, status, lease_time_ms=own_ms, snooze_time_ms=own_ms, wall_ms=wall
-    )
+    task = leased("t", 7, status, lease_time_ms=own_ms, snooze_time_ms=own_ms, wall_ms=wall)
     due_after = None
     monitored = EMPTY
     now = 0
@@ -218,9 +218,7 @@ def test_expiry_stability_remarking_an_unchanged_record_never_moves_its_expiry(
         if task_id not in changed:
             assert remarked[task_id] == obs
         else:
-            assert remarked[task_id].expiry_ms == later + hold_ms(
-                leased(task_id, 0, obs.status)
-            )
+            assert remarked[task_id].expiry_ms == later + hold_ms(leased(task_id, 0, obs.status))
 
 
 # -- pruning -------------------------------------------------------------------
@@ -245,6 +243,20 @@ def test_pruning_an_incomplete_listing_drops_nothing(
     for task_id, obs in monitored.items():
         if task_id not in {t.task_id for t in listing}:
             assert marked[task_id] == obs
+
+
+@given(monitored=monitored_maps(), listing=listings(), now=st.integers(0, 10**6), data=st.data())
+def test_pruning_a_task_listed_twice_counts_once(
+    monitored: Monitored, listing: list[Task], now: int, data: st.DataObject
+) -> None:
+    """A listing that names some tasks twice (a topic listed twice, say) marks
+    and prunes exactly as the listing that names each once (issue 11: a repeat
+    was counted twice, so a vanished task was never dropped)."""
+    repeats = data.draw(st.lists(st.sampled_from(listing), max_size=4)) if listing else []
+    twice = mark(monitored, [*listing, *repeats], now, POLICY, complete=True)
+    once = mark(monitored, listing, now, POLICY, complete=True)
+    assert dict(twice) == dict(once)
+    assert next_expiry(twice) == next_expiry(once)
 
 
 def test_pruning_ignores_tasks_that_hold_no_lease() -> None:
@@ -281,18 +293,14 @@ def test_settle_forgets_final_outcomes_and_keeps_retryable_ones(
     commands = sweep(monitored, now)
     assert {c.task_id for c in commands} == set(monitored)  # everything is due
     kinds = {c.task_id: data.draw(outcome_results) for c in commands}
-    outcomes = [
-        RevokeOutcome(command=c, result=kinds[c.task_id][1](c)) for c in commands
-    ]
+    outcomes = [RevokeOutcome(command=c, result=kinds[c.task_id][1](c)) for c in commands]
     settled = settle(monitored, outcomes)
     kept = {t for t, (kind, _) in kinds.items() if kind in RETRYABLE}
     assert set(settled) == kept
     for task_id in kept:
         assert settled[task_id] == monitored[task_id]
     assert {c.task_id for c in sweep(settled, now)} == kept
-    assert next_expiry(settled) == min(
-        (o.expiry_ms for o in settled.values()), default=None
-    )
+    assert next_expiry(settled) == min((o.expiry_ms for o in settled.values()), default=None)
 
 
 def test_settle_leaves_an_entry_that_was_remarked_since_the_sweep() -> None:
@@ -391,7 +399,8 @@ class SupervisionModel(RuleBasedStateMachine):
     def sweep_and_settle(self, data: st.DataObject) -> None:
         commands = sweep(self.monitored, self.now)
         due = sorted(
-            (s.first_seen + s.hold, k) for k, s in self.model.items()
+            (s.first_seen + s.hold, k)
+            for k, s in self.model.items()
             if self.now > s.first_seen + s.hold
         )
         assert [c.task_id for c in commands] == [k for _, k in due]

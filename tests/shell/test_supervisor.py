@@ -114,9 +114,7 @@ def test_a_keepalive_between_mark_and_sweep_prevents_the_revoke(store, clock) ->
     sup.run_once()
     clock.advance(LEASE + 1)
     # The listing sees the old version; the keepalive lands right after it.
-    hooked.after_listing.append(
-        lambda: store.extend_leases("w1", [LeaseToken("t1", task.attempt)])
-    )
+    hooked.after_listing.append(lambda: store.extend_leases("w1", [LeaseToken("t1", task.attempt)]))
     report = sup.run_once()
     assert report.revoked == ()
     assert report.conflicts == 1
@@ -176,9 +174,7 @@ def test_two_supervisors_revoke_a_stale_task_exactly_once(store, clock) -> None:
     assert store.get_task("t1").record_ver == 2
 
 
-def test_two_supervisors_that_both_sweep_revoke_once_and_the_other_conflicts(
-    store, clock
-) -> None:
+def test_two_supervisors_that_both_sweep_revoke_once_and_the_other_conflicts(store, clock) -> None:
     reserved(store)
     first = supervisor(store, clock)
     hooked = HookedStore(store)
@@ -196,9 +192,7 @@ def test_two_supervisors_that_both_sweep_revoke_once_and_the_other_conflicts(
     assert store.get_task("t1").attempt == 1
 
 
-def test_a_retryable_revoke_error_is_retried_next_cycle_without_another_lease(
-    store, clock
-) -> None:
+def test_a_retryable_revoke_error_is_retried_next_cycle_without_another_lease(store, clock) -> None:
     reserved(store)
     hooked = HookedStore(store)
     sup = supervisor(hooked, clock, revoke_tries=2)
@@ -322,3 +316,14 @@ def test_the_loop_survives_a_failing_store(caplog) -> None:
     assert not hooked.listing_errors
     assert "driver exploded" in caplog.text
     assert sup.last_report is not None
+
+
+def test_a_topic_named_twice_is_listed_once_and_a_finished_task_is_dropped(store, clock) -> None:
+    """Issue 11: with ``Supervisor(store, ["q", "q"])`` each task was listed twice,
+    counted twice, and an entry whose task had finished stayed for ever."""
+    done, running = reserved(store, "t1"), reserved(store, "t2")
+    sup = supervisor(store, clock, topics=["q", "q"])
+    assert sup.run_once().monitored == 2
+    store.terminate(done.task_id, "w1", done.attempt)
+    assert sup.run_once().monitored == 1
+    assert set(sup.monitored) == {running.task_id}
