@@ -1,0 +1,1 @@
+"""Stores for the asyncio runtime: ``AsyncTaskStore``, the async twin of ``TaskStore``."""

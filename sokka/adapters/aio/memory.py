@@ -1,0 +1,100 @@
+"""``AsyncMemoryStore``: the in-memory reference store, awaitable.
+
+The memory store does no I/O and holds its lock only for a dict update, so
+each call runs inline on the event loop; it is the same ``MemoryStore``
+(``.sync``), which a test may read and write directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from returns.result import Result
+
+from sokka.adapters.memory import MemoryStore, _new_id, wall_clock_ms
+from sokka.adapters.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, TaskFilter
+from sokka.core.commands import Finish, LeaseToken
+from sokka.core.errors import SokkaError
+from sokka.core.task import Task, TaskSpec
+
+__all__ = ["AsyncMemoryStore"]
+
+
+class AsyncMemoryStore:
+    """An ``AsyncTaskStore`` over a ``MemoryStore`` (``sync``, made if not given)."""
+
+    def __init__(
+        self,
+        sync: MemoryStore | None = None,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+        new_id: Callable[[], str] = _new_id,
+    ) -> None:
+        self.sync = sync if sync is not None else MemoryStore(clock=clock, new_id=new_id)
+
+    async def create_task(self, spec: TaskSpec) -> Task:
+        return self.sync.create_task(spec)
+
+    async def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Result[Task, SokkaError]]:
+        return self.sync.create_tasks(specs)
+
+    async def get_task(self, task_id: str) -> Task:
+        return self.sync.get_task(task_id)
+
+    async def tasks_in_group(self, task_group_id: str, limit: int = MAX_PAGE_SIZE) -> list[Task]:
+        return self.sync.tasks_in_group(task_group_id)
+
+    async def list_tasks(
+        self,
+        filter: TaskFilter | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> Page:
+        return self.sync.list_tasks(filter, cursor, limit)
+
+    async def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+        return self.sync.reserve_tasks(topic, pid, limit)
+
+    async def extend_leases(
+        self, pid: str, leases: Sequence[LeaseToken]
+    ) -> list[Result[Task, SokkaError]]:
+        return self.sync.extend_leases(pid, leases)
+
+    async def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
+        return self.sync.terminate(task_id, pid, attempt)
+
+    async def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
+        return self.sync.snooze(task_id, pid, attempt, snooze_ms)
+
+    async def fail(
+        self,
+        task_id: str,
+        pid: str,
+        attempt: int,
+        error: str,
+        retry_after_ms: int | None = None,
+    ) -> Task:
+        return self.sync.fail(task_id, pid, attempt, error, retry_after_ms)
+
+    async def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
+        return self.sync.finish_many(outcomes)
+
+    async def revoke_lease(self, task_id: str, record_ver: int) -> Task:
+        return self.sync.revoke_lease(task_id, record_ver)
+
+    async def requeue(self, task_id: str) -> Task:
+        return self.sync.requeue(task_id)
+
+    async def cancel(self, task_id: str, reason: str) -> Task:
+        return self.sync.cancel(task_id, reason)
+
+    async def list_leased_tasks(
+        self,
+        topic: str | None = None,
+        cursor: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> Page:
+        return self.sync.list_leased_tasks(topic, cursor, limit)
+
+    async def aclose(self) -> None:
+        return None
