@@ -64,7 +64,7 @@ from sokka.core.errors import (
     Unavailable,
     ValidationError,
 )
-from sokka.core.task import Status, Task, TaskSpec, require_name
+from sokka.core.task import Status, Task, TaskSpec, require_name, task_from_values
 from sokka.core.transitions import (
     Event,
     Reserve,
@@ -757,26 +757,16 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
 def _task(row: Sequence[Any]) -> Task:
     """A Task from a row of ``SQLStore._columns`` (seq first)."""
     errors = row[17]
-    return Task(
-        task_id=row[1],
-        task_group_id=row[2],
-        topic=row[3],
-        sub_topic=row[4],
-        description=row[5],
-        data_json=row[6],
-        status=_STATUS[row[7]],
-        pid=row[8],
-        record_ver=row[9],
-        attempt=row[10],
-        failures=row[11],
-        max_attempts=row[12],
-        lease_time_ms=row[13],
-        timeout_ms=row[14],
-        snooze_time_ms=row[15],
-        error=row[16],
-        errors=() if errors == "[]" else tuple(json.loads(errors)),
-        created_at=row[18],
-        updated_at=row[19],
+    # The columns after seq are Task's fields in order (a test holds them to it).
+    return task_from_values(
+        (
+            *row[1:7],
+            _STATUS[row[7]],
+            *row[8:17],
+            () if errors == "[]" else tuple(json.loads(errors)),
+            row[18],
+            row[19],
+        )
     )
 
 

@@ -29,6 +29,7 @@ import enum
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
@@ -48,10 +49,12 @@ __all__ = [
     "Task",
     "TaskSpec",
     "encode_data",
+    "evolve",
     "require_at_most_max_int",
     "require_name",
     "require_positive_ms",
     "shown",
+    "task_from_values",
 ]
 
 MAX_NAME_LENGTH: Final = 128
@@ -374,3 +377,45 @@ class Task:
     def lease(self) -> tuple[str, int]:
         """The lease token ``(task_id, attempt)`` a handler can fence its writes with."""
         return (self.task_id, self.attempt)
+
+
+_TASK_FIELDS: Final = tuple(f.name for f in fields(Task))
+_new = object.__new__
+_set = object.__setattr__
+
+
+def evolve(task: Task, changes: dict[str, Any]) -> Task:
+    """``dataclasses.replace(task, **changes)``, about four times as fast.
+
+    Every transition of every store makes one new ``Task``; ``replace`` spends
+    most of its time finding the fields and passing them as keywords. ``Task``
+    has no ``__post_init__``, so copying the slots and setting the changes
+    makes the same value. ``changes`` must name fields of ``Task``.
+
+    >>> t = Task(task_id="t1", task_group_id="t1", topic="q")
+    >>> evolve(t, {"record_ver": 2}) == Task(task_id="t1", task_group_id="t1", topic="q",
+    ...                                      record_ver=2)
+    True
+    """
+    new = _new(Task)
+    for name in _TASK_FIELDS:
+        _set(new, name, getattr(task, name))
+    for name, value in changes.items():
+        _set(new, name, value)
+    return new
+
+
+def task_from_values(values: Sequence[Any]) -> Task:
+    """A ``Task`` from its field values in declaration order (a store's row),
+    without the keyword ``__init__``: the stores build one per row read.
+
+    >>> task_from_values(["t1", "t1", "q", "default", "", "null", Status.STARTING, None,
+    ...                   0, 0, 0, None, None, None, None, None, (), 0, 0]).task_id
+    't1'
+    """
+    if len(values) != len(_TASK_FIELDS):
+        raise ValueError(f"a Task has {len(_TASK_FIELDS)} fields, not {len(values)}")
+    new = _new(Task)
+    for name, value in zip(_TASK_FIELDS, values, strict=True):
+        _set(new, name, value)
+    return new

@@ -18,7 +18,7 @@ reserved again, even by the same pid, quotes a stale attempt and is refused
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from returns.result import Failure, Result, Success
@@ -38,6 +38,7 @@ from sokka.core.task import (
     MAX_ERROR_LENGTH,
     Status,
     Task,
+    evolve,
     require_at_most_max_int,
     require_name,
     require_positive_ms,
@@ -265,8 +266,10 @@ revoked and reserved again)")
             return Failure(refused)
     changes = _effects(task, event)
     changes.setdefault("status", target)
-    # One replace per transition: it is the hottest line of every store.
-    return Success(replace(task, record_ver=task.record_ver + 1, updated_at=now_ms, **changes))
+    changes["record_ver"] = task.record_ver + 1
+    changes["updated_at"] = now_ms
+    # One new task per transition: the hottest line of every store (evolve, not replace).
+    return Success(evolve(task, changes))
 
 
 def _effects(old: Task, event: Event) -> dict[str, Any]:

@@ -5,6 +5,7 @@ The behaviour every store shares is in the contract suite (tests/adapters/contra
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 
 from sokka.adapters.sql import SCHEMA_VERSION, SQLStore
 from sokka.core.errors import SchemaError, Throttled, Unavailable, ValidationError
-from sokka.core.task import Status, TaskSpec
+from sokka.core.task import Status, Task, TaskSpec
 from tests.databases import postgres_engine, postgres_url, test_prefix
 
 
@@ -52,9 +53,7 @@ def url_and_prefix(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
         ("postgresql+psycopg://postgres@localhost", "must name a database"),
     ],
 )
-def test_an_unsupported_url_is_a_clear_error_listing_what_is_supported(
-    url: str, says: str
-) -> None:
+def test_an_unsupported_url_is_a_clear_error_listing_what_is_supported(url: str, says: str) -> None:
     with pytest.raises(ValidationError) as raised:
         SQLStore(url)
     assert raised.value.field == "url"
@@ -231,3 +230,21 @@ def test_postgres_reservation_plan_uses_the_ready_index(pg_url: str) -> None:
             assert "Seq Scan" not in plan, plan
         finally:
             store.drop_schema()
+
+
+def test_the_columns_read_are_task_fields_in_order(sqlite_url: str) -> None:
+    """Rows become tasks by position (``task_from_values``): the selected columns,
+    after seq, must be Task's fields in declaration order (data is data_json)."""
+    store = SQLStore(sqlite_url)
+    names = [c.name for c in store._columns][1:]
+    assert ["data_json" if n == "data" else n for n in names] == [
+        f.name for f in dataclasses.fields(Task)
+    ]
+    store.create_schema()
+    spec = TaskSpec(topic="q", task_id="t1", data={"a": 1}, max_attempts=3, lease_time_ms=500)
+    created = store.create_task(spec)
+    (reserved,) = store.reserve_tasks("q", "w1")
+    assert store.get_task("t1") == reserved
+    assert (reserved.max_attempts, reserved.lease_time_ms, reserved.data) == (3, 500, {"a": 1})
+    assert created.record_ver == 0
+    store.close()
