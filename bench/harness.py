@@ -23,7 +23,7 @@ import os
 import secrets
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
@@ -61,10 +61,10 @@ def add_quick(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--quick", action="store_true", help=help)
 
 
-def default_postgres_url() -> str:
+def default_postgres_url(environ: Mapping[str, str] = os.environ) -> str:
     """``$SOKKA_BENCH_PG``, else ``$SOKKA_TEST_POSTGRES_URL``, else the local test server."""
     for name in POSTGRES_URL_VARIABLES:
-        value = os.environ.get(name)
+        value = environ.get(name)
         if value is not None:
             return value
     return DEFAULT_POSTGRES_URL
@@ -230,12 +230,12 @@ def versions(names: Iterable[str]) -> str:
     return ", ".join(f"{name} {version}" for name, version in found if version is not None)
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """This process's environment, with ``ROOT`` first on ``PYTHONPATH``: a child
+def child_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``environ`` (this process's), with ``ROOT`` first on ``PYTHONPATH``: a child
     process (``python -c``, or a benchmark re-run as a worker) imports ``bench``
     and ``sokka`` from where this one did."""
-    path = [str(ROOT), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), **extra}
+    path = [str(ROOT), *(p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    return {**environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
 # -- PostgreSQL ------------------------------------------------------------------------

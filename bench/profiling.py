@@ -50,7 +50,8 @@ def label(func: Func) -> str:
     if not line:
         return function
     path = Path(file)
-    return f"{path.parent.name}/{path.name}:{line}({function})"
+    where = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    return f"{where}:{line}({function})"
 
 
 def is_wait(func: Func) -> bool:

@@ -58,7 +58,8 @@ The goal line compares sokka's best on PostgreSQL with pgqueuer's best (>=)
 and with procrastinate's defaults (>= 20x); goals are reported, not enforced.
 
 Run: ``python bench/throughput.py [--tasks 20000] [--quick]
-[--postgres-url URL] [--skip-peers] [--profile [cprofile|py-spy]]``.
+[--postgres-url URL] [--skip-peers] [--profile [cprofile|py-spy]]`` (or
+``python -m bench.throughput ...``).
 ``--quick`` is a smoke run: 2,000 tasks, sokka at batch sizes 10 and 250
 only, pgqueuer at 10 and 250. ``--profile`` then re-runs sokka's best
 PostgreSQL configuration under a profiler and prints where the time goes:
@@ -66,53 +67,72 @@ cProfile inside the worker (every thread; it slows the worker down, and its
 rates are not comparable) or py-spy sampling from outside (wall time of the
 dispatcher thread, waits included; barely slows it). Needs ``pip install -e
 '.[bench]'`` for the peers (or ``--skip-peers``) and a PostgreSQL server
-(``--postgres-url``, default
+(``--postgres-url``, default ``$SOKKA_BENCH_PG``, else
+``$SOKKA_TEST_POSTGRES_URL``, else
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; ``--postgres-url ''``
 skips PostgreSQL).
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: bench's parent first, not bench/ itself
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 import asyncio
 import contextlib
-import cProfile
 import functools
 import importlib
-import importlib.metadata
-import io
 import json
 import logging
 import os
 import platform
-import pstats
 import queue
-import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from bench.harness import (
+    DEFAULT_POSTGRES_URL,
+    ROOT,
+    BenchFailure,
+    Column,
+    PgServer,
+    Table,
+    add_postgres_url,
+    add_quick,
+    child_env,
+    first_line,
+    fmt_times,
+    parser_for,
+    verdict,
+    versions,
+)
+from bench.profiling import (
+    cumulative,
+    is_wait,
+    label,
+    own_time,
+    py_spy_record,
+    py_spy_samples,
+    stats_of,
+    threads_profiled,
+)
+
 TOPIC = "bench"
 ENTRYPOINT = "noop"
 CREATE_CHUNK = 1000  # the most one create_tasks / enqueue / batch_defer call gets
 POLL_S = float(os.environ.get("SOKKA_BENCH_POLL_MS", "20")) / 1000
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
-
-
-class BenchError(Exception):
-    """A run failed or its result is wrong."""
 
 
 # -- the worker process -------------------------------------------------------------
@@ -130,38 +150,6 @@ def _on_stop_line(stop: Callable[[], object]) -> None:
         stop()
 
     threading.Thread(target=wait, name="bench-stop", daemon=True).start()
-
-
-@contextlib.contextmanager
-def _profiled(path: str | None) -> Iterator[None]:
-    """cProfile every thread started inside, and this one; dump to ``path``.
-
-    This thread's profile goes to ``path + '.main'``, all threads' merged to ``path``.
-    """
-    if not path:
-        yield
-        return
-    others: list[cProfile.Profile] = []
-
-    def boot(*_: object) -> None:  # the first event of each new thread
-        sys.setprofile(None)
-        profiler = cProfile.Profile()
-        others.append(profiler)
-        profiler.enable()
-
-    main = cProfile.Profile()
-    threading.setprofile(boot)
-    main.enable()
-    try:
-        yield
-    finally:
-        main.disable()
-        threading.setprofile(None)
-        pstats.Stats(main).dump_stats(path + ".main")
-        merged = pstats.Stats(main)
-        for profiler in others:
-            merged.add(profiler)
-        merged.dump_stats(path)
 
 
 def _worker_sokka(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
@@ -183,7 +171,7 @@ def _worker_sokka(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
         pass
     _on_stop_line(worker.stop)
     _emit("READY")
-    with _profiled(config.get("profile")):
+    with threads_profiled(config.get("profile")):
         stats = worker.run(install_signal_handlers=False)
     store.close()
     return {"stats": asdict(stats)}
@@ -275,11 +263,9 @@ class Drain:
 
 def _spawn(config: dict[str, Any], stderr: Any, wrap: list[str]) -> subprocess.Popen[str]:
     command = [*wrap, sys.executable, str(Path(__file__).resolve()), "_worker", json.dumps(config)]
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, PYTHONPATH=path)
     return subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-        text=True, cwd=ROOT, env=env,
+        text=True, cwd=ROOT, env=child_env(),
     )  # fmt: skip
 
 
@@ -308,9 +294,9 @@ def drain(
                 try:
                     line = lines.get(timeout=max(deadline - time.monotonic(), 0.001))
                 except queue.Empty:
-                    raise BenchError(f"no {tag} from the worker within {timeout:.0f} s") from None
+                    raise BenchFailure(f"no {tag} from the worker within {timeout:.0f} s") from None
                 if line is None:
-                    raise BenchError(f"the worker exited before {tag}")
+                    raise BenchFailure(f"the worker exited before {tag}")
                 if line.startswith(tag):
                     return line[len(tag) :].strip()
 
@@ -324,9 +310,9 @@ def drain(
                     if remaining() == 0:
                         break
                     if child.poll() is not None:
-                        raise BenchError(f"the worker exited early (code {child.returncode})")
+                        raise BenchFailure(f"the worker exited early (code {child.returncode})")
                     if polled - started > limit:
-                        raise BenchError(f"not drained after {limit:.0f} s")
+                        raise BenchFailure(f"not drained after {limit:.0f} s")
                     time.sleep(POLL_S)
                 seconds = polled - started
                 assert child.stdin is not None
@@ -334,15 +320,15 @@ def drain(
                 child.stdin.close()
                 result = json.loads(expect("RESULT", STOP_TIMEOUT_S))
                 if child.wait(STOP_TIMEOUT_S) != 0:
-                    raise BenchError(f"the worker exited with code {child.returncode}")
+                    raise BenchFailure(f"the worker exited with code {child.returncode}")
             finally:
                 if child.poll() is None:
                     child.kill()
                     child.wait()
-        except BenchError as error:
+        except BenchFailure as error:
             stderr.seek(0)
             tail = stderr.read()[-3000:]
-            raise BenchError(f"{error}\n--- worker stderr ---\n{tail}") from None
+            raise BenchFailure(f"{error}\n--- worker stderr ---\n{tail}") from None
         return Drain(seconds, result)
 
 
@@ -365,17 +351,30 @@ class Row:
         return self.n / self.drain_s
 
 
-HEADER = f"{'system':<14}{'store':<10}{'configuration':<30}{'tasks':>7}{'create/s':>10}"
-HEADER += f"{'drain s':>9}{'jobs/s':>10}  check"
+#: One run a row; its best mark and its check follow the last column.
+TABLE: Final = Table(
+    (
+        Column("system", 14, "<"),
+        Column("store", 10, "<"),
+        Column("configuration", 30, "<"),
+        Column("tasks", 7),
+        Column("create/s", 10),
+        Column("drain s", 9),
+        Column("jobs/s", 10),
+    ),
+    sep="",
+)
+HEADER: Final = TABLE.header() + "  check"
 
 
 def _line(row: Row, best: bool = False) -> str:
     mark = "*" if best else " "
     check = "ok" if not row.problems else "FAILED: " + "; ".join(row.problems)
-    return (
-        f"{row.system:<14}{row.store:<10}{row.config:<30}{row.n:>7,}{row.n / row.create_s:>10,.0f}"
-        f"{row.drain_s:>9.2f}{row.rate:>10,.0f}{mark} {check}"
-    )
+    cells = (
+        row.system, row.store, row.config, f"{row.n:,}", f"{row.n / row.create_s:,.0f}",
+        f"{row.drain_s:.2f}", f"{row.rate:,.0f}",
+    )  # fmt: skip
+    return f"{TABLE.row(*cells)}{mark} {check}"
 
 
 def _check_worker(result: dict[str, Any], n: int) -> list[str]:
@@ -418,7 +417,7 @@ def run_sokka(
         def create(k: int) -> None:
             results = store.create_tasks([TaskSpec(topic=TOPIC) for _ in range(k)])
             if not all(isinstance(r, Success) for r in results):
-                raise BenchError("create_tasks refused a task")
+                raise BenchFailure("create_tasks refused a task")
 
         create_s = _timed_create(n, create)
         left = sa.text(
@@ -458,49 +457,6 @@ def run_sokka(
 
 
 # -- peers (PostgreSQL only, each run in a database of its own) ------------------------
-
-
-class PgServer:
-    """The PostgreSQL server of ``--postgres-url``: private databases, libpq DSNs."""
-
-    def __init__(self, url: str) -> None:
-        from sqlalchemy.engine import make_url
-
-        self.url = make_url(url)
-        self.created: list[str] = []
-
-    def dsn(self, database: str | None = None) -> str:
-        url = self.url.set(drivername="postgresql")
-        if database is not None:
-            url = url.set(database=database)
-        return url.render_as_string(hide_password=False)
-
-    def _admin(self, statement: str) -> None:
-        import psycopg
-
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(statement)
-
-    @contextlib.contextmanager
-    def database(self, tag: str) -> Iterator[str]:
-        name = f"bench_{tag}_{secrets.token_hex(4)}"
-        self._admin(f'CREATE DATABASE "{name}"')
-        try:
-            yield self.dsn(name)
-        finally:
-            self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    def describe(self) -> str:
-        import psycopg
-
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            version = conn.execute("SHOW server_version").fetchone()
-            settings = conn.execute(
-                "SELECT name, setting FROM pg_settings WHERE name IN "
-                "('fsync', 'synchronous_commit', 'shared_buffers', 'autovacuum') ORDER BY name"
-            ).fetchall()
-        shown = ", ".join(f"{k}={v}" for k, v in settings)
-        return f"PostgreSQL {version[0] if version else '?'} ({shown})"
 
 
 def _counter(dsn: str, sql: str) -> tuple[Callable[[], int], Callable[[], None]]:
@@ -621,14 +577,9 @@ class Profile:
 
     @property
     def wrap(self) -> list[str]:
-        if self.tool != "py-spy":
-            return []
-        # --idle: samples of waiting threads too, so the dispatcher's wall time splits
-        # into waiting for PostgreSQL and the rest; --nonblocking: never pause it.
-        return [
-            _py_spy() or "py-spy", "record", "--format", "raw", "--rate", "250", "--idle",
-            "--nonblocking", "--threads", "--output", self.path, "--",
-        ]  # fmt: skip
+        # py-spy's --idle splits the dispatcher's wall time into waiting for
+        # PostgreSQL and the rest.
+        return py_spy_record(self.path, rate=PY_SPY_HZ) if self.tool == "py-spy" else []
 
     def report(self, wall_s: float) -> None:
         if self.tool == "py-spy":
@@ -637,89 +588,54 @@ class Profile:
             _print_cprofile(self.path, wall_s)
 
 
-def _py_spy() -> str | None:
-    here = Path(sys.executable).with_name("py-spy")
-    return str(here) if here.exists() else shutil.which("py-spy")
-
-
-#: Where an idle thread of the worker blocks (cProfile counts it as time spent).
-_WAITS = (
-    "acquire' of '_thread.lock",
-    "__enter__' of '_thread.lock",
-    "get' of '_queue.SimpleQueue",
-    "time.sleep",
-)
+PY_SPY_HZ: Final = 250
+#: The frame of the worker's dispatcher loop: what the profiles are read below.
+WORKER_RUN: Final = "Worker.run (sokka/shell/worker.py)"
 
 
 def _print_cprofile(path: str, wall_s: float, top: int = 25) -> None:
     """The dispatcher thread by cumulative time; every thread by own time, waits left out."""
-    main = pstats.Stats(path + ".main", stream=io.StringIO())
-    main.sort_stats("cumulative")
-    entries = main.stats  # type: ignore[attr-defined]
-    run_s = max(ct for _cc, _n, _tt, ct, _callers in entries.values())
-
-    def name(func: tuple[str, int, str]) -> str:
-        file, line, function = func
-        where = f"{Path(file).parent.name}/{Path(file).name}"
-        return f"{where}:{line}({function})" if line else function
-
+    main = stats_of(path + ".main")
+    run_s = max(row[3] for row in main.values())
     print(f"dispatcher thread (Worker.run: {run_s:.2f} s; drain {wall_s:.2f} s), by cumulative:")
     print(f"  {'cum s':>7} {'share':>6} {'own s':>7} {'calls':>8}  function")
-    for func in main.fcn_list[:top]:  # type: ignore[attr-defined]
-        _cc, calls, tt, ct, _callers = entries[func]
-        print(f"  {ct:7.3f} {ct / run_s:6.1%} {tt:7.3f} {calls:>8}  {name(func)}")
-    merged = pstats.Stats(path, stream=io.StringIO())
-    everything = merged.stats.items()  # type: ignore[attr-defined]
-    busy = {func: row for func, row in everything if not any(w in func[2] for w in _WAITS)}
-    blocked = sum(row[2] for func, row in everything if func not in busy)
-    total = sum(row[2] for row in busy.values())
+    for func, (_cc, calls, tt, ct, _callers) in cumulative(main, top):
+        print(f"  {ct:7.3f} {ct / run_s:6.1%} {tt:7.3f} {calls:>8}  {label(func)}")
+    merged = stats_of(path)
+    blocked = sum(row[2] for func, row in merged.items() if is_wait(func))
+    total = sum(row[2] for func, row in merged.items() if not is_wait(func))
     print(
         f"every thread, by own time ({total:.2f} s; {blocked:.2f} s blocked on locks, "
         "conditions and queues left out):"
     )
     print(f"  {'own s':>7} {'share':>6} {'calls':>8}  function")
-    for func, row in sorted(busy.items(), key=lambda item: -item[1][2])[:top]:
-        print(f"  {row[2]:7.3f} {row[2] / total:6.1%} {row[1]:>8}  {name(func)}")
+    for func, row in own_time(merged, top, skip=is_wait):
+        print(f"  {row[2]:7.3f} {row[2] / total:6.1%} {row[1]:>8}  {label(func)}")
 
 
 def _print_py_spy(path: str, top: int = 25) -> None:
     """The dispatcher's samples (wall time: --idle), inclusive and own, by function."""
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
-    with open(path, encoding="utf-8") as samples:
-        for line in samples:
-            stack, _, weight = line.rstrip("\n").rpartition(" ")
-            if "MainThread" not in stack or "Worker.run (sokka/shell/worker.py" not in stack:
-                continue  # another thread, or start-up before the run
-            frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
-            frames = frames[frames.index("Worker.run (sokka/shell/worker.py)") + 1 :]
-            total += int(weight)
-            for frame in set(frames):
-                inclusive[frame] += int(weight)
-            own[frames[-1]] += int(weight)
-    if not total:
+    samples = py_spy_samples(path, "MainThread", WORKER_RUN)
+    if not samples.total:
         print("py-spy: no samples of the worker's run")
         return
-    print(f"dispatcher thread (Worker.run), {total} samples at 250 Hz, wall time:")
+    total = samples.total
+    print(f"dispatcher thread (Worker.run), {total} samples at {PY_SPY_HZ} Hz, wall time:")
     print("  inclusive  function")
-    for frame, count in inclusive.most_common(top):
+    for frame, count in samples.inclusive.most_common(top):
         print(f"  {count / total:8.1%}  {frame}")
     print("  own        function  (psycopg Connection.wait: waiting for PostgreSQL)")
-    for frame, count in own.most_common(top // 2):
+    for frame, count in samples.own.most_common(top // 2):
         print(f"  {count / total:8.1%}  {frame}")
 
 
 # -- main ----------------------------------------------------------------------------
 
 
-def _versions() -> str:
-    names = ("sokka", "sqlalchemy", "psycopg", "pgqueuer", "asyncpg", "procrastinate", "uvloop")
-    found = []
-    for name in names:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found.append(f"{name} {importlib.metadata.version(name)}")
-    return ", ".join(found)
+#: The packages whose versions the header prints (those installed).
+PACKAGES: Final = (
+    "sokka", "sqlalchemy", "psycopg", "pgqueuer", "asyncpg", "procrastinate", "uvloop",
+)  # fmt: skip
 
 
 def _peers_installed() -> str | None:
@@ -729,10 +645,6 @@ def _peers_installed() -> str | None:
         except ImportError:
             return f"{name} is not installed (pip install -e '.[bench]')"
     return None
-
-
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "n/a"
 
 
 @dataclass(frozen=True)
@@ -751,16 +663,14 @@ BATCH_1_TASKS = 5000
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = parser_for(__doc__)
     parser.add_argument("--tasks", type=int, default=None, help="N (default 20000; quick 2000)")
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="smoke run: 2000 tasks, batch sizes 10 and 250 only (pgqueuer: 10, 250)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--postgres-url", default=os.environ.get("SOKKA_BENCH_PG", DEFAULT_PG),
-        help=f"PostgreSQL for sokka and the peers ('' skips PostgreSQL; default {DEFAULT_PG})",
-    )  # fmt: skip
+    add_quick(parser, "smoke run: 2000 tasks, batch sizes 10 and 250 only (pgqueuer: 10, 250)")
+    add_postgres_url(
+        parser,
+        f"PostgreSQL for sokka and the peers ('' skips PostgreSQL; default $SOKKA_BENCH_PG, "
+        f"else $SOKKA_TEST_POSTGRES_URL, else {DEFAULT_POSTGRES_URL})",
+    )
     parser.add_argument("--skip-peers", action="store_true", help="sokka only")
     parser.add_argument(
         "--profile", nargs="?", const="cprofile", choices=("cprofile", "py-spy"), default=None,
@@ -775,13 +685,12 @@ def main(argv: list[str] | None = None) -> int:
     server = PgServer(args.postgres_url) if args.postgres_url else None
 
     print(f"throughput: {n:,} no-op tasks per run, drained by one worker process")
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; {_versions()}")
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; {versions(PACKAGES)}")
     if server is not None:
         try:
             print(server.describe())
         except Exception as error:
-            why = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            print(f"PostgreSQL at {args.postgres_url!r} is unusable: {why}")
+            print(f"PostgreSQL at {args.postgres_url!r} is unusable: {first_line(error)}")
             print("(--postgres-url '' runs SQLite only)")
             return 1
     print(
@@ -875,7 +784,7 @@ def _compare(sokka_pg: Row, peers: list[Row]) -> None:
     for peer in peers:
         print(
             f"  vs {peer.system} {peer.config.strip()}: {peer.rate:,.0f} jobs/s, "
-            f"sokka/peer {_ratio(sokka_pg.rate, peer.rate)}"
+            f"sokka/peer {fmt_times(sokka_pg.rate, peer.rate)}"
         )
     verdicts = []
     pgq = max((p for p in peers if p.system == "pgqueuer"), key=lambda r: r.rate, default=None)
@@ -883,14 +792,14 @@ def _compare(sokka_pg: Row, peers: list[Row]) -> None:
         met = sokka_pg.rate >= pgq.rate
         verdicts.append(
             f">= pgqueuer's best ({pgq.rate:,.0f}, {pgq.config.strip()}): "
-            f"{_ratio(sokka_pg.rate, pgq.rate)} {'MET' if met else 'MISSED'}"
+            f"{fmt_times(sokka_pg.rate, pgq.rate)} {verdict(met)}"
         )
     defaults = next((p for p in peers if p.key == ("procrastinate", None)), None)
     if defaults is not None:
         ratio = sokka_pg.rate / defaults.rate
         verdicts.append(
             f">= 20x procrastinate's defaults ({defaults.rate:,.0f}): "
-            f"{ratio:.1f}x {'MET' if ratio >= 20 else 'MISSED'}"
+            f"{ratio:.1f}x {verdict(ratio >= 20)}"
         )
     if verdicts:
         print("GOAL sokka's PostgreSQL best " + "; ".join(verdicts))
