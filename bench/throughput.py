@@ -30,9 +30,9 @@ to an in-process list (to check exactly-once execution). Persistence is each
 library's default (pgqueuer: its default ``durable`` tables; fsync and
 synchronous_commit are the server's, printed in the header).
 
-**Timing.** The worker is a separate process (this script, re-run in a
-private ``_worker`` mode), so interpreter start-up and imports are not
-timed. The child builds its store / app, opens one database connection
+**Timing.** The worker is a separate process (this benchmark, re-run as
+``python -m bench.throughput _worker``; see ``bench.drain``), so interpreter
+start-up and imports are not timed. The child builds its store / app, opens one database connection
 (``engine.connect()``, ``asyncpg.connect``, ``App.open_async()``), then
 prints ``READY`` and enters the library's run loop at once: the clock starts
 when the parent reads that line, so each library's own start-up work inside
@@ -81,40 +81,48 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: bench's parent first, not bench/ itself
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import asyncio
 import contextlib
 import functools
-import importlib
 import json
-import logging
 import os
 import platform
-import queue
 import secrets
 import shutil
-import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
+from bench.drain import (
+    HEADER,
+    POLL_S,
+    TOPIC,
+    Row,
+    check_worker,
+    drain,
+    emit,
+    on_stop_line,
+    row_line,
+    timed_create,
+)
 from bench.harness import (
     DEFAULT_POSTGRES_URL,
-    ROOT,
     BenchFailure,
-    Column,
     PgServer,
-    Table,
     add_postgres_url,
     add_quick,
-    child_env,
     first_line,
     fmt_times,
     parser_for,
     verdict,
     versions,
+)
+from bench.peers import (
+    peers_missing,
+    run_pgqueuer,
+    run_procrastinate,
+    worker_pgqueuer,
+    worker_procrastinate,
 )
 from bench.profiling import (
     cumulative,
@@ -127,29 +135,7 @@ from bench.profiling import (
     threads_profiled,
 )
 
-TOPIC = "bench"
-ENTRYPOINT = "noop"
-CREATE_CHUNK = 1000  # the most one create_tasks / enqueue / batch_defer call gets
-POLL_S = float(os.environ.get("SOKKA_BENCH_POLL_MS", "20")) / 1000
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 60.0
-
-
-# -- the worker process -------------------------------------------------------------
-
-
-def _emit(tag: str, payload: object = None) -> None:
-    print(tag if payload is None else f"{tag} {json.dumps(payload)}", flush=True)
-
-
-def _on_stop_line(stop: Callable[[], object]) -> None:
-    """Call ``stop`` when the parent writes a line (or closes our stdin)."""
-
-    def wait() -> None:
-        sys.stdin.readline()
-        stop()
-
-    threading.Thread(target=wait, name="bench-stop", daemon=True).start()
+# -- the worker process: sokka's role, and the peers' -----------------------------------
 
 
 def _worker_sokka(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
@@ -169,78 +155,18 @@ def _worker_sokka(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
     )
     with store.engine.connect():  # one pooled connection, open before the clock starts
         pass
-    _on_stop_line(worker.stop)
-    _emit("READY")
+    on_stop_line(worker.stop)
+    emit("READY")
     with threads_profiled(config.get("profile")):
         stats = worker.run(install_signal_handlers=False)
     store.close()
     return {"stats": asdict(stats)}
 
 
-def _worker_pgqueuer(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
-    asyncpg = importlib.import_module("asyncpg")
-    pgqueuer = importlib.import_module("pgqueuer")
-
-    async def main() -> None:
-        connection = await asyncpg.connect(config["dsn"])
-        pgq = pgqueuer.PgQueuer(pgqueuer.AsyncpgDriver(connection))
-
-        async def noop(job: Any) -> None:
-            seen.append(job.id)
-
-        pgq.entrypoint(ENTRYPOINT)(noop)
-        loop = asyncio.get_running_loop()
-        _on_stop_line(lambda: loop.call_soon_threadsafe(pgq.shutdown.set))
-        _emit("READY")
-        await pgq.run(batch_size=config["batch"])
-        await connection.close()
-
-    try:  # as `pgq run` does: uvloop when it is installed
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
-    return {}
-
-
-def _worker_procrastinate(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
-    procrastinate = _import_procrastinate()
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=config["dsn"]))
-
-    async def noop(context: Any) -> None:
-        seen.append(context.job.id)
-
-    app.task(name=ENTRYPOINT, pass_context=True)(noop)
-
-    options: dict[str, Any] = {"install_signal_handlers": False}
-    if config["concurrency"] is not None:
-        options["concurrency"] = config["concurrency"]
-
-    async def main() -> None:
-        async with app.open_async():
-            loop = asyncio.get_running_loop()
-            run = loop.create_task(app.run_worker_async(**options))
-            _on_stop_line(lambda: loop.call_soon_threadsafe(run.cancel))
-            _emit("READY")
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
-
-    asyncio.run(main())  # as its CLI does
-    return {}
-
-
-def _import_procrastinate() -> Any:
-    # Its warning that the App is made in __main__ is about importing tasks by
-    # path; both processes here register the task themselves.
-    logging.getLogger("procrastinate.blueprints").setLevel(logging.ERROR)
-    return importlib.import_module("procrastinate")
-
-
 _ROLES: dict[str, Callable[[dict[str, Any], list[object]], dict[str, Any]]] = {
     "sokka": _worker_sokka,
-    "pgqueuer": _worker_pgqueuer,
-    "procrastinate": _worker_procrastinate,
+    "pgqueuer": worker_pgqueuer,
+    "procrastinate": worker_procrastinate,
 }
 
 
@@ -248,147 +174,8 @@ def worker_main(config_json: str) -> int:
     config = json.loads(config_json)
     seen: list[object] = []
     extra = _ROLES[config["role"]](config, seen)
-    _emit("RESULT", {"calls": len(seen), "unique": len(set(seen)), **extra})
+    emit("RESULT", {"calls": len(seen), "unique": len(set(seen)), **extra})
     return 0
-
-
-# -- driving one worker process ----------------------------------------------------
-
-
-@dataclass
-class Drain:
-    seconds: float
-    result: dict[str, Any]
-
-
-def _spawn(config: dict[str, Any], stderr: Any, wrap: list[str]) -> subprocess.Popen[str]:
-    command = [*wrap, sys.executable, str(Path(__file__).resolve()), "_worker", json.dumps(config)]
-    return subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-        text=True, cwd=ROOT, env=child_env(),
-    )  # fmt: skip
-
-
-def drain(
-    config: dict[str, Any], remaining: Callable[[], int], n: int, wrap: list[str] | None = None
-) -> Drain:
-    """Start a worker process, time it from READY until ``remaining()`` is 0, stop it.
-
-    ``wrap``: a command that runs the worker's command (a profiler).
-    """
-    with tempfile.TemporaryFile("w+") as stderr:
-        child = _spawn(config, stderr, wrap or [])
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def pump() -> None:
-            assert child.stdout is not None
-            for line in child.stdout:
-                lines.put(line.rstrip("\n"))
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-        def expect(tag: str, timeout: float) -> str:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    line = lines.get(timeout=max(deadline - time.monotonic(), 0.001))
-                except queue.Empty:
-                    raise BenchFailure(f"no {tag} from the worker within {timeout:.0f} s") from None
-                if line is None:
-                    raise BenchFailure(f"the worker exited before {tag}")
-                if line.startswith(tag):
-                    return line[len(tag) :].strip()
-
-        try:
-            try:
-                expect("READY", READY_TIMEOUT_S)
-                started = time.perf_counter()
-                limit = max(120.0, n / 100)  # nobody here is slower than 100 jobs/s
-                while True:
-                    polled = time.perf_counter()
-                    if remaining() == 0:
-                        break
-                    if child.poll() is not None:
-                        raise BenchFailure(f"the worker exited early (code {child.returncode})")
-                    if polled - started > limit:
-                        raise BenchFailure(f"not drained after {limit:.0f} s")
-                    time.sleep(POLL_S)
-                seconds = polled - started
-                assert child.stdin is not None
-                child.stdin.write("stop\n")
-                child.stdin.close()
-                result = json.loads(expect("RESULT", STOP_TIMEOUT_S))
-                if child.wait(STOP_TIMEOUT_S) != 0:
-                    raise BenchFailure(f"the worker exited with code {child.returncode}")
-            finally:
-                if child.poll() is None:
-                    child.kill()
-                    child.wait()
-        except BenchFailure as error:
-            stderr.seek(0)
-            tail = stderr.read()[-3000:]
-            raise BenchFailure(f"{error}\n--- worker stderr ---\n{tail}") from None
-        return Drain(seconds, result)
-
-
-# -- results -------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    system: str
-    store: str
-    config: str
-    n: int
-    create_s: float
-    drain_s: float
-    problems: list[str] = field(default_factory=list)
-    key: tuple[Any, ...] = ()
-
-    @property
-    def rate(self) -> float:
-        return self.n / self.drain_s
-
-
-#: One run a row; its best mark and its check follow the last column.
-TABLE: Final = Table(
-    (
-        Column("system", 14, "<"),
-        Column("store", 10, "<"),
-        Column("configuration", 30, "<"),
-        Column("tasks", 7),
-        Column("create/s", 10),
-        Column("drain s", 9),
-        Column("jobs/s", 10),
-    ),
-    sep="",
-)
-HEADER: Final = TABLE.header() + "  check"
-
-
-def _line(row: Row, best: bool = False) -> str:
-    mark = "*" if best else " "
-    check = "ok" if not row.problems else "FAILED: " + "; ".join(row.problems)
-    cells = (
-        row.system, row.store, row.config, f"{row.n:,}", f"{row.n / row.create_s:,.0f}",
-        f"{row.drain_s:.2f}", f"{row.rate:,.0f}",
-    )  # fmt: skip
-    return f"{TABLE.row(*cells)}{mark} {check}"
-
-
-def _check_worker(result: dict[str, Any], n: int) -> list[str]:
-    problems = []
-    if result["calls"] != n or result["unique"] != n:
-        problems.append(f"handler ran {result['calls']} times on {result['unique']} ids, not {n}")
-    return problems
-
-
-def _timed_create(n: int, create: Callable[[int], None]) -> float:
-    started = time.perf_counter()
-    for start in range(0, n, CREATE_CHUNK):
-        create(min(CREATE_CHUNK, n - start))
-    return time.perf_counter() - started
 
 
 # -- sokka ---------------------------------------------------------------------------
@@ -419,7 +206,7 @@ def run_sokka(
             if not all(isinstance(r, Success) for r in results):
                 raise BenchFailure("create_tasks refused a task")
 
-        create_s = _timed_create(n, create)
+        create_s = timed_create(n, create)
         left = sa.text(
             f"SELECT count(*) FROM {tasks} WHERE status IN ('starting', 'running', 'snoozed')"
         )
@@ -442,7 +229,7 @@ def run_sokka(
         with contextlib.suppress(Exception):
             store.drop_schema()
         store.close()
-    problems = _check_worker(done.result, n)
+    problems = check_worker(done.result, n)
     if counts != {"terminated": n}:
         problems.append(f"statuses {counts}, not {{'terminated': {n}}}")
     if reattempted:
@@ -453,111 +240,6 @@ def run_sokka(
     return Row(
         "sokka", store_name, f"concurrency {concurrency:>2}, batch {batch:>4}", n, create_s,
         done.seconds, problems, ("sokka", store_name, concurrency, batch),
-    )  # fmt: skip
-
-
-# -- peers (PostgreSQL only, each run in a database of its own) ------------------------
-
-
-def _counter(dsn: str, sql: str) -> tuple[Callable[[], int], Callable[[], None]]:
-    import psycopg
-
-    conn = psycopg.connect(dsn, autocommit=True)
-
-    def count() -> int:
-        row = conn.execute(sql).fetchone()
-        return int(row[0]) if row else 0
-
-    return count, conn.close
-
-
-def run_pgqueuer(server: PgServer, n: int, batch: int) -> Row:
-    import psycopg
-
-    asyncpg = importlib.import_module("asyncpg")
-    pgqueuer = importlib.import_module("pgqueuer")
-    with server.database("pgq") as dsn:
-
-        async def setup() -> float:
-            connection = await asyncpg.connect(dsn)
-            try:
-                queries = pgqueuer.Queries(pgqueuer.AsyncpgDriver(connection))
-                await queries.install()
-                started = time.perf_counter()
-                for start in range(0, n, CREATE_CHUNK):
-                    k = min(CREATE_CHUNK, n - start)
-                    await queries.enqueue([ENTRYPOINT] * k, [None] * k, [0] * k)
-                return time.perf_counter() - started
-            finally:
-                await connection.close()
-
-        create_s = asyncio.run(setup())
-        remaining, close = _counter(dsn, "SELECT count(*) FROM pgqueuer")
-        try:
-            done = drain({"role": "pgqueuer", "dsn": dsn, "batch": batch}, remaining, n)
-        finally:
-            close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            logged = conn.execute(
-                "SELECT status::text, count(*), count(DISTINCT job_id) FROM pgqueuer_log "
-                "GROUP BY status"
-            ).fetchall()
-            left = conn.execute("SELECT count(*) FROM pgqueuer").fetchone()
-    problems = _check_worker(done.result, n)
-    by_status = {status: (count, distinct) for status, count, distinct in logged}
-    if by_status != {"queued": (n, n), "picked": (n, n), "successful": (n, n)}:
-        problems.append(f"log (status: rows, jobs) {by_status}, not {n} queued/picked/successful")
-    if left is None or left[0] != 0:
-        problems.append(f"{left} jobs left in the queue")
-    default = " (its default)" if batch == 10 else ""
-    return Row(
-        "pgqueuer", "postgres", f"batch {batch:>4}{default}", n, create_s, done.seconds,
-        problems, ("pgqueuer", batch),
-    )  # fmt: skip
-
-
-def run_procrastinate(server: PgServer, n: int, concurrency: int | None) -> Row:
-    import psycopg
-
-    procrastinate = _import_procrastinate()
-    with server.database("procrastinate") as dsn:
-        app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
-
-        async def noop() -> None:  # only deferred here; the worker has its own
-            return None
-
-        noop_task = app.task(name=ENTRYPOINT)(noop)
-
-        async def setup() -> float:
-            async with app.open_async():
-                await app.schema_manager.apply_schema_async()
-                started = time.perf_counter()
-                for start in range(0, n, CREATE_CHUNK):
-                    k = min(CREATE_CHUNK, n - start)
-                    await noop_task.batch_defer_async(*({} for _ in range(k)))
-                return time.perf_counter() - started
-
-        create_s = asyncio.run(setup())
-        remaining, close = _counter(
-            dsn, "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
-        )
-        config = {"role": "procrastinate", "dsn": dsn, "concurrency": concurrency}
-        try:
-            done = drain(config, remaining, n)
-        finally:
-            close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            jobs = conn.execute(
-                "SELECT status::text, attempts, count(*) FROM procrastinate_jobs "
-                "GROUP BY status, attempts"
-            ).fetchall()
-    problems = _check_worker(done.result, n)
-    if [(s, a, c) for s, a, c in jobs] != [("succeeded", 1, n)]:
-        problems.append(f"(status, attempts, count): {jobs}")
-    label = "defaults (concurrency 1)" if concurrency is None else f"concurrency {concurrency}"
-    return Row(
-        "procrastinate", "postgres", label, n, create_s, done.seconds, problems,
-        ("procrastinate", concurrency),
     )  # fmt: skip
 
 
@@ -638,15 +320,6 @@ PACKAGES: Final = (
 )  # fmt: skip
 
 
-def _peers_installed() -> str | None:
-    for name in ("pgqueuer", "asyncpg", "procrastinate"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            return f"{name} is not installed (pip install -e '.[bench]')"
-    return None
-
-
 @dataclass(frozen=True)
 class Plan:
     sokka_concurrency: tuple[int, ...]
@@ -713,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             return None
         failed |= bool(row.problems)
         rows.append(row)
-        print(_line(row), flush=True)
+        print(row_line(row), flush=True)
         return row
 
     tmp = tempfile.mkdtemp(prefix="sokka-throughput-")
@@ -733,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                     if row and not row.problems and (held is None or row.rate > held.rate):
                         best[store_name] = row
         peers: list[Row] = []
-        missing = _peers_installed()
+        missing = peers_missing()
         if server is not None and not args.skip_peers and missing:
             print(f"peers skipped: {missing}")
         elif server is not None and not args.skip_peers:
@@ -752,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("best per store (*):")
         for row in best.values():
-            print(_line(row, best=True))
+            print(row_line(row, best=True))
         sokka_pg = best.get("postgres")
         if sokka_pg is not None and peers:
             _compare(sokka_pg, [p for p in peers if not p.problems])
