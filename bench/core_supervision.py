@@ -22,25 +22,44 @@ Per-cycle listings are prepared before timing; the timed region of a cycle is
 many); the median per-cycle time is reported. The garbage collector stays on
 (it is part of the real cost); ``gc.collect()`` runs before each size.
 
-Run: ``python bench/core_supervision.py [--sizes 1000,10000,100000] [--cycles N] [--quick]``.
+Run: ``python bench/core_supervision.py [--sizes 1000,10000,100000] [--cycles N] [--quick]``
+(or ``python -m bench.core_supervision ...``).
 Exits 0 unless a correctness check fails (it is a benchmark, not a test).
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: bench's parent first, not bench/ itself
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 import dataclasses
 import gc
 import math
 import random
 import statistics
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Final, Protocol
 
 from pyrsistent import PMap, pmap
 
+from bench.harness import (
+    BenchFailure,
+    Column,
+    Table,
+    add_quick,
+    check,
+    fmt_times,
+    parser_for,
+    positive_int,
+    positive_ints,
+    rotated,
+    timed,
+    verdict,
+)
 from sokka.core.commands import RevokeLease
 from sokka.core.supervision import EMPTY, LeasePolicy, Monitored, mark, sweep
 from sokka.core.task import Status, Task
@@ -291,11 +310,6 @@ def now_of(cycle: int) -> int:
 # --- correctness ---------------------------------------------------------------
 
 
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
-
-
 def check_agree(variants: Sequence[Variant], listing: Sequence[Task], size: int) -> None:
     """Core, reference and naive hold the same observations, matching ``listing``."""
     core, *others = variants
@@ -307,7 +321,7 @@ def check_agree(variants: Sequence[Variant], listing: Sequence[Task], size: int)
         diff = [k for k in expected if got[k] != expected[k]]
         if diff:
             first = diff[0]
-            raise AssertionError(
+            raise BenchFailure(
                 f"{other.name}: {len(diff)} observations differ from core, e.g. "
                 f"{first}: {got[first]} != {expected[first]}"
             )
@@ -332,9 +346,8 @@ class Result:
 
 
 def timed_cycle(variant: Variant, tasks: Sequence[Task], now_ms: int) -> tuple[float, int]:
-    start = time.perf_counter()
-    found = variant.cycle(tasks, now_ms)
-    return time.perf_counter() - start, found
+    found, elapsed = timed(variant.cycle, tasks, now_ms)
+    return elapsed, found
 
 
 def measure(size: int, cycles: int | None, target_s: float) -> Result:
@@ -375,8 +388,7 @@ def measure(size: int, cycles: int | None, target_s: float) -> Result:
             tasks = listings[c]
             # Rotate the order each cycle so no variant always runs first or
             # always runs right after another one's garbage.
-            shift = (done + c) % len(variants)
-            for variant in variants[shift:] + variants[:shift]:
+            for variant in rotated(variants, done + c):
                 elapsed, found = timed_cycle(variant, tasks, now_ms)
                 check(found == 0, f"{variant.name}: sweep found {found} lapsed leases")
                 times[variant.name].append(elapsed)
@@ -393,19 +405,37 @@ def measure(size: int, cycles: int | None, target_s: float) -> Result:
 # --- report ----------------------------------------------------------------------
 
 
+#: One row per size: the core's time, each variant's per task, and the ratios to the reference.
+TABLE: Final = Table(
+    (
+        Column("size", 8),
+        Column("cycles", 6),
+        Column("core ms/cyc", 11),
+        Column("core us/task", 12),
+        Column("ref us/task", 11),
+        Column("naive us/task", 13),
+        Column("core/ref", 8),
+        Column("naive/ref", 9),
+    ),
+    sep="  ",
+)
+
+
 def print_table(results: Sequence[Result]) -> None:
-    header = (
-        f"{'size':>8}  {'cycles':>6}  {'core ms/cyc':>11}  {'core us/task':>12}  "
-        f"{'ref us/task':>11}  {'naive us/task':>13}  {'core/ref':>8}  {'naive/ref':>9}"
-    )
-    print(header)
-    print("-" * len(header))
+    print(TABLE.header())
+    print(TABLE.rule())
     for r in results:
         print(
-            f"{r.size:>8}  {r.cycles:>6}  {r.median_s['core'] * 1e3:>11.3f}  "
-            f"{r.per_task_us('core'):>12.4f}  {r.per_task_us('reference'):>11.4f}  "
-            f"{r.per_task_us('naive PMap'):>13.4f}  {r.ratio('core'):>7.2f}x  "
-            f"{r.ratio('naive PMap'):>8.2f}x"
+            TABLE.row(
+                str(r.size),
+                str(r.cycles),
+                f"{r.median_s['core'] * 1e3:.3f}",
+                f"{r.per_task_us('core'):.4f}",
+                f"{r.per_task_us('reference'):.4f}",
+                f"{r.per_task_us('naive PMap'):.4f}",
+                fmt_times(r.median_s["core"], r.median_s["reference"]),
+                fmt_times(r.median_s["naive PMap"], r.median_s["reference"]),
+            )
         )
 
 
@@ -418,35 +448,14 @@ def goal_line(results: Sequence[Result]) -> str:
     if not at_goal:
         return f"{goal}: not measured ({GOAL_SIZE} not among the sizes)"
     ratio = at_goal[0].ratio("core")
-    verdict = "MET" if ratio <= GOAL_RATIO else "NOT MET"
-    return f"{goal}: {verdict} (core/reference = {ratio:.2f}x)"
-
-
-def parse_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of ints: {text!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"sizes must be positive ints: {text!r}")
-    return sizes
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an int: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
+    return f"{goal}: {verdict(ratio <= GOAL_RATIO, 'NOT MET')} (core/reference = {ratio:.2f}x)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = parser_for(__doc__)
     parser.add_argument(
         "--sizes",
-        type=parse_sizes,
+        type=positive_ints,
         default=None,
         help="comma-separated numbers of leased tasks (default: 1000,10000,100000)",
     )
@@ -457,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"timed cycles per variant and size (default: >= {TARGET_SECONDS:g} s "
         f"and >= {MIN_CYCLES} cycles)",
     )
-    parser.add_argument("--quick", action="store_true", help="fast smoke run with small sizes (CI)")
+    add_quick(parser, "fast smoke run with small sizes (CI)")
     args = parser.parse_args(argv)
     sizes: tuple[int, ...] = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     target_s = QUICK_TARGET_SECONDS if args.quick else TARGET_SECONDS

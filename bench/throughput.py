@@ -30,9 +30,9 @@ to an in-process list (to check exactly-once execution). Persistence is each
 library's default (pgqueuer: its default ``durable`` tables; fsync and
 synchronous_commit are the server's, printed in the header).
 
-**Timing.** The worker is a separate process (this script, re-run in a
-private ``_worker`` mode), so interpreter start-up and imports are not
-timed. The child builds its store / app, opens one database connection
+**Timing.** The worker is a separate process (this benchmark, re-run as
+``python -m bench.throughput _worker``; see ``bench.drain``), so interpreter
+start-up and imports are not timed. The child builds its store / app, opens one database connection
 (``engine.connect()``, ``asyncpg.connect``, ``App.open_async()``), then
 prints ``READY`` and enters the library's run loop at once: the clock starts
 when the parent reads that line, so each library's own start-up work inside
@@ -58,7 +58,8 @@ The goal line compares sokka's best on PostgreSQL with pgqueuer's best (>=)
 and with procrastinate's defaults (>= 20x); goals are reported, not enforced.
 
 Run: ``python bench/throughput.py [--tasks 20000] [--quick]
-[--postgres-url URL] [--skip-peers] [--profile [cprofile|py-spy]]``.
+[--postgres-url URL] [--skip-peers] [--profile [cprofile|py-spy]]`` (or
+``python -m bench.throughput ...``).
 ``--quick`` is a smoke run: 2,000 tasks, sokka at batch sizes 10 and 250
 only, pgqueuer at 10 and 250. ``--profile`` then re-runs sokka's best
 PostgreSQL configuration under a profiler and prints where the time goes:
@@ -66,102 +67,75 @@ cProfile inside the worker (every thread; it slows the worker down, and its
 rates are not comparable) or py-spy sampling from outside (wall time of the
 dispatcher thread, waits included; barely slows it). Needs ``pip install -e
 '.[bench]'`` for the peers (or ``--skip-peers``) and a PostgreSQL server
-(``--postgres-url``, default
+(``--postgres-url``, default ``$SOKKA_BENCH_PG``, else
+``$SOKKA_TEST_POSTGRES_URL``, else
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``; ``--postgres-url ''``
 skips PostgreSQL).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: bench's parent first, not bench/ itself
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 import contextlib
-import cProfile
 import functools
-import importlib
-import importlib.metadata
-import io
 import json
-import logging
 import os
 import platform
-import pstats
-import queue
-import re
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-TOPIC = "bench"
-ENTRYPOINT = "noop"
-CREATE_CHUNK = 1000  # the most one create_tasks / enqueue / batch_defer call gets
-POLL_S = float(os.environ.get("SOKKA_BENCH_POLL_MS", "20")) / 1000
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 60.0
+from bench.drain import (
+    HEADER,
+    POLL_S,
+    TOPIC,
+    Row,
+    check_worker,
+    drain,
+    emit,
+    on_stop_line,
+    row_line,
+    timed_create,
+)
+from bench.harness import (
+    DEFAULT_POSTGRES_URL,
+    BenchFailure,
+    PgServer,
+    add_postgres_url,
+    add_quick,
+    first_line,
+    fmt_times,
+    parser_for,
+    verdict,
+    versions,
+)
+from bench.peers import (
+    peers_missing,
+    run_pgqueuer,
+    run_procrastinate,
+    worker_pgqueuer,
+    worker_procrastinate,
+)
+from bench.profiling import (
+    cumulative,
+    is_wait,
+    label,
+    own_time,
+    py_spy_record,
+    py_spy_samples,
+    stats_of,
+    threads_profiled,
+)
 
-
-class BenchError(Exception):
-    """A run failed or its result is wrong."""
-
-
-# -- the worker process -------------------------------------------------------------
-
-
-def _emit(tag: str, payload: object = None) -> None:
-    print(tag if payload is None else f"{tag} {json.dumps(payload)}", flush=True)
-
-
-def _on_stop_line(stop: Callable[[], object]) -> None:
-    """Call ``stop`` when the parent writes a line (or closes our stdin)."""
-
-    def wait() -> None:
-        sys.stdin.readline()
-        stop()
-
-    threading.Thread(target=wait, name="bench-stop", daemon=True).start()
-
-
-@contextlib.contextmanager
-def _profiled(path: str | None) -> Iterator[None]:
-    """cProfile every thread started inside, and this one; dump to ``path``.
-
-    This thread's profile goes to ``path + '.main'``, all threads' merged to ``path``.
-    """
-    if not path:
-        yield
-        return
-    others: list[cProfile.Profile] = []
-
-    def boot(*_: object) -> None:  # the first event of each new thread
-        sys.setprofile(None)
-        profiler = cProfile.Profile()
-        others.append(profiler)
-        profiler.enable()
-
-    main = cProfile.Profile()
-    threading.setprofile(boot)
-    main.enable()
-    try:
-        yield
-    finally:
-        main.disable()
-        threading.setprofile(None)
-        pstats.Stats(main).dump_stats(path + ".main")
-        merged = pstats.Stats(main)
-        for profiler in others:
-            merged.add(profiler)
-        merged.dump_stats(path)
+# -- the worker process: sokka's role, and the peers' -----------------------------------
 
 
 def _worker_sokka(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
@@ -181,78 +155,18 @@ def _worker_sokka(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
     )
     with store.engine.connect():  # one pooled connection, open before the clock starts
         pass
-    _on_stop_line(worker.stop)
-    _emit("READY")
-    with _profiled(config.get("profile")):
+    on_stop_line(worker.stop)
+    emit("READY")
+    with threads_profiled(config.get("profile")):
         stats = worker.run(install_signal_handlers=False)
     store.close()
     return {"stats": asdict(stats)}
 
 
-def _worker_pgqueuer(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
-    asyncpg = importlib.import_module("asyncpg")
-    pgqueuer = importlib.import_module("pgqueuer")
-
-    async def main() -> None:
-        connection = await asyncpg.connect(config["dsn"])
-        pgq = pgqueuer.PgQueuer(pgqueuer.AsyncpgDriver(connection))
-
-        async def noop(job: Any) -> None:
-            seen.append(job.id)
-
-        pgq.entrypoint(ENTRYPOINT)(noop)
-        loop = asyncio.get_running_loop()
-        _on_stop_line(lambda: loop.call_soon_threadsafe(pgq.shutdown.set))
-        _emit("READY")
-        await pgq.run(batch_size=config["batch"])
-        await connection.close()
-
-    try:  # as `pgq run` does: uvloop when it is installed
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
-    return {}
-
-
-def _worker_procrastinate(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
-    procrastinate = _import_procrastinate()
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=config["dsn"]))
-
-    async def noop(context: Any) -> None:
-        seen.append(context.job.id)
-
-    app.task(name=ENTRYPOINT, pass_context=True)(noop)
-
-    options: dict[str, Any] = {"install_signal_handlers": False}
-    if config["concurrency"] is not None:
-        options["concurrency"] = config["concurrency"]
-
-    async def main() -> None:
-        async with app.open_async():
-            loop = asyncio.get_running_loop()
-            run = loop.create_task(app.run_worker_async(**options))
-            _on_stop_line(lambda: loop.call_soon_threadsafe(run.cancel))
-            _emit("READY")
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
-
-    asyncio.run(main())  # as its CLI does
-    return {}
-
-
-def _import_procrastinate() -> Any:
-    # Its warning that the App is made in __main__ is about importing tasks by
-    # path; both processes here register the task themselves.
-    logging.getLogger("procrastinate.blueprints").setLevel(logging.ERROR)
-    return importlib.import_module("procrastinate")
-
-
 _ROLES: dict[str, Callable[[dict[str, Any], list[object]], dict[str, Any]]] = {
     "sokka": _worker_sokka,
-    "pgqueuer": _worker_pgqueuer,
-    "procrastinate": _worker_procrastinate,
+    "pgqueuer": worker_pgqueuer,
+    "procrastinate": worker_procrastinate,
 }
 
 
@@ -260,136 +174,8 @@ def worker_main(config_json: str) -> int:
     config = json.loads(config_json)
     seen: list[object] = []
     extra = _ROLES[config["role"]](config, seen)
-    _emit("RESULT", {"calls": len(seen), "unique": len(set(seen)), **extra})
+    emit("RESULT", {"calls": len(seen), "unique": len(set(seen)), **extra})
     return 0
-
-
-# -- driving one worker process ----------------------------------------------------
-
-
-@dataclass
-class Drain:
-    seconds: float
-    result: dict[str, Any]
-
-
-def _spawn(config: dict[str, Any], stderr: Any, wrap: list[str]) -> subprocess.Popen[str]:
-    command = [*wrap, sys.executable, str(Path(__file__).resolve()), "_worker", json.dumps(config)]
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, PYTHONPATH=path)
-    return subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-        text=True, cwd=ROOT, env=env,
-    )  # fmt: skip
-
-
-def drain(
-    config: dict[str, Any], remaining: Callable[[], int], n: int, wrap: list[str] | None = None
-) -> Drain:
-    """Start a worker process, time it from READY until ``remaining()`` is 0, stop it.
-
-    ``wrap``: a command that runs the worker's command (a profiler).
-    """
-    with tempfile.TemporaryFile("w+") as stderr:
-        child = _spawn(config, stderr, wrap or [])
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def pump() -> None:
-            assert child.stdout is not None
-            for line in child.stdout:
-                lines.put(line.rstrip("\n"))
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-        def expect(tag: str, timeout: float) -> str:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    line = lines.get(timeout=max(deadline - time.monotonic(), 0.001))
-                except queue.Empty:
-                    raise BenchError(f"no {tag} from the worker within {timeout:.0f} s") from None
-                if line is None:
-                    raise BenchError(f"the worker exited before {tag}")
-                if line.startswith(tag):
-                    return line[len(tag) :].strip()
-
-        try:
-            try:
-                expect("READY", READY_TIMEOUT_S)
-                started = time.perf_counter()
-                limit = max(120.0, n / 100)  # nobody here is slower than 100 jobs/s
-                while True:
-                    polled = time.perf_counter()
-                    if remaining() == 0:
-                        break
-                    if child.poll() is not None:
-                        raise BenchError(f"the worker exited early (code {child.returncode})")
-                    if polled - started > limit:
-                        raise BenchError(f"not drained after {limit:.0f} s")
-                    time.sleep(POLL_S)
-                seconds = polled - started
-                assert child.stdin is not None
-                child.stdin.write("stop\n")
-                child.stdin.close()
-                result = json.loads(expect("RESULT", STOP_TIMEOUT_S))
-                if child.wait(STOP_TIMEOUT_S) != 0:
-                    raise BenchError(f"the worker exited with code {child.returncode}")
-            finally:
-                if child.poll() is None:
-                    child.kill()
-                    child.wait()
-        except BenchError as error:
-            stderr.seek(0)
-            tail = stderr.read()[-3000:]
-            raise BenchError(f"{error}\n--- worker stderr ---\n{tail}") from None
-        return Drain(seconds, result)
-
-
-# -- results -------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    system: str
-    store: str
-    config: str
-    n: int
-    create_s: float
-    drain_s: float
-    problems: list[str] = field(default_factory=list)
-    key: tuple[Any, ...] = ()
-
-    @property
-    def rate(self) -> float:
-        return self.n / self.drain_s
-
-
-HEADER = f"{'system':<14}{'store':<10}{'configuration':<30}{'tasks':>7}{'create/s':>10}"
-HEADER += f"{'drain s':>9}{'jobs/s':>10}  check"
-
-
-def _line(row: Row, best: bool = False) -> str:
-    mark = "*" if best else " "
-    check = "ok" if not row.problems else "FAILED: " + "; ".join(row.problems)
-    return (
-        f"{row.system:<14}{row.store:<10}{row.config:<30}{row.n:>7,}{row.n / row.create_s:>10,.0f}"
-        f"{row.drain_s:>9.2f}{row.rate:>10,.0f}{mark} {check}"
-    )
-
-
-def _check_worker(result: dict[str, Any], n: int) -> list[str]:
-    problems = []
-    if result["calls"] != n or result["unique"] != n:
-        problems.append(f"handler ran {result['calls']} times on {result['unique']} ids, not {n}")
-    return problems
-
-
-def _timed_create(n: int, create: Callable[[int], None]) -> float:
-    started = time.perf_counter()
-    for start in range(0, n, CREATE_CHUNK):
-        create(min(CREATE_CHUNK, n - start))
-    return time.perf_counter() - started
 
 
 # -- sokka ---------------------------------------------------------------------------
@@ -418,9 +204,9 @@ def run_sokka(
         def create(k: int) -> None:
             results = store.create_tasks([TaskSpec(topic=TOPIC) for _ in range(k)])
             if not all(isinstance(r, Success) for r in results):
-                raise BenchError("create_tasks refused a task")
+                raise BenchFailure("create_tasks refused a task")
 
-        create_s = _timed_create(n, create)
+        create_s = timed_create(n, create)
         left = sa.text(
             f"SELECT count(*) FROM {tasks} WHERE status IN ('starting', 'running', 'snoozed')"
         )
@@ -443,7 +229,7 @@ def run_sokka(
         with contextlib.suppress(Exception):
             store.drop_schema()
         store.close()
-    problems = _check_worker(done.result, n)
+    problems = check_worker(done.result, n)
     if counts != {"terminated": n}:
         problems.append(f"statuses {counts}, not {{'terminated': {n}}}")
     if reattempted:
@@ -454,154 +240,6 @@ def run_sokka(
     return Row(
         "sokka", store_name, f"concurrency {concurrency:>2}, batch {batch:>4}", n, create_s,
         done.seconds, problems, ("sokka", store_name, concurrency, batch),
-    )  # fmt: skip
-
-
-# -- peers (PostgreSQL only, each run in a database of its own) ------------------------
-
-
-class PgServer:
-    """The PostgreSQL server of ``--postgres-url``: private databases, libpq DSNs."""
-
-    def __init__(self, url: str) -> None:
-        from sqlalchemy.engine import make_url
-
-        self.url = make_url(url)
-        self.created: list[str] = []
-
-    def dsn(self, database: str | None = None) -> str:
-        url = self.url.set(drivername="postgresql")
-        if database is not None:
-            url = url.set(database=database)
-        return url.render_as_string(hide_password=False)
-
-    def _admin(self, statement: str) -> None:
-        import psycopg
-
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(statement)
-
-    @contextlib.contextmanager
-    def database(self, tag: str) -> Iterator[str]:
-        name = f"bench_{tag}_{secrets.token_hex(4)}"
-        self._admin(f'CREATE DATABASE "{name}"')
-        try:
-            yield self.dsn(name)
-        finally:
-            self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    def describe(self) -> str:
-        import psycopg
-
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            version = conn.execute("SHOW server_version").fetchone()
-            settings = conn.execute(
-                "SELECT name, setting FROM pg_settings WHERE name IN "
-                "('fsync', 'synchronous_commit', 'shared_buffers', 'autovacuum') ORDER BY name"
-            ).fetchall()
-        shown = ", ".join(f"{k}={v}" for k, v in settings)
-        return f"PostgreSQL {version[0] if version else '?'} ({shown})"
-
-
-def _counter(dsn: str, sql: str) -> tuple[Callable[[], int], Callable[[], None]]:
-    import psycopg
-
-    conn = psycopg.connect(dsn, autocommit=True)
-
-    def count() -> int:
-        row = conn.execute(sql).fetchone()
-        return int(row[0]) if row else 0
-
-    return count, conn.close
-
-
-def run_pgqueuer(server: PgServer, n: int, batch: int) -> Row:
-    import psycopg
-
-    asyncpg = importlib.import_module("asyncpg")
-    pgqueuer = importlib.import_module("pgqueuer")
-    with server.database("pgq") as dsn:
-
-        async def setup() -> float:
-            connection = await asyncpg.connect(dsn)
-            try:
-                queries = pgqueuer.Queries(pgqueuer.AsyncpgDriver(connection))
-                await queries.install()
-                started = time.perf_counter()
-                for start in range(0, n, CREATE_CHUNK):
-                    k = min(CREATE_CHUNK, n - start)
-                    await queries.enqueue([ENTRYPOINT] * k, [None] * k, [0] * k)
-                return time.perf_counter() - started
-            finally:
-                await connection.close()
-
-        create_s = asyncio.run(setup())
-        remaining, close = _counter(dsn, "SELECT count(*) FROM pgqueuer")
-        try:
-            done = drain({"role": "pgqueuer", "dsn": dsn, "batch": batch}, remaining, n)
-        finally:
-            close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            logged = conn.execute(
-                "SELECT status::text, count(*), count(DISTINCT job_id) FROM pgqueuer_log "
-                "GROUP BY status"
-            ).fetchall()
-            left = conn.execute("SELECT count(*) FROM pgqueuer").fetchone()
-    problems = _check_worker(done.result, n)
-    by_status = {status: (count, distinct) for status, count, distinct in logged}
-    if by_status != {"queued": (n, n), "picked": (n, n), "successful": (n, n)}:
-        problems.append(f"log (status: rows, jobs) {by_status}, not {n} queued/picked/successful")
-    if left is None or left[0] != 0:
-        problems.append(f"{left} jobs left in the queue")
-    default = " (its default)" if batch == 10 else ""
-    return Row(
-        "pgqueuer", "postgres", f"batch {batch:>4}{default}", n, create_s, done.seconds,
-        problems, ("pgqueuer", batch),
-    )  # fmt: skip
-
-
-def run_procrastinate(server: PgServer, n: int, concurrency: int | None) -> Row:
-    import psycopg
-
-    procrastinate = _import_procrastinate()
-    with server.database("procrastinate") as dsn:
-        app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
-
-        async def noop() -> None:  # only deferred here; the worker has its own
-            return None
-
-        noop_task = app.task(name=ENTRYPOINT)(noop)
-
-        async def setup() -> float:
-            async with app.open_async():
-                await app.schema_manager.apply_schema_async()
-                started = time.perf_counter()
-                for start in range(0, n, CREATE_CHUNK):
-                    k = min(CREATE_CHUNK, n - start)
-                    await noop_task.batch_defer_async(*({} for _ in range(k)))
-                return time.perf_counter() - started
-
-        create_s = asyncio.run(setup())
-        remaining, close = _counter(
-            dsn, "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
-        )
-        config = {"role": "procrastinate", "dsn": dsn, "concurrency": concurrency}
-        try:
-            done = drain(config, remaining, n)
-        finally:
-            close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            jobs = conn.execute(
-                "SELECT status::text, attempts, count(*) FROM procrastinate_jobs "
-                "GROUP BY status, attempts"
-            ).fetchall()
-    problems = _check_worker(done.result, n)
-    if [(s, a, c) for s, a, c in jobs] != [("succeeded", 1, n)]:
-        problems.append(f"(status, attempts, count): {jobs}")
-    label = "defaults (concurrency 1)" if concurrency is None else f"concurrency {concurrency}"
-    return Row(
-        "procrastinate", "postgres", label, n, create_s, done.seconds, problems,
-        ("procrastinate", concurrency),
     )  # fmt: skip
 
 
@@ -621,14 +259,9 @@ class Profile:
 
     @property
     def wrap(self) -> list[str]:
-        if self.tool != "py-spy":
-            return []
-        # --idle: samples of waiting threads too, so the dispatcher's wall time splits
-        # into waiting for PostgreSQL and the rest; --nonblocking: never pause it.
-        return [
-            _py_spy() or "py-spy", "record", "--format", "raw", "--rate", "250", "--idle",
-            "--nonblocking", "--threads", "--output", self.path, "--",
-        ]  # fmt: skip
+        # py-spy's --idle splits the dispatcher's wall time into waiting for
+        # PostgreSQL and the rest.
+        return py_spy_record(self.path, rate=PY_SPY_HZ) if self.tool == "py-spy" else []
 
     def report(self, wall_s: float) -> None:
         if self.tool == "py-spy":
@@ -637,102 +270,54 @@ class Profile:
             _print_cprofile(self.path, wall_s)
 
 
-def _py_spy() -> str | None:
-    here = Path(sys.executable).with_name("py-spy")
-    return str(here) if here.exists() else shutil.which("py-spy")
-
-
-#: Where an idle thread of the worker blocks (cProfile counts it as time spent).
-_WAITS = (
-    "acquire' of '_thread.lock",
-    "__enter__' of '_thread.lock",
-    "get' of '_queue.SimpleQueue",
-    "time.sleep",
-)
+PY_SPY_HZ: Final = 250
+#: The frame of the worker's dispatcher loop: what the profiles are read below.
+WORKER_RUN: Final = "Worker.run (sokka/shell/worker.py)"
 
 
 def _print_cprofile(path: str, wall_s: float, top: int = 25) -> None:
     """The dispatcher thread by cumulative time; every thread by own time, waits left out."""
-    main = pstats.Stats(path + ".main", stream=io.StringIO())
-    main.sort_stats("cumulative")
-    entries = main.stats  # type: ignore[attr-defined]
-    run_s = max(ct for _cc, _n, _tt, ct, _callers in entries.values())
-
-    def name(func: tuple[str, int, str]) -> str:
-        file, line, function = func
-        where = f"{Path(file).parent.name}/{Path(file).name}"
-        return f"{where}:{line}({function})" if line else function
-
+    main = stats_of(path + ".main")
+    run_s = max(row[3] for row in main.values())
     print(f"dispatcher thread (Worker.run: {run_s:.2f} s; drain {wall_s:.2f} s), by cumulative:")
     print(f"  {'cum s':>7} {'share':>6} {'own s':>7} {'calls':>8}  function")
-    for func in main.fcn_list[:top]:  # type: ignore[attr-defined]
-        _cc, calls, tt, ct, _callers = entries[func]
-        print(f"  {ct:7.3f} {ct / run_s:6.1%} {tt:7.3f} {calls:>8}  {name(func)}")
-    merged = pstats.Stats(path, stream=io.StringIO())
-    everything = merged.stats.items()  # type: ignore[attr-defined]
-    busy = {func: row for func, row in everything if not any(w in func[2] for w in _WAITS)}
-    blocked = sum(row[2] for func, row in everything if func not in busy)
-    total = sum(row[2] for row in busy.values())
+    for func, (_cc, calls, tt, ct, _callers) in cumulative(main, top):
+        print(f"  {ct:7.3f} {ct / run_s:6.1%} {tt:7.3f} {calls:>8}  {label(func)}")
+    merged = stats_of(path)
+    blocked = sum(row[2] for func, row in merged.items() if is_wait(func))
+    total = sum(row[2] for func, row in merged.items() if not is_wait(func))
     print(
         f"every thread, by own time ({total:.2f} s; {blocked:.2f} s blocked on locks, "
         "conditions and queues left out):"
     )
     print(f"  {'own s':>7} {'share':>6} {'calls':>8}  function")
-    for func, row in sorted(busy.items(), key=lambda item: -item[1][2])[:top]:
-        print(f"  {row[2]:7.3f} {row[2] / total:6.1%} {row[1]:>8}  {name(func)}")
+    for func, row in own_time(merged, top, skip=is_wait):
+        print(f"  {row[2]:7.3f} {row[2] / total:6.1%} {row[1]:>8}  {label(func)}")
 
 
 def _print_py_spy(path: str, top: int = 25) -> None:
     """The dispatcher's samples (wall time: --idle), inclusive and own, by function."""
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
-    with open(path, encoding="utf-8") as samples:
-        for line in samples:
-            stack, _, weight = line.rstrip("\n").rpartition(" ")
-            if "MainThread" not in stack or "Worker.run (sokka/shell/worker.py" not in stack:
-                continue  # another thread, or start-up before the run
-            frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
-            frames = frames[frames.index("Worker.run (sokka/shell/worker.py)") + 1 :]
-            total += int(weight)
-            for frame in set(frames):
-                inclusive[frame] += int(weight)
-            own[frames[-1]] += int(weight)
-    if not total:
+    samples = py_spy_samples(path, "MainThread", WORKER_RUN)
+    if not samples.total:
         print("py-spy: no samples of the worker's run")
         return
-    print(f"dispatcher thread (Worker.run), {total} samples at 250 Hz, wall time:")
+    total = samples.total
+    print(f"dispatcher thread (Worker.run), {total} samples at {PY_SPY_HZ} Hz, wall time:")
     print("  inclusive  function")
-    for frame, count in inclusive.most_common(top):
+    for frame, count in samples.inclusive.most_common(top):
         print(f"  {count / total:8.1%}  {frame}")
     print("  own        function  (psycopg Connection.wait: waiting for PostgreSQL)")
-    for frame, count in own.most_common(top // 2):
+    for frame, count in samples.own.most_common(top // 2):
         print(f"  {count / total:8.1%}  {frame}")
 
 
 # -- main ----------------------------------------------------------------------------
 
 
-def _versions() -> str:
-    names = ("sokka", "sqlalchemy", "psycopg", "pgqueuer", "asyncpg", "procrastinate", "uvloop")
-    found = []
-    for name in names:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found.append(f"{name} {importlib.metadata.version(name)}")
-    return ", ".join(found)
-
-
-def _peers_installed() -> str | None:
-    for name in ("pgqueuer", "asyncpg", "procrastinate"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            return f"{name} is not installed (pip install -e '.[bench]')"
-    return None
-
-
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "n/a"
+#: The packages whose versions the header prints (those installed).
+PACKAGES: Final = (
+    "sokka", "sqlalchemy", "psycopg", "pgqueuer", "asyncpg", "procrastinate", "uvloop",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -751,16 +336,14 @@ BATCH_1_TASKS = 5000
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = parser_for(__doc__)
     parser.add_argument("--tasks", type=int, default=None, help="N (default 20000; quick 2000)")
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="smoke run: 2000 tasks, batch sizes 10 and 250 only (pgqueuer: 10, 250)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--postgres-url", default=os.environ.get("SOKKA_BENCH_PG", DEFAULT_PG),
-        help=f"PostgreSQL for sokka and the peers ('' skips PostgreSQL; default {DEFAULT_PG})",
-    )  # fmt: skip
+    add_quick(parser, "smoke run: 2000 tasks, batch sizes 10 and 250 only (pgqueuer: 10, 250)")
+    add_postgres_url(
+        parser,
+        f"PostgreSQL for sokka and the peers ('' skips PostgreSQL; default $SOKKA_BENCH_PG, "
+        f"else $SOKKA_TEST_POSTGRES_URL, else {DEFAULT_POSTGRES_URL})",
+    )
     parser.add_argument("--skip-peers", action="store_true", help="sokka only")
     parser.add_argument(
         "--profile", nargs="?", const="cprofile", choices=("cprofile", "py-spy"), default=None,
@@ -775,13 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     server = PgServer(args.postgres_url) if args.postgres_url else None
 
     print(f"throughput: {n:,} no-op tasks per run, drained by one worker process")
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; {_versions()}")
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; {versions(PACKAGES)}")
     if server is not None:
         try:
             print(server.describe())
         except Exception as error:
-            why = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            print(f"PostgreSQL at {args.postgres_url!r} is unusable: {why}")
+            print(f"PostgreSQL at {args.postgres_url!r} is unusable: {first_line(error)}")
             print("(--postgres-url '' runs SQLite only)")
             return 1
     print(
@@ -804,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             return None
         failed |= bool(row.problems)
         rows.append(row)
-        print(_line(row), flush=True)
+        print(row_line(row), flush=True)
         return row
 
     tmp = tempfile.mkdtemp(prefix="sokka-throughput-")
@@ -824,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                     if row and not row.problems and (held is None or row.rate > held.rate):
                         best[store_name] = row
         peers: list[Row] = []
-        missing = _peers_installed()
+        missing = peers_missing()
         if server is not None and not args.skip_peers and missing:
             print(f"peers skipped: {missing}")
         elif server is not None and not args.skip_peers:
@@ -843,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("best per store (*):")
         for row in best.values():
-            print(_line(row, best=True))
+            print(row_line(row, best=True))
         sokka_pg = best.get("postgres")
         if sokka_pg is not None and peers:
             _compare(sokka_pg, [p for p in peers if not p.problems])
@@ -875,7 +457,7 @@ def _compare(sokka_pg: Row, peers: list[Row]) -> None:
     for peer in peers:
         print(
             f"  vs {peer.system} {peer.config.strip()}: {peer.rate:,.0f} jobs/s, "
-            f"sokka/peer {_ratio(sokka_pg.rate, peer.rate)}"
+            f"sokka/peer {fmt_times(sokka_pg.rate, peer.rate)}"
         )
     verdicts = []
     pgq = max((p for p in peers if p.system == "pgqueuer"), key=lambda r: r.rate, default=None)
@@ -883,14 +465,14 @@ def _compare(sokka_pg: Row, peers: list[Row]) -> None:
         met = sokka_pg.rate >= pgq.rate
         verdicts.append(
             f">= pgqueuer's best ({pgq.rate:,.0f}, {pgq.config.strip()}): "
-            f"{_ratio(sokka_pg.rate, pgq.rate)} {'MET' if met else 'MISSED'}"
+            f"{fmt_times(sokka_pg.rate, pgq.rate)} {verdict(met)}"
         )
     defaults = next((p for p in peers if p.key == ("procrastinate", None)), None)
     if defaults is not None:
         ratio = sokka_pg.rate / defaults.rate
         verdicts.append(
             f">= 20x procrastinate's defaults ({defaults.rate:,.0f}): "
-            f"{ratio:.1f}x {'MET' if ratio >= 20 else 'MISSED'}"
+            f"{ratio:.1f}x {verdict(ratio >= 20)}"
         )
     if verdicts:
         print("GOAL sokka's PostgreSQL best " + "; ".join(verdicts))

@@ -1,0 +1,184 @@
+"""The statement audit: the ceiling must run the statements the store runs.
+
+Before anything is measured, every operation runs once on the store and once
+on the ceiling (``bench.stores.ceiling.RawStore``); the statements each sends
+to the driver, and its commits, are recorded, and the run fails if they
+differ: when the store changes its statements, the ceiling must follow before
+anything is measured.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from returns.result import Success
+from sqlalchemy import event
+
+from bench.harness import BenchFailure, check
+from bench.stores.backends import SqlBackend
+from bench.stores.ceiling import Trace
+from bench.stores.common import (
+    AUDIT_TOPIC,
+    BATCH,
+    PAGE,
+    PID,
+    payload,
+    payload_json,
+    terminations,
+)
+from sokka.adapters.sql import SQLStore
+from sokka.core.task import TaskSpec
+
+
+def _normalise(statement: str) -> str:
+    return " ".join(re.sub(r"%\(\w+\)s", "%s", statement).split())
+
+
+@contextmanager
+def captured(sql_store: SQLStore) -> Iterator[Trace]:
+    """The statements SQLStore sends to the driver (and its commits), while inside."""
+    trace: Trace = []
+    engine = sql_store.engine
+
+    def on_execute(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        trace.append(("executemany" if isinstance(parameters, list) else "execute", statement))
+
+    def on_commit(conn: Any) -> None:
+        trace.append(("commit", ""))
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "commit", on_commit)
+    try:
+        yield trace
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "commit", on_commit)
+
+
+def _short(kind: str, statement: str) -> str:
+    """A statement in a few words, for the audit's summary."""
+    if kind == "commit":
+        return "COMMIT"
+    short = statement.split()[0]
+    if short == "BEGIN":
+        short = statement
+    elif short == "SELECT":
+        if "'starting'" in statement and statement.split()[2] == "FROM":
+            short += " ready seq (look)"
+        elif "'starting'" in statement:
+            short += " ready"
+        elif "'running'" in statement:
+            short += " leased"
+        elif "= ANY" in statement:
+            short += " by id = ANY(array)"
+        else:
+            short += " by id"
+        if "SKIP LOCKED" in statement:
+            short += " FOR UPDATE SKIP LOCKED"
+        elif "FOR UPDATE" in statement:
+            short += " FOR UPDATE"
+    elif short == "UPDATE" and "unnest(" in statement:
+        short += " ... FROM unnest(arrays)"
+    if kind == "executemany":
+        short += " (executemany)"
+    return short
+
+
+def _difference(want: Trace, got: Trace) -> str:
+    """Where two statement traces first differ, with a little context."""
+    for i, (w, g) in enumerate(zip(want, got, strict=False)):
+        if w != g:
+            at = next((j for j, (a, b) in enumerate(zip(w[1], g[1], strict=False)) if a != b),
+                      min(len(w[1]), len(g[1])))  # fmt: skip
+            return (
+                f"    statement {i + 1}: store {w[0]} ...{w[1][max(0, at - 60) : at + 60]}...\n"
+                f"    statement {i + 1}: raw   {g[0]} ...{g[1][max(0, at - 60) : at + 60]}..."
+            )
+    return f"    the store ran {len(want)} statements, the ceiling {len(got)}"
+
+
+def audit(backend: SqlBackend) -> list[str]:
+    """Run each operation once on the store and on the ceiling; their statements must match.
+
+    The store side runs on a second SQLStore over the store's table, so the
+    measured store's engine never carries the audit's event listeners.
+    """
+    measured = backend.stores["store"]
+    url = measured.engine.url.render_as_string(hide_password=False)
+    store = SQLStore(url, prefix=backend.prefixes["store"])
+    store.list_leased_tasks(None, None, 1)  # its first call checks the schema version, once
+    try:
+        return _audit(backend, store)
+    finally:
+        store.close()
+
+
+def _audit(backend: SqlBackend, store: SQLStore) -> list[str]:
+    raw = backend.raw
+    assert raw is not None
+    backend.add("starting", AUDIT_TOPIC, 2 + BATCH)
+    tokens = backend.tokens
+
+    def store_reserve_terminate(limit: int) -> None:
+        tasks = store.reserve_tasks(AUDIT_TOPIC, PID, limit)
+        check(len(tasks) == limit, "audit: store reserved too few")
+        if limit == 1:
+            store.terminate(tasks[0].task_id, PID, tasks[0].attempt)
+        else:
+            results = store.finish_many(terminations(tasks))
+            check(all(isinstance(r, Success) for r in results), "audit")
+
+    def raw_reserve_terminate(limit: int) -> None:
+        leases = raw.reserve(AUDIT_TOPIC, PID, limit)
+        check(len(leases) == limit, "audit: raw reserved too few")
+        raw.terminate(PID, leases)
+
+    specs = [TaskSpec(topic=AUDIT_TOPIC + "-c", data=payload(i)) for i in range(BATCH)]
+    datas = [payload_json(i) for i in range(BATCH)]
+    ops: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
+        ("create (one)", lambda: store.create_task(specs[0]),
+         lambda: raw.create(AUDIT_TOPIC + "-c", datas[:1])),
+        ("create_tasks (100)", lambda: store.create_tasks(specs),
+         lambda: raw.create(AUDIT_TOPIC + "-c", datas)),
+        ("reserve_tasks (1) + terminate", lambda: store_reserve_terminate(1),
+         lambda: raw_reserve_terminate(1)),
+        ("reserve_tasks (100) + finish_many (100)", lambda: store_reserve_terminate(BATCH),
+         lambda: raw_reserve_terminate(BATCH)),
+        ("extend_leases (1)", lambda: store.extend_leases(PID, tokens[:1]),
+         lambda: raw.extend(PID, [(t.task_id, t.attempt) for t in tokens[:1]])),
+        ("extend_leases (100)", lambda: store.extend_leases(PID, tokens[:BATCH]),
+         lambda: raw.extend(PID, [(t.task_id, t.attempt) for t in tokens[:BATCH]])),
+        ("list_leased_tasks (1000)", lambda: store.list_leased_tasks(None, None, PAGE),
+         lambda: raw.list_leased(PAGE)),
+    ]  # fmt: skip
+    table_store, table_raw = backend.tables["store"], backend.tables["ceiling"]
+    lines = []
+    for label, store_op, raw_op in ops:
+        with captured(store) as store_trace:
+            store_op()
+        raw.trace = []
+        try:
+            raw_op()
+            raw_trace = raw.trace
+        finally:
+            raw.trace = None
+        want = [(kind, _normalise(s)) for kind, s in store_trace]
+        got = [(kind, _normalise(s.replace(table_raw, table_store))) for kind, s in raw_trace]
+        if want != got:
+            raise BenchFailure(
+                f"the ceiling does not run the store's statements for {label}:\n"
+                + _difference(want, got)
+            )
+        steps = [_short(kind, s) for kind, s in want]
+        if backend.name == "postgres":  # psycopg sends BEGIN before a transaction's first statement
+            steps = [
+                step
+                for i, x in enumerate(steps)
+                for step in (["(BEGIN)", x] if i == 0 or steps[i - 1] == "COMMIT" else [x])
+            ]
+        shape = " / ".join(steps)
+        lines.append(f"{label:<42} {shape}")
+    return lines
