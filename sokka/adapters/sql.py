@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from returns.result import Failure, Result, Success
@@ -179,6 +181,26 @@ def _parse_url(url: str) -> URL:
     raise _unsupported(url, f"the scheme {name!r} is not supported")
 
 
+def _existing_sqlite_file(url: URL) -> URL:
+    """``url`` opened read/write without ever creating the file.
+
+    A missing file is refused here, naming it; and the URL becomes an SQLite
+    URI with ``mode=rw``, so that a file deleted after this check is not
+    quietly created again by the first connection either.
+    """
+    if url.query.get("uri"):
+        return url  # the caller wrote an SQLite URI of their own: theirs to say
+    path = os.path.abspath(str(url.database))
+    if not os.path.isfile(path):
+        raise ValidationError(
+            "url",
+            f"the SQLite file {path} does not exist: create it with `sokka init` "
+            "(or SQLStore(...).create_schema())",
+        )
+    query = {**url.query, "mode": "rw", "uri": "true"}
+    return url.set(database=f"file:{quote(path)}", query=query)
+
+
 def _create_engine(
     url: URL, *, pool_size: int, lock_timeout_ms: int, connect_timeout_s: int
 ) -> Engine:
@@ -269,6 +291,12 @@ class SQLStore(EventCalls):
     (``{prefix}tasks``, ``{prefix}schema_version``), so independent queues can
     share one database. The schema is created explicitly: ``create_schema()``
     or ``sokka init``.
+
+    ``create_file`` (SQLite only): with True, the default, the first connection
+    creates a missing database file, as SQLite does. With False, a missing
+    file is a ``ValidationError`` naming it, and nothing is created: the
+    file is opened read/write, never created (the ``sokka`` commands other
+    than ``init`` open their store so, and leave no empty file behind).
     """
 
     def __init__(
@@ -281,6 +309,7 @@ class SQLStore(EventCalls):
         pool_size: int = 10,
         lock_timeout_ms: int = 5_000,
         connect_timeout_s: int = 5,
+        create_file: bool = True,
     ) -> None:
         if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
             raise ValidationError(
@@ -292,8 +321,11 @@ class SQLStore(EventCalls):
             if self._engine.dialect.name == "sqlite":
                 _configure_sqlite(self._engine, busy_timeout_ms=lock_timeout_ms)
         else:
+            url = _parse_url(url_or_engine)
+            if not create_file and url.get_backend_name() == "sqlite":
+                url = _existing_sqlite_file(url)
             self._engine = _create_engine(
-                _parse_url(url_or_engine),
+                url,
                 pool_size=pool_size,
                 lock_timeout_ms=lock_timeout_ms,
                 connect_timeout_s=connect_timeout_s,

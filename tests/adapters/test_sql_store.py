@@ -63,6 +63,32 @@ def test_an_unsupported_url_is_a_clear_error_listing_what_is_supported(
     assert "postgresql+psycopg://" in raised.value.rule
 
 
+def test_a_store_that_must_not_create_its_file_names_the_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    with pytest.raises(ValidationError) as raised:
+        SQLStore(f"sqlite:///{missing}", create_file=False)
+    assert raised.value.field == "url"
+    assert f"the SQLite file {missing} does not exist" in raised.value.rule
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_that_must_not_create_its_file_never_creates_it_later(tmp_path: Path) -> None:
+    """The check at opening is not all: a file deleted after it is not created by
+    the first connection either (SQLite is opened read/write, without create)."""
+    path = tmp_path / "q.db"
+    with SQLStore(f"sqlite:///{path}") as creator:
+        creator.create_schema()
+        creator.create_task(TaskSpec(topic="q", task_id="kept"))
+    with SQLStore(f"sqlite:///{path}", create_file=False) as store:
+        assert store.get_task("kept").status is Status.STARTING
+        store.create_task(TaskSpec(topic="q", task_id="written"))
+    with SQLStore(f"sqlite:///{path}", create_file=False) as store:
+        path.unlink()
+        with pytest.raises(Unavailable):
+            store.list_tasks()
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("prefix", ["", "Upper_", "1x_", "x" * 31, "a-b", "a b"])
 def test_a_bad_prefix_is_refused(sqlite_url: str, prefix: str) -> None:
     with pytest.raises(ValidationError, match="prefix"):

@@ -149,6 +149,31 @@ def test_task_commands_create_list_get_and_administer(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        ("task", "list"),
+        ("task", "get", "m1"),
+        ("task", "create", "--topic", "q"),
+        ("worker", "--topic", "q", "--handler", "json:dumps"),
+        ("supervise",),
+        ("serve", "--port", "0"),
+    ],
+)
+def test_commands_but_init_name_a_missing_sqlite_file_and_create_nothing(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """`sokka task list --db sqlite:///missing.db` said "no sokka schema" and left an
+    empty missing.db behind; only `sokka init` may create a database."""
+    run = sokka(*args, "--db", "sqlite:///missing.db", cwd=tmp_path, timeout=30)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.strip() == (
+        f"sokka: url: the SQLite file {tmp_path / 'missing.db'} does not exist: "
+        "create it with `sokka init` (or SQLStore(...).create_schema())"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     ("args", "says"),
     [
         (("task", "get", "nope"), "task 'nope' not found"),

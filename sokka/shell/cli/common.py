@@ -153,7 +153,9 @@ def _store(db: str, prefix: str) -> Iterator[TaskStore]:
         return
     from sokka.adapters.sql import SQLStore
 
-    store = SQLStore(db, prefix=prefix)
+    # Only `sokka init` creates a database: every other command opens an
+    # existing SQLite file or says that it is missing, and leaves nothing behind.
+    store = SQLStore(db, prefix=prefix, create_file=False)
     try:
         yield store
     finally:
