@@ -78,9 +78,14 @@ __all__ = ["SCHEMA_VERSION", "SUPPORTED_URLS", "SQLStore"]
 #: The schema this code writes and reads. A database with a newer one is refused.
 SCHEMA_VERSION: Final = 1
 
+#: Every store URL sokka accepts, for the error messages (one list, shared by
+#: every message that lists them). The http(s) URL is that of a ``sokka serve``;
+#: open it with ``HTTPStore`` (the command line's ``--db`` takes all three).
 SUPPORTED_URLS: Final = (
     "sqlite:///relative/path.db or sqlite:////absolute/path.db",
     "postgresql+psycopg://user:password@host:5432/database (pip install 'sokka[postgres]')",
+    "http://host:port or https://host:port of a `sokka serve` (HTTPStore; "
+    "pip install 'sokka[http]')",
 )
 
 _PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,29}$")
@@ -171,6 +176,16 @@ def _parse_url(url: str) -> URL:
             raise _unsupported(url, "a PostgreSQL URL must name a database")
         return parsed
     if name in ("sqlite", "sqlite+pysqlite"):
+        if parsed.host or parsed.username or parsed.port:
+            # sqlite://relative.db reads "relative.db" as a host name, and then
+            # finds no file at all: say so, and show the form that was meant.
+            path = "/".join(part for part in (parsed.host, parsed.database) if part)
+            raise _unsupported(
+                url,
+                f"{url!r} has two slashes, so {parsed.host!r} is read as a host, and an "
+                f"SQLite URL has none: write sqlite:///{path} for a path relative to the "
+                f"working directory, or sqlite:////absolute/path.db",
+            )
         if not parsed.database or parsed.database == ":memory:":
             raise _unsupported(
                 url,

@@ -49,6 +49,8 @@ def url_and_prefix(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
         ("mysql://root@localhost/test", "the scheme 'mysql' is not supported"),
         ("sqlite:///:memory:", "SQLite needs a file"),
         ("sqlite://", "SQLite needs a file"),
+        ("sqlite://relative.db", "write sqlite:///relative.db for a path relative"),
+        ("sqlite://dir/q.db", "write sqlite:///dir/q.db for a path relative"),
         ("postgresql+psycopg://postgres@localhost", "must name a database"),
     ],
 )
@@ -61,6 +63,8 @@ def test_an_unsupported_url_is_a_clear_error_listing_what_is_supported(
     assert says in raised.value.rule
     assert "sqlite:///" in raised.value.rule
     assert "postgresql+psycopg://" in raised.value.rule
+    assert "http://" in raised.value.rule
+    assert "https://" in raised.value.rule
 
 
 def test_a_store_that_must_not_create_its_file_names_the_missing_file(tmp_path: Path) -> None:

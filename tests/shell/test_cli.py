@@ -173,6 +173,23 @@ def test_commands_but_init_name_a_missing_sqlite_file_and_create_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_sqlite_url_with_two_slashes_shows_the_form_meant(tmp_path: Path) -> None:
+    run = sokka("task", "list", "--db", "sqlite://relative.db", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "write sqlite:///relative.db for a path relative to the working directory" in run.stderr
+    assert "sqlite:////absolute/path.db" in run.stderr
+    assert "in-memory" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unsupported_url_lists_every_kind_of_store_the_cli_takes() -> None:
+    run = sokka("task", "list", "--db", "mysql://root@localhost/test")
+    assert run.returncode == 1
+    for scheme in ("sqlite:///", "postgresql+psycopg://", "http://", "https://"):
+        assert scheme in run.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
