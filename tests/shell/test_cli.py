@@ -215,6 +215,28 @@ def test_store_and_input_errors_are_one_clear_line(
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ('raise RuntimeError("boom")\n', "importing 'broken' raised RuntimeError: boom"),
+        ("def handle(:\n", "importing 'broken' raised SyntaxError: invalid syntax ("),
+        ("1 / 0\n", "importing 'broken' raised ZeroDivisionError: division by zero"),
+    ],
+)
+def test_a_handler_module_that_fails_on_import_is_one_clear_line(
+    tmp_path: Path, source: str, says: str
+) -> None:
+    """A module raising anything but ImportError printed a 25-line traceback."""
+    (tmp_path / "broken.py").write_text(source)
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    run = sokka("worker", "--db", db, "--topic", "q", "--handler", "broken:handle", cwd=tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.startswith(f"sokka: handler: {says}"), run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in run.stderr
+
+
 def test_durations() -> None:
     assert [parse_duration(t) for t in ("1ms", "2s", "1.5s", "3m", "1h")] == [
         1,
