@@ -360,6 +360,23 @@ def test_serve_and_http_urls_refuse_unsafe_or_impossible_requests(
     assert "Traceback" not in run.stderr
 
 
+def test_serve_on_a_port_in_use_says_so_before_claiming_to_serve(tmp_path: Path) -> None:
+    """It logged "serving ... on ..." first, then uvicorn failed to bind and exited 3."""
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = sokka("serve", "--db", db, "--port", str(port), timeout=30)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.strip() == (
+        f"Error: cannot listen on 127.0.0.1:{port}: the port is in use "
+        "(another server? choose one with --port)"
+    )
+    assert "serving" not in run.stdout + run.stderr
+
+
 def test_a_server_that_is_down_is_one_clear_line() -> None:
     run = sokka("task", "list", "--db", f"http://127.0.0.1:{_free_port()}")
     assert run.returncode == 1

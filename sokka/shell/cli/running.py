@@ -3,11 +3,13 @@ and ``demo``."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 
@@ -246,14 +248,16 @@ def serve(
         # No token: answer only names of this machine's loopback (and --host), so
         # DNS rebinding cannot turn a web page into a client.
         hosts = [*_LOOPBACK, *allow_hosts, *([host] if host not in ("0.0.0.0", "::") else [])]
-    with _store(db, prefix) as store:
+    # Listen before saying so: a port in use is one clear error, not a
+    # "serving ... on ..." line followed by uvicorn's own exit status 3.
+    with _listening(host, port) as listener, _store(db, prefix) as store:
         store.list_leased_tasks(limit=1)  # the store answers, and its schema is there
         app = create_app(
             store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES,
             allowed_hosts=hosts,
         )  # fmt: skip
         logging.getLogger("sokka.http").info(
-            "serving %s on http://%s:%d (%s)", _shown(db), host, port,
+            "serving %s on http://%s (%s)", _shown(db), _address(host, _port_of(listener)),
             "token required" if token else "no token",
         )  # fmt: skip
         config = uvicorn.Config(
@@ -265,7 +269,41 @@ def serve(
         # to the handler it found: make that one a no-op, so the command exits 0.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: setattr(server, "should_exit", True))
-        server.run()
+        server.run(sockets=[listener])
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _port_of(listener: socket.socket) -> int:
+    return int(listener.getsockname()[1])
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (as uvicorn binds: SO_REUSEADDR), or a
+    ``ClickException`` that names the address and says why it cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise click.ClickException(
+            f"cannot listen on {_address(host, port)}: {error.strerror}"
+        ) from None
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as error:
+        listener.close()
+        why = (
+            "the port is in use (another server? choose one with --port)"
+            if error.errno == errno.EADDRINUSE
+            else error.strerror or str(error)
+        )
+        raise click.ClickException(f"cannot listen on {_address(host, port)}: {why}") from None
+    return listener
 
 
 def _shown(db: str) -> str:
