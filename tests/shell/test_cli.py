@@ -384,6 +384,24 @@ def test_a_server_that_is_down_is_one_clear_line() -> None:
     assert len(run.stderr.strip().splitlines()) == 1
 
 
+def test_simulate_plot_without_matplotlib_says_how_to_install_it_before_simulating(
+    tmp_path: Path,
+) -> None:
+    """It ran the whole simulation and its sweep, printed the table, then failed."""
+    stub = tmp_path / "stub" / "matplotlib"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text('raise ImportError("no matplotlib here (test stub)")\n')
+    pythonpath = os.pathsep.join(p for p in (str(stub.parent), os.environ.get("PYTHONPATH")) if p)
+    run = sokka("simulate", "skew", "--tasks", "20", "--workers", "2", "--plot",
+                str(tmp_path / "x.png"), env={"PYTHONPATH": pythonpath}, timeout=120)  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.strip() == (
+        "sokka: plot: needs matplotlib, which is not installed: pip install 'sokka[plot]'"
+    )
+    assert run.stdout == ""  # nothing was simulated
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_python_m_runs_every_command_including_the_last_defined() -> None:
     """`python -m sokka.shell.cli simulate` answered "No such command": the module
     ran main() before the commands below that line were defined."""
