@@ -360,6 +360,37 @@ def test_serve_and_http_urls_refuse_unsafe_or_impossible_requests(
     assert "Traceback" not in run.stderr
 
 
+def _worker_log(url: str, env: dict[str, str]) -> str:
+    """What a worker over HTTP logs in about two seconds of polling an empty topic."""
+    exe = shutil.which("sokka")
+    command = [exe] if exe else [sys.executable, "-m", "sokka"]
+    worker = subprocess.Popen(
+        [*command, "worker", "--db", url, "--topic", "idle", "--handler", "json:dumps",
+         "--max-poll", "100ms", "--log-level", "info"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    time.sleep(2)
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, output
+    return output
+
+
+def test_a_worker_over_http_logs_no_line_per_poll_unless_asked(tmp_path: Path) -> None:
+    """httpx logged one INFO line per request: one per poll of an idle worker."""
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    with serving(db) as served:
+        quiet = _worker_log(served.url, {})
+        loud = _worker_log(served.url, {"SOKKA_LIBRARY_LOG_LEVEL": "info"})
+    assert "INFO sokka.worker: worker " in quiet  # sokka's own lines keep --log-level
+    assert " httpx: " not in quiet, quiet
+    assert "HTTP Request: POST" not in quiet
+    # Asked for, they are there: one per poll, so many in two seconds.
+    assert loud.count(" httpx: HTTP Request: POST") >= 5, loud
+
+
 def test_serve_on_a_port_in_use_says_so_before_claiming_to_serve(tmp_path: Path) -> None:
     """It logged "serving ... on ..." first, then uvicorn failed to bind and exited 3."""
     db = f"sqlite:///{tmp_path / 'q.db'}"

@@ -30,17 +30,37 @@ from sokka.shell.cli.common import (
 __all__ = ["demo", "serve", "supervise", "worker"]
 
 
+_LEVELS = ("debug", "info", "warning", "error")
+LIBRARY_LOG_LEVEL_ENV = "SOKKA_LIBRARY_LOG_LEVEL"
+#: The libraries under sokka whose INFO lines are noise to an operator (httpx
+#: logs every request: one line per poll of a worker over HTTP).
+_LIBRARY_LOGGERS = ("httpx", "httpcore", "uvicorn", "starlette", "sqlalchemy", "psycopg",
+                    "asyncio")  # fmt: skip
+
+
 def _logging(level: str) -> None:
+    """sokka's loggers (and a handler's own) at ``level``; the libraries sokka uses
+    at WARNING, unless ``SOKKA_LIBRARY_LOG_LEVEL`` asks for more."""
+    library_level = os.environ.get(LIBRARY_LOG_LEVEL_ENV, "").strip().lower() or "warning"
+    if library_level not in _LEVELS:
+        raise click.BadParameter(
+            f"{library_level!r} is not one of {', '.join(_LEVELS)}",
+            param_hint=f"${LIBRARY_LOG_LEVEL_ENV}",
+        )
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(getattr(logging, library_level.upper()))
 
 
 _log_level = click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-    show_default=True, help="How much to log (to stderr).",
+    "--log-level", type=click.Choice(_LEVELS), default="info", show_default=True,
+    help=f"How much sokka logs (to stderr). The libraries it uses (httpx, uvicorn, "
+    f"SQLAlchemy, psycopg) log warnings and errors only: set ${LIBRARY_LOG_LEVEL_ENV} "
+    "to debug or info to see more of theirs.",
 )  # fmt: skip
 
 
