@@ -22,6 +22,7 @@ import pytest
 from sokka.adapters.sql import SCHEMA_VERSION, SQLStore
 from sokka.core.errors import ValidationError
 from sokka.shell.cli import parse_duration
+from tests.shell.test_demo import rescue_counts
 
 
 def sokka(
@@ -56,7 +57,19 @@ def test_demo_kills_a_worker_and_shows_the_rescue(tmp_path: Path) -> None:
     assert "tasks done:     120 of 120" in out
     assert "none run twice at once" in out
     # the kill-to-revoke time the simulator is calibrated against (docs/simulation.md)
-    assert re.search(r"worker-1 killed: its \d task\(s\) revoked after \d+\.\d\d s", out), out
+    assert re.search(r"worker-1 killed: its \d lease\(s\) revoked after \d+\.\d\d s", out), out
+    # The per-worker rescues add up to the total (they once said 2 + 1 against 4).
+    per_worker, total = rescue_counts(out)
+    assert set(per_worker) >= {"worker-1", "worker-2"}, out
+    assert sum(per_worker.values()) == total >= 2, out
+    # It speaks at once: what it starts, then progress while the workers warm up,
+    # not silence until the first fault.
+    lines = out.splitlines()
+    assert "queueing 120 tasks" in lines[0], out
+    kill = next(i for i, line in enumerate(lines) if "SIGKILL worker-1" in line)
+    assert any("starting a supervisor and 3 worker processes" in line for line in lines[:kill])
+    assert any(re.search(r"done \d+/120", line) for line in lines[:kill]), out
+    assert any("supervisor revoked worker-1's lease" in line for line in lines[kill:]), out
 
 
 @pytest.mark.parametrize(
