@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+from contextlib import ExitStack
 
 import click
 
@@ -270,14 +271,17 @@ def serve(
         hosts = [*_LOOPBACK, *allow_hosts, *([host] if host not in ("0.0.0.0", "::") else [])]
     # Listen before saying so: a port in use is one clear error, not a
     # "serving ... on ..." line followed by uvicorn's own exit status 3.
-    with _listening(host, port) as listener, _store(db, prefix) as store:
+    listeners = _listening(host, port)
+    with ExitStack() as closing, _store(db, prefix) as store:
+        for listener in listeners:
+            closing.enter_context(listener)
         store.list_leased_tasks(limit=1)  # the store answers, and its schema is there
         app = create_app(
             store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES,
             allowed_hosts=hosts,
         )  # fmt: skip
         logging.getLogger("sokka.http").info(
-            "serving %s on http://%s (%s)", _shown(db), _address(host, _port_of(listener)),
+            "serving %s on http://%s (%s)", _shown(db), _address(host, _port_of(listeners[0])),
             "token required" if token else "no token",
         )  # fmt: skip
         config = uvicorn.Config(
@@ -289,7 +293,7 @@ def serve(
         # to the handler it found: make that one a no-op, so the command exits 0.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: setattr(server, "should_exit", True))
-        server.run(sockets=[listener])
+        server.run(sockets=listeners)
 
 
 def _address(host: str, port: int) -> str:
@@ -300,30 +304,37 @@ def _port_of(listener: socket.socket) -> int:
     return int(listener.getsockname()[1])
 
 
-def _listening(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (as uvicorn binds: SO_REUSEADDR), or a
+def _listening(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of ``host`` on ``port``, as asyncio binds
+    them for uvicorn (SO_REUSEADDR; IPv6 sockets IPv6-only), or a
     ``ClickException`` that names the address and says why it cannot be had."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
         raise click.ClickException(
             f"cannot listen on {_address(host, port)}: {error.strerror}"
         ) from None
-    listener = socket.socket(family, kind, proto)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(address)
-    except OSError as error:
-        listener.close()
-        why = (
-            "the port is in use (another server? choose one with --port)"
-            if error.errno == errno.EADDRINUSE
-            else error.strerror or str(error)
-        )
-        raise click.ClickException(f"cannot listen on {_address(host, port)}: {why}") from None
-    return listener
+    listeners: list[socket.socket] = []
+    for family, kind, proto, _, address in dict.fromkeys(found):
+        listener = socket.socket(family, kind, proto)
+        listeners.append(listener)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+        except OSError as error:
+            for opened in listeners:
+                opened.close()
+            why = (
+                "the port is in use (another server? choose one with --port)"
+                if error.errno == errno.EADDRINUSE
+                else error.strerror or str(error)
+            )
+            raise click.ClickException(
+                f"cannot listen on {_address(str(address[0]), port)}: {why}"
+            ) from None
+    return listeners
 
 
 def _shown(db: str) -> str:
