@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from returns.result import Failure, Result, Success
@@ -76,9 +78,14 @@ __all__ = ["SCHEMA_VERSION", "SUPPORTED_URLS", "SQLStore"]
 #: The schema this code writes and reads. A database with a newer one is refused.
 SCHEMA_VERSION: Final = 1
 
+#: Every store URL sokka accepts, for the error messages (one list, shared by
+#: every message that lists them). The http(s) URL is that of a ``sokka serve``;
+#: open it with ``HTTPStore`` (the command line's ``--db`` takes all three).
 SUPPORTED_URLS: Final = (
     "sqlite:///relative/path.db or sqlite:////absolute/path.db",
     "postgresql+psycopg://user:password@host:5432/database (pip install 'sokka[postgres]')",
+    "http://host:port or https://host:port of a `sokka serve` (HTTPStore; "
+    "pip install 'sokka[http]')",
 )
 
 _PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,29}$")
@@ -169,6 +176,16 @@ def _parse_url(url: str) -> URL:
             raise _unsupported(url, "a PostgreSQL URL must name a database")
         return parsed
     if name in ("sqlite", "sqlite+pysqlite"):
+        if parsed.host or parsed.username or parsed.port:
+            # sqlite://relative.db reads "relative.db" as a host name, and then
+            # finds no file at all: say so, and show the form that was meant.
+            path = "/".join(part for part in (parsed.host, parsed.database) if part)
+            raise _unsupported(
+                url,
+                f"{url!r} has two slashes, so {parsed.host!r} is read as a host, and an "
+                f"SQLite URL has none: write sqlite:///{path} for a path relative to the "
+                f"working directory, or sqlite:////absolute/path.db",
+            )
         if not parsed.database or parsed.database == ":memory:":
             raise _unsupported(
                 url,
@@ -177,6 +194,26 @@ def _parse_url(url: str) -> URL:
             )
         return parsed.set(drivername="sqlite+pysqlite")
     raise _unsupported(url, f"the scheme {name!r} is not supported")
+
+
+def _existing_sqlite_file(url: URL) -> URL:
+    """``url`` opened read/write without ever creating the file.
+
+    A missing file is refused here, naming it; and the URL becomes an SQLite
+    URI with ``mode=rw``, so that a file deleted after this check is not
+    quietly created again by the first connection either.
+    """
+    if url.query.get("uri"):
+        return url  # the caller wrote an SQLite URI of their own: theirs to say
+    path = os.path.abspath(str(url.database))
+    if not os.path.isfile(path):
+        raise ValidationError(
+            "url",
+            f"the SQLite file {path} does not exist: create it with `sokka init` "
+            "(or SQLStore(...).create_schema())",
+        )
+    query = {**url.query, "mode": "rw", "uri": "true"}
+    return url.set(database=f"file:{quote(path)}", query=query)
 
 
 def _create_engine(
@@ -269,6 +306,12 @@ class SQLStore(EventCalls):
     (``{prefix}tasks``, ``{prefix}schema_version``), so independent queues can
     share one database. The schema is created explicitly: ``create_schema()``
     or ``sokka init``.
+
+    ``create_file`` (SQLite only): with True, the default, the first connection
+    creates a missing database file, as SQLite does. With False, a missing
+    file is a ``ValidationError`` naming it, and nothing is created: the
+    file is opened read/write, never created (the ``sokka`` commands other
+    than ``init`` open their store so, and leave no empty file behind).
     """
 
     def __init__(
@@ -281,6 +324,7 @@ class SQLStore(EventCalls):
         pool_size: int = 10,
         lock_timeout_ms: int = 5_000,
         connect_timeout_s: int = 5,
+        create_file: bool = True,
     ) -> None:
         if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
             raise ValidationError(
@@ -292,8 +336,11 @@ class SQLStore(EventCalls):
             if self._engine.dialect.name == "sqlite":
                 _configure_sqlite(self._engine, busy_timeout_ms=lock_timeout_ms)
         else:
+            url = _parse_url(url_or_engine)
+            if not create_file and url.get_backend_name() == "sqlite":
+                url = _existing_sqlite_file(url)
             self._engine = _create_engine(
-                _parse_url(url_or_engine),
+                url,
                 pool_size=pool_size,
                 lock_timeout_ms=lock_timeout_ms,
                 connect_timeout_s=connect_timeout_s,

@@ -107,21 +107,53 @@ def _read_journal(path: Path) -> list[_Run]:
     return list(runs.values())
 
 
-class _Revokes:
-    """Wraps the supervisor's store to note when each lease was revoked."""
+@dataclass(frozen=True, slots=True)
+class _Revoked:
+    """A running task's lease that the supervisor revoked."""
 
-    def __init__(self, store: Any) -> None:
+    task: str
+    attempt: int
+    holder: str  # the worker whose lease it was
+    at: float  # time.monotonic() before the revoke call
+
+
+class _Revokes:
+    """Wraps the supervisor's store to note each lease it revokes, and whose it was.
+
+    The holder comes from the supervisor's own listing: a revoke is a
+    compare-and-set on the ``record_ver`` listed, so the task it changed is the
+    one listed, pid and all (the revoke itself clears the pid).
+    """
+
+    def __init__(self, store: Any, on_revoke: Callable[[_Revoked], object] = lambda _: None):
         self._store = store
-        self.at: dict[tuple[str, int], float] = {}  # (task, attempt) -> time before the call
+        self._on_revoke = on_revoke
+        self._listed: dict[tuple[str, int], Task] = {}  # (task, record_ver) -> as listed
+        self.revoked: list[_Revoked] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
+    def list_leased_tasks(self, *args: Any, **kwargs: Any) -> Any:
+        page = self._store.list_leased_tasks(*args, **kwargs)
+        for task in page.tasks:
+            self._listed[task.task_id, task.record_ver] = task
+        return page
+
     def revoke_lease(self, task_id: str, record_ver: int) -> Task:
         before = time.monotonic()
-        task = self._store.revoke_lease(task_id, record_ver)
-        self.at[task_id, task.attempt] = before
-        return task  # type: ignore[no-any-return]
+        task: Task = self._store.revoke_lease(task_id, record_ver)
+        listed = self._listed.get((task_id, record_ver))
+        if listed is not None and listed.status is Status.RUNNING and listed.pid:
+            revoked = _Revoked(task_id, listed.attempt, listed.pid, before)
+            self.revoked.append(revoked)
+            self._on_revoke(revoked)
+        return task
+
+    @property
+    def at(self) -> dict[tuple[str, int], float]:
+        """(task, attempt) -> when its lease was revoked."""
+        return {(r.task, r.attempt): r.at for r in self.revoked}
 
 
 def _retrying(call: Callable[[], Any]) -> Any:
@@ -151,18 +183,15 @@ def run_demo(
     topic = f"demo-{secrets.token_hex(3)}"
     clock = MonotonicClock()
     started = time.monotonic()
-    interactive = sys.stdout.isatty()
-
-    def tell(message: str) -> None:
-        if interactive:
-            sys.stdout.write("\r\033[K")
-        say(f"[{time.monotonic() - started:5.1f}s] {message}")
+    out = _Output(started, say, interactive=sys.stdout.isatty())
+    tell = out.tell
 
     store = SQLStore(url, prefix=prefix)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        store.create_schema()
         shown = store.engine.url.render_as_string(hide_password=True)
+        tell(f"queueing {tasks} tasks of 100 to 400 ms on {shown}")
+        store.create_schema()
         durations = [100 + (n * 37) % 300 for n in range(tasks)]  # 100..400 ms
         for begin in range(0, tasks, 1000):
             store.create_tasks(
@@ -171,12 +200,17 @@ def run_demo(
                     for n in range(begin, min(begin + 1000, tasks))
                 ]
             )
-        tell(f"queued {tasks} tasks on {shown} (topic {topic})")
+        tell(f"queued {tasks} tasks (topic {topic})")
         tell(
-            f"{workers} worker processes, 2 tasks at a time each; leases last {lease_ms} ms "
-            "unless kept alive"
+            f"starting a supervisor and {workers} worker processes, 2 tasks at a time each; "
+            f"leases last {lease_ms} ms unless kept alive"
         )
-        watched = _Revokes(store)
+
+        def revoked(lease: _Revoked) -> None:
+            tell(f"supervisor revoked {lease.holder}'s lease on {lease.task} (attempt "
+                 f"{lease.attempt}): no keepalive for a whole lease")  # fmt: skip
+
+        watched = _Revokes(store, on_revoke=revoked)
         supervisor = Supervisor(
             watched, topic, LeasePolicy(lease_time_ms=lease_ms, default_snooze_ms=lease_ms), clock
         )
@@ -193,8 +227,9 @@ def run_demo(
             ]  # fmt: skip
             with (workdir / f"{name}.log").open("wb") as log:  # the child keeps its own copy
                 processes[name] = subprocess.Popen(command, env=env, stderr=log, stdout=log)
-        faults = _inject_faults(store, topic, tasks, processes, journal, lease_ms, tell)
-        _wait_until_done(store, topic, tasks, started, lease_ms, tell, interactive)
+        progress = _Progress(store, topic, tasks, journal, out)
+        faults = _inject_faults(store, topic, tasks, processes, journal, lease_ms, tell, progress)
+        _wait_until_done(store, topic, tasks, lease_ms, tell, progress)
         for process in processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -208,6 +243,73 @@ def run_demo(
                 process.kill()
         store.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _Output:
+    """The demo's lines, each stamped with the time since it started, printed at
+    once (flushed even into a pipe); on a terminal the progress line is redrawn
+    in place under them."""
+
+    def __init__(self, started: float, say: Callable[[str], object], *, interactive: bool):
+        self.started = started
+        self.interactive = interactive
+        self._say = say
+        self._lock = threading.Lock()  # the supervisor's thread tells too
+        self._last_progress = -1.0
+
+    def stamp(self) -> str:
+        return f"[{time.monotonic() - self.started:5.1f}s]"
+
+    def tell(self, message: str) -> None:
+        with self._lock:
+            if self.interactive:
+                sys.stdout.write("\r\033[K")
+            self._say(f"{self.stamp()} {message}")
+            sys.stdout.flush()
+
+    def progress(self, line: str, *, force: bool = False) -> None:
+        """A progress line: redrawn on a terminal, else at most one a second."""
+        with self._lock:
+            if self.interactive:
+                sys.stdout.write(f"\r\033[K{self.stamp()} {line}")
+            elif force or time.monotonic() - self._last_progress >= 1.0:
+                self._say(f"{self.stamp()} {line}")
+                self._last_progress = time.monotonic()
+            sys.stdout.flush()
+
+    def end_progress(self) -> None:
+        if self.interactive:
+            with self._lock:
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+
+
+class _Progress:
+    """Counts of the demo's tasks, and which workers have begun, as they change."""
+
+    def __init__(self, store: Any, topic: str, tasks: int, journal: Path, out: _Output):
+        self._store = store
+        self._topic = topic
+        self._tasks = tasks
+        self._journal = journal
+        self._out = out
+        self._working: set[str] = set()
+
+    def show(self) -> dict[Status, int]:
+        for run in _read_journal(self._journal):
+            if run.worker not in self._working:
+                self._working.add(run.worker)
+                self._out.tell(f"{run.worker} started its first task ({run.task})")
+        counts = _counts(self._store, self._topic)
+        self._out.progress(
+            f"done {counts[Status.TERMINATED]}/{self._tasks}  running {counts[Status.RUNNING]}  "
+            f"waiting {counts[Status.STARTING]}",
+            force=counts[Status.TERMINATED] == self._tasks,
+        )
+        return counts
+
+    def finish(self) -> None:
+        self._out.end_progress()
 
 
 def _counts(store: Any, topic: str) -> dict[Status, int]:
@@ -229,6 +331,7 @@ def _inject_faults(
     journal: Path,
     lease_ms: int,
     tell: Callable[[str], None],
+    progress: _Progress,
 ) -> list[_Fault]:
     """Kill one worker mid-task at about a fifth of the work; pause another at two fifths."""
     faults: list[_Fault] = []
@@ -236,8 +339,10 @@ def _inject_faults(
     plan = [(tasks // 5, names[0], "killed"), (2 * tasks // 5, names[1], "paused")]
     deadline = time.monotonic() + 60
     for threshold, name, kind in plan:
+        tell(f"waiting until {threshold} tasks are done and {name} is busy, to "
+             f"{'SIGKILL' if kind == 'killed' else 'SIGSTOP'} it")  # fmt: skip
         while time.monotonic() < deadline:
-            done = _counts(store, topic)[Status.TERMINATED]
+            done = progress.show()[Status.TERMINATED]
             busy = _in_flight(journal, name)
             if done >= threshold and busy:
                 break
@@ -269,31 +374,16 @@ def _wait_until_done(
     store: Any,
     topic: str,
     tasks: int,
-    started: float,
     lease_ms: int,
     tell: Callable[[str], None],
-    interactive: bool,
+    progress: _Progress,
 ) -> None:
     deadline = time.monotonic() + max(60.0, 20 * lease_ms / 1000)
-    last_line = 0.0
     while time.monotonic() < deadline:
-        counts = _counts(store, topic)
-        done = counts[Status.TERMINATED]
-        line = (
-            f"[{time.monotonic() - started:5.1f}s] done {done}/{tasks}  "
-            f"running {counts[Status.RUNNING]}  waiting {counts[Status.STARTING]}"
-        )
-        if interactive:
-            sys.stdout.write("\r\033[K" + line)
-            sys.stdout.flush()
-        elif time.monotonic() - last_line >= 1.0:
-            print(line)
-            last_line = time.monotonic()
-        if done == tasks:
+        if progress.show()[Status.TERMINATED] == tasks:
             break
         time.sleep(0.1)
-    if interactive:
-        sys.stdout.write("\n")
+    progress.finish()
     tell("all tasks terminated" if _counts(store, topic)[Status.TERMINATED] == tasks
          else "gave up waiting")  # fmt: skip
 
@@ -332,9 +422,10 @@ def _summary(
     # How long each run held a valid lease: until it ended, the kill, or the revoke.
     killed_at = {f.worker: f.at for f in faults if f.kind == "killed"}
     ends: dict[tuple[str, int], float] = {}
+    revoked_at = revokes.at
     for run in runs:
         end = run.end if run.end is not None else killed_at.get(run.worker, run.start)
-        revoked = revokes.at.get((run.task, run.attempt))
+        revoked = revoked_at.get((run.task, run.attempt))
         ends[run.task, run.attempt] = min(end, revoked) if revoked is not None else end
     concurrent = _overlaps(runs, ends)
     finished_runs = {(r.task, r.attempt) for r in runs if r.end is not None}
@@ -348,30 +439,41 @@ def _summary(
     say("")
     say(f"tasks done:     {done} of {tasks}, each terminated exactly once by the store")
     say(f"tasks lost:     {lost}")
-    for fault in faults:
-        rescues = []
+    # One count in both places: a rescue is a running task's lease that the
+    # supervisor revoked and that was then run again (by any worker, the paused
+    # one included once it wakes). The per-worker lines split exactly the
+    # leases the total counts, by the worker that held them.
+    by_holder: dict[str, list[_Revoked]] = {}
+    for lease in revokes.revoked:
+        by_holder.setdefault(lease.holder, []).append(lease)
+    faulted = {f.worker: f for f in faults}
+    rescued = 0
+    for holder in [*(f.worker for f in faults), *sorted(set(by_holder) - set(faulted))]:
+        leases = by_holder.get(holder, [])
+        fault = faulted.get(holder)
+        since = fault.at if fault is not None else None
         revoked_after = []
-        for task_id in fault.tasks:
-            later = [
-                r.start
-                for r in runs
-                if r.task == task_id and r.worker != fault.worker and r.start >= fault.at
-            ]
+        rescues = []
+        for lease in leases:
+            origin = since if since is not None else lease.at
+            revoked_after.append(lease.at - origin)
+            later = [r.start for r in runs if r.task == lease.task and r.attempt > lease.attempt]
             if later:
-                rescues.append(min(later) - fault.at)
-            held = [r.attempt for r in runs if r.task == task_id and r.worker == fault.worker]
-            when = revokes.at.get((task_id, max(held))) if held else None
-            if when is not None:
-                revoked_after.append(when - fault.at)
+                rescues.append(min(later) - origin)
+        rescued += len(rescues)
         how = ", ".join(f"{s:.1f} s" for s in rescues) or "-"
+        if fault is None:  # a worker the demo left alone, yet late with its keepalives
+            say(f"{holder} not stopped: its {len(leases)} lease(s) revoked all the same, "
+                f"rescued {len(rescues)}, after {how} from the revoke")  # fmt: skip
+            continue
         revoked_how = ", ".join(f"{s:.2f} s" for s in revoked_after) or "-"
         say(
-            f"{fault.worker} {fault.kind}: its {len(fault.tasks)} task(s) revoked after "
-            f"{revoked_how}, rescued {len(rescues)}, after {how} (lease {lease_ms / 1000:.1f} s "
+            f"{holder} {fault.kind}: its {len(leases)} lease(s) revoked after {revoked_how}, "
+            f"rescued {len(rescues)}, after {how} (lease {lease_ms / 1000:.1f} s "
             f"+ supervisor interval up to {lease_ms / 4000:.1f} s)"
         )
-    rescued = sum(1 for t in final.values() if t.attempt > 1)
-    say(f"tasks rescued:  {rescued} (run again after their worker was killed or paused)")
+    say(f"leases rescued: {rescued} (revoked by the supervisor, then run again: the sum of "
+        "the lines above)")  # fmt: skip
     say(f"fenced results: {fenced} (finished by a worker after its lease was gone; discarded)")
     graceful = {name: code for name, code in exits.items() if name not in killed_at}
     say("worker exits:   " + ", ".join(f"{n} {c}" for n, c in sorted(exits.items())))

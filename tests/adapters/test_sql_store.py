@@ -50,6 +50,8 @@ def url_and_prefix(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
         ("mysql://root@localhost/test", "the scheme 'mysql' is not supported"),
         ("sqlite:///:memory:", "SQLite needs a file"),
         ("sqlite://", "SQLite needs a file"),
+        ("sqlite://relative.db", "write sqlite:///relative.db for a path relative"),
+        ("sqlite://dir/q.db", "write sqlite:///dir/q.db for a path relative"),
         ("postgresql+psycopg://postgres@localhost", "must name a database"),
     ],
 )
@@ -60,6 +62,34 @@ def test_an_unsupported_url_is_a_clear_error_listing_what_is_supported(url: str,
     assert says in raised.value.rule
     assert "sqlite:///" in raised.value.rule
     assert "postgresql+psycopg://" in raised.value.rule
+    assert "http://" in raised.value.rule
+    assert "https://" in raised.value.rule
+
+
+def test_a_store_that_must_not_create_its_file_names_the_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    with pytest.raises(ValidationError) as raised:
+        SQLStore(f"sqlite:///{missing}", create_file=False)
+    assert raised.value.field == "url"
+    assert f"the SQLite file {missing} does not exist" in raised.value.rule
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_that_must_not_create_its_file_never_creates_it_later(tmp_path: Path) -> None:
+    """The check at opening is not all: a file deleted after it is not created by
+    the first connection either (SQLite is opened read/write, without create)."""
+    path = tmp_path / "q.db"
+    with SQLStore(f"sqlite:///{path}") as creator:
+        creator.create_schema()
+        creator.create_task(TaskSpec(topic="q", task_id="kept"))
+    with SQLStore(f"sqlite:///{path}", create_file=False) as store:
+        assert store.get_task("kept").status is Status.STARTING
+        store.create_task(TaskSpec(topic="q", task_id="written"))
+    with SQLStore(f"sqlite:///{path}", create_file=False) as store:
+        path.unlink()
+        with pytest.raises(Unavailable):
+            store.list_tasks()
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("prefix", ["", "Upper_", "1x_", "x" * 31, "a-b", "a b"])

@@ -22,6 +22,7 @@ import pytest
 from sokka.adapters.sql import SCHEMA_VERSION, SQLStore
 from sokka.core.errors import ValidationError
 from sokka.shell.cli import parse_duration
+from tests.shell.test_demo import rescue_counts
 
 
 def sokka(
@@ -56,7 +57,19 @@ def test_demo_kills_a_worker_and_shows_the_rescue(tmp_path: Path) -> None:
     assert "tasks done:     120 of 120" in out
     assert "none run twice at once" in out
     # the kill-to-revoke time the simulator is calibrated against (docs/simulation.md)
-    assert re.search(r"worker-1 killed: its \d task\(s\) revoked after \d+\.\d\d s", out), out
+    assert re.search(r"worker-1 killed: its \d lease\(s\) revoked after \d+\.\d\d s", out), out
+    # The per-worker rescues add up to the total (they once said 2 + 1 against 4).
+    per_worker, total = rescue_counts(out)
+    assert set(per_worker) >= {"worker-1", "worker-2"}, out
+    assert sum(per_worker.values()) == total >= 2, out
+    # It speaks at once: what it starts, then progress while the workers warm up,
+    # not silence until the first fault.
+    lines = out.splitlines()
+    assert "queueing 120 tasks" in lines[0], out
+    kill = next(i for i, line in enumerate(lines) if "SIGKILL worker-1" in line)
+    assert any("starting a supervisor and 3 worker processes" in line for line in lines[:kill])
+    assert any(re.search(r"done \d+/120", line) for line in lines[:kill]), out
+    assert any("supervisor revoked worker-1's lease" in line for line in lines[kill:]), out
 
 
 @pytest.mark.parametrize(
@@ -149,6 +162,48 @@ def test_task_commands_create_list_get_and_administer(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        ("task", "list"),
+        ("task", "get", "m1"),
+        ("task", "create", "--topic", "q"),
+        ("worker", "--topic", "q", "--handler", "json:dumps"),
+        ("supervise",),
+        ("serve", "--port", "0"),
+    ],
+)
+def test_commands_but_init_name_a_missing_sqlite_file_and_create_nothing(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """`sokka task list --db sqlite:///missing.db` said "no sokka schema" and left an
+    empty missing.db behind; only `sokka init` may create a database."""
+    run = sokka(*args, "--db", "sqlite:///missing.db", cwd=tmp_path, timeout=30)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.strip() == (
+        f"sokka: url: the SQLite file {tmp_path / 'missing.db'} does not exist: "
+        "create it with `sokka init` (or SQLStore(...).create_schema())"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sqlite_url_with_two_slashes_shows_the_form_meant(tmp_path: Path) -> None:
+    run = sokka("task", "list", "--db", "sqlite://relative.db", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "write sqlite:///relative.db for a path relative to the working directory" in run.stderr
+    assert "sqlite:////absolute/path.db" in run.stderr
+    assert "in-memory" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unsupported_url_lists_every_kind_of_store_the_cli_takes() -> None:
+    run = sokka("task", "list", "--db", "mysql://root@localhost/test")
+    assert run.returncode == 1
+    for scheme in ("sqlite:///", "postgresql+psycopg://", "http://", "https://"):
+        assert scheme in run.stderr
+
+
+@pytest.mark.parametrize(
     ("args", "says"),
     [
         (("task", "get", "nope"), "task 'nope' not found"),
@@ -169,6 +224,28 @@ def test_store_and_input_errors_are_one_clear_line(
     run = sokka(*args, env=env)
     assert run.returncode == 1, run.stdout
     assert says in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ('raise RuntimeError("boom")\n', "importing 'broken' raised RuntimeError: boom"),
+        ("def handle(:\n", "importing 'broken' raised SyntaxError: invalid syntax ("),
+        ("1 / 0\n", "importing 'broken' raised ZeroDivisionError: division by zero"),
+    ],
+)
+def test_a_handler_module_that_fails_on_import_is_one_clear_line(
+    tmp_path: Path, source: str, says: str
+) -> None:
+    """A module raising anything but ImportError printed a 25-line traceback."""
+    (tmp_path / "broken.py").write_text(source)
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    run = sokka("worker", "--db", db, "--topic", "q", "--handler", "broken:handle", cwd=tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.startswith(f"sokka: handler: {says}"), run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
     assert "Traceback" not in run.stderr
 
@@ -296,11 +373,77 @@ def test_serve_and_http_urls_refuse_unsafe_or_impossible_requests(
     assert "Traceback" not in run.stderr
 
 
+def _worker_log(url: str, env: dict[str, str]) -> str:
+    """What a worker over HTTP logs in about two seconds of polling an empty topic."""
+    exe = shutil.which("sokka")
+    command = [exe] if exe else [sys.executable, "-m", "sokka"]
+    worker = subprocess.Popen(
+        [*command, "worker", "--db", url, "--topic", "idle", "--handler", "json:dumps",
+         "--max-poll", "100ms", "--log-level", "info"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    time.sleep(2)
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, output
+    return output
+
+
+def test_a_worker_over_http_logs_no_line_per_poll_unless_asked(tmp_path: Path) -> None:
+    """httpx logged one INFO line per request: one per poll of an idle worker."""
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    with serving(db) as served:
+        quiet = _worker_log(served.url, {})
+        loud = _worker_log(served.url, {"SOKKA_LIBRARY_LOG_LEVEL": "info"})
+    assert "INFO sokka.worker: worker " in quiet  # sokka's own lines keep --log-level
+    assert " httpx: " not in quiet, quiet
+    assert "HTTP Request: POST" not in quiet
+    # Asked for, they are there: one per poll, so many in two seconds.
+    assert loud.count(" httpx: HTTP Request: POST") >= 5, loud
+
+
+def test_serve_on_a_port_in_use_says_so_before_claiming_to_serve(tmp_path: Path) -> None:
+    """It logged "serving ... on ..." first, then uvicorn failed to bind and exited 3."""
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = sokka("serve", "--db", db, "--port", str(port), timeout=30)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.strip() == (
+        f"Error: cannot listen on 127.0.0.1:{port}: the port is in use "
+        "(another server? choose one with --port)"
+    )
+    assert "serving" not in run.stdout + run.stderr
+
+
 def test_a_server_that_is_down_is_one_clear_line() -> None:
     run = sokka("task", "list", "--db", f"http://127.0.0.1:{_free_port()}")
     assert run.returncode == 1
     assert "cannot reach" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_simulate_plot_without_matplotlib_says_how_to_install_it_before_simulating(
+    tmp_path: Path,
+) -> None:
+    """It ran the whole simulation and its sweep, printed the table, then failed."""
+    stub = tmp_path / "stub" / "matplotlib"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text('raise ImportError("no matplotlib here (test stub)")\n')
+    pythonpath = os.pathsep.join(p for p in (str(stub.parent), os.environ.get("PYTHONPATH")) if p)
+    run = sokka("simulate", "skew", "--tasks", "20", "--workers", "2", "--plot",
+                str(tmp_path / "x.png"), env={"PYTHONPATH": pythonpath}, timeout=120)  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr.strip() == (
+        "sokka: plot: needs matplotlib, which is not installed: pip install 'sokka[plot]'"
+    )
+    assert run.stdout == ""  # nothing was simulated
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_python_m_runs_every_command_including_the_last_defined() -> None:

@@ -76,6 +76,10 @@ def load_handler(path: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ValidationError("handler", f"cannot import {module_name!r}: {error}") from None
+    except Exception as error:  # the module's own code failed: say which, and how, once
+        raise ValidationError(
+            "handler", f"importing {module_name!r} raised {_one_line(error)}"
+        ) from None
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
@@ -84,6 +88,17 @@ def load_handler(path: str) -> Callable[..., Any]:
     if not callable(target):
         raise ValidationError("handler", f"{path!r} is not callable")
     return target  # type: ignore[no-any-return]
+
+
+def _one_line(error: BaseException) -> str:
+    """``Type: message`` on one line; a SyntaxError also says where."""
+    if isinstance(error, SyntaxError):
+        where = f"line {error.lineno}"
+        if error.filename:
+            where = f"{error.filename}, {where}"
+        return f"{type(error).__name__}: {error.msg} ({where})"
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _version() -> str:
@@ -153,7 +168,9 @@ def _store(db: str, prefix: str) -> Iterator[TaskStore]:
         return
     from sokka.adapters.sql import SQLStore
 
-    store = SQLStore(db, prefix=prefix)
+    # Only `sokka init` creates a database: every other command opens an
+    # existing SQLite file or says that it is missing, and leaves nothing behind.
+    store = SQLStore(db, prefix=prefix, create_file=False)
     try:
         yield store
     finally:

@@ -3,13 +3,16 @@ and ``demo``."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import signal
+import socket
 import sys
 import threading
+from contextlib import ExitStack
 
 import click
 
@@ -28,17 +31,37 @@ from sokka.shell.cli.common import (
 __all__ = ["demo", "serve", "supervise", "worker"]
 
 
+_LEVELS = ("debug", "info", "warning", "error")
+LIBRARY_LOG_LEVEL_ENV = "SOKKA_LIBRARY_LOG_LEVEL"
+#: The libraries under sokka whose INFO lines are noise to an operator (httpx
+#: logs every request: one line per poll of a worker over HTTP).
+_LIBRARY_LOGGERS = ("httpx", "httpcore", "uvicorn", "starlette", "sqlalchemy", "psycopg",
+                    "asyncio")  # fmt: skip
+
+
 def _logging(level: str) -> None:
+    """sokka's loggers (and a handler's own) at ``level``; the libraries sokka uses
+    at WARNING, unless ``SOKKA_LIBRARY_LOG_LEVEL`` asks for more."""
+    library_level = os.environ.get(LIBRARY_LOG_LEVEL_ENV, "").strip().lower() or "warning"
+    if library_level not in _LEVELS:
+        raise click.BadParameter(
+            f"{library_level!r} is not one of {', '.join(_LEVELS)}",
+            param_hint=f"${LIBRARY_LOG_LEVEL_ENV}",
+        )
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(getattr(logging, library_level.upper()))
 
 
 _log_level = click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-    show_default=True, help="How much to log (to stderr).",
+    "--log-level", type=click.Choice(_LEVELS), default="info", show_default=True,
+    help=f"How much sokka logs (to stderr). The libraries it uses (httpx, uvicorn, "
+    f"SQLAlchemy, psycopg) log warnings and errors only: set ${LIBRARY_LOG_LEVEL_ENV} "
+    "to debug or info to see more of theirs.",
 )  # fmt: skip
 
 
@@ -246,14 +269,19 @@ def serve(
         # No token: answer only names of this machine's loopback (and --host), so
         # DNS rebinding cannot turn a web page into a client.
         hosts = [*_LOOPBACK, *allow_hosts, *([host] if host not in ("0.0.0.0", "::") else [])]
-    with _store(db, prefix) as store:
+    # Listen before saying so: a port in use is one clear error, not a
+    # "serving ... on ..." line followed by uvicorn's own exit status 3.
+    listeners = _listening(host, port)
+    with ExitStack() as closing, _store(db, prefix) as store:
+        for listener in listeners:
+            closing.enter_context(listener)
         store.list_leased_tasks(limit=1)  # the store answers, and its schema is there
         app = create_app(
             store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES,
             allowed_hosts=hosts,
         )  # fmt: skip
         logging.getLogger("sokka.http").info(
-            "serving %s on http://%s:%d (%s)", _shown(db), host, port,
+            "serving %s on http://%s (%s)", _shown(db), _address(host, _port_of(listeners[0])),
             "token required" if token else "no token",
         )  # fmt: skip
         config = uvicorn.Config(
@@ -265,7 +293,48 @@ def serve(
         # to the handler it found: make that one a no-op, so the command exits 0.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: setattr(server, "should_exit", True))
-        server.run()
+        server.run(sockets=listeners)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _port_of(listener: socket.socket) -> int:
+    return int(listener.getsockname()[1])
+
+
+def _listening(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to every address of ``host`` on ``port``, as asyncio binds
+    them for uvicorn (SO_REUSEADDR; IPv6 sockets IPv6-only), or a
+    ``ClickException`` that names the address and says why it cannot be had."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise click.ClickException(
+            f"cannot listen on {_address(host, port)}: {error.strerror}"
+        ) from None
+    listeners: list[socket.socket] = []
+    for family, kind, proto, _, address in dict.fromkeys(found):
+        listener = socket.socket(family, kind, proto)
+        listeners.append(listener)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+        except OSError as error:
+            for opened in listeners:
+                opened.close()
+            why = (
+                "the port is in use (another server? choose one with --port)"
+                if error.errno == errno.EADDRINUSE
+                else error.strerror or str(error)
+            )
+            raise click.ClickException(
+                f"cannot listen on {_address(str(address[0]), port)}: {why}"
+            ) from None
+    return listeners
 
 
 def _shown(db: str) -> str:

@@ -63,6 +63,9 @@ def simulate(
     """Compare lease-supervision strategies in a deterministic virtual-time simulation."""
     from sokka.shell import simulation as sim
 
+    # Before the simulation, which can take a while: a plot that cannot be drawn
+    # is an error now, not after every number was computed.
+    pyplot = _pyplot() if plot is not None else None
     try:
         chosen = sim.scenario_named(
             scenario, workers=workers, tasks=tasks, lease_ms=lease, keepalive=keepalive,
@@ -77,8 +80,9 @@ def simulate(
         click.echo(json.dumps([r.as_dict() for r in reports], indent=2))
     else:
         click.echo(sim.format_table(scenario, chosen, reports))
-    if plot is not None:
+    if plot is not None and pyplot is not None:
         _plot(
+            pyplot,
             plot,
             scenario,
             sim.SWEEPS[scenario],
@@ -88,16 +92,24 @@ def simulate(
             click.echo(f"\nwrote {plot}")
 
 
-def _plot(
-    path: str, scenario: str, plan: Any, points: dict[str, list[tuple[float, float]]]
-) -> None:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files, no display), or the error
+    that says how to install it."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ValidationError("plot", "needs matplotlib: pip install 'sokka[plot]'") from None
+        raise ValidationError(
+            "plot", "needs matplotlib, which is not installed: pip install 'sokka[plot]'"
+        ) from None
+    return plt
+
+
+def _plot(
+    plt: Any, path: str, scenario: str, plan: Any, points: dict[str, list[tuple[float, float]]]
+) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
     styles = {"observed": ("-", 3.0), "deadline": ("-", 1.5), "store-clock": ("--", 1.5)}
     for strategy, series in points.items():
