@@ -51,6 +51,7 @@ from sokka.adapters.wire import (
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError, StoreError, Unavailable, ValidationError
 from sokka.core.task import Task, TaskSpec, shown
+from sokka.core.transitions import Cancel, Fail
 
 __all__ = ["DEFAULT_TIMEOUT_S", "HTTPStore"]
 
@@ -246,12 +247,15 @@ class HTTPStore:
         error: str,
         retry_after_ms: int | None = None,
     ) -> Task:
+        # The event a store builds, with its checks: the message goes out clipped as
+        # a store clips it (a 10 MB message would pass the server's body limit).
+        event = Fail(pid=pid, attempt=attempt, error=error, retry_after_ms=retry_after_ms)
         arguments = {
             "task_id": task_id,
-            "pid": pid,
-            "attempt": attempt,
-            "error": error,
-            "retry_after_ms": retry_after_ms,
+            "pid": event.pid,
+            "attempt": event.attempt,
+            "error": event.error,
+            "retry_after_ms": event.retry_after_ms,
         }
         return task_from_json(self._call("fail", arguments))
 
@@ -268,7 +272,8 @@ class HTTPStore:
         return task_from_json(self._call("requeue", {"task_id": task_id}))
 
     def cancel(self, task_id: str, reason: str) -> Task:
-        return task_from_json(self._call("cancel", {"task_id": task_id, "reason": reason}))
+        clipped = Cancel(reason=reason).reason  # as fail's error, for the same reason
+        return task_from_json(self._call("cancel", {"task_id": task_id, "reason": clipped}))
 
     def list_leased_tasks(
         self,

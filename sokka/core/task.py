@@ -211,40 +211,89 @@ def _optional_positive_int(
     return require_at_most_max_int(field, value, maximum)
 
 
-def _check_json(value: object, path: str, depth: int) -> None:
-    if depth > MAX_DATA_DEPTH:
-        raise ValidationError("data", f"must be nested at most {MAX_DATA_DEPTH} levels deep")
-    if isinstance(value, str):
-        _require_utf8("data", value)
-        return
-    if value is None or isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        if value.bit_length() > _LONGEST_JSON_INT_BITS:
-            raise ValidationError("data", f"{path} is {shown(value)}, too long to write as JSON")
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValidationError("data", f"{path} is {value!r}, which JSON cannot hold")
-        return
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check_json(item, f"{path}[{i}]", depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
+def _too_large(size: str) -> ValidationError:
+    return ValidationError("data", f"must be at most {MAX_DATA_BYTES} bytes as JSON (got {size})")
+
+
+class _Walk:
+    """One check of a data value: its types, depth and strings, and a lower bound
+    of its encoded size that stops the walk as soon as it passes the limit, so
+    data far over the limit costs the limit, not its own size.
+
+    ``trail`` holds the keys and indices down to the value being checked; it
+    becomes a path only when there is an error to report (building one per value
+    made the check cost values x path length: seconds for long nested keys).
+    """
+
+    __slots__ = ("left", "trail")
+
+    def __init__(self) -> None:
+        self.left = MAX_DATA_BYTES
+        self.trail: list[str | int] = []
+
+    def where(self) -> str:
+        """The path to the value being checked, as Python would index it.
+
+        >>> walk = _Walk(); walk.trail[:] = ["to", 0, "id"]; walk.where()
+        "data['to'][0]['id']"
+        """
+        return "data" + "".join(f"[{step!r}]" for step in self.trail)
+
+    def spend(self, size: int) -> None:
+        """Count ``size`` bytes the value takes at least, once encoded."""
+        self.left -= size
+        if self.left < 0:
+            raise _too_large(f"more than {MAX_DATA_BYTES}")
+
+    def check(self, value: object, depth: int) -> None:
+        if depth > MAX_DATA_DEPTH:
+            raise ValidationError("data", f"must be nested at most {MAX_DATA_DEPTH} levels deep")
+        if isinstance(value, str):
+            self.spend(len(value) + 2)  # before reading it: it may be huge
+            _require_utf8("data", value)
+        elif value is None or isinstance(value, bool):
+            self.spend(4)
+        elif isinstance(value, int):
+            self.spend(1)
+            if value.bit_length() > _LONGEST_JSON_INT_BITS:
                 raise ValidationError(
-                    "data", f"{path} has a key {key!r} that is not a string (JSON keys are strings)"
+                    "data", f"{self.where()} is {shown(value)}, too long to write as JSON"
                 )
-            _require_utf8("data", key)
-            _check_json(item, f"{path}[{key!r}]", depth + 1)
-        return
-    raise ValidationError("data", f"{path} is a {type(value).__name__}, which is not a JSON value")
+        elif isinstance(value, float):
+            self.spend(3)
+            if not math.isfinite(value):
+                rule = f"is {value!r}, which JSON cannot hold"
+                raise ValidationError("data", f"{self.where()} {rule}")
+        elif isinstance(value, list | tuple):
+            self.spend(1)
+            for i, item in enumerate(value):
+                self.trail.append(i)
+                self.check(item, depth + 1)
+                self.trail.pop()
+                self.spend(1)  # a comma or the closing bracket
+        elif isinstance(value, dict):
+            self.spend(1)
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    rule = f"has a key {key!r} that is not a string (JSON keys are strings)"
+                    raise ValidationError("data", f"{self.where()} {rule}")
+                self.spend(len(key) + 4)  # quotes, colon, and a comma or the brace
+                _require_utf8("data", key)
+                self.trail.append(key)
+                self.check(item, depth + 1)
+                self.trail.pop()
+        else:
+            raise ValidationError(
+                "data", f"{self.where()} is a {type(value).__name__}, which is not a JSON value"
+            )
 
 
 def encode_data(value: object) -> str:
     """Validate a JSON value and return its canonical compact encoding.
+
+    The size limit is checked first, while the value is walked: the walk stops
+    once the value is certain to pass the limit (a lower bound of its size),
+    and the exact size of what it accepts is checked once encoded.
 
     >>> encode_data({"to": "ann@example.com", "n": [1, 2.5, None]})
     '{"to":"ann@example.com","n":[1,2.5,null]}'
@@ -254,13 +303,11 @@ def encode_data(value: object) -> str:
     sokka.core.errors.ValidationError: data: data has a key 1 that is not a string (JSON keys \
 are strings)
     """
-    _check_json(value, "data", 0)
+    _Walk().check(value, 0)
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     size = len(text.encode("utf-8"))
     if size > MAX_DATA_BYTES:
-        raise ValidationError(
-            "data", f"must be at most {MAX_DATA_BYTES} bytes as JSON (got {size})"
-        )
+        raise _too_large(str(size))
     return text
 
 

@@ -13,7 +13,7 @@ from sokka.adapters.store import (
     Page,
     TaskFilter,
 )
-from sokka.adapters.wire.problems import error_from_problem, problem_for
+from sokka.adapters.wire.problems import error_from_problem, printable, problem_for
 from sokka.adapters.wire.values import JSONObject, Returns
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import (
@@ -163,8 +163,10 @@ def _object(
         raise ValidationError(what, f"must be a JSON object (got {_json_type(value)})")
     for key in value:
         if key not in allowed:
+            # The key is the client's: printable, so the error can be logged and sent.
             raise ValidationError(
-                key, f"is not a field of {what} (allowed: {', '.join(allowed) or 'none'})"
+                printable(key),
+                f"is not a field of {what} (allowed: {', '.join(allowed) or 'none'})",
             )
     for key in required:
         if key not in value:

@@ -170,19 +170,41 @@ def problem_for(error: SokkaError) -> JSONObject:
     return problem(kind.code, kind.fixed_detail or str(error), **_members_of(error))
 
 
+def printable(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate, which a client can send
+    escaped in JSON and which no UTF-8 answer or log can hold, is written as
+    its backslash escape instead.
+
+    >>> printable("café"), printable("k" + chr(0xD800))
+    ('café', 'k\\\\ud800')
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def problem(code: str, detail: str, **members: Any) -> JSONObject:
     """The RFC 9457 problem document of type ``code``.
 
+    Every string in it is ``printable``: a field name or a message can quote
+    what a client sent, and the answer must still encode as UTF-8.
+
     >>> problem("unauthorized", "wrong token")["type"]
     '/problems/unauthorized'
+    >>> problem("invalid-input", "?", field=chr(0xD800))["field"]
+    '\\\\ud800'
     """
     kind = PROBLEM_TYPES[code]
     return {
         "type": problem_type_uri(code),
         "title": kind.title,
         "status": kind.status,
-        "detail": detail,
-        **members,
+        "detail": printable(detail),
+        **{name: printable(v) if isinstance(v, str) else v for name, v in members.items()},
     }
 
 

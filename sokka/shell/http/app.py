@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -62,6 +62,11 @@ __all__ = ["create_app"]
 # -- request decoding -------------------------------------------------------------------
 
 
+#: Bodies up to this size are parsed on the event loop (a few milliseconds at most);
+#: larger ones on a worker thread, so one large body does not hold up every request.
+_PARSE_ON_LOOP_BYTES: Final = 64 * 1024
+
+
 class _NotStrict(ValueError):
     pass
 
@@ -73,9 +78,13 @@ def _reject_constant(name: str) -> object:
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
-        names = [name for name, _ in pairs]
-        duplicate = next(name for name in result if names.count(name) > 1)
-        raise _NotStrict(f"the key {duplicate!r} appears twice in one object")
+        # Linear: one object may hold hundreds of thousands of keys.
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                shown = name if len(name) <= 64 else f"{name[:64]}..."
+                raise _NotStrict(f"the key {shown!r} appears twice in one object")
+            seen.add(name)
     return result
 
 
@@ -136,7 +145,10 @@ def _endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
         except _BodyTooLarge:
             return _too_large(request.app.state.max_body_bytes)
         try:
-            body = _parse_json(raw)
+            if len(raw) <= _PARSE_ON_LOOP_BYTES:
+                body = _parse_json(raw)
+            else:
+                body = await run_in_threadpool(_parse_json, raw)
         except ValidationError as error:
             problem = _protocol_problem(
                 "malformed-request", str(error), field=error.field, rule=error.rule

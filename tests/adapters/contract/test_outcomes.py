@@ -121,6 +121,20 @@ def test_an_over_long_error_is_stored_clipped(store: TaskStore) -> None:
     assert store.get_task("t1").error == failed.error
 
 
+def test_an_error_larger_than_a_request_is_stored_clipped(store: TaskStore) -> None:
+    """10 MB, over the HTTP server's 8 MiB body limit: HTTPStore clips it as every
+    store does before sending it (the server used to refuse the request)."""
+    running(store, "t1")
+    failed = store.fail("t1", PID, 1, "y" * 10_000_000)
+    assert failed.error is not None
+    assert len(failed.error) == MAX_ERROR_LENGTH
+    assert failed.error.startswith("yyyy")
+    assert failed.error.endswith(" ... (clipped)")
+    create(store, "t2")
+    cancelled = store.cancel("t2", "z" * 10_000_000)
+    assert cancelled.error == f"cancelled: {'z' * (MAX_ERROR_LENGTH - 14)} ... (clipped)"
+
+
 def test_finish_many_applies_each_outcome_on_its_own(store: TaskStore) -> None:
     for task_id in ["done", "sleepy", "retry", "broken", "stale"]:
         running(store, task_id)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from sokka.adapters.http import HTTPStore
 from sokka.adapters.memory import MemoryStore
+from sokka.adapters.wire import PROBLEM_JSON
 from sokka.core.errors import (
     ValidationError,
 )
@@ -132,6 +137,43 @@ INVALID = [
     ("task_id with a control character", "requeue", _j({"task_id": "t-failed\u0001"}), "task_id"),
     ("task_id with NUL", "cancel", _j({"task_id": "t-starting\u0000", "reason": "r"}), "task_id"),
     ("topic a lone surrogate", "create_task", b'{"spec": {"topic": "\\ud800"}}', "topic"),
+    # A lone surrogate as a key is named by its escape (the field as UTF-8 can carry it).
+    ("a lone surrogate as a top-level key", "get_task", b'{"\\ud800": 1}', "\\ud800"),
+    ("a lone surrogate as a key of spec", "create_task", b'{"spec": {"\\udfff": 1}}', "\\udfff"),
+    (
+        "a lone surrogate in a key of filter",
+        "list_tasks",
+        b'{"filter": {"a\\ud800": 1}}',
+        "a\\ud800",
+    ),
+    (
+        "a lone surrogate as a key of a lease",
+        "extend_leases",
+        b'{"pid": "w1", "leases": [{"task_id": "t-running", "attempt": 1, "\\ud800": 0}]}',
+        "\\ud800",
+    ),
+    (
+        "a lone surrogate as a key of an outcome",
+        "finish_many",
+        b'{"outcomes": [{"task_id": "t-running", "pid": "w1", "attempt": 1, '
+        b'"outcome": "terminate", "\\ud800": 0}]}',
+        "\\ud800",
+    ),
+    (
+        "a lone surrogate as a nested key of data",
+        "create_task",
+        b'{"spec": {"topic": "x", "data": {"a": [{"\\udc00": 1}]}}}',
+        "data",
+    ),
+    (
+        "a lone surrogate in a value of data",
+        "create_task",
+        b'{"spec": {"topic": "x", "data": {"a": ["ok", "\\ud800"]}}}',
+        "data",
+    ),
+    ("a lone surrogate in a status", "list_tasks", b'{"filter": {"status": "\\ud800"}}', "status"),
+    ("a lone surrogate in a cursor", "list_tasks", b'{"cursor": "\\ud800"}', "cursor"),
+    ("a lone surrogate in a pid", "terminate", _j({**_LEASE, "pid": "\ud800"}), "pid"),
     (
         "max_attempts as a float",
         "create_task",
@@ -238,6 +280,85 @@ def test_invalid_input_answers_422_naming_the_field_and_rule_and_changes_nothing
     assert problem["rule"]
     assert problem["detail"] == f"{field}: {problem['rule']}"
     assert snapshot(backing) == before
+
+
+def test_a_batch_element_with_a_lone_surrogate_key_fails_on_its_own(
+    http: httpx.Client, backing: MemoryStore
+) -> None:
+    """Its per-element problem quotes the key: the answer used to fail to encode (500)."""
+    raw = b'{"specs": [{"topic": "ok", "task_id": "t-good"}, {"topic": "x", "\\ud800": 1}]}'
+    response = post(http, "create_tasks", raw)
+    assert response.status_code == 200, response.text
+    good, bad = json.loads(response.content.decode("utf-8"))
+    assert good["task"]["task_id"] == "t-good"
+    assert bad["error"]["type"] == "/problems/invalid-input"
+    assert bad["error"]["field"] == "\\ud800"
+
+
+def _surrogate_text() -> st.SearchStrategy[str]:
+    """A short text holding at least one lone surrogate, anywhere in it."""
+    return st.builds(
+        lambda before, code, after: before + chr(code) + after,
+        st.text(max_size=3),
+        st.integers(0xD800, 0xDFFF),
+        st.text(max_size=3),
+    )
+
+
+def _slots(value: object, path: tuple[object, ...] = ()) -> list[tuple[tuple[object, ...], str]]:
+    """Where a surrogate can go in a JSON value: ("key", into this object) or ("value",
+    replacing this string)."""
+    found: list[tuple[tuple[object, ...], str]] = []
+    if isinstance(value, dict):
+        found.append((path, "key"))
+        for key, item in value.items():
+            found.extend(_slots(item, (*path, key)))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found.extend(_slots(item, (*path, i)))
+    elif isinstance(value, str):
+        found.append((path, "value"))
+    return found
+
+
+def _with_surrogate(body: Any, path: tuple[object, ...], where: str, text: str) -> Any:
+    """A copy of ``body`` with ``text`` put at ``path``: as a new key or as the value."""
+    body = copy.deepcopy(body)
+    steps = path if where == "key" else path[:-1]
+    holder = body
+    for step in steps:
+        holder = holder[step]
+    if where == "key":
+        holder[text] = 1
+    else:
+        holder[path[-1]] = text
+    return body
+
+
+@given(data=st.data())
+@settings(
+    max_examples=150,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # the server is module-wide
+)
+def test_a_lone_surrogate_anywhere_in_a_body_never_answers_a_server_error(
+    http: httpx.Client, backing: MemoryStore, data: st.DataObject
+) -> None:
+    """Every call, with a lone surrogate (sent escaped, as JSON allows) put in any key
+    or string value of a valid body, a data value among them: the answer is a
+    problem or a 200, always UTF-8 JSON, never a 5xx (which HTTPStore would retry)."""
+    call = data.draw(st.sampled_from(sorted(valid_bodies(backing))), label="call")
+    body = valid_bodies(backing)[call]
+    if call == "create_task":
+        body["spec"]["data"] = {"a": ["b", {"c": "d"}]}
+    path, where = data.draw(st.sampled_from(_slots(body)), label="slot")
+    text = data.draw(_surrogate_text(), label="text")
+    raw = json.dumps(_with_surrogate(body, path, where, text)).encode("ascii")
+    response = post(http, call, raw)
+    assert response.status_code < 500, response.text
+    answer = json.loads(response.content.decode("utf-8"))
+    if response.status_code != 200:
+        assert response.headers["content-type"] == PROBLEM_JSON
+        assert answer["status"] == response.status_code
 
 
 def test_create_tasks_fails_a_bad_spec_on_its_own_and_creates_the_good_one(
