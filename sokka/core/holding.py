@@ -729,18 +729,30 @@ def stopping(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[Token, ..
     return holdings._with(evolver.persistent(), drain), tuple(released)
 
 
-def next_wakeup(holdings: Holdings) -> int | None:
+def next_wakeup(holdings: Holdings, *, keepalives: bool = True) -> int | None:
     """The earliest time at which ``due`` or ``tick`` can have something to do.
 
     A keepalive coming due, a fence or a timeout passing (one ms after its
     deadline, as the rules compare with ``>``), or a stop's grace period
     ending while a handler runs. ``None`` when nothing is held.
+
+    With ``keepalives=False``, only ``tick``'s deadlines count: for a shell
+    that sends one keepalive at a time and does not call ``due`` while one is
+    in flight (a keepalive that came due meanwhile is no reason to wake).
+
+    >>> from sokka.core.task import Status
+    >>> t = Task(task_id="t1", task_group_id="t1", topic="q", status=Status.RUNNING, attempt=1)
+    >>> h = take(holdings("w1", WorkerPolicy(lease_time_ms=1_000)), [t], sent_ms=0)
+    >>> next_wakeup(h), next_wakeup(h, keepalives=False)   # keepalive at 700, fence after 900
+    (700, 901)
     """
     earliest: int | None = None
     drain = holdings.drain_at_ms
     for held in holdings.leases.values():
         phase = held.phase
-        when = min(held.extend_at_ms, held.ok_sent_ms + held.fence_ms + 1)
+        when = held.ok_sent_ms + held.fence_ms + 1
+        if keepalives and held.extend_at_ms < when:
+            when = held.extend_at_ms
         if phase is Phase.RUNNING:
             if held.timeout_ms is not None and held.started_ms is not None:
                 when = min(when, held.started_ms + held.timeout_ms + 1)

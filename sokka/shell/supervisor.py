@@ -33,7 +33,7 @@ from sokka.core.task import Status, Task, require_name, require_positive_ms
 from sokka.shell.clock import Clock, MonotonicClock
 from sokka.shell.errorlog import RepeatedErrors
 
-__all__ = ["Supervisor", "SupervisorReport"]
+__all__ = ["Supervisor", "SupervisorReport", "build_report", "log_outcome"]
 
 log = logging.getLogger("sokka.supervisor")
 
@@ -135,8 +135,13 @@ class Supervisor:
             commands = sweep(monitored, self._clock.now_ms())
             outcomes = [self._revoke(command) for command in commands]
             self._monitored = settle(monitored, outcomes)
-            report = self._report(
-                tasks, complete, outcomes, listing_errors, self._clock.now_ms() - started
+            report = build_report(
+                tasks,
+                complete,
+                outcomes,
+                listing_errors,
+                self._clock.now_ms() - started,
+                len(self._monitored),
             )
             self.last_report = report
             return report
@@ -171,46 +176,8 @@ class Supervisor:
             delay_ms = self._backoff.delay_ms(tries - 1, self._rand())
             self._sleep(delay_ms / 1000)
         outcome = RevokeOutcome(command=command, result=result)
-        _log_outcome(outcome)
+        log_outcome(outcome)
         return outcome
-
-    def _report(
-        self,
-        tasks: list[Task],
-        complete: bool,
-        outcomes: list[RevokeOutcome],
-        listing_errors: tuple[str, ...],
-        duration_ms: int,
-    ) -> SupervisorReport:
-        revoked: list[str] = []
-        failed: list[str] = []
-        woken: list[str] = []
-        conflicts = retryable = 0
-        for outcome in outcomes:
-            task_id = outcome.command.task_id
-            match outcome.result:
-                case Success(task) if outcome.command.status is Status.SNOOZED:
-                    woken.append(task_id)
-                case Success(task) if task.status is Status.FAILED:
-                    failed.append(task_id)
-                case Success(_):
-                    revoked.append(task_id)
-                case Failure(RetryableError()):
-                    retryable += 1
-                case Failure(_):
-                    conflicts += 1
-        return SupervisorReport(
-            listed=len(tasks),
-            complete=complete,
-            monitored=len(self._monitored),
-            revoked=tuple(revoked),
-            failed=tuple(failed),
-            woken=tuple(woken),
-            conflicts=conflicts,
-            retryable_errors=retryable,
-            listing_errors=listing_errors,
-            duration_ms=duration_ms,
-        )
 
     # -- the loop -----------------------------------------------------------
 
@@ -247,7 +214,48 @@ class Supervisor:
             self._stop.wait(self.wait_ms() / 1000)
 
 
-def _log_outcome(outcome: RevokeOutcome) -> None:
+def build_report(
+    tasks: Sequence[Task],
+    complete: bool,
+    outcomes: Sequence[RevokeOutcome],
+    listing_errors: tuple[str, ...],
+    duration_ms: int,
+    monitored: int,
+) -> SupervisorReport:
+    """What a cycle did, from what it listed and its revokes' outcomes (every runtime)."""
+    revoked: list[str] = []
+    failed: list[str] = []
+    woken: list[str] = []
+    conflicts = retryable = 0
+    for outcome in outcomes:
+        task_id = outcome.command.task_id
+        match outcome.result:
+            case Success(task) if outcome.command.status is Status.SNOOZED:
+                woken.append(task_id)
+            case Success(task) if task.status is Status.FAILED:
+                failed.append(task_id)
+            case Success(_):
+                revoked.append(task_id)
+            case Failure(RetryableError()):
+                retryable += 1
+            case Failure(_):
+                conflicts += 1
+    return SupervisorReport(
+        listed=len(tasks),
+        complete=complete,
+        monitored=monitored,
+        revoked=tuple(revoked),
+        failed=tuple(failed),
+        woken=tuple(woken),
+        conflicts=conflicts,
+        retryable_errors=retryable,
+        listing_errors=listing_errors,
+        duration_ms=duration_ms,
+    )
+
+
+def log_outcome(outcome: RevokeOutcome) -> None:
+    """Log what a revoke gave (every runtime)."""
     command = outcome.command
     match outcome.result:
         case Success(task) if command.status is Status.SNOOZED:

@@ -269,6 +269,29 @@ def test_next_wakeup_is_never_later_than_the_next_decision(schedule, probe) -> N
             assert holding.live(state, key, before) == holding.live(state, key, wakeup - 1)
 
 
+@given(schedules(), st.integers(0, 8_000))
+def test_next_wakeup_without_keepalives_misses_no_tick(schedule, probe) -> None:
+    """For a shell with a keepalive in flight (it does not call ``due``): before
+    ``next_wakeup(keepalives=False)``, ``tick`` cancels nothing and ``live`` does
+    not change; and it is never earlier than ``next_wakeup``."""
+    trace = run_schedule(schedule, skip_wakeups=True)
+    h = holding.take(holding.holdings("w", POLICY), schedule.tasks, 0)
+    for key in list(h.leases)[: len(h.leases) // 2]:
+        h, _ = holding.started(h, key, 0)
+    for state in (h, trace.holdings):
+        wakeup = holding.next_wakeup(state, keepalives=False)
+        if wakeup is None:
+            assert not state.leases
+            continue
+        assert wakeup >= (holding.next_wakeup(state) or 0)
+        before = min(probe, wakeup - 1)
+        if before < 0:
+            continue
+        assert holding.tick(state, before)[1] == ()
+        for key in state.leases:
+            assert holding.live(state, key, before) == holding.live(state, key, wakeup - 1)
+
+
 def test_a_refusal_for_a_lease_being_recorded_is_not_a_loss() -> None:
     """The keepalive that raced the worker's own finish is refused (the task is
     terminated by then): the outcome's answer decides, not the keepalive's."""

@@ -1,14 +1,16 @@
 """The supervisor on a ManualClock and a MemoryStore: the scenarios of issue 2.
 
-Each scenario runs twice: on the MemoryStore in-process, and over HTTP (an
-``HTTPStore`` on a real server fronting the MemoryStore), so every call of the
-test and of the supervisor crosses the wire.
+Each scenario runs on both runtimes (threads, asyncio: see ``runtimes``), each
+on the MemoryStore in-process, and over HTTP (an ``HTTPStore`` on a real server
+fronting the MemoryStore), so every call of the test and of the supervisor
+crosses the wire.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from sokka.core.errors import StaleAttempt, Throttled, Unavailable
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Status, Task, TaskSpec
 from sokka.shell.clock import ManualClock
-from sokka.shell.supervisor import Supervisor
+from tests.shell.runtimes import RUNTIMES, supervisor_class
 
 LEASE = 1_000
 POLICY = LeasePolicy(lease_time_ms=LEASE, default_snooze_ms=5_000)
@@ -69,8 +71,28 @@ def store(request: pytest.FixtureRequest, clock: ManualClock) -> TaskStore:
     return client  # type: ignore[no-any-return]
 
 
-def supervisor(store: Any, clock: ManualClock, topics: Any = "q", **options: Any) -> Supervisor:
-    return Supervisor(store, topics, POLICY, clock, sleep=lambda _s: None, **options)
+@pytest.fixture(params=RUNTIMES)
+def Supervisor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """The supervisor class of a runtime, with the threaded ``Supervisor``'s surface."""
+    made: list[Any] = []
+    runtime = supervisor_class(request.param)
+
+    def make(*args: Any, **options: Any) -> Any:
+        made.append(runtime(*args, **options))
+        return made[-1]
+
+    yield make
+    for one in made:
+        if hasattr(one, "close"):
+            one.close()
+
+
+@pytest.fixture
+def supervisor(Supervisor: Callable[..., Any]) -> Callable[..., Any]:
+    def make(store: Any, clock: ManualClock, topics: Any = "q", **options: Any) -> Any:
+        return Supervisor(store, topics, POLICY, clock, sleep=lambda _s: None, **options)
+
+    return make
 
 
 def reserved(store: MemoryStore, task_id: str = "t1", topic: str = "q", **spec: Any) -> Task:
@@ -79,7 +101,7 @@ def reserved(store: MemoryStore, task_id: str = "t1", topic: str = "q", **spec: 
     return task
 
 
-def test_a_lapsed_lease_goes_back_to_starting_with_no_owner(store, clock) -> None:
+def test_a_lapsed_lease_goes_back_to_starting_with_no_owner(store, clock, supervisor) -> None:
     task = reserved(store)
     sup = supervisor(store, clock)
     assert sup.run_once().revoked == ()
@@ -96,7 +118,7 @@ def test_a_lapsed_lease_goes_back_to_starting_with_no_owner(store, clock) -> Non
     assert (again.task_id, again.attempt) == ("t1", 2)
 
 
-def test_keepalives_keep_a_task_for_many_leases(store, clock) -> None:
+def test_keepalives_keep_a_task_for_many_leases(store, clock, supervisor) -> None:
     task = reserved(store)
     sup = supervisor(store, clock)
     for _ in range(20):
@@ -107,7 +129,7 @@ def test_keepalives_keep_a_task_for_many_leases(store, clock) -> None:
     assert store.get_task("t1").status is Status.RUNNING
 
 
-def test_a_keepalive_between_mark_and_sweep_prevents_the_revoke(store, clock) -> None:
+def test_a_keepalive_between_mark_and_sweep_prevents_the_revoke(store, clock, supervisor) -> None:
     task = reserved(store)
     hooked = HookedStore(store)
     sup = supervisor(hooked, clock)
@@ -130,7 +152,7 @@ def test_a_keepalive_between_mark_and_sweep_prevents_the_revoke(store, clock) ->
     assert sup.run_once().revoked == ("t1",)
 
 
-def test_a_snoozed_task_is_woken_after_its_snooze_time(store, clock) -> None:
+def test_a_snoozed_task_is_woken_after_its_snooze_time(store, clock, supervisor) -> None:
     task = reserved(store)
     store.snooze("t1", "w1", task.attempt, 3_000)
     sup = supervisor(store, clock)
@@ -144,7 +166,7 @@ def test_a_snoozed_task_is_woken_after_its_snooze_time(store, clock) -> None:
     assert (woken.status, woken.pid, woken.failures) == (Status.STARTING, None, 0)
 
 
-def test_a_snooze_without_its_own_time_uses_the_default(store, clock) -> None:
+def test_a_snooze_without_its_own_time_uses_the_default(store, clock, supervisor) -> None:
     # A task stored snoozed without a time cannot be made through the API, so the
     # default matters for stores that fill it in; check the supervisor honours it.
     reserved(store)
@@ -162,7 +184,7 @@ def _fields(task: Task) -> dict[str, Any]:
     return {name: getattr(task, name) for name in Task.__dataclass_fields__}
 
 
-def test_two_supervisors_revoke_a_stale_task_exactly_once(store, clock) -> None:
+def test_two_supervisors_revoke_a_stale_task_exactly_once(store, clock, supervisor) -> None:
     reserved(store)
     first, second = supervisor(store, clock), supervisor(store, clock)
     first.run_once()
@@ -174,7 +196,9 @@ def test_two_supervisors_revoke_a_stale_task_exactly_once(store, clock) -> None:
     assert store.get_task("t1").record_ver == 2
 
 
-def test_two_supervisors_that_both_sweep_revoke_once_and_the_other_conflicts(store, clock) -> None:
+def test_two_supervisors_that_both_sweep_revoke_once_and_the_other_conflicts(
+    store, clock, supervisor
+) -> None:
     reserved(store)
     first = supervisor(store, clock)
     hooked = HookedStore(store)
@@ -192,7 +216,9 @@ def test_two_supervisors_that_both_sweep_revoke_once_and_the_other_conflicts(sto
     assert store.get_task("t1").attempt == 1
 
 
-def test_a_retryable_revoke_error_is_retried_next_cycle_without_another_lease(store, clock) -> None:
+def test_a_retryable_revoke_error_is_retried_next_cycle_without_another_lease(
+    store, clock, supervisor
+) -> None:
     reserved(store)
     hooked = HookedStore(store)
     sup = supervisor(hooked, clock, revoke_tries=2)
@@ -208,7 +234,7 @@ def test_a_retryable_revoke_error_is_retried_next_cycle_without_another_lease(st
     assert report.revoked == ("t1",)
 
 
-def test_retries_within_a_cycle_use_jittered_backoff(store, clock) -> None:
+def test_retries_within_a_cycle_use_jittered_backoff(store, clock, Supervisor) -> None:
     reserved(store)
     hooked = HookedStore(store)
     slept: list[float] = []
@@ -222,7 +248,7 @@ def test_retries_within_a_cycle_use_jittered_backoff(store, clock) -> None:
     assert slept == [0.025, 0.05]  # full jitter at 0.5 of 50 ms, then of 100 ms
 
 
-def test_an_expiry_on_the_last_attempt_fails_the_task(store, clock) -> None:
+def test_an_expiry_on_the_last_attempt_fails_the_task(store, clock, supervisor) -> None:
     reserved(store, max_attempts=1)
     sup = supervisor(store, clock)
     sup.run_once()
@@ -234,7 +260,7 @@ def test_an_expiry_on_the_last_attempt_fails_the_task(store, clock) -> None:
     assert failed.error == "attempt 1 of 1: lease expired"
 
 
-def test_a_failed_listing_is_logged_and_drops_nothing(store, clock, caplog) -> None:
+def test_a_failed_listing_is_logged_and_drops_nothing(store, clock, caplog, supervisor) -> None:
     reserved(store)
     hooked = HookedStore(store)
     sup = supervisor(hooked, clock)
@@ -251,7 +277,7 @@ def test_a_failed_listing_is_logged_and_drops_nothing(store, clock, caplog) -> N
     assert sup.run_once().revoked == ("t1",)
 
 
-def test_every_page_is_read_before_pruning(store, clock) -> None:
+def test_every_page_is_read_before_pruning(store, clock, supervisor) -> None:
     for n in range(25):
         reserved(store, f"t{n:02d}")
     sup = supervisor(store, clock, page_size=4)
@@ -263,7 +289,7 @@ def test_every_page_is_read_before_pruning(store, clock) -> None:
     ("topics", "expected"),
     [("a", {"a1"}), (["a", "b"], {"a1", "b1"}), (None, {"a1", "b1", "c1"})],
 )
-def test_it_supervises_one_topic_several_or_all(store, clock, topics, expected) -> None:
+def test_it_supervises_one_topic_several_or_all(store, clock, topics, expected, supervisor) -> None:
     for topic in "abc":
         reserved(store, f"{topic}1", topic)
     sup = supervisor(store, clock, topics)
@@ -272,7 +298,7 @@ def test_it_supervises_one_topic_several_or_all(store, clock, topics, expected) 
     assert set(sup.run_once().revoked) == expected
 
 
-def test_wait_ms_sleeps_until_the_next_expiry(store, clock) -> None:
+def test_wait_ms_sleeps_until_the_next_expiry(store, clock, supervisor) -> None:
     reserved(store)
     sup = supervisor(store, clock, interval_ms=10_000)
     assert sup.wait_ms() == 10_000  # nothing monitored: one interval
@@ -282,7 +308,7 @@ def test_wait_ms_sleeps_until_the_next_expiry(store, clock) -> None:
     assert sup.wait_ms() == LEASE - 400 + 1
 
 
-def test_the_background_loop_revokes_on_real_time_and_stops() -> None:
+def test_the_background_loop_revokes_on_real_time_and_stops(Supervisor) -> None:
     store = MemoryStore()
     store.create_task(TaskSpec(topic="q", task_id="t1"))
     (task,) = store.reserve_tasks("q", "w1")
@@ -302,7 +328,7 @@ def test_the_background_loop_revokes_on_real_time_and_stops() -> None:
         store.terminate("t1", "w1", task.attempt)
 
 
-def test_the_loop_survives_a_failing_store(caplog) -> None:
+def test_the_loop_survives_a_failing_store(caplog, Supervisor) -> None:
     store = MemoryStore()
     hooked = HookedStore(store)
     hooked.listing_errors = [RuntimeError("driver exploded")] + [Unavailable("down")] * 3
@@ -318,7 +344,9 @@ def test_the_loop_survives_a_failing_store(caplog) -> None:
     assert sup.last_report is not None
 
 
-def test_a_topic_named_twice_is_listed_once_and_a_finished_task_is_dropped(store, clock) -> None:
+def test_a_topic_named_twice_is_listed_once_and_a_finished_task_is_dropped(
+    store, clock, supervisor
+) -> None:
     """Issue 11: with ``Supervisor(store, ["q", "q"])`` each task was listed twice,
     counted twice, and an entry whose task had finished stayed for ever."""
     done, running = reserved(store, "t1"), reserved(store, "t2")

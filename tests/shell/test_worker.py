@@ -1,6 +1,7 @@
-"""The worker on a MemoryStore, in real (short) time: each test runs twice, with
-the worker calling the store in-process, and over HTTP (an ``HTTPStore`` on a
-real server fronting the same MemoryStore)."""
+"""The worker on a MemoryStore, in real (short) time: each test runs on both
+runtimes (threads, asyncio: see ``runtimes``), each with the worker calling the
+store in-process, and over HTTP (an ``HTTPStore`` on a real server fronting the
+same MemoryStore)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from sokka.adapters.store import TaskFilter
 from sokka.core.backoff import Backoff, Jitter
 from sokka.core.errors import Unavailable
 from sokka.core.task import Status, Task, TaskSpec
-from sokka.shell.worker import Context, Worker, WorkerStats, failed, ok, snoozed
+from sokka.shell.worker import Context, WorkerStats, failed, ok, snoozed
+from tests.shell.runtimes import RUNTIMES, worker_class
 
 TOPIC = "jobs"
 
@@ -91,12 +93,18 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-@pytest.fixture
-def running() -> Iterator[Callable[..., Worker]]:
-    """Start workers on background threads; stop them all at the end of the test."""
-    started: list[tuple[Worker, threading.Thread]] = []
+@pytest.fixture(params=RUNTIMES)
+def Worker(request: pytest.FixtureRequest) -> Any:
+    """The worker class of a runtime, with the threaded ``Worker``'s surface."""
+    return worker_class(request.param)
 
-    def start(store: Any, handler: Any, **options: Any) -> Worker:
+
+@pytest.fixture
+def running(Worker: Any) -> Iterator[Callable[..., Any]]:
+    """Start workers on background threads; stop them all at the end of the test."""
+    started: list[tuple[Any, threading.Thread]] = []
+
+    def start(store: Any, handler: Any, **options: Any) -> Any:
         options.setdefault("lease_time_ms", 1_000)
         options.setdefault("retry_backoff", Backoff(base_ms=10, cap_ms=20, jitter=Jitter.NONE))
         worker = Worker(store, TOPIC, handler, **options)
@@ -308,7 +316,7 @@ def test_a_store_that_is_down_is_retried_with_backoff_and_logged_once(
     assert failures <= after <= store.calls["reserve_tasks"]
 
 
-def test_graceful_stop_finishes_in_flight_work_and_releases_the_rest(store) -> None:
+def test_graceful_stop_finishes_in_flight_work_and_releases_the_rest(store, Worker) -> None:
     add(store, 6)
     gate = threading.Event()
 
@@ -351,7 +359,7 @@ def test_an_embedded_supervisor_rescues_a_dead_workers_task(store, running) -> N
     assert (task.status, task.attempt, task.pid) == (Status.TERMINATED, 2, worker.pid)
 
 
-def test_stats_are_a_snapshot(store) -> None:
+def test_stats_are_a_snapshot(store, Worker) -> None:
     worker = Worker(store, TOPIC, lambda task, ctx: ok())
     assert worker.stats() == WorkerStats()
     assert worker.stats() is not worker.stats()
@@ -408,7 +416,7 @@ def test_sys_exit_in_a_handler_is_a_failure_and_the_worker_goes_on(store, runnin
     assert by_id["t001"].status is Status.TERMINATED
 
 
-def test_a_stop_releases_waiting_tasks_at_once(store) -> None:
+def test_a_stop_releases_waiting_tasks_at_once(store, Worker) -> None:
     add(store, 3)
     gate = threading.Event()
     began = threading.Event()

@@ -1,0 +1,671 @@
+"""The asyncio worker: reserve, run the handler, keep the lease alive, record the outcome.
+
+The same worker as ``sokka.shell.worker.Worker``, on one event loop instead of
+threads. A handler is ``async def handler(task, ctx) -> Outcome`` (``ctx`` an
+``AsyncContext``), or a plain function ``handler(task, ctx)`` that runs in a
+thread pool of ``concurrency`` threads (``ctx`` then the threaded ``Context``,
+whose ``sleep`` blocks its thread, not the loop).
+
+Every lease decision is made by the worker's pure core, ``sokka.core.holding``,
+exactly as in the threaded runtime; this module only carries it out. One
+event loop holds the ``Holdings`` value (no lock: only the loop writes it),
+and runs these asyncio tasks:
+
+* the dispatcher (``run()`` itself): reserves in batches and starts at most
+  ``concurrency`` handlers, each an asyncio task;
+* the scheduler: ``holding.tick`` (timeouts, the self-fence, the end of a
+  stop's grace period) and ``holding.due`` (keepalives), then it sleeps until
+  the core's ``next_wakeup`` or until an event wakes it (aioquic's
+  ``get_timer``/``handle_timer``). A keepalive is sent as a task of its own,
+  one at a time, so a store call that hangs cannot delay the self-fence;
+* the recorder: records decided outcomes in batches (``finish_many``);
+* optionally an embedded supervisor (``supervise=True``).
+
+Cancelling a coroutine handler is asyncio cancellation: the handler sees
+``CancelledError`` at its next await, and ``ctx.cancelled`` is true (exact
+when read: it asks the core whether the lease is live at that instant).
+Whatever the handler returns afterwards is discarded by the core. A plain
+handler in the thread pool cannot be interrupted: it sees ``ctx.cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, Final
+
+from returns.result import Failure
+
+from sokka.adapters.aio.store import AsyncTaskStore
+from sokka.adapters.store import MAX_BATCH, require_limit
+from sokka.core import holding
+from sokka.core.backoff import Backoff
+from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken
+from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
+from sokka.core.holding import Discarded, Holdings, Token, WorkerPolicy
+from sokka.core.outcomes import FailedOutcome, Outcome
+from sokka.core.supervision import LeasePolicy
+from sokka.core.task import Task, require_name
+from sokka.shell.aio.supervisor import Supervisor
+from sokka.shell.clock import Clock, MonotonicClock
+from sokka.shell.errorlog import RepeatedErrors
+from sokka.shell.worker import Cancelled, Context, WorkerStats, handler_raised
+
+__all__ = ["AsyncContext", "AsyncHandler", "Worker"]
+
+log = logging.getLogger("sokka.worker")
+
+#: The scheduler sleeps at most this long, so a clock that a test moves by
+#: hand (``ManualClock``) is read again soon after it jumps.
+_SCHEDULER_CAP_MS: Final = 100
+
+_CANCELLED: Final = object()  # what a handler "returned" when it was cancelled
+
+
+class AsyncContext:
+    """What a coroutine handler gets beside the task: its lease and cancellation.
+
+    ``lease`` is the token ``(task_id, attempt)``: quote it in downstream
+    writes so that a worker that lost its lease cannot overwrite its
+    successor's work (see ``Context``, its threaded twin).
+    """
+
+    __slots__ = ("_cancelled", "_event", "_live", "_reason", "lease", "task")
+
+    def __init__(self, task: Task, live: Callable[[], bool] | None = None) -> None:
+        self.task = task
+        self.lease = LeaseToken(task.task_id, task.attempt)
+        self._cancelled = False
+        self._live = live
+        self._event: asyncio.Event | None = None  # made only if the handler sleeps
+        self._reason: str | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the lease is lost, the timeout passed, or the worker is stopping.
+
+        Exact when read: it asks the worker's core whether the lease is still
+        live at this instant, before the worker's scheduler has run.
+        """
+        if self._cancelled:
+            return True
+        live = self._live
+        if live is not None and not live():
+            self._set_cancelled("the lease is no longer live")
+            return True
+        return False
+
+    @property
+    def reason(self) -> str | None:
+        """Why the handler was cancelled (None while it was not)."""
+        return self._reason
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """``reason``, under the threaded ``Context``'s name."""
+        return self._reason
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``Cancelled`` if the handler should stop now."""
+        if self.cancelled:
+            raise Cancelled(self._reason or "cancelled")
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True (at once, or early) if cancelled.
+
+        When the worker cancels the handler's asyncio task meanwhile, the
+        ``CancelledError`` comes out of this await like out of any other.
+        """
+        if self.cancelled:
+            return True
+        event = self._event
+        if event is None:
+            event = self._event = asyncio.Event()
+        try:
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        except TimeoutError:
+            return self.cancelled
+        return True
+
+    def _set_cancelled(self, reason: str) -> None:
+        if not self._cancelled:
+            self._reason = reason
+            self._cancelled = True
+            if self._event is not None:
+                self._event.set()
+
+
+AsyncHandler = Callable[[Task, AsyncContext], Awaitable[Outcome]]
+
+
+def _non_negative(field: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(
+            field, f"must be a non-negative integer of milliseconds (got {value!r})"
+        )
+    return value
+
+
+def _is_coroutine_function(handler: object) -> bool:
+    call = getattr(handler, "__call__", None)  # noqa: B004 -- an object's async __call__
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+
+
+async def _wait(event: asyncio.Event, ms: int) -> None:
+    """Until ``event`` is set or ``ms`` pass; the event is cleared either way."""
+    if not event.is_set():
+        try:
+            async with asyncio.timeout(max(ms, 1) / 1000):
+                await event.wait()
+        except TimeoutError:
+            pass
+    event.clear()
+
+
+class Worker:
+    """Runs ``handler`` on the tasks of ``topic``, on an event loop.
+
+    The options are the threaded ``Worker``'s, with the same validation.
+    ``await worker.run()`` works until ``worker.stop()`` (callable from any
+    thread) and returns the stats. See the module docstring.
+    """
+
+    def __init__(
+        self,
+        store: AsyncTaskStore,
+        topic: str,
+        handler: AsyncHandler | Callable[[Task, Context], Outcome],
+        *,
+        pid: str | None = None,
+        concurrency: int = 1,
+        batch_size: int | None = None,
+        lease_time_ms: int = 30_000,
+        keepalive_ratio: float = 0.7,
+        fence_ratio: float = 0.9,
+        timeout_ms: int | None = None,
+        retry_backoff: Backoff | None = None,
+        poll_backoff: Backoff | None = None,
+        grace_ms: int = 30_000,
+        linger_ms: int = 10,
+        supervise: bool = False,
+        supervisor_interval_ms: int | None = None,
+        clock: Clock | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if not inspect.iscoroutinefunction(getattr(store, "reserve_tasks", None)):
+            raise ValidationError(
+                "store",
+                "must be an AsyncTaskStore (awaitable calls); "
+                "a TaskStore runs with sokka.shell.worker.Worker",
+            )
+        self._store = store
+        self._topic = require_name("topic", topic)
+        if not callable(handler):
+            raise ValidationError("handler", "must be callable as handler(task, ctx)")
+        self._handler: Callable[..., Any] = handler
+        self._is_async = _is_coroutine_function(handler)
+        self.pid = require_name(
+            "pid", pid or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        )
+        self._concurrency = require_limit("concurrency", concurrency, 1024)
+        self._batch = require_limit("batch_size", batch_size or concurrency, MAX_BATCH)
+        # Leases held at once, waiting or running (decided outcomes do not count).
+        self._capacity = max(self._batch, self._concurrency)
+        self.policy = WorkerPolicy(
+            lease_time_ms=lease_time_ms,
+            keepalive_ratio=keepalive_ratio,
+            fence_ratio=fence_ratio,
+            timeout_ms=timeout_ms,
+            grace_ms=_non_negative("grace_ms", grace_ms),
+            retry_backoff=retry_backoff or Backoff(base_ms=1_000, cap_ms=300_000),
+        )
+        self._poll = poll_backoff or Backoff(base_ms=20, cap_ms=2_000)
+        self._linger_ms = _non_negative("linger_ms", linger_ms)
+        self._clock: Clock = clock or MonotonicClock()
+        self._rand = rand
+        self._errors = RepeatedErrors(log, f"worker {self.pid}", self._clock)
+
+        # The core's value, written only on the loop; read from the pool's
+        # threads by a plain handler's ``ctx.cancelled`` (a reference read).
+        self._holdings: Holdings = holding.holdings(self.pid, self.policy)
+        self._contexts: dict[Token, AsyncContext | Context] = {}
+        self._handlers: dict[Token, asyncio.Task[None]] = {}
+        self._ready: deque[Token] = deque()
+        self._running = 0
+        self._outcomes: list[Token] = []  # decided, in the order they were decided
+        self._first_outcome_ms = 0  # when the oldest of them was decided
+        self._recording = 0  # finish_many calls in flight
+        self._keepalive: asyncio.Task[None] | None = None
+        self._stats = WorkerStats()
+        self._stopping = False  # no more reservations
+        self._draining = False  # stopping: the recorder records at once
+        self._halting = False  # run() is ending: its tasks are cancelled
+        self._fatal: SokkaError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        # Events the loop's tasks sleep on (bound to the loop on first use).
+        self._room = asyncio.Event()  # the dispatcher: stop, or idle
+        self._timer = asyncio.Event()  # the scheduler: the next wake-up moved
+        self._recorder = asyncio.Event()  # the recorder: a batch is ready
+        self._settled = asyncio.Event()  # the drain: something was recorded
+        self._supervisor = (
+            Supervisor(
+                store,
+                topic,
+                LeasePolicy(lease_time_ms=lease_time_ms, default_snooze_ms=lease_time_ms),
+                self._clock,
+                interval_ms=supervisor_interval_ms,
+            )
+            if supervise
+            else None
+        )
+
+    # -- public ------------------------------------------------------------------
+
+    @property
+    def holdings(self) -> Holdings:
+        """The leases held, as the core's immutable value."""
+        return self._holdings
+
+    def stats(self) -> WorkerStats:
+        return replace(self._stats)
+
+    def stop(self) -> None:
+        """Ask the worker to stop: no new reservations, then a graceful drain.
+
+        Safe to call from any thread, and before ``run()``.
+        """
+        self._stopping = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is loop:
+            self._wake_all()
+        else:
+            loop.call_soon_threadsafe(self._wake_all)
+
+    async def run(self, *, install_signal_handlers: bool = False) -> WorkerStats:
+        """Work until ``stop()`` (or SIGTERM / SIGINT, if asked to install
+        handlers for them), then drain and return the stats.
+
+        On stop: in-flight handlers get ``grace_ms`` to finish; tasks reserved
+        but not started, and handlers still running after the grace period
+        (coroutines are cancelled), are released so other workers can take
+        them at once. A worker runs once.
+        """
+        if self._loop is not None:
+            raise RuntimeError("this worker has already run; make a new one")
+        loop = self._loop = asyncio.get_running_loop()
+        if not self._is_async:
+            self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="sokka-handler")
+        installed = self._install_signals(loop) if install_signal_handlers else []
+        background = [
+            loop.create_task(self._schedule(), name="sokka-scheduler"),
+            loop.create_task(self._record_loop(), name="sokka-recorder"),
+        ]
+        supervising = (
+            loop.create_task(self._supervisor.run(), name="sokka-supervisor")
+            if self._supervisor is not None
+            else None
+        )
+        try:
+            await self._dispatch()
+            await self._drain()
+        finally:
+            self._halting = True
+            if self._supervisor is not None and supervising is not None:
+                self._supervisor.stop()
+                await asyncio.gather(supervising, return_exceptions=True)
+            others = [*background, *self._handlers.values()]
+            if self._keepalive is not None:
+                others.append(self._keepalive)
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            if self._pool is not None:
+                # A plain handler still running after the grace period cannot be
+                # interrupted: its lease is released, and its thread left to end.
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+        if self._fatal is not None:
+            raise self._fatal
+        return self.stats()
+
+    # -- the dispatcher ------------------------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        installed: list[int] = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(signum, self._on_signal, signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, ...
+                log.debug("worker %s: cannot handle signal %d here", self.pid, signum)
+                continue
+            installed.append(signum)
+        return installed
+
+    def _on_signal(self, signum: int) -> None:
+        log.info("worker %s: got signal %d, stopping", self.pid, signum)
+        self.stop()
+
+    def _wake_all(self) -> None:
+        for event in (self._room, self._timer, self._recorder, self._settled):
+            event.set()
+
+    async def _dispatch(self) -> None:
+        empty_polls = 0
+        while not self._stopping:
+            if self._unsettled() < self._capacity:
+                got = await self._reserve()
+                if got:
+                    empty_polls = 0
+                    continue
+                empty_polls += 1  # an empty poll or a failed one: back off alike
+                wait_ms = self._poll.delay_ms(min(empty_polls, 30), self._rand())
+            else:
+                wait_ms = self._linger_ms
+            if not self._stopping:
+                await _wait(self._room, wait_ms)
+
+    async def _reserve(self) -> list[Task] | None:
+        """Reserve a batch; None when the store failed (already logged)."""
+        limit = max(1, min(self._batch, self._capacity - self._unsettled()))
+        sent = self._clock.now_ms()
+        try:
+            tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
+        except RetryableError as error:
+            self._note_store_error("reserve", error)
+            return None
+        except SokkaError as error:  # not retryable (a missing schema, ...): stop
+            log.error("worker %s: reserve failed, stopping: %s", self.pid, error)
+            self._fatal = error
+            self.stop()
+            return None
+        self._errors.succeeded("reserve")
+        if not tasks:
+            return tasks
+        jitters = [self._rand() for _ in tasks]
+        self._stats.reserved += len(tasks)
+        self._holdings = holding.take(self._holdings, tasks, sent, jitters)
+        for task in tasks:
+            token = (task.task_id, task.attempt)
+            live = functools.partial(self._is_live, token)
+            ctx = AsyncContext(task, live) if self._is_async else Context(task, live)
+            self._contexts[token] = ctx
+            self._ready.append(token)
+        self._timer.set()  # new leases: new keepalive and fence times
+        self._start_ready()
+        return tasks
+
+    def _is_live(self, token: Token) -> bool:
+        return holding.live(self._holdings, token, self._clock.now_ms())
+
+    def _unsettled(self) -> int:
+        """Leases held whose outcome is not decided yet (waiting or running)."""
+        return len(self._ready) + self._running
+
+    def _note_store_error(self, what: str, error: SokkaError) -> None:
+        self._stats.store_errors += 1
+        self._errors.failed(what, error)
+
+    # -- handlers ------------------------------------------------------------------
+
+    def _start_ready(self) -> None:
+        """Start waiting handlers while fewer than ``concurrency`` run."""
+        loop = self._loop
+        assert loop is not None
+        while self._ready and self._running < self._concurrency and not self._stopping:
+            token = self._ready.popleft()
+            self._holdings, may = holding.started(self._holdings, token, self._clock.now_ms())
+            if not may:  # given up while it waited (its keepalives failed): never started
+                self._contexts.pop(token, None)
+                continue
+            self._running += 1
+            ctx = self._contexts[token]
+            self._handlers[token] = loop.create_task(
+                self._run_one(token, ctx), name=f"sokka-handler-{token[0]}"
+            )
+            self._timer.set()  # its timeout runs from now
+
+    async def _run_one(self, token: Token, ctx: AsyncContext | Context) -> None:
+        outcome: object
+        began = self._clock.now_ms()
+        try:
+            if self._is_async:
+                outcome = await self._handler(ctx.task, ctx)
+            else:
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(self._pool, self._call_plain, ctx)
+        except asyncio.CancelledError:
+            if self._halting:
+                raise
+            outcome = _CANCELLED
+        except Cancelled:
+            outcome = _CANCELLED
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # a handler's exception is its failure (even
+            # SystemExit); the worker lives on
+            outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
+        self._handler_returned(token, ctx, outcome)
+
+    def _call_plain(self, ctx: AsyncContext | Context) -> object:
+        """Run a plain handler, in a thread of the pool; its exception is its outcome
+        (caught here, so that its traceback holds the handler's frames only)."""
+        began = self._clock.now_ms()
+        try:
+            outcome = self._handler(ctx.task, ctx)
+        except Cancelled:
+            return _CANCELLED
+        except BaseException as error:  # even SystemExit: the worker lives on
+            return handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
+        if inspect.isawaitable(outcome):
+            if inspect.iscoroutine(outcome):
+                outcome.close()  # never awaited: say so, without a warning
+            return FailedOutcome(
+                "the handler returned an awaitable from a plain function: declare it async def"
+            )
+        return outcome
+
+    def _handler_returned(self, token: Token, ctx: AsyncContext | Context, outcome: object) -> None:
+        self._running -= 1
+        self._handlers.pop(token, None)
+        self._contexts.pop(token, None)
+        now = self._clock.now_ms()
+        if outcome is _CANCELLED:
+            if ctx.cancelled:
+                # The core has decided why (a fence, a timeout, a stop); make it
+                # say so before the handler's non-answer is folded in.
+                self._holdings, cancels = holding.tick(self._holdings, now)
+                self._apply_cancels(cancels)
+            else:
+                outcome = FailedOutcome("the handler was cancelled, and not by the worker")
+        self._holdings, verdict = holding.finished(self._holdings, token, outcome, now)
+        match verdict:
+            case Finish():
+                self._decided(token)
+            case Discarded():
+                self._stats.count_discarded(verdict)
+                if verdict.gave_up:
+                    self._log_lost(verdict.lease, verdict.reason)
+        if self._running == 0 and not self._ready:
+            self._room.set()  # idle: the dispatcher reserves
+            self._recorder.set()  # and the recorder records
+        self._start_ready()
+
+    def _decided(self, token: Token) -> None:
+        """An outcome for ``token`` waits to be recorded: queue it."""
+        if not self._outcomes:
+            self._first_outcome_ms = self._clock.now_ms()
+        self._outcomes.append(token)
+        if self._draining or len(self._outcomes) >= self._batch:
+            self._recorder.set()
+
+    # -- recording -------------------------------------------------------------------
+
+    async def _record_loop(self) -> None:
+        """Record outcomes in batches; while draining, at once."""
+        while True:
+            await _wait(self._recorder, 10 if self._draining else self._linger_ms)
+            try:
+                await self._flush(force=self._draining)
+            except Exception:  # the recorder must not die
+                log.exception("worker %s: recording outcomes failed", self.pid)
+                await asyncio.sleep(0.1)
+
+    async def _flush(self, *, force: bool = False) -> None:
+        """Record decided outcomes in one call (when enough wait, or they waited)."""
+        if not self._outcomes:
+            return
+        now = self._clock.now_ms()
+        idle = self._running == 0 and not self._ready
+        if not (force or idle or len(self._outcomes) >= self._batch) and (
+            now - self._first_outcome_ms < self._linger_ms
+        ):
+            return
+        tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
+        self._first_outcome_ms = now
+        self._holdings, recording = holding.record(self._holdings, tokens, now)
+        if not recording:
+            return
+        self._recording += 1
+        try:
+            try:
+                results = await self._store.finish_many(list(recording.finishes))
+            except RetryableError as error:
+                self._note_store_error("record outcomes", error)
+                self._holdings, again = holding.unsent(self._holdings, recording)
+                self._outcomes = list(again) + self._outcomes
+                failures = self._errors.streak("record outcomes")
+                await asyncio.sleep(self._poll.delay_ms(min(failures, 30), self._rand()) / 1000)
+                return
+        finally:
+            self._recording -= 1
+            self._settled.set()
+        self._errors.succeeded("record outcomes")
+        self._holdings, again = holding.recorded(self._holdings, recording, results)
+        if again and not self._outcomes:
+            self._first_outcome_ms = self._clock.now_ms()
+        self._outcomes.extend(again)
+        for finish, result in zip(recording.finishes, results, strict=True):
+            self._stats.count_answer(finish, result)
+            match result:
+                case Failure(LeaseLost() | NotFound() as refusal):
+                    log.warning(
+                        "worker %s: lost the lease of %s: the store refused the outcome: %s",
+                        self.pid, finish.task_id, refusal,
+                    )  # fmt: skip
+                case Failure(RetryableError()):
+                    pass  # counted; sent again with the next batch
+                case Failure(other):
+                    log.error("worker %s: could not record %s: %s", self.pid, finish.task_id, other)
+
+    # -- keepalive, timeouts, the self-fence -------------------------------------------
+
+    async def _schedule(self) -> None:
+        """Tick and send keepalives whenever the core says, or an event wakes it."""
+        while True:
+            try:
+                wait_ms = self._schedule_once()
+            except Exception:  # the scheduler must not die
+                log.exception("worker %s: scheduler cycle failed", self.pid)
+                wait_ms = 50
+            await _wait(self._timer, wait_ms)
+
+    def _schedule_once(self) -> int:
+        now = self._clock.now_ms()
+        self._holdings, cancels = holding.tick(self._holdings, now)
+        self._apply_cancels(cancels)
+        in_flight = self._keepalive is not None and not self._keepalive.done()
+        if not in_flight:
+            self._holdings, command = holding.due(self._holdings, now)
+            if command is not None:
+                loop = self._loop
+                assert loop is not None
+                self._keepalive = loop.create_task(self._extend(command), name="sokka-keepalive")
+                in_flight = True
+        # One keepalive at a time (as the threaded worker's one keepalive thread):
+        # while it is out, only tick's deadlines are a reason to wake.
+        wakeup = holding.next_wakeup(self._holdings, keepalives=not in_flight)
+        if wakeup is None:
+            return _SCHEDULER_CAP_MS
+        return min(_SCHEDULER_CAP_MS, max(1, wakeup - now))
+
+    async def _extend(self, command: ExtendLeases) -> None:
+        try:
+            for start in range(0, len(command.leases), MAX_BATCH):
+                chunk = replace(command, leases=command.leases[start : start + MAX_BATCH])
+                try:
+                    results = await self._store.extend_leases(self.pid, list(chunk.leases))
+                except RetryableError as error:
+                    self._note_store_error("keepalive", error)
+                    continue  # the core has set a retry
+                self._errors.succeeded("keepalive")
+                self._holdings, cancels = holding.acknowledged(self._holdings, chunk, results)
+                self._apply_cancels(cancels)
+                self._stats.store_errors += sum(
+                    1
+                    for r in results
+                    if isinstance(r, Failure) and isinstance(r.failure(), RetryableError)
+                )
+        except Exception:  # a bug or a foreign error: the core's retry stands
+            log.exception("worker %s: keepalive failed", self.pid)
+        finally:
+            self._timer.set()  # the next keepalive's time moved
+
+    def _apply_cancels(self, cancels: Sequence[CancelHandler]) -> None:
+        for cancel in cancels:
+            self._stats.count_cancel(cancel)
+            if cancel.why.loses_lease:
+                self._log_lost(cancel.lease, cancel.reason)
+            if cancel.discarded and cancel.lease in self._outcomes:
+                self._outcomes.remove(cancel.lease)
+            if cancel.decided:
+                self._decided(cancel.lease)
+            ctx = self._contexts.get(cancel.lease)
+            if ctx is not None:
+                ctx._set_cancelled(cancel.reason)
+            task = self._handlers.get(cancel.lease)
+            if task is not None and self._is_async:
+                task.cancel(cancel.reason)
+
+    def _log_lost(self, token: Token, reason: str) -> None:
+        log.warning("worker %s: lost the lease of %s: %s", self.pid, token[0], reason)
+
+    # -- graceful stop ---------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Let in-flight handlers finish within the grace period, then release the rest.
+
+        The core releases what has not started at once and, when the grace
+        period is over, what still runs (the scheduler's ``tick``); the
+        recorder records those outcomes until no lease is left.
+        """
+        self._draining = True
+        self._holdings, released = holding.stopping(self._holdings, self._clock.now_ms())
+        for token in self._ready:
+            self._contexts.pop(token, None)
+        self._ready.clear()
+        for token in released:
+            self._decided(token)
+        self._timer.set()  # the end of the grace period is a new wake-up
+        self._recorder.set()
+        while self._holdings or self._outcomes or self._recording:
+            await _wait(self._settled, 10)

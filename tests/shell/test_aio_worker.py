@@ -1,0 +1,393 @@
+"""What only the asyncio runtime has: coroutine handlers cancelled at their next
+await, ``AsyncContext``, signals on the loop, a natively async store.
+
+The scenarios both runtimes share are in ``test_worker.py`` and
+``test_supervisor.py``; these run the asyncio ``Worker`` and ``Supervisor`` on
+``asyncio.run`` in the test's own thread, against an ``AsyncMemoryStore``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+
+from sokka.adapters.aio.memory import AsyncMemoryStore
+from sokka.adapters.memory import MemoryStore
+from sokka.asyncio import AsyncContext, Supervisor, Worker, ok
+from sokka.core.backoff import Backoff, Jitter
+from sokka.core.commands import LeaseToken
+from sokka.core.errors import Unavailable, ValidationError
+from sokka.core.supervision import LeasePolicy
+from sokka.core.task import Status, Task, TaskSpec
+from sokka.shell.clock import ManualClock
+from sokka.shell.worker import Cancelled
+
+TOPIC = "jobs"
+
+
+class FaultyStore(AsyncMemoryStore):
+    """An ``AsyncMemoryStore`` whose reserves or keepalives fail on demand (a fake:
+    the failures are the store's own retryable error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reserves_fail = False
+        self.keepalives_fail = False
+        self.reserve_calls = 0
+
+    async def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+        self.reserve_calls += 1
+        if self.reserves_fail:
+            raise Unavailable("the database cannot be reached (simulated)")
+        return await super().reserve_tasks(topic, pid, limit)
+
+    async def extend_leases(self, pid: str, leases: Sequence[LeaseToken]) -> Any:
+        if self.keepalives_fail:
+            raise Unavailable("the network is down (simulated)")
+        return await super().extend_leases(pid, leases)
+
+
+def add(store: AsyncMemoryStore, n: int, **spec: Any) -> list[str]:
+    ids = [f"t{i:03d}" for i in range(n)]
+    for task_id in ids:
+        store.sync.create_task(TaskSpec(topic=TOPIC, task_id=task_id, **spec))
+    return ids
+
+
+def status(store: AsyncMemoryStore, task_id: str = "t000") -> Status:
+    return store.sync.get_task(task_id).status
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def run_with(worker: Worker, scenario: Callable[[], Awaitable[None]]) -> Any:
+    """Run ``worker`` and ``scenario`` together; stop the worker when it is done."""
+
+    async def main() -> Any:
+        running = asyncio.create_task(worker.run())
+        try:
+            await scenario()
+        finally:
+            worker.stop()
+            stats = await asyncio.wait_for(running, 10)
+        return stats
+
+    return asyncio.run(main())
+
+
+def worker(store: AsyncMemoryStore, handler: Any, **options: Any) -> Worker:
+    options.setdefault("lease_time_ms", 1_000)
+    options.setdefault("retry_backoff", Backoff(base_ms=10, cap_ms=20, jitter=Jitter.NONE))
+    return Worker(store, TOPIC, handler, **options)
+
+
+# -- cancellation is asyncio cancellation ----------------------------------------
+
+
+def test_a_timeout_cancels_a_coroutine_at_its_next_await_and_discards_what_it_returns() -> None:
+    store = AsyncMemoryStore()
+    add(store, 1, timeout_ms=100, max_attempts=1)
+    seen: list[Any] = []
+
+    async def stuck(task: Task, ctx: AsyncContext) -> Any:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            seen.extend([ctx.cancelled, ctx.reason])
+        return ok()  # too late: discarded (it swallowed the cancellation, too)
+
+    w = worker(store, stuck)
+
+    async def scenario() -> None:
+        await until(lambda: status(store) is Status.FAILED)
+        await until(lambda: bool(seen))
+
+    stats = run_with(w, scenario)
+    assert store.sync.get_task("t000").error == "timed out after 100 ms"
+    assert seen == [True, "timed out after 100 ms"]
+    assert (stats.timed_out, stats.succeeded, stats.failed) == (1, 0, 1)
+
+
+def test_the_fence_cancels_a_coroutine_and_nothing_is_reported() -> None:
+    store = FaultyStore()
+    add(store, 1)
+    cancelled: list[str | None] = []
+
+    async def long(task: Task, ctx: AsyncContext) -> Any:
+        store.keepalives_fail = True  # from now on no keepalive succeeds
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(ctx.reason)
+            raise
+        return ok()
+
+    w = worker(store, long, lease_time_ms=300)
+
+    async def scenario() -> None:
+        await until(lambda: bool(cancelled))
+        await until(lambda: w.stats().fenced == 1)
+
+    stats = run_with(w, scenario)
+    (reason,) = cancelled
+    assert reason is not None
+    assert "lease given up" in reason
+    assert (stats.lost, stats.fenced, stats.succeeded) == (1, 1, 0)
+    assert status(store) is Status.RUNNING  # it reported nothing; a supervisor will revoke
+
+
+def test_a_refused_keepalive_cancels_a_coroutine_at_its_next_await() -> None:
+    store = AsyncMemoryStore()
+    add(store, 1)
+    cancelled = []
+    awaits_after = []
+
+    async def long(task: Task, ctx: AsyncContext) -> Any:
+        if task.attempt > 1:
+            return ok()  # reserved again after the revoke: this attempt runs through
+        # a supervisor takes the lease back while the handler runs
+        store.sync.revoke_lease(task.task_id, store.sync.get_task(task.task_id).record_ver)
+        try:
+            await asyncio.sleep(10)
+            awaits_after.append("slept")
+        except asyncio.CancelledError:
+            cancelled.append(ctx.cancelled)
+            raise
+        return ok()
+
+    w = worker(store, long, lease_time_ms=300)
+
+    async def scenario() -> None:
+        await until(lambda: w.stats().fenced == 1 and w.stats().succeeded == 1)
+
+    stats = run_with(w, scenario)
+    assert (cancelled, awaits_after) == ([True], [])
+    assert (stats.lost, stats.fenced, stats.succeeded) == (1, 1, 1)
+    task = store.sync.get_task("t000")
+    # the first attempt's ok() was never sent: only the second attempt's outcome is
+    assert (task.status, task.attempt, task.record_ver) == (Status.TERMINATED, 2, 4)
+
+
+def test_ctx_cancelled_is_exact_without_an_await() -> None:
+    """Read twice with no await between (the scheduler cannot have run): the second
+    read, past the fence, is already True; ``sleep`` then returns True at once,
+    and ``raise_if_cancelled`` raises ``Cancelled``, which reports nothing."""
+    store = AsyncMemoryStore()
+    add(store, 1)
+    clock = ManualClock(start_ms=10_000)
+    seen: list[Any] = []
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        before = ctx.cancelled
+        clock.advance(901)  # past the fence of a 1000 ms lease: 0.9 of it
+        seen.extend([before, ctx.cancelled, await ctx.sleep(5)])
+        try:
+            ctx.raise_if_cancelled()
+        except Cancelled:
+            seen.append("raised")
+            raise
+        return ok()
+
+    w = worker(store, handler, clock=clock)
+
+    async def scenario() -> None:
+        await until(lambda: len(seen) == 4)
+        await until(lambda: w.stats().fenced == 1)
+
+    stats = run_with(w, scenario)
+    assert seen == [False, True, True, "raised"]
+    assert (stats.succeeded, stats.lost, stats.failed) == (0, 1, 0)
+    assert status(store) is Status.RUNNING  # it reported nothing
+
+
+def test_ctx_sleep_returns_false_when_it_was_not_cancelled() -> None:
+    store = AsyncMemoryStore()
+    add(store, 1)
+    slept: list[bool] = []
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        slept.append(await ctx.sleep(0.01))
+        return ok()
+
+    w = worker(store, handler)
+    stats = run_with(w, lambda: until(lambda: status(store) is Status.TERMINATED))
+    assert (slept, stats.succeeded) == ([False], 1)
+
+
+# -- plain handlers run in a bounded thread pool -------------------------------------
+
+
+def test_plain_handlers_run_in_a_pool_of_concurrency_threads() -> None:
+    store = AsyncMemoryStore()
+    add(store, 6)
+    lock = threading.Lock()
+    now_running = [0]
+    most = [0]
+    names: set[str] = set()
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+
+    def handler(task: Task, ctx: Any) -> Any:
+        with lock:
+            now_running[0] += 1
+            most[0] = max(most[0], now_running[0])
+            names.add(threading.current_thread().name)
+            threads.add(threading.get_ident())
+        ctx.sleep(0.05)  # the threaded Context: blocks this thread, not the loop
+        with lock:
+            now_running[0] -= 1
+        return ok()
+
+    w = worker(store, handler, concurrency=2)
+    stats = run_with(w, lambda: until(lambda: w.stats().succeeded == 6))
+    assert stats.succeeded == 6
+    assert most[0] == 2
+    assert loop_thread not in threads
+    assert len(names) <= 2
+    assert all(n.startswith("sokka-handler") for n in names)
+
+
+def test_a_plain_function_that_returns_a_coroutine_is_a_failure_that_says_so() -> None:
+    store = AsyncMemoryStore()
+    add(store, 1, max_attempts=1)
+
+    async def real(task: Task, ctx: Any) -> Any:
+        return ok()
+
+    w = worker(store, lambda task, ctx: real(task, ctx))
+    run_with(w, lambda: until(lambda: status(store) is Status.FAILED))
+    assert "declare it async def" in (store.sync.get_task("t000").error or "")
+
+
+# -- a store that fails, natively async ------------------------------------------------
+
+
+def test_a_failing_store_backs_off_and_is_logged_once(caplog) -> None:
+    store = FaultyStore()
+    store.reserves_fail = True
+    caplog.set_level(logging.INFO, logger="sokka.worker")
+    w = worker(store, lambda task, ctx: ok(), poll_backoff=Backoff(base_ms=20, cap_ms=200))
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        await asyncio.sleep(1.0)
+        calls.append(store.reserve_calls)
+        store.reserves_fail = False
+        add(store, 1)
+        await until(lambda: status(store) is Status.TERMINATED)
+
+    run_with(w, scenario)
+    assert 2 <= calls[0] < 25  # 20, 40, 80, 160, 200, ... ms: about 8 in a second
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [m.split(": ", 1)[1] for m in warnings] == [
+        "reserve failed, will retry: the database cannot be reached (simulated)"
+    ]
+    assert len([r for r in caplog.records if "works again" in r.getMessage()]) == 1
+
+
+# -- stopping --------------------------------------------------------------------------
+
+
+def test_sigterm_stops_taking_work_drains_and_releases_what_is_left() -> None:
+    """With ``install_signal_handlers=True`` a SIGTERM is a ``stop()``: the handler
+    that finishes within the grace period is recorded, the one still running after
+    it is cancelled and released, and the task that waited is released at once."""
+    store = AsyncMemoryStore()
+    add(store, 3)
+    began: dict[str, asyncio.Event] = {"t000": asyncio.Event(), "t001": asyncio.Event()}
+    released_early: list[bool] = []
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        began[task.task_id].set()
+        if task.task_id == "t000":
+            await asyncio.sleep(0.1)  # within the grace period
+            return ok()
+        await asyncio.sleep(30)  # still running when the grace period ends: cancelled
+        return ok()
+
+    w = worker(store, handler, concurrency=2, batch_size=3, grace_ms=1_500)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    async def main() -> Any:
+        running = asyncio.create_task(w.run(install_signal_handlers=True))
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in began.values())), 10)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await until(lambda: status(store, "t002") is Status.STARTING, timeout=1.0)
+        released_early.append(status(store, "t001") is Status.RUNNING)  # still in grace
+        return await asyncio.wait_for(running, 10)
+
+    stats = asyncio.run(main())
+    by_id = {t: store.sync.get_task(t) for t in ("t000", "t001", "t002")}
+    assert by_id["t000"].status is Status.TERMINATED
+    assert [(by_id[t].status, by_id[t].attempt, by_id[t].failures) for t in ("t001", "t002")] == [
+        (Status.STARTING, 1, 0)
+    ] * 2
+    assert released_early == [True]
+    assert (stats.succeeded, stats.released) == (1, 2)
+    assert signal.getsignal(signal.SIGTERM) == previous  # handed back
+
+
+def test_stop_before_run_returns_at_once_and_holds_nothing() -> None:
+    store = AsyncMemoryStore()
+    add(store, 1)
+    w = worker(store, lambda task, ctx: ok())
+    w.stop()
+    stats = asyncio.run(asyncio.wait_for(w.run(), 10))
+    assert (stats.reserved, status(store)) == (0, Status.STARTING)
+
+
+# -- the constructor --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "field"),
+    [
+        ((MemoryStore(), TOPIC), {}, "store"),
+        ((AsyncMemoryStore(), ""), {}, "topic"),
+        ((AsyncMemoryStore(), TOPIC), {"concurrency": 0}, "concurrency"),
+        ((AsyncMemoryStore(), TOPIC), {"grace_ms": -1}, "grace_ms"),
+        ((AsyncMemoryStore(), TOPIC), {"keepalive_ratio": 0.95}, "keepalive_ratio"),
+        ((AsyncMemoryStore(), TOPIC), {"linger_ms": -5}, "linger_ms"),
+    ],
+)
+def test_bad_options_name_the_field(args, options, field) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Worker(*args, lambda task, ctx: ok(), **options)
+    assert caught.value.field == field
+
+
+def test_a_handler_must_be_callable() -> None:
+    with pytest.raises(ValidationError, match="handler"):
+        Worker(AsyncMemoryStore(), TOPIC, "not a function")  # type: ignore[arg-type]
+
+
+# -- the supervisor's loop -------------------------------------------------------------
+
+
+def test_the_supervisor_loop_revokes_a_dead_workers_lease_and_stops() -> None:
+    store = AsyncMemoryStore()
+    add(store, 1)
+    store.sync.reserve_tasks(TOPIC, "dead-worker")
+    sup = Supervisor(store, TOPIC, LeasePolicy(lease_time_ms=100, default_snooze_ms=100))
+
+    async def main() -> None:
+        running = asyncio.create_task(sup.run())
+        await until(lambda: status(store) is Status.STARTING)
+        sup.stop()
+        await asyncio.wait_for(running, 5)
+
+    asyncio.run(main())
+    assert sup.last_report is not None
+    task = store.sync.get_task("t000")
+    assert (task.status, task.pid, task.attempt) == (Status.STARTING, None, 1)
