@@ -198,8 +198,8 @@ class HTTPStore:
     def get_task(self, task_id: str) -> Task:
         return task_from_json(self._call("get_task", {"task_id": task_id}))
 
-    def tasks_in_group(self, task_group_id: str) -> list[Task]:
-        answer = self._call("tasks_in_group", {"task_group_id": task_group_id})
+    def tasks_in_group(self, task_group_id: str, limit: int = MAX_PAGE_SIZE) -> list[Task]:
+        answer = self._call("tasks_in_group", {"task_group_id": task_group_id, "limit": limit})
         if not isinstance(answer, list):
             raise StoreError(f"{self.base_url} answered tasks_in_group with something else")
         return [task_from_json(t) for t in answer]

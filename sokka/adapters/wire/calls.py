@@ -115,8 +115,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation("get_task", "Read one task", (_TASK_ID,), "task", ("invalid-input", "not-found")),
     Operation(
         "tasks_in_group",
-        "Every task of a group, in creation order",
-        (Param("task_group_id", _NAME),),
+        "The first tasks of a group, in creation order",
+        (
+            Param("task_group_id", _NAME),
+            Param("limit", _limit(MAX_PAGE_SIZE, MAX_PAGE_SIZE), False),
+        ),
         "tasks",
     ),
     Operation(
