@@ -44,6 +44,7 @@ from sokka.adapters.wire import (
     problem_type_uri,
 )
 from sokka.adapters.wire import problem as _protocol_problem  # locals are named "problem"
+from sokka.adapters.wire.budget import DEFAULT_MAX_ANSWER_BYTES, MAX_TASK_JSON_BYTES
 from sokka.adapters.wire.openapi import openapi_document
 from sokka.core.errors import SokkaError, ValidationError
 from sokka.shell.http.guard import (
@@ -144,7 +145,9 @@ def _endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
             return _problem_response(problem)
         store = _store(request)
         try:
-            answer = await run_in_threadpool(invoke, store, operation, body)
+            answer = await run_in_threadpool(
+                invoke, store, operation, body, request.app.state.max_answer_bytes
+            )
         except SokkaError as error:
             return _error_response(error)
         except Exception:
@@ -207,6 +210,7 @@ def create_app(
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     allowed_hosts: Sequence[str] | None = None,
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
 ) -> Starlette:
     """The ASGI application serving ``store``.
 
@@ -216,7 +220,9 @@ def create_app(
     body read (413 above it). ``allowed_hosts``: when given, a request whose
     ``Host`` names another host gets 421, which keeps a web page that rebinds
     its own domain to this address (DNS rebinding) from calling a server that
-    has no token.
+    has no token. ``max_answer_bytes``: the most task JSON one read answers
+    with (``tasks_in_group``, ``list_tasks``, ``list_leased_tasks``,
+    ``reserve_tasks``; see ``sokka.adapters.wire.budget``).
     """
     if token is not None:
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
@@ -227,6 +233,14 @@ def create_app(
         raise ValidationError("max_body_bytes", "must be an integer")
     if max_body_bytes < 1024:
         raise ValidationError("max_body_bytes", f"must be at least 1024 (got {max_body_bytes})")
+    if isinstance(max_answer_bytes, bool) or not isinstance(max_answer_bytes, int):
+        raise ValidationError("max_answer_bytes", "must be an integer")
+    if max_answer_bytes < MAX_TASK_JSON_BYTES:
+        raise ValidationError(
+            "max_answer_bytes",
+            f"must hold one task of the largest size, {MAX_TASK_JSON_BYTES} bytes "
+            f"(got {max_answer_bytes})",
+        )
     hosts = None
     if allowed_hosts is not None:
         if isinstance(allowed_hosts, str) or not all(
@@ -252,5 +266,6 @@ def create_app(
     # The store lives in app.state: a test may swap it between requests.
     app.state.store = store
     app.state.max_body_bytes = max_body_bytes
+    app.state.max_answer_bytes = max_answer_bytes
     app.state.openapi = openapi_document(secured=token is not None)
     return app
