@@ -52,10 +52,19 @@ from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError, StoreError, Unavailable, ValidationError
 from sokka.core.task import Task, TaskSpec, shown
 
-__all__ = ["DEFAULT_TIMEOUT_S", "HTTPStore"]
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "DEFAULT_TIMEOUT_S", "HTTPStore"]
 
 #: Seconds to wait for a connection, or for the server's answer to a call.
 DEFAULT_TIMEOUT_S: Final = 30.0
+#: 64 MiB: the largest answer read. A server's read answers stay within its
+#: budget (32 MiB of tasks by default, ``sokka.adapters.wire.budget``); this
+#: leaves room for batch answers and keeps a wrong or hostile URL from filling
+#: the caller's memory.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def _check_scalar(field: str, value: object) -> None:
@@ -79,6 +88,8 @@ class HTTPStore:
     for connecting and for each answer (a call that times out raises
     ``Unavailable``). ``transport``: an httpx transport to use instead of the
     network (tests and in-process serving: ``httpx.ASGITransport(app)``).
+    ``max_response_bytes``: the largest answer read; a larger one raises
+    ``StoreError`` as soon as it passes the limit, before it is all read.
     """
 
     def __init__(
@@ -88,9 +99,17 @@ class HTTPStore:
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValidationError("base_url", "must be an http:// or https:// URL")
+        if (
+            isinstance(max_response_bytes, bool)
+            or not isinstance(max_response_bytes, int)
+            or max_response_bytes < 1024
+        ):
+            raise ValidationError("max_response_bytes", "must be an integer of at least 1024")
+        self.max_response_bytes = max_response_bytes
         if token is not None and (not isinstance(token, str) or not token):
             raise ValidationError("token", "must be a non-empty string or None")
         headers = {"Accept": "application/json", "User-Agent": "sokka-httpstore"}
@@ -142,26 +161,51 @@ class HTTPStore:
             # A lone surrogate: send it escaped, so the server's store refuses it
             # naming its field, as in-process.
             content = json.dumps(arguments, separators=(",", ":")).encode("ascii")
+        request = self._client.build_request(
+            "POST", operation.path, content=content, headers={"Content-Type": "application/json"}
+        )
         try:
-            response = self._client.post(
-                operation.path, content=content, headers={"Content-Type": "application/json"}
-            )
+            response = self._client.send(request, stream=True)
+            try:
+                answer = self._read(response)
+            finally:
+                response.close()
         except httpx.TimeoutException as error:
             raise Unavailable(f"{self.base_url} did not answer {name} in time: {error}") from None
         except httpx.TransportError as error:
             raise Unavailable(f"cannot reach {self.base_url}: {error}") from None
+        except _TooLarge:
+            raise StoreError(
+                f"{self.base_url} answered {name} with more than {self.max_response_bytes} "
+                "bytes (HTTPStore's max_response_bytes): not read"
+            ) from None
         if response.status_code == 200:
             try:
-                return response.json()
+                return json.loads(answer)
             except ValueError:
                 raise StoreError(f"{self.base_url} answered {name} with malformed JSON") from None
-        raise self._error(response)
+        raise self._error(response, answer)
 
-    def _error(self, response: httpx.Response) -> SokkaError:
+    def _read(self, response: httpx.Response) -> bytes:
+        """The answer's body, or ``_TooLarge`` as soon as it passes the limit (a
+        declared ``Content-Length`` over it is refused before reading)."""
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _error(self, response: httpx.Response, body: bytes) -> SokkaError:
         problem: object = None
         if response.headers.get("content-type", "").startswith(PROBLEM_JSON):
             try:
-                problem = response.json()
+                problem = json.loads(body)
             except ValueError:
                 problem = None
         if response.status_code == 401:

@@ -1,8 +1,10 @@
-"""The HTTP API: answers bounded by bytes (issue 11)."""
+"""The HTTP API: answers bounded by bytes (issue 11), and HTTPStore's read limit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -13,7 +15,7 @@ from sokka.adapters.memory import MemoryStore
 from sokka.adapters.store import MAX_PAGE_SIZE, TaskFilter
 from sokka.adapters.wire import task_json_text
 from sokka.adapters.wire.budget import DEFAULT_MAX_ANSWER_BYTES, MAX_TASK_JSON_BYTES
-from sokka.core.errors import Unavailable, ValidationError
+from sokka.core.errors import StoreError, Unavailable, ValidationError
 from sokka.core.task import (
     MAX_DATA_BYTES,
     MAX_DESCRIPTION_LENGTH,
@@ -211,3 +213,64 @@ def test_create_app_refuses_a_budget_that_cannot_hold_one_task() -> None:
     with pytest.raises(ValidationError) as refused:
         create_app(MemoryStore(), max_answer_bytes=MAX_TASK_JSON_BYTES - 1)
     assert refused.value.field == "max_answer_bytes"
+
+
+# -- HTTPStore reads at most max_response_bytes -----------------------------------------
+
+
+def test_httpstore_refuses_an_answer_over_its_limit_with_a_store_error(
+    server: tuple[Starlette, str], behind: Callable[[MemoryStore], None]
+) -> None:
+    store = big_store(3)
+    behind(store)
+    limit = MAX_DATA_BYTES + 4096  # one task, not two
+    with HTTPStore(server[1], token=TOKEN, max_response_bytes=limit) as client:
+        assert client.get_task("b0000").task_id == "b0000"
+        with pytest.raises(StoreError, match=f"more than {limit} bytes") as refused:
+            client.list_tasks()
+        assert "max_response_bytes" in str(refused.value)
+        assert client.get_task("b0001").task_id == "b0001"  # and the client still works
+
+
+def test_httpstore_stops_reading_an_endless_answer_without_length_at_its_limit() -> None:
+    # A real socket that answers with a chunked body that never ends (no
+    # Content-Length to refuse up front): only the client's limit stops it.
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent = 0
+
+    def answer_forever() -> None:
+        nonlocal sent
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            chunk = b"10000\r\n" + b"[" + b" " * 65535 + b"\r\n"
+            try:
+                while sent < 1 << 30:
+                    conn.sendall(chunk)
+                    sent += 65536
+            except OSError:
+                pass  # the client hung up
+
+    thread = threading.Thread(target=answer_forever, daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with (
+        HTTPStore(base_url, max_response_bytes=1 << 20) as client,
+        pytest.raises(StoreError, match="max_response_bytes"),
+    ):
+        client.tasks_in_group("g")
+    thread.join(timeout=30)
+    listener.close()
+    assert not thread.is_alive()
+    assert sent < 64 << 20  # it hung up after the limit, not at the end of 1 GiB
+
+
+@pytest.mark.parametrize("limit", [1023, True, "1 MiB"])
+def test_httpstore_refuses_a_max_response_bytes_that_is_not_one(limit: object) -> None:
+    with pytest.raises(ValidationError) as refused:
+        HTTPStore("http://127.0.0.1:1", max_response_bytes=limit)  # type: ignore[arg-type]
+    assert refused.value.field == "max_response_bytes"
