@@ -56,7 +56,14 @@ from sokka.shell.http.guard import (
     _problem_response,
     _too_large,
 )
-from sokka.shell.http.limits import _TOKEN_CHARS, DEFAULT_MAX_BODY_BYTES, MIN_TOKEN_LENGTH, _log
+from sokka.shell.http.limits import (
+    _TOKEN_CHARS,
+    BODY_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENCY,
+    MIN_TOKEN_LENGTH,
+    _log,
+)
 
 __all__ = ["create_app"]
 
@@ -211,6 +218,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     allowed_hosts: Sequence[str] | None = None,
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
 ) -> Starlette:
     """The ASGI application serving ``store``.
 
@@ -223,6 +232,9 @@ def create_app(
     has no token. ``max_answer_bytes``: the most task JSON one read answers
     with (``tasks_in_group``, ``list_tasks``, ``list_leased_tasks``,
     ``reserve_tasks``; see ``sokka.adapters.wire.budget``).
+    ``body_timeout_s``: the time a request's whole body may take to arrive
+    (408 after it). ``max_concurrency``: requests served at once (503 with
+    ``Retry-After`` above it; ``/health`` is always answered).
     """
     if token is not None:
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
@@ -241,6 +253,16 @@ def create_app(
             f"must hold one task of the largest size, {MAX_TASK_JSON_BYTES} bytes "
             f"(got {max_answer_bytes})",
         )
+    if isinstance(body_timeout_s, bool) or not isinstance(body_timeout_s, int | float):
+        raise ValidationError("body_timeout_s", "must be a number of seconds")
+    if not 0 < body_timeout_s <= 3600:
+        raise ValidationError(
+            "body_timeout_s", f"must be above 0 and at most 3600 (got {body_timeout_s})"
+        )
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+        raise ValidationError("max_concurrency", "must be an integer")
+    if max_concurrency < 1:
+        raise ValidationError("max_concurrency", f"must be at least 1 (got {max_concurrency})")
     hosts = None
     if allowed_hosts is not None:
         if isinstance(allowed_hosts, str) or not all(
@@ -257,7 +279,14 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(_Guard, token=token, max_body_bytes=max_body_bytes, allowed_hosts=hosts)
+            Middleware(
+                _Guard,
+                token=token,
+                max_body_bytes=max_body_bytes,
+                allowed_hosts=hosts,
+                body_timeout_s=body_timeout_s,
+                max_concurrency=max_concurrency,
+            )
         ],
         exception_handlers={HTTPException: _http_error},
     )
