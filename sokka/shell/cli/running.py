@@ -211,8 +211,8 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
     multiple=True,
     metavar="NAME",
     help="A host name clients may use in the Host header (repeat for several). "
-    "Without a token, only loopback names and --host are answered, so a web "
-    "page cannot reach the server by rebinding its own domain.",
+    "Without a token, only these, loopback names and --host are answered; a "
+    "server with a token answers any Host (docs/http.md, Security: host names).",
 )
 @click.option(
     "--max-body",
@@ -258,16 +258,15 @@ def serve(
             "and cancel tasks (give --token-file, or --allow-no-token if a proxy "
             "authenticates)"
         )
-    hosts: list[str] | None = list(allow_hosts) or None
-    if token is None:
-        # No token: answer only names of this machine's loopback (and --host), so
-        # DNS rebinding cannot turn a web page into a client.
-        hosts = [*_LOOPBACK, *allow_hosts, *([host] if host not in ("0.0.0.0", "::") else [])]
+    if token is not None and allow_hosts:
+        logging.getLogger("sokka.http").warning(
+            "--allow-host changes nothing on a server with a token: it answers any Host"
+        )
     with _store(db, prefix) as store:
         store.list_leased_tasks(limit=1)  # the store answers, and its schema is there
         app = create_app(
             store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES,
-            allowed_hosts=hosts, max_concurrency=max_concurrency,
+            allowed_hosts=allow_hosts, listen_host=host, max_concurrency=max_concurrency,
         )  # fmt: skip
         logging.getLogger("sokka.http").info(
             "serving %s on http://%s:%d (%s)", _shown(db), host, port,

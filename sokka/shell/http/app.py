@@ -51,11 +51,11 @@ from sokka.shell.http.guard import (
     _BodyTooLarge,
     _error_response,
     _Guard,
-    _hostname,
     _json_bytes,
     _problem_response,
     _too_large,
 )
+from sokka.shell.http.hosts import host_rule
 from sokka.shell.http.limits import (
     _TOKEN_CHARS,
     BODY_TIMEOUT_S,
@@ -216,7 +216,8 @@ def create_app(
     *,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    allowed_hosts: Sequence[str] | None = None,
+    allowed_hosts: Sequence[str] = (),
+    listen_host: str | None = None,
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     body_timeout_s: float = BODY_TIMEOUT_S,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
@@ -226,11 +227,14 @@ def create_app(
     ``token``: when given, every endpoint but ``/health`` requires
     ``Authorization: Bearer <token>``; it must be at least 16 characters of
     ``A-Z a-z 0-9 - . _ ~ + / =``. ``max_body_bytes``: the largest request
-    body read (413 above it). ``allowed_hosts``: when given, a request whose
-    ``Host`` names another host gets 421, which keeps a web page that rebinds
-    its own domain to this address (DNS rebinding) from calling a server that
-    has no token. ``max_answer_bytes``: the most task JSON one read answers
-    with (``tasks_in_group``, ``list_tasks``, ``list_leased_tasks``,
+    body read (413 above it). ``allowed_hosts`` and ``listen_host`` (the
+    address the server listens on): which ``Host`` headers are answered, by
+    the one rule of ``sokka.shell.http.hosts`` (421 otherwise): loopback
+    names, ``listen_host`` and ``allowed_hosts``; with a token, any well-formed
+    one. It keeps a web page that rebinds its own domain to
+    this address (DNS rebinding) from calling a server that has no token.
+    ``max_answer_bytes``: the most task JSON one read answers with
+    (``tasks_in_group``, ``list_tasks``, ``list_leased_tasks``,
     ``reserve_tasks``; see ``sokka.adapters.wire.budget``).
     ``body_timeout_s``: the time a request's whole body may take to arrive
     (408 after it). ``max_concurrency``: requests served at once (503 with
@@ -263,13 +267,12 @@ def create_app(
         raise ValidationError("max_concurrency", "must be an integer")
     if max_concurrency < 1:
         raise ValidationError("max_concurrency", f"must be at least 1 (got {max_concurrency})")
-    hosts = None
-    if allowed_hosts is not None:
-        if isinstance(allowed_hosts, str) or not all(
-            isinstance(h, str) and h.strip() for h in allowed_hosts
-        ):
-            raise ValidationError("allowed_hosts", "must be a list of host names")
-        hosts = frozenset(_hostname(h) for h in allowed_hosts)
+    if isinstance(allowed_hosts, str) or not all(isinstance(h, str) for h in allowed_hosts):
+        raise ValidationError("allowed_hosts", "must be a list of host names")
+    try:
+        hosts = host_rule(token=token is not None, listen=listen_host, allowed=allowed_hosts)
+    except ValueError as error:
+        raise ValidationError("allowed_hosts", f"must be host names: {error}") from None
     routes = [
         Route("/health", _health, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
@@ -283,7 +286,7 @@ def create_app(
                 _Guard,
                 token=token,
                 max_body_bytes=max_body_bytes,
-                allowed_hosts=hosts,
+                hosts=hosts,
                 body_timeout_s=body_timeout_s,
                 max_concurrency=max_concurrency,
             )

@@ -17,6 +17,7 @@ from sokka.adapters.wire import (
 )
 from sokka.adapters.wire import problem as _protocol_problem  # locals are named "problem"
 from sokka.core.errors import RetryableError, SokkaError, StoreError
+from sokka.shell.http.hosts import HostRule
 from sokka.shell.http.limits import RETRY_AFTER_S, ASGIApp, Message, Receive, Scope, Send, _log
 
 __all__ = []
@@ -69,20 +70,6 @@ class _BodyTooSlow(Exception):
     pass
 
 
-def _hostname(host: str) -> str:
-    """The name in a Host header (or an allowed host): no port, no IPv6 brackets.
-
-    >>> _hostname("LocalHost:8080"), _hostname("[::1]:8080"), _hostname("::1")
-    ('localhost', '::1', '::1')
-    """
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    if host.count(":") == 1:
-        return host.split(":", 1)[0]
-    return host
-
-
 class _Guard:
     """ASGI middleware: refuse a request without the token (401), a body over the
     limit (413) or slower than its deadline (408), and a request over the
@@ -93,14 +80,14 @@ class _Guard:
         app: ASGIApp,
         token: str | None,
         max_body_bytes: int,
-        allowed_hosts: frozenset[str] | None,
+        hosts: HostRule,
         body_timeout_s: float,
         max_concurrency: int,
     ) -> None:
         self.app = app
         self.expected = None if token is None else token.encode()
         self.max_body_bytes = max_body_bytes
-        self.allowed_hosts = allowed_hosts
+        self.hosts = hosts
         self.body_timeout_s = body_timeout_s
         self.max_concurrency = max_concurrency
         # Requests in flight: the event loop is one thread, so a plain count is safe.
@@ -129,14 +116,13 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.allowed_hosts is not None:
-            host = _hostname(headers.get(b"host", b"").decode("latin-1"))
-            if host not in self.allowed_hosts:
-                problem = _protocol_problem(
-                    "misdirected-request", "this server does not answer for that Host"
-                )
-                await _problem_response(problem)(scope, receive, send)
-                return
+        named = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
+        if not self.hosts.allows(named):
+            problem = _protocol_problem(
+                "misdirected-request", "this server does not answer for that Host"
+            )
+            await _problem_response(problem)(scope, receive, send)
+            return
         if self.expected is not None and scope["path"] != "/health":
             given = [value for name, value in scope["headers"] if name == b"authorization"]
             refusal = self._refusal(given)

@@ -10,16 +10,12 @@ generous bound, so a slow machine cannot fail it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -28,7 +24,7 @@ import pytest
 from sokka.adapters.memory import MemoryStore
 from sokka.core.task import Task, TaskSpec
 from sokka.shell.http import create_app, serve_in_background
-from tests.shell.http_api.helpers import AUTH, JSON_BODY, TOKEN, assert_problem
+from tests.shell.http_api.helpers import AUTH, JSON_BODY, TOKEN, assert_problem, sokka_serve
 
 #: What a test waits at most for an event due after a deadline of under a second.
 PATIENCE_S = 10.0
@@ -207,43 +203,6 @@ def test_create_app_refuses_limits_that_are_not_ones(argument: str, value: objec
 
 
 # -- sokka serve: stopping, and clients that hang up ---------------------------------------
-
-
-@contextmanager
-def sokka_serve(tmp_path: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``sokka serve`` with a token on a free port, its output to a file; killed if
-    a test leaves it running."""
-    db = f"sqlite:///{tmp_path / 'q.db'}"
-    exe = shutil.which("sokka")
-    command = [exe] if exe else [sys.executable, "-m", "sokka"]
-    subprocess.run([*command, "init", "--db", db], check=True, capture_output=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen(
-        [*command, "serve", "--db", db, "--port", str(port), *options],
-        stdout=log, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "SOKKA_TOKEN": TOKEN},
-    )  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.05)
-        yield server, base_url
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 def stall_an_upload(base_url: str) -> socket.socket:
