@@ -20,7 +20,9 @@ Connections are kept alive and reused; the store may be shared by threads.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Final
@@ -63,8 +65,42 @@ DEFAULT_TIMEOUT_S: Final = 30.0
 DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
 
 
+_log = logging.getLogger(__name__)
+#: Hosts already warned about (once per process each: a CLI or a worker pool
+#: makes many stores for one server).
+_warned_hosts: set[str] = set()
+
+
 class _TooLarge(Exception):
     pass
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost``, ``*.localhost`` (RFC 6761) or a loopback address.
+
+    >>> [_is_loopback(h) for h in ("localhost", "127.0.0.2", "::1", "queue.internal")]
+    [True, True, True, False]
+    """
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_if_token_in_clear(url: httpx.URL) -> None:
+    """Warn, once per host, that the bearer token is about to cross a network in clear."""
+    host = url.host
+    if url.scheme != "http" or _is_loopback(host) or host in _warned_hosts:
+        return
+    _warned_hosts.add(host)
+    _log.warning(
+        "HTTPStore sends its bearer token to %s over plain http://: anyone on the path "
+        "can read it and run and cancel tasks. Put TLS in front of the server and use "
+        "an https:// URL (docs/http.md, Behind a proxy).",
+        host,
+    )
 
 
 def _check_scalar(field: str, value: object) -> None:
@@ -90,6 +126,12 @@ class HTTPStore:
     network (tests and in-process serving: ``httpx.ASGITransport(app)``).
     ``max_response_bytes``: the largest answer read; a larger one raises
     ``StoreError`` as soon as it passes the limit, before it is all read.
+
+    A token sent over plain ``http://`` to a host that is not loopback is
+    logged as a warning (once per host; logger ``sokka.adapters.http``), not
+    refused: on a network that encrypts below HTTP (a VPN, a service mesh)
+    plain HTTP is what the operator chose, but anywhere else the token can be
+    read on the way, so the warning names the host.
     """
 
     def __init__(
@@ -116,6 +158,8 @@ class HTTPStore:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
+        if token is not None and transport is None:
+            _warn_if_token_in_clear(httpx.URL(self.base_url))
         self._client = httpx.Client(
             base_url=self.base_url,
             headers=headers,
