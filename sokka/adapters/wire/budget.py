@@ -48,6 +48,7 @@ from sokka.core.task import (
     MAX_ERROR_LENGTH,
     MAX_NAME_LENGTH,
     Task,
+    require_name,
 )
 
 __all__ = [
@@ -183,10 +184,12 @@ def bounded_group(
 ) -> str:
     """``tasks_in_group`` as a JSON array, at most ``budget`` bytes of tasks: read as the
     group's listing (the same tasks, in the same creation order)."""
+    # The group is required here, where a filter's is optional: check it as the
+    # store's tasks_in_group does (same field, same rule), before the limit.
+    require_name("task_group_id", task_group_id)
     if not _is_limit(limit, MAX_PAGE_SIZE):
         store.tasks_in_group(task_group_id, limit)  # the store names the bad argument
         require_limit("limit", limit, MAX_PAGE_SIZE)
-    # The store checks the name as tasks_in_group does (same field, same rule).
     group = TaskFilter(task_group_id=task_group_id)
 
     def fetch(after: str | None, count: int) -> Page:
