@@ -132,9 +132,7 @@ def test_a_server_with_a_token_and_no_allow_host_answers_any_well_formed_host(
     assert_problem(malformed, 421, "misdirected-request")
 
 
-@pytest.mark.parametrize(
-    "hosts", [["queue:8080"], ["[::1]:80"], ["a b"], ["[::1].evil.example"]]
-)
+@pytest.mark.parametrize("hosts", [["queue:8080"], ["[::1]:80"], ["a b"], ["[::1].evil.example"]])
 def test_create_app_refuses_allowed_hosts_that_are_not_names(hosts: list[str]) -> None:
     with pytest.raises(ValidationError) as refused:
         create_app(MemoryStore(), allowed_hosts=hosts)
@@ -174,11 +172,16 @@ def read_response(sock: socket.socket) -> bytes:
 
 @pytest.mark.parametrize(
     ("options", "authorization"),
-    [((), f"Bearer {TOKEN}"),
-     (("--allow-host", "queue.example.com"), f"Bearer {TOKEN}"),
-     (("--allow-no-token", "--allow-host", "sokka"), None)],
-    ids=["with a token, as in the docs", "with a token and the public name",
-         "no token, behind an authenticating proxy"],
+    [
+        ((), f"Bearer {TOKEN}"),
+        (("--allow-host", "queue.example.com"), f"Bearer {TOKEN}"),
+        (("--allow-no-token", "--allow-host", "sokka"), None),
+    ],
+    ids=[
+        "with a token, as in the docs",
+        "with a token and the public name",
+        "no token, behind an authenticating proxy",
+    ],
 )
 def test_the_docs_nginx_example_is_answered(
     tmp_path: Path, options: tuple[str, ...], authorization: str | None
@@ -195,4 +198,3 @@ def test_the_docs_nginx_example_is_answered(
     # Through the Host check and the token: the store's own answer (no such task).
     assert answer.startswith(b"HTTP/1.1 404 "), answer
     assert b'"type":"/problems/not-found"' in answer
-
