@@ -20,7 +20,9 @@ Connections are kept alive and reused; the store may be shared by threads.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Final
@@ -53,10 +55,53 @@ from sokka.core.errors import SokkaError, StoreError, Unavailable, ValidationErr
 from sokka.core.task import Task, TaskSpec, shown
 from sokka.core.transitions import Cancel, Fail
 
-__all__ = ["DEFAULT_TIMEOUT_S", "HTTPStore"]
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "DEFAULT_TIMEOUT_S", "HTTPStore"]
 
 #: Seconds to wait for a connection, or for the server's answer to a call.
 DEFAULT_TIMEOUT_S: Final = 30.0
+#: 64 MiB: the largest answer read. A server's read answers stay within its
+#: budget (32 MiB of tasks by default, ``sokka.adapters.wire.budget``); this
+#: leaves room for batch answers and keeps a wrong or hostile URL from filling
+#: the caller's memory.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+
+
+_log = logging.getLogger(__name__)
+#: Hosts already warned about (once per process each: a CLI or a worker pool
+#: makes many stores for one server).
+_warned_hosts: set[str] = set()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost``, ``*.localhost`` (RFC 6761) or a loopback address.
+
+    >>> [_is_loopback(h) for h in ("localhost", "127.0.0.2", "::1", "queue.internal")]
+    [True, True, True, False]
+    """
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_if_token_in_clear(url: httpx.URL) -> None:
+    """Warn, once per host, that the bearer token is about to cross a network in clear."""
+    host = url.host
+    if url.scheme != "http" or _is_loopback(host) or host in _warned_hosts:
+        return
+    _warned_hosts.add(host)
+    _log.warning(
+        "HTTPStore sends its bearer token to %s over plain http://: anyone on the path "
+        "can read it and run and cancel tasks. Put TLS in front of the server and use "
+        "an https:// URL (docs/http.md, Behind a proxy).",
+        host,
+    )
 
 
 def _check_scalar(field: str, value: object) -> None:
@@ -80,6 +125,14 @@ class HTTPStore:
     for connecting and for each answer (a call that times out raises
     ``Unavailable``). ``transport``: an httpx transport to use instead of the
     network (tests and in-process serving: ``httpx.ASGITransport(app)``).
+    ``max_response_bytes``: the largest answer read; a larger one raises
+    ``StoreError`` as soon as it passes the limit, before it is all read.
+
+    A token sent over plain ``http://`` to a host that is not loopback is
+    logged as a warning (once per host; logger ``sokka.adapters.http``), not
+    refused: on a network that encrypts below HTTP (a VPN, a service mesh)
+    plain HTTP is what the operator chose, but anywhere else the token can be
+    read on the way, so the warning names the host.
     """
 
     def __init__(
@@ -89,15 +142,25 @@ class HTTPStore:
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValidationError("base_url", "must be an http:// or https:// URL")
+        if (
+            isinstance(max_response_bytes, bool)
+            or not isinstance(max_response_bytes, int)
+            or max_response_bytes < 1024
+        ):
+            raise ValidationError("max_response_bytes", "must be an integer of at least 1024")
+        self.max_response_bytes = max_response_bytes
         if token is not None and (not isinstance(token, str) or not token):
             raise ValidationError("token", "must be a non-empty string or None")
         headers = {"Accept": "application/json", "User-Agent": "sokka-httpstore"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
+        if token is not None and transport is None:
+            _warn_if_token_in_clear(httpx.URL(self.base_url))
         self._client = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -143,26 +206,51 @@ class HTTPStore:
             # A lone surrogate: send it escaped, so the server's store refuses it
             # naming its field, as in-process.
             content = json.dumps(arguments, separators=(",", ":")).encode("ascii")
+        request = self._client.build_request(
+            "POST", operation.path, content=content, headers={"Content-Type": "application/json"}
+        )
         try:
-            response = self._client.post(
-                operation.path, content=content, headers={"Content-Type": "application/json"}
-            )
+            response = self._client.send(request, stream=True)
+            try:
+                answer = self._read(response)
+            finally:
+                response.close()
         except httpx.TimeoutException as error:
             raise Unavailable(f"{self.base_url} did not answer {name} in time: {error}") from None
         except httpx.TransportError as error:
             raise Unavailable(f"cannot reach {self.base_url}: {error}") from None
+        except _TooLarge:
+            raise StoreError(
+                f"{self.base_url} answered {name} with more than {self.max_response_bytes} "
+                "bytes (HTTPStore's max_response_bytes): not read"
+            ) from None
         if response.status_code == 200:
             try:
-                return response.json()
+                return json.loads(answer)
             except ValueError:
                 raise StoreError(f"{self.base_url} answered {name} with malformed JSON") from None
-        raise self._error(response)
+        raise self._error(response, answer)
 
-    def _error(self, response: httpx.Response) -> SokkaError:
+    def _read(self, response: httpx.Response) -> bytes:
+        """The answer's body, or ``_TooLarge`` as soon as it passes the limit (a
+        declared ``Content-Length`` over it is refused before reading)."""
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _error(self, response: httpx.Response, body: bytes) -> SokkaError:
         problem: object = None
         if response.headers.get("content-type", "").startswith(PROBLEM_JSON):
             try:
-                problem = response.json()
+                problem = json.loads(body)
             except ValueError:
                 problem = None
         if response.status_code == 401:
@@ -199,8 +287,8 @@ class HTTPStore:
     def get_task(self, task_id: str) -> Task:
         return task_from_json(self._call("get_task", {"task_id": task_id}))
 
-    def tasks_in_group(self, task_group_id: str) -> list[Task]:
-        answer = self._call("tasks_in_group", {"task_group_id": task_group_id})
+    def tasks_in_group(self, task_group_id: str, limit: int = MAX_PAGE_SIZE) -> list[Task]:
+        answer = self._call("tasks_in_group", {"task_group_id": task_group_id, "limit": limit})
         if not isinstance(answer, list):
             raise StoreError(f"{self.base_url} answered tasks_in_group with something else")
         return [task_from_json(t) for t in answer]

@@ -105,10 +105,11 @@ class MemoryStore(EventCalls):
             raise NotFound(task_id)
         return task
 
-    def tasks_in_group(self, task_group_id: str) -> list[Task]:
+    def tasks_in_group(self, task_group_id: str, limit: int = MAX_PAGE_SIZE) -> list[Task]:
         require_name("task_group_id", task_group_id)
+        require_limit("limit", limit, MAX_PAGE_SIZE)
         with self._lock:
-            return [self._tasks[t] for t in self._groups.get(task_group_id, ())]
+            return [self._tasks[t] for t in self._groups.get(task_group_id, ())[:limit]]
 
     def list_tasks(
         self,

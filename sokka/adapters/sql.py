@@ -494,9 +494,11 @@ class SQLStore(EventCalls):
             ids = sa.bindparam("ids", expanding=True)
             self._select_by_ids = select_tasks.where(t.c.task_id.in_(ids))
         self._select_one = select_tasks.where(t.c.task_id == sa.bindparam("task_id"))
-        self._select_group = select_tasks.where(
-            t.c.task_group_id == sa.bindparam("group")
-        ).order_by(t.c.seq)
+        self._select_group = (
+            select_tasks.where(t.c.task_group_id == sa.bindparam("group"))
+            .order_by(t.c.seq)
+            .limit(sa.bindparam("limit"))
+        )
         leased = select_tasks.where(sa.text(_LEASED_SQL), t.c.seq > sa.bindparam("after"))
         self._select_leased_all = leased.order_by(t.c.seq).limit(sa.bindparam("limit"))
         self._select_leased_topic = (
@@ -657,12 +659,12 @@ class SQLStore(EventCalls):
             raise NotFound(task_id)
         return _task(row)
 
-    def tasks_in_group(self, task_group_id: str) -> list[Task]:
+    def tasks_in_group(self, task_group_id: str, limit: int = MAX_PAGE_SIZE) -> list[Task]:
         require_name("task_group_id", task_group_id)
+        require_limit("limit", limit, MAX_PAGE_SIZE)
+        params = {"group": task_group_id, "limit": limit}
         with self._session(write=False) as conn:
-            return [
-                _task(row) for row in conn.execute(self._select_group, {"group": task_group_id})
-            ]
+            return [_task(row) for row in conn.execute(self._select_group, params)]
 
     def list_tasks(
         self,

@@ -253,8 +253,15 @@ class TaskStore(Protocol):
         """The task with this id, or ``NotFound``."""
         ...
 
-    def tasks_in_group(self, task_group_id: str) -> list[Task]:
-        """Every task of the group, in creation order (empty if none)."""
+    def tasks_in_group(self, task_group_id: str, limit: int = MAX_PAGE_SIZE) -> list[Task]:
+        """The first ``limit`` (1..``MAX_PAGE_SIZE``) tasks of the group, in creation
+        order (empty if none).
+
+        A store may answer fewer than ``limit`` when their size would pass its
+        answer budget (``HTTPStore``: the server bounds every answer by bytes);
+        to read every task of a group of any size, page through
+        ``list_tasks(TaskFilter(task_group_id=...))``.
+        """
         ...
 
     def list_tasks(

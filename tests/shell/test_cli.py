@@ -21,6 +21,7 @@ import pytest
 
 from sokka.adapters.sql import SCHEMA_VERSION, SQLStore
 from sokka.core.errors import ValidationError
+from sokka.core.task import TaskSpec
 from sokka.shell.cli import parse_duration
 from tests.shell.test_demo import rescue_counts
 
@@ -456,3 +457,19 @@ def test_python_m_runs_every_command_including_the_last_defined() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     assert "No such command" not in run.stderr
     assert "Usage: sokka simulate" in run.stdout
+
+
+def test_task_group_lists_every_task_of_a_group_larger_than_a_page(tmp_path: Path) -> None:
+    # tasks_in_group answers at most 1000 tasks; the command pages past them.
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    with SQLStore(db) as store:
+        for start in (0, 600):
+            store.create_tasks([TaskSpec(topic="q", task_id=f"g{n:04}", task_group_id="big")
+                                for n in range(start, start + 600)])  # fmt: skip
+    grouped = sokka("task", "group", "big", "--json", "--db", db)
+    assert grouped.returncode == 0, grouped.stderr
+    assert [t["task_id"] for t in json.loads(grouped.stdout)["tasks"]] == [
+        f"g{n:04}" for n in range(1200)
+    ]
+

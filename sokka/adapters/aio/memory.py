@@ -42,7 +42,7 @@ class AsyncMemoryStore:
         return self.sync.get_task(task_id)
 
     async def tasks_in_group(self, task_group_id: str, limit: int = MAX_PAGE_SIZE) -> list[Task]:
-        return self.sync.tasks_in_group(task_group_id)
+        return self.sync.tasks_in_group(task_group_id, limit)
 
     async def list_tasks(
         self,

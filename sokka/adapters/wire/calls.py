@@ -19,6 +19,13 @@ from sokka.adapters.store import (
     capture,
     require_batch,
 )
+from sokka.adapters.wire.budget import (
+    DEFAULT_MAX_ANSWER_BYTES,
+    bounded_group,
+    bounded_leased,
+    bounded_listing,
+    bounded_reserve,
+)
 from sokka.adapters.wire.codec import (
     _each,
     _object,
@@ -115,8 +122,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation("get_task", "Read one task", (_TASK_ID,), "task", ("invalid-input", "not-found")),
     Operation(
         "tasks_in_group",
-        "Every task of a group, in creation order",
-        (Param("task_group_id", _NAME),),
+        "The first tasks of a group, in creation order",
+        (
+            Param("task_group_id", _NAME),
+            Param("limit", _limit(MAX_PAGE_SIZE, MAX_PAGE_SIZE), False),
+        ),
         "tasks",
     ),
     Operation(
@@ -206,10 +216,25 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
 OPERATIONS_BY_NAME: Final[Mapping[str, Operation]] = {op.name: op for op in OPERATIONS}
 
 
-def invoke(store: TaskStore, operation: Operation, body: object) -> str:
+#: The calls that answer with tasks they read, each bounded by bytes (``budget``).
+_BOUNDED: Final[Mapping[str, Callable[..., str]]] = {
+    "tasks_in_group": bounded_group,
+    "list_tasks": bounded_listing,
+    "list_leased_tasks": bounded_leased,
+    "reserve_tasks": bounded_reserve,
+}
+
+
+def invoke(
+    store: TaskStore,
+    operation: Operation,
+    body: object,
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+) -> str:
     """Carry out one request: decode ``body`` (the parsed JSON), call the store, and
     return the answer as JSON text. Bad input raises ``ValidationError`` before the
-    store is touched; the store's own errors propagate."""
+    store is touched; the store's own errors propagate. The tasks of a read
+    answer take at most ``max_answer_bytes`` (``budget``)."""
     names = [p.name for p in operation.params]
     required = [p.name for p in operation.params if p.required]
     given = _object("body", body, names, required)
@@ -220,6 +245,9 @@ def invoke(store: TaskStore, operation: Operation, body: object) -> str:
             kwargs[param.name] = value if param.decode is None else param.decode(value)
     if operation.name == "create_tasks":
         return answer_text("results", _create_tasks(store, kwargs["specs"]))
+    bounded = _BOUNDED.get(operation.name)
+    if bounded is not None:
+        return bounded(store, max_answer_bytes, **kwargs)
     return answer_text(operation.returns, getattr(store, operation.name)(**kwargs))
 
 

@@ -29,13 +29,19 @@ _PROBLEM_TYPE_DOC: Final = {
     "required": ["type", "title", "status", "members"],
     "additionalProperties": False,
 }
-_PROTOCOL_ERRORS: Final = ("malformed-request", "request-too-large", "unsupported-media-type")
+_PROTOCOL_ERRORS: Final = (
+    "malformed-request",
+    "request-too-large",
+    "request-timeout",
+    "unsupported-media-type",
+)
 _ALWAYS: Final = (
     "throttled",
     "unavailable",
     "store-error",
     "internal-error",
     "misdirected-request",
+    "server-busy",
 )
 
 

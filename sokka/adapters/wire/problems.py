@@ -121,6 +121,8 @@ _TYPES: tuple[ProblemType, ...] = (
     ProblemType("method-not-allowed", 405, "Method not allowed"),
     ProblemType("misdirected-request", 421, "Host not served here"),
     ProblemType("request-too-large", 413, "Request body too large", ("max_bytes",)),
+    ProblemType("request-timeout", 408, "Request body too slow"),
+    ProblemType("server-busy", 503, "Server busy"),
     ProblemType("unsupported-media-type", 415, "Unsupported media type"),
     ProblemType(
         "internal-error",
@@ -227,6 +229,9 @@ def error_from_problem(problem: object, status: int) -> SokkaError:
             return kind.error(*args)
         except (KeyError, TypeError):
             pass  # a problem of a known type without its members: fall through
+    if code == "request-timeout":
+        # The body did not arrive in time (a slow or broken link): try again.
+        return Unavailable(f"the server timed out reading the request: {detail or code}")
     if code == "request-too-large":
         limit = doc.get("max_bytes")
         return ValidationError("body", f"must be at most {limit} bytes (the server's limit)")

@@ -234,8 +234,8 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
     multiple=True,
     metavar="NAME",
     help="A host name clients may use in the Host header (repeat for several). "
-    "Without a token, only loopback names and --host are answered, so a web "
-    "page cannot reach the server by rebinding its own domain.",
+    "Without a token, only these, loopback names and --host are answered; a "
+    "server with a token answers any Host (docs/http.md, Security: host names).",
 )
 @click.option(
     "--max-body",
@@ -244,16 +244,33 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
     metavar="BYTES",
     help="Largest request body accepted (default 8 MiB).",
 )
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(1, 10_000),
+    default=64,
+    show_default=True,
+    metavar="N",
+    help="Requests served at once; more get 503 with Retry-After.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.IntRange(0, 3600),
+    default=10,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM/SIGINT, wait this long for the requests in flight, then cancel "
+    "them (a second signal stops at once).",
+)
 @_log_level
 def serve(
     db: str, prefix: str, host: str, port: int, token_file: str | None, allow_no_token: bool,
-    allow_hosts: tuple[str, ...], max_body: int | None, log_level: str,
+    allow_hosts: tuple[str, ...], max_body: int | None, max_concurrency: int,
+    shutdown_timeout: int, log_level: str,
 ) -> None:  # fmt: skip
     """Serve the store over HTTP (JSON, problem+json errors, OpenAPI at /openapi.json)."""
     _need_http_extra()
-    import uvicorn
-
     from sokka.shell.http import DEFAULT_MAX_BODY_BYTES, create_app
+    from sokka.shell.http.protocol import bounded_server
 
     _logging(log_level)
     token = _read_token_file(token_file, "--token-file") if token_file else None
@@ -264,11 +281,10 @@ def serve(
             "and cancel tasks (give --token-file, or --allow-no-token if a proxy "
             "authenticates)"
         )
-    hosts: list[str] | None = list(allow_hosts) or None
-    if token is None:
-        # No token: answer only names of this machine's loopback (and --host), so
-        # DNS rebinding cannot turn a web page into a client.
-        hosts = [*_LOOPBACK, *allow_hosts, *([host] if host not in ("0.0.0.0", "::") else [])]
+    if token is not None and allow_hosts:
+        logging.getLogger("sokka.http").warning(
+            "--allow-host changes nothing on a server with a token: it answers any Host"
+        )
     # Listen before saying so: a port in use is one clear error, not a
     # "serving ... on ..." line followed by uvicorn's own exit status 3.
     listeners = _listening(host, port)
@@ -278,19 +294,16 @@ def serve(
         store.list_leased_tasks(limit=1)  # the store answers, and its schema is there
         app = create_app(
             store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES,
-            allowed_hosts=hosts,
+            allowed_hosts=allow_hosts, listen_host=host, max_concurrency=max_concurrency,
         )  # fmt: skip
         logging.getLogger("sokka.http").info(
             "serving %s on http://%s (%s)", _shown(db), _address(host, _port_of(listeners[0])),
             "token required" if token else "no token",
         )  # fmt: skip
-        config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False,
-            lifespan="off", server_header=False,
-        )  # fmt: skip
-        server = uvicorn.Server(config)
-        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal
-        # to the handler it found: make that one a no-op, so the command exits 0.
+        server = bounded_server(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout)
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT (at once on a second one),
+        # then re-raises the signal to the handler it found: make that one a no-op,
+        # so the command exits 0.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: setattr(server, "should_exit", True))
         server.run(sockets=listeners)

@@ -161,9 +161,19 @@ def task_list(
 @_json
 @click.argument("group_id")
 def task_group(db: str, prefix: str, as_json: bool, group_id: str) -> None:
-    """List the tasks of a group."""
+    """List every task of a group."""
+    # Paged as a listing: tasks_in_group answers only the first of a large group.
+    group = TaskFilter(task_group_id=group_id)
+    found: list[Task] = []
+    cursor = None
     with _store(db, prefix) as store:
-        _show(store.tasks_in_group(group_id), as_json)
+        while True:
+            page = store.list_tasks(group, cursor, MAX_PAGE_SIZE)
+            found.extend(page.tasks)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    _show(found, as_json)
 
 
 @task.command("requeue")

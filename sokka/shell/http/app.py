@@ -44,18 +44,26 @@ from sokka.adapters.wire import (
     problem_type_uri,
 )
 from sokka.adapters.wire import problem as _protocol_problem  # locals are named "problem"
+from sokka.adapters.wire.budget import DEFAULT_MAX_ANSWER_BYTES, MAX_TASK_JSON_BYTES
 from sokka.adapters.wire.openapi import openapi_document
 from sokka.core.errors import SokkaError, ValidationError
 from sokka.shell.http.guard import (
     _BodyTooLarge,
     _error_response,
     _Guard,
-    _hostname,
     _json_bytes,
     _problem_response,
     _too_large,
 )
-from sokka.shell.http.limits import _TOKEN_CHARS, DEFAULT_MAX_BODY_BYTES, MIN_TOKEN_LENGTH, _log
+from sokka.shell.http.hosts import host_rule
+from sokka.shell.http.limits import (
+    _TOKEN_CHARS,
+    BODY_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENCY,
+    MIN_TOKEN_LENGTH,
+    _log,
+)
 
 __all__ = ["create_app"]
 
@@ -156,7 +164,9 @@ def _endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
             return _problem_response(problem)
         store = _store(request)
         try:
-            answer = await run_in_threadpool(invoke, store, operation, body)
+            answer = await run_in_threadpool(
+                invoke, store, operation, body, request.app.state.max_answer_bytes
+            )
         except SokkaError as error:
             return _error_response(error)
         except Exception:
@@ -218,17 +228,29 @@ def create_app(
     *,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    allowed_hosts: Sequence[str] | None = None,
+    allowed_hosts: Sequence[str] = (),
+    listen_host: str | None = None,
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
 ) -> Starlette:
     """The ASGI application serving ``store``.
 
     ``token``: when given, every endpoint but ``/health`` requires
     ``Authorization: Bearer <token>``; it must be at least 16 characters of
     ``A-Z a-z 0-9 - . _ ~ + / =``. ``max_body_bytes``: the largest request
-    body read (413 above it). ``allowed_hosts``: when given, a request whose
-    ``Host`` names another host gets 421, which keeps a web page that rebinds
-    its own domain to this address (DNS rebinding) from calling a server that
-    has no token.
+    body read (413 above it). ``allowed_hosts`` and ``listen_host`` (the
+    address the server listens on): which ``Host`` headers are answered, by
+    the one rule of ``sokka.shell.http.hosts`` (421 otherwise): loopback
+    names, ``listen_host`` and ``allowed_hosts``; with a token, any well-formed
+    one. It keeps a web page that rebinds its own domain to
+    this address (DNS rebinding) from calling a server that has no token.
+    ``max_answer_bytes``: the most task JSON one read answers with
+    (``tasks_in_group``, ``list_tasks``, ``list_leased_tasks``,
+    ``reserve_tasks``; see ``sokka.adapters.wire.budget``).
+    ``body_timeout_s``: the time a request's whole body may take to arrive
+    (408 after it). ``max_concurrency``: requests served at once (503 with
+    ``Retry-After`` above it; ``/health`` is always answered).
     """
     if token is not None:
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
@@ -239,13 +261,30 @@ def create_app(
         raise ValidationError("max_body_bytes", "must be an integer")
     if max_body_bytes < 1024:
         raise ValidationError("max_body_bytes", f"must be at least 1024 (got {max_body_bytes})")
-    hosts = None
-    if allowed_hosts is not None:
-        if isinstance(allowed_hosts, str) or not all(
-            isinstance(h, str) and h.strip() for h in allowed_hosts
-        ):
-            raise ValidationError("allowed_hosts", "must be a list of host names")
-        hosts = frozenset(_hostname(h) for h in allowed_hosts)
+    if isinstance(max_answer_bytes, bool) or not isinstance(max_answer_bytes, int):
+        raise ValidationError("max_answer_bytes", "must be an integer")
+    if max_answer_bytes < MAX_TASK_JSON_BYTES:
+        raise ValidationError(
+            "max_answer_bytes",
+            f"must hold one task of the largest size, {MAX_TASK_JSON_BYTES} bytes "
+            f"(got {max_answer_bytes})",
+        )
+    if isinstance(body_timeout_s, bool) or not isinstance(body_timeout_s, int | float):
+        raise ValidationError("body_timeout_s", "must be a number of seconds")
+    if not 0 < body_timeout_s <= 3600:
+        raise ValidationError(
+            "body_timeout_s", f"must be above 0 and at most 3600 (got {body_timeout_s})"
+        )
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+        raise ValidationError("max_concurrency", "must be an integer")
+    if max_concurrency < 1:
+        raise ValidationError("max_concurrency", f"must be at least 1 (got {max_concurrency})")
+    if isinstance(allowed_hosts, str) or not all(isinstance(h, str) for h in allowed_hosts):
+        raise ValidationError("allowed_hosts", "must be a list of host names")
+    try:
+        hosts = host_rule(token=token is not None, listen=listen_host, allowed=allowed_hosts)
+    except ValueError as error:
+        raise ValidationError("allowed_hosts", f"must be host names: {error}") from None
     routes = [
         Route("/health", _health, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
@@ -255,7 +294,14 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(_Guard, token=token, max_body_bytes=max_body_bytes, allowed_hosts=hosts)
+            Middleware(
+                _Guard,
+                token=token,
+                max_body_bytes=max_body_bytes,
+                hosts=hosts,
+                body_timeout_s=body_timeout_s,
+                max_concurrency=max_concurrency,
+            )
         ],
         exception_handlers={HTTPException: _http_error},
     )
@@ -264,5 +310,6 @@ def create_app(
     # The store lives in app.state: a test may swap it between requests.
     app.state.store = store
     app.state.max_body_bytes = max_body_bytes
+    app.state.max_answer_bytes = max_answer_bytes
     app.state.openapi = openapi_document(secured=token is not None)
     return app

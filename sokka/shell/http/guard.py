@@ -1,12 +1,14 @@
-"""Before any parsing: the bearer token, the allowed host names and the body limit
-(and the problem answers they give)."""
+"""Before any parsing: the bearer token, the allowed host names, the body limit and
+deadline, and the requests served at once (and the problem answers they give)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from sokka.adapters.wire import (
@@ -15,6 +17,7 @@ from sokka.adapters.wire import (
 )
 from sokka.adapters.wire import problem as _protocol_problem  # locals are named "problem"
 from sokka.core.errors import RetryableError, SokkaError, StoreError
+from sokka.shell.http.hosts import HostRule
 from sokka.shell.http.limits import RETRY_AFTER_S, ASGIApp, Message, Receive, Scope, Send, _log
 
 __all__ = []
@@ -41,6 +44,13 @@ def _too_large(limit: int) -> Response:
     return _problem_response(problem, {"Connection": "close"})
 
 
+def _too_slow(timeout_s: float) -> Response:
+    problem = _protocol_problem(
+        "request-timeout", f"the request body must arrive within {timeout_s:g} seconds"
+    )
+    return _problem_response(problem, {"Connection": "close"})
+
+
 def _error_response(error: SokkaError) -> Response:
     if isinstance(error, RetryableError | StoreError):
         # The fixed detail goes out; the store's own message (hosts, tables,
@@ -56,35 +66,32 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def _hostname(host: str) -> str:
-    """The name in a Host header (or an allowed host): no port, no IPv6 brackets.
-
-    >>> _hostname("LocalHost:8080"), _hostname("[::1]:8080"), _hostname("::1")
-    ('localhost', '::1', '::1')
-    """
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    if host.count(":") == 1:
-        return host.split(":", 1)[0]
-    return host
+class _BodyTooSlow(Exception):
+    pass
 
 
 class _Guard:
-    """ASGI middleware: refuse a request without the token (401) and a body over
-    the limit (413), before the application parses anything."""
+    """ASGI middleware: refuse a request without the token (401), a body over the
+    limit (413) or slower than its deadline (408), and a request over the
+    concurrency limit (503), before the application parses anything."""
 
     def __init__(
         self,
         app: ASGIApp,
         token: str | None,
         max_body_bytes: int,
-        allowed_hosts: frozenset[str] | None,
+        hosts: HostRule,
+        body_timeout_s: float,
+        max_concurrency: int,
     ) -> None:
         self.app = app
         self.expected = None if token is None else token.encode()
         self.max_body_bytes = max_body_bytes
-        self.allowed_hosts = allowed_hosts
+        self.hosts = hosts
+        self.body_timeout_s = body_timeout_s
+        self.max_concurrency = max_concurrency
+        # Requests in flight: the event loop is one thread, so a plain count is safe.
+        self.in_flight = 0
 
     def _refusal(self, given: list[bytes]) -> str | None:
         """Why the ``Authorization`` headers do not carry the token (None: they do).
@@ -109,14 +116,13 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.allowed_hosts is not None:
-            host = _hostname(headers.get(b"host", b"").decode("latin-1"))
-            if host not in self.allowed_hosts:
-                problem = _protocol_problem(
-                    "misdirected-request", "this server does not answer for that Host"
-                )
-                await _problem_response(problem)(scope, receive, send)
-                return
+        named = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
+        if not self.hosts.allows(named):
+            problem = _protocol_problem(
+                "misdirected-request", "this server does not answer for that Host"
+            )
+            await _problem_response(problem)(scope, receive, send)
+            return
         if self.expected is not None and scope["path"] != "/health":
             given = [value for name, value in scope["headers"] if name == b"authorization"]
             refusal = self._refusal(given)
@@ -135,17 +141,54 @@ class _Guard:
         ):
             await _too_large(self.max_body_bytes)(scope, receive, send)
             return
-        await self.app(scope, self._counting(receive), send)
+        if self.in_flight >= self.max_concurrency and scope["path"] != "/health":
+            problem = _protocol_problem(
+                "server-busy", f"the server is serving {self.max_concurrency} requests already"
+            )
+            await _problem_response(problem)(scope, receive, send)
+            return
+        self.in_flight += 1
+        started = False
 
-    def _counting(self, receive: Receive) -> Receive:
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, self._reading(receive), sending)
+        except _BodyTooSlow:
+            _log.info("%s: the request body did not arrive within %s s", scope["path"],
+                      self.body_timeout_s)  # fmt: skip
+            if not started:
+                await _too_slow(self.body_timeout_s)(scope, receive, send)
+        except ClientDisconnect:
+            # The client hung up before its body arrived: nothing to answer, nothing wrong here.
+            _log.debug("%s: the client went away during its request", scope["path"])
+        finally:
+            self.in_flight -= 1
+
+    def _reading(self, receive: Receive) -> Receive:
+        """``receive`` that counts the body (``_BodyTooLarge``) and reads all of it
+        within ``body_timeout_s`` of the request's start (``_BodyTooSlow``)."""
         seen = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        complete = False
 
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+        async def read() -> Message:
+            nonlocal seen, complete
+            if complete:
+                # After the body, receive only waits for a disconnect: no deadline.
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise _BodyTooSlow from None
             seen += len(message.get("body", b""))
             if seen > self.max_body_bytes:
                 raise _BodyTooLarge
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
-        return counted
+        return read

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sokka.shell.http.limits import ASGIApp
+from sokka.shell.http.limits import DEFAULT_SHUTDOWN_TIMEOUT_S, HEADER_TIMEOUT_S, ASGIApp
 
 __all__ = ["serve_in_background"]
 
@@ -17,15 +17,23 @@ __all__ = ["serve_in_background"]
 
 @contextmanager
 def serve_in_background(
-    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 10.0
+    app: ASGIApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout_s: float = 10.0,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
+    shutdown_timeout_s: int = DEFAULT_SHUTDOWN_TIMEOUT_S,
 ) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a thread of this process; yield its base URL.
 
     ``port=0`` takes a free port. The server stops (finishing the requests in
-    flight) when the block exits. For tests, benchmarks and embedding; ``sokka
-    serve`` runs uvicorn in the foreground instead.
+    flight, for at most ``shutdown_timeout_s``) when the block exits. It is the
+    server ``sokka serve`` runs (``protocol.bounded_server``), with the same
+    timeouts and limits. For tests, benchmarks and embedding; ``sokka serve``
+    runs it in the foreground instead.
     """
-    import uvicorn
+    from sokka.shell.http.protocol import bounded_server
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP.
@@ -37,8 +45,9 @@ def serve_in_background(
         sock.close()
         raise
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
-    server = uvicorn.Server(config)
+    server = bounded_server(
+        app, header_timeout_s=header_timeout_s, shutdown_timeout_s=shutdown_timeout_s
+    )
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="sokka-http", daemon=True
     )

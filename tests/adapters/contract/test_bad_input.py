@@ -71,6 +71,10 @@ REFUSALS: list[Any] = [
     bad(lambda s: s.tasks_in_group(""), V, "task_group_id", id="tasks_in_group-empty"),
     bad(lambda s: s.tasks_in_group(LONG), V, "task_group_id", id="tasks_in_group-long"),
     bad(lambda s: s.tasks_in_group(3), V, "task_group_id", id="tasks_in_group-int"),
+    bad(lambda s: s.tasks_in_group(None), V, "task_group_id", id="tasks_in_group-None"),
+    bad(lambda s: s.tasks_in_group("r1", 0), V, "limit", id="tasks_in_group-limit-0"),
+    bad(lambda s: s.tasks_in_group("r1", 1001), V, "limit", id="tasks_in_group-limit-big"),
+    bad(lambda s: s.tasks_in_group("r1", "5"), V, "limit", id="tasks_in_group-limit-str"),
     # list_tasks / list_leased_tasks
     bad(lambda s: s.list_tasks(limit=0), V, "limit", id="list_tasks-limit-0"),
     bad(lambda s: s.list_tasks(limit=-1), V, "limit", id="list_tasks-limit-negative"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sokka.adapters.store import (
+    MAX_PAGE_SIZE,
     TaskStore,
 )
 from sokka.core.errors import (
@@ -46,6 +47,14 @@ def test_tasks_in_group_lists_the_group_in_creation_order(store: TaskStore) -> N
     assert ids(store.tasks_in_group("g")) == ["x2", "g", "x1"]
     assert ids(store.tasks_in_group("other")) == ["other"]
     assert store.tasks_in_group("nobody") == []
+
+
+def test_tasks_in_group_answers_at_most_limit_tasks_the_first_created(store: TaskStore) -> None:
+    for name in ("g3", "g1", "g2"):
+        create(store, name, task_group_id="g")
+    assert ids(store.tasks_in_group("g", limit=2)) == ["g3", "g1"]
+    assert ids(store.tasks_in_group("g", 1)) == ["g3"]
+    assert ids(store.tasks_in_group("g", MAX_PAGE_SIZE)) == ["g3", "g1", "g2"]
 
 
 def test_tasks_in_group_shows_the_current_state(store: TaskStore) -> None:

@@ -1,12 +1,19 @@
-"""What the sections share: the token, stores that fail on purpose, and
-helpers for requests and problem answers."""
+"""What the sections share: the token, stores that fail on purpose, helpers for
+requests and problem answers, and ``sokka serve`` as a process."""
 
 from __future__ import annotations
 
 import inspect
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -161,3 +168,49 @@ HIDDEN = [
     (StoreError(f"syntax error in {SECRET}"), 500, "store-error"),
     (SchemaError(f"relation missing: {SECRET}"), 500, "schema-error"),
 ]
+
+
+# -- sokka serve as a process ----------------------------------------------------------
+
+
+@contextmanager
+def sokka_serve(
+    tmp_path: Path, *options: str, token: str | None = TOKEN
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``sokka serve`` on a free port with ``token`` in a ``--token-file`` (none:
+    no token), its output to ``serve.log``; killed if a test leaves it running."""
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    exe = shutil.which("sokka")
+    command = [exe] if exe else [sys.executable, "-m", "sokka"]
+    subprocess.run([*command, "init", "--db", db], check=True, capture_output=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    if token is not None:
+        (tmp_path / "token").write_text(token + "\n")
+        options = ("--token-file", str(tmp_path / "token"), *options)
+    log = (tmp_path / "serve.log").open("w")
+    env = {name: value for name, value in os.environ.items() if name != "SOKKA_TOKEN"}
+    env["SOKKA_LIBRARY_LOG_LEVEL"] = "info"  # uvicorn's own lines in the log, for the tests
+    server = subprocess.Popen(
+        [*command, "serve", "--db", db, "--port", str(port), *options],
+        stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.05)
+        yield server, base_url
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        log.close()
