@@ -41,4 +41,5 @@ def deliver(to: str, subject: str, body: str) -> None:
     """Stand-in for an SMTP client."""
     if to.endswith("@down.example"):
         raise ConnectionRefusedError(f"mail server for {to} refused the connection")
-    print(f"sent {subject!r} to {to}", flush=True)
+    # One write per line: the lines of concurrent handler threads never mix.
+    print(f"sent {subject!r} to {to}\n", end="", flush=True)

@@ -17,8 +17,8 @@ with SQLStore(os.environ.get("SOKKA_DB", "sqlite:///sokka.db")) as store:
         page = store.list_tasks(wanted, cursor, limit=100)
         for task in page.tasks:
             print(f"{task.task_id} ({task.topic}): {task.failures} failures: {task.error}")
-            for line in task.errors:  # the most recent errors, oldest first
-                print("   ", line)
+            for error in task.errors:  # the most recent errors, oldest first
+                print("   ", error.splitlines()[0])  # a traceback may follow the first line
         cursor = page.next_cursor
         if cursor is None:
             break

@@ -3,9 +3,10 @@
     python -m examples.lease_timeline
 
 A worker runs one long task. After 2.5 s the store stops answering its
-keepalives (as if the network to the store were cut); the worker retries,
-then gives the lease up at 0.9 lease after its last successful keepalive
-was sent, and cancels the handler.
+keepalives (as if the network to the store were cut: a call hangs, then
+fails); the worker's fence, on a thread of its own, gives the lease up at
+0.9 lease after its last successful keepalive was sent, and cancels the
+handler, while the keepalive is still stuck in the store.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class CuttableStore:
     ) -> list[Result[Task, SokkaError]]:
         print(f"{now()} keepalive{' (the store does not answer)' if self.cut else ''}")
         if self.cut:
+            time.sleep(0.5)  # longer than the 0.2 lease left before the fence
             raise Unavailable("the network is cut (simulated)")
         return self.inner.extend_leases(pid, leases)
 

@@ -14,20 +14,25 @@ from sokka.core.task import Task
 from sokka.shell.worker import Context, Outcome, ok
 
 
+def say(line: str) -> None:
+    """Print ``line`` in one write, so that lines of concurrent handlers never mix."""
+    print(line + "\n", end="", flush=True)
+
+
 def crunch(task: Task, ctx: Context) -> Outcome:
     seconds = task.data["seconds"]
-    print(f"{task.task_id}: attempt {ctx.lease.attempt} started", flush=True)
+    say(f"{task.task_id}: attempt {ctx.lease.attempt} started")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         # ctx.sleep returns True at once if the task is cancelled meanwhile.
         if ctx.sleep(0.1):
-            print(f"{task.task_id}: cancelled ({ctx.cancel_reason})", flush=True)
+            say(f"{task.task_id}: cancelled ({ctx.cancel_reason})")
             ctx.raise_if_cancelled()  # raises Cancelled: the worker reports nothing
-    print(f"{task.task_id}: done", flush=True)
+    say(f"{task.task_id}: done")
     return ok()
 
 
 def stubborn(task: Task, ctx: Context) -> Outcome:
     time.sleep(task.data["seconds"])  # ignores cancellation
-    print(f"{task.task_id}: done (cancelled: {ctx.cancelled})", flush=True)
+    say(f"{task.task_id}: done (cancelled: {ctx.cancelled})")
     return ok()
