@@ -308,6 +308,10 @@ def _block_script(pair: Pair) -> str:
     return body
 
 
+#: How the docs show the directory a session runs in.
+SHOWN_WORKDIR = "/home/me"
+
+
 def run_session(pairs: list[Pair], *, timeout_s: float = 240.0, repo: Path = REPO) -> SessionRun:
     """Run ``pairs`` (one session, in order) in one bash in a fresh directory."""
     setup = pairs[0].setup
@@ -345,6 +349,9 @@ def run_session(pairs: list[Pair], *, timeout_s: float = 240.0, repo: Path = REP
         for n, pair in enumerate(pairs):
             path = Path(out, str(n))
             text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+            # The docs show the session's working directory as a reader's: /home/me.
+            for shown_as in {str(Path(work).resolve()), work}:
+                text = text.replace(shown_as, SHOWN_WORKDIR)
             outputs[pair.name] = text.splitlines()
         setup_path = Path(out, "setup")
         setup_output = setup_path.read_text(encoding="utf-8") if setup_path.exists() else ""
