@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, NamedTuple
 
@@ -228,6 +228,10 @@ class Holdings:
     policy: WorkerPolicy
     leases: PMap[Token, Held]
     drain_at_ms: int | None = None  #: when the grace period of a stop ends
+    #: Handlers the core cancelled while they ran (fence, refusal, timeout, stop),
+    #: with why: when one returns, its outcome is discarded for that reason, and
+    #: the entry leaves. Its lease may be gone from ``leases`` long before.
+    outrun: PMap[Token, Why] = field(default_factory=pmap)
 
     def __len__(self) -> int:
         return len(self.leases)
@@ -238,9 +242,16 @@ class Holdings:
     def get(self, lease: Token) -> Held | None:
         return self.leases.get(lease)
 
-    def _with(self, leases: PMap[Token, Held], drain_at_ms: int | None = None) -> Holdings:
+    def _with(
+        self,
+        leases: PMap[Token, Held],
+        drain_at_ms: int | None = None,
+        outrun: PMap[Token, Why] | None = None,
+    ) -> Holdings:
         drain = self.drain_at_ms if drain_at_ms is None else drain_at_ms
-        return Holdings(self.pid, self.policy, leases, drain)
+        return Holdings(
+            self.pid, self.policy, leases, drain, self.outrun if outrun is None else outrun
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -418,6 +429,7 @@ def acknowledged(
     sent = command.sent_ms
     leases = holdings.leases
     changes: dict[Token, Held | None] = {}
+    outrun: dict[Token, Why] = {}
     cancels: list[CancelHandler] = []
     for token, result in zip(command.leases, results, strict=True):
         key = (token.task_id, token.attempt)
@@ -432,6 +444,8 @@ def acknowledged(
                     )
             case Failure(error) if _refused(error):
                 changes[key] = None
+                if held.phase is Phase.RUNNING:
+                    outrun[key] = Why.REFUSED
                 cancels.append(
                     CancelHandler(
                         lease=key,
@@ -442,7 +456,7 @@ def acknowledged(
                 )
             case _:
                 pass
-    return _changed(holdings, changes), tuple(cancels)
+    return _outran(_changed(holdings, changes), outrun), tuple(cancels)
 
 
 def _changed(holdings: Holdings, changes: dict[Token, Held | None]) -> Holdings:
@@ -456,6 +470,14 @@ def _changed(holdings: Holdings, changes: dict[Token, Held | None]) -> Holdings:
         elif key in holdings.leases:
             evolver.remove(key)
     return holdings._with(evolver.persistent())
+
+
+def _outran(holdings: Holdings, cancelled: dict[Token, Why]) -> Holdings:
+    """Remember why running handlers were cancelled (the first reason stands)."""
+    fresh = {key: why for key, why in cancelled.items() if key not in holdings.outrun}
+    if not fresh:
+        return holdings
+    return holdings._with(holdings.leases, outrun=holdings.outrun.update(fresh))
 
 
 @lru_cache(maxsize=256)
@@ -541,9 +563,16 @@ def ran(
     evolver = current.evolver()
     changed: dict[Token, Held | None] = {}
     verdicts: list[Finish | Discarded] = []
+    outrun = holdings.outrun
+    returned: list[Token] = []
     for lease, outcome, when in returns:
         held = changed[lease] if lease in changed else current.get(lease)
-        if held is None:
+        why = outrun.get(lease) if outrun else None
+        if why is not None:
+            # the core cancelled this handler while it ran: say why, not just "gone"
+            returned.append(lease)
+            verdicts.append(Discarded(lease=lease, why=why, reason=_LATE_RETURN[why]))
+        elif held is None:
             reason = "the lease had been given up before the handler returned"
             verdicts.append(Discarded(lease=lease, why=Why.GONE, reason=reason))
         elif held.phase is not Phase.RUNNING and held.phase is not Phase.WAITING:
@@ -563,9 +592,25 @@ def ran(
             evolver[lease] = decided
             changed[lease] = decided
             verdicts.append(finish)
-    if not changed:
-        return holdings, tuple(verdicts)
-    return holdings._with(evolver.persistent()), tuple(verdicts)
+    if returned:
+        cleared = outrun.evolver()
+        for lease in set(returned):
+            cleared.remove(lease)
+        holdings = holdings._with(
+            evolver.persistent() if changed else current, outrun=cleared.persistent()
+        )
+    elif changed:
+        holdings = holdings._with(evolver.persistent())
+    return holdings, tuple(verdicts)
+
+
+_LATE_RETURN: Final[dict[Why, str]] = {
+    Why.REFUSED: "the store had refused the lease's keepalive before the handler returned",
+    Why.FENCED: "the lease had been given up (no keepalive succeeded) before the handler returned",
+    Why.TIMED_OUT: "the attempt was timed out",
+    Why.STOPPING: "the attempt was stopping",
+    Why.GONE: "the lease had been given up before the handler returned",
+}
 
 
 def _event(held: Held) -> object:
@@ -669,10 +714,13 @@ def tick(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[CancelHandler
     draining = drain is not None and now_ms > drain
     evolver = holdings.leases.evolver()
     cancels: list[CancelHandler] = []
+    outrun: dict[Token, Why] = {}
     for key, held in holdings.leases.items():
         phase = held.phase
         if now_ms > held.ok_sent_ms + held.fence_ms:
             evolver.remove(key)
+            if phase is Phase.RUNNING:
+                outrun[key] = Why.FENCED
             cancels.append(
                 CancelHandler(
                     lease=key,
@@ -694,9 +742,11 @@ def tick(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[CancelHandler
             reason = f"timed out after {held.timeout_ms} ms"
             finish = _finish_for(holdings, held, FailedOutcome(reason))
             evolver[key] = held._with(phase=Phase.DECIDED, finish=finish)
+            outrun[key] = Why.TIMED_OUT
             cancels.append(CancelHandler(lease=key, why=Why.TIMED_OUT, reason=reason, decided=True))
         elif draining:
             evolver[key] = held._with(phase=Phase.DECIDED, finish=_release(holdings, held))
+            outrun[key] = Why.STOPPING
             cancels.append(
                 CancelHandler(
                     lease=key, why=Why.STOPPING, reason="the worker is stopping", decided=True
@@ -704,7 +754,7 @@ def tick(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[CancelHandler
             )
     if not cancels:
         return holdings, ()
-    return holdings._with(evolver.persistent()), tuple(cancels)
+    return _outran(holdings._with(evolver.persistent()), outrun), tuple(cancels)
 
 
 def _release(holdings: Holdings, held: Held) -> Finish:

@@ -242,8 +242,8 @@ class WorkerStats:
         """Count a handler's outcome the core refused to report."""
         if verdict.gave_up:
             self.lost += 1
-        if verdict.gave_up or verdict.why is Why.GONE:
-            self.fenced += 1
+        if verdict.gave_up or verdict.why in (Why.FENCED, Why.REFUSED, Why.GONE):
+            self.fenced += 1  # the outcome of a lease that was lost (not timed out or released)
 
 
 class Worker:

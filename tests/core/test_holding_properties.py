@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 from returns.result import Failure, Result, Success
@@ -539,3 +540,29 @@ def test_ran_is_started_many_then_finished_many(start_ids, return_ids, start_at)
     assert {k: v.phase for k, v in one.leases.items()} == {
         k: v.phase for k, v in two.leases.items()
     }
+
+
+@pytest.mark.parametrize("why", [Why.TIMED_OUT, Why.STOPPING])
+def test_a_handler_that_returns_after_its_outcome_was_recorded_says_why(why) -> None:
+    """A handler cancelled by a timeout or a stop's end may return after the
+    core's own outcome (a failure, a release) was recorded and the lease left
+    the map: its return is discarded as timed out or stopping, not as a lost
+    lease (the worker counted such a release as fenced)."""
+    policy = WorkerPolicy(lease_time_ms=10_000, timeout_ms=100, grace_ms=50)
+    h = holding.take(holding.holdings("w", policy), [running_task(0)], 0)
+    h, _ = holding.started(h, ("t0", 1), 0)
+    if why is Why.STOPPING:
+        h, _ = holding.stopping(h, 10)
+        now = 61
+    else:
+        now = 101
+    h, (cancel,) = holding.tick(h, now)
+    assert cancel.why is why
+    h, recording = holding.record(h, [("t0", 1)], now)
+    h, again = holding.recorded(h, recording, [Success(running_task(0))])
+    assert (again, len(h)) == ((), 0)
+    h, (verdict,) = holding.ran(h, [], [(("t0", 1), OkOutcome(), now + 500)])
+    assert isinstance(verdict, Discarded)
+    assert verdict.why is why
+    assert not verdict.gave_up
+    assert len(h.outrun) == 0  # forgotten once the handler has returned
