@@ -20,37 +20,31 @@ Connections are kept alive and reused; the store may be shared by threads.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import httpx
-from returns.result import Failure, Result
+from returns.result import Result
 
 from sokka.adapters.store import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     Page,
     TaskFilter,
-    require_batch,
-    require_spec,
 )
-from sokka.adapters.wire import (
-    OPERATIONS_BY_NAME,
-    PROBLEM_JSON,
-    error_from_problem,
-    filter_to_json,
-    lease_to_json,
-    outcome_to_json,
-    page_from_json,
-    results_from_json,
-    spec_to_json,
-    task_from_json,
+from sokka.adapters.wire.client import (
+    WIRE_CALLS,
+    Answered,
+    Request,
+    client_headers,
+    encode,
+    read_response,
+    transport_error,
 )
 from sokka.core.commands import Finish, LeaseToken
-from sokka.core.errors import SokkaError, StoreError, Unavailable, ValidationError
-from sokka.core.task import Task, TaskSpec, shown
+from sokka.core.errors import SokkaError
+from sokka.core.task import Task, TaskSpec
 
 __all__ = ["DEFAULT_TIMEOUT_S", "HTTPStore"]
 
@@ -58,18 +52,7 @@ __all__ = ["DEFAULT_TIMEOUT_S", "HTTPStore"]
 DEFAULT_TIMEOUT_S: Final = 30.0
 
 
-def _check_scalar(field: str, value: object) -> None:
-    """A JSON-ready scalar, or a ``ValidationError`` naming the field."""
-    if value is None or isinstance(value, str | bool):
-        return
-    if isinstance(value, int):
-        # Python writes no int of more than 4300 digits; no store takes one anyway.
-        if value.bit_length() > 14_000:
-            raise ValidationError(field, f"is {shown(value)}, too long to send as JSON")
-        return
-    if isinstance(value, float) and value == value and value not in (float("inf"), -float("inf")):
-        return
-    raise ValidationError(field, f"must be a JSON value (got {type(value).__name__})")
+_T = TypeVar("_T")
 
 
 class HTTPStore:
@@ -89,14 +72,7 @@ class HTTPStore:
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ValidationError("base_url", "must be an http:// or https:// URL")
-        if token is not None and (not isinstance(token, str) or not token):
-            raise ValidationError("token", "must be a non-empty string or None")
-        headers = {"Accept": "application/json", "User-Agent": "sokka-httpstore"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        self.base_url = base_url.rstrip("/")
+        self.base_url, headers = client_headers(base_url, token)
         self._client = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -126,83 +102,33 @@ class HTTPStore:
         return f"HTTPStore({self.base_url!r})"
 
     def _call(self, name: str, arguments: dict[str, Any]) -> Any:
-        # The client speaks from the same table of calls the server decodes with:
-        # a call or an argument the table does not have is a bug here, not input.
-        operation = OPERATIONS_BY_NAME[name]
-        unknown = set(arguments).difference(param.name for param in operation.params)
-        if unknown:
-            raise AssertionError(f"HTTPStore sends {sorted(unknown)} that {operation.path} lacks")
-        for field, value in arguments.items():
-            if not isinstance(value, dict | list):
-                _check_scalar(field, value)
-        try:
-            body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
-            content = body.encode("utf-8")
-        except UnicodeEncodeError:
-            # A lone surrogate: send it escaped, so the server's store refuses it
-            # naming its field, as in-process.
-            content = json.dumps(arguments, separators=(",", ":")).encode("ascii")
+        path, content = encode(name, arguments)
         try:
             response = self._client.post(
-                operation.path, content=content, headers={"Content-Type": "application/json"}
+                path, content=content, headers={"Content-Type": "application/json"}
             )
-        except httpx.TimeoutException as error:
-            raise Unavailable(f"{self.base_url} did not answer {name} in time: {error}") from None
         except httpx.TransportError as error:
-            raise Unavailable(f"cannot reach {self.base_url}: {error}") from None
-        if response.status_code == 200:
-            try:
-                return response.json()
-            except ValueError:
-                raise StoreError(f"{self.base_url} answered {name} with malformed JSON") from None
-        raise self._error(response)
+            raise transport_error(self.base_url, name, error) from None
+        return read_response(self.base_url, name, response)
 
-    def _error(self, response: httpx.Response) -> SokkaError:
-        problem: object = None
-        if response.headers.get("content-type", "").startswith(PROBLEM_JSON):
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = None
-        if response.status_code == 401:
-            detail = problem.get("detail") if isinstance(problem, dict) else None
-            return StoreError(
-                f"{self.base_url} refused the token ({detail or 'unauthorized'}): "
-                "pass the server's token (HTTPStore(token=...), or SOKKA_TOKEN)"
-            )
-        return error_from_problem(problem, response.status_code)
+    def _send(self, request: Request[_T] | Answered[_T]) -> _T:
+        if isinstance(request, Answered):
+            return request.value
+        return request.read(self._call(request.name, request.arguments))
 
     # -- TaskStore ---------------------------------------------------------------------
 
     def create_task(self, spec: TaskSpec) -> Task:
-        require_spec(spec)
-        return task_from_json(self._call("create_task", {"spec": spec_to_json(spec)}))
+        return self._send(WIRE_CALLS.create_task(spec))
 
     def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Result[Task, SokkaError]]:
-        require_batch("specs", specs)
-        given: Sequence[object] = specs
-        local: list[Result[Task, SokkaError] | None] = []
-        wire: list[dict[str, Any]] = []
-        for spec in given:
-            # An element that is not a TaskSpec fails on its own, here, as in a store.
-            try:
-                wire.append(spec_to_json(require_spec(spec)))
-                local.append(None)
-            except ValidationError as error:
-                local.append(Failure(error))
-        if not wire:
-            return [r for r in local if r is not None]
-        answered = iter(results_from_json(self._call("create_tasks", {"specs": wire})))
-        return [next(answered) if r is None else r for r in local]
+        return self._send(WIRE_CALLS.create_tasks(specs))
 
     def get_task(self, task_id: str) -> Task:
-        return task_from_json(self._call("get_task", {"task_id": task_id}))
+        return self._send(WIRE_CALLS.get_task(task_id))
 
     def tasks_in_group(self, task_group_id: str) -> list[Task]:
-        answer = self._call("tasks_in_group", {"task_group_id": task_group_id})
-        if not isinstance(answer, list):
-            raise StoreError(f"{self.base_url} answered tasks_in_group with something else")
-        return [task_from_json(t) for t in answer]
+        return self._send(WIRE_CALLS.tasks_in_group(task_group_id))
 
     def list_tasks(
         self,
@@ -210,33 +136,21 @@ class HTTPStore:
         cursor: str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
     ) -> Page:
-        if filter is not None and not isinstance(filter, TaskFilter):
-            raise ValidationError("filter", "must be a TaskFilter")
-        wanted = None if filter is None else filter_to_json(filter)
-        return page_from_json(
-            self._call("list_tasks", {"filter": wanted, "cursor": cursor, "limit": limit})
-        )
+        return self._send(WIRE_CALLS.list_tasks(filter, cursor, limit))
 
     def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
-        answer = self._call("reserve_tasks", {"topic": topic, "pid": pid, "limit": limit})
-        if not isinstance(answer, list):
-            raise StoreError(f"{self.base_url} answered reserve_tasks with something else")
-        return [task_from_json(t) for t in answer]
+        return self._send(WIRE_CALLS.reserve_tasks(topic, pid, limit))
 
     def extend_leases(
         self, pid: str, leases: Sequence[LeaseToken]
     ) -> list[Result[Task, SokkaError]]:
-        require_batch("leases", leases, LeaseToken)
-        wire = [lease_to_json(lease) for lease in leases]
-        return results_from_json(self._call("extend_leases", {"pid": pid, "leases": wire}))
+        return self._send(WIRE_CALLS.extend_leases(pid, leases))
 
     def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
-        arguments = {"task_id": task_id, "pid": pid, "attempt": attempt}
-        return task_from_json(self._call("terminate", arguments))
+        return self._send(WIRE_CALLS.terminate(task_id, pid, attempt))
 
     def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
-        arguments = {"task_id": task_id, "pid": pid, "attempt": attempt, "snooze_ms": snooze_ms}
-        return task_from_json(self._call("snooze", arguments))
+        return self._send(WIRE_CALLS.snooze(task_id, pid, attempt, snooze_ms))
 
     def fail(
         self,
@@ -246,29 +160,19 @@ class HTTPStore:
         error: str,
         retry_after_ms: int | None = None,
     ) -> Task:
-        arguments = {
-            "task_id": task_id,
-            "pid": pid,
-            "attempt": attempt,
-            "error": error,
-            "retry_after_ms": retry_after_ms,
-        }
-        return task_from_json(self._call("fail", arguments))
+        return self._send(WIRE_CALLS.fail(task_id, pid, attempt, error, retry_after_ms))
 
     def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
-        require_batch("outcomes", outcomes, Finish)
-        wire = [outcome_to_json(outcome) for outcome in outcomes]
-        return results_from_json(self._call("finish_many", {"outcomes": wire}))
+        return self._send(WIRE_CALLS.finish_many(outcomes))
 
     def revoke_lease(self, task_id: str, record_ver: int) -> Task:
-        arguments = {"task_id": task_id, "record_ver": record_ver}
-        return task_from_json(self._call("revoke_lease", arguments))
+        return self._send(WIRE_CALLS.revoke_lease(task_id, record_ver))
 
     def requeue(self, task_id: str) -> Task:
-        return task_from_json(self._call("requeue", {"task_id": task_id}))
+        return self._send(WIRE_CALLS.requeue(task_id))
 
     def cancel(self, task_id: str, reason: str) -> Task:
-        return task_from_json(self._call("cancel", {"task_id": task_id, "reason": reason}))
+        return self._send(WIRE_CALLS.cancel(task_id, reason))
 
     def list_leased_tasks(
         self,
@@ -276,5 +180,4 @@ class HTTPStore:
         cursor: str | None = None,
         limit: int = MAX_PAGE_SIZE,
     ) -> Page:
-        arguments = {"topic": topic, "cursor": cursor, "limit": limit}
-        return page_from_json(self._call("list_leased_tasks", arguments))
+        return self._send(WIRE_CALLS.list_leased_tasks(topic, cursor, limit))
