@@ -41,7 +41,7 @@ class AsyncMemoryStore:
     async def get_task(self, task_id: str) -> Task:
         return self.sync.get_task(task_id)
 
-    async def tasks_in_group(self, task_group_id: str, limit: int = MAX_PAGE_SIZE) -> list[Task]:
+    async def tasks_in_group(self, task_group_id: str) -> list[Task]:
         return self.sync.tasks_in_group(task_group_id)
 
     async def list_tasks(

@@ -32,9 +32,7 @@ class AsyncTaskStore(Protocol):
 
     async def get_task(self, task_id: str) -> Task: ...
 
-    async def tasks_in_group(
-        self, task_group_id: str, limit: int = MAX_PAGE_SIZE
-    ) -> list[Task]: ...
+    async def tasks_in_group(self, task_group_id: str) -> list[Task]: ...
 
     async def list_tasks(
         self,
