@@ -1,0 +1,202 @@
+"""``AsyncSQLStore`` beyond the contract: its URLs, its errors, and the event loop.
+
+The contract suite (``sqlite-async``, ``postgres-async``) checks every call's
+answers. Here: the same URLs and refusals as ``SQLStore``, driver errors
+mapped to the same taxonomy, the schema shared with ``SQLStore``, and what
+only an async store can get wrong: a call that waits on the database must
+leave the event loop free, and a call cancelled while waiting must change
+nothing and give its connection back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sokka.adapters.aio.sql import AsyncSQLStore
+from sokka.adapters.sql import SQLStore
+from sokka.core.errors import SchemaError, Throttled, Unavailable, ValidationError
+from sokka.core.task import Status, TaskSpec
+from tests.databases import postgres_engine, postgres_url, test_prefix
+
+TOPIC = "aio"
+PID = "worker-1"
+
+
+def _error(make: Callable[[], Any]) -> str:
+    with pytest.raises(ValidationError) as caught:
+        make()
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("sqlite:///some.db", "aiosqlite"),
+        ("sqlite+aiosqlite:///some.db", "aiosqlite"),
+        ("postgresql://u@h/db", "psycopg"),
+        ("postgresql+psycopg://u@h/db", "psycopg"),
+        ("postgresql+psycopg_async://u@h/db", "psycopg"),
+    ],
+)
+def test_sqlstore_urls_reach_the_async_drivers(url: str, driver: str) -> None:
+    store = AsyncSQLStore(url)
+    assert store.engine.dialect.is_async
+    assert store.engine.dialect.driver == driver
+    asyncio.run(store.aclose())
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["", "mysql://u@h/db", "sqlite://", "sqlite:///:memory:", "postgresql://u@h", "no url", 42],
+)
+def test_a_bad_url_is_refused_with_sqlstores_own_error(url: Any) -> None:
+    assert _error(lambda: AsyncSQLStore(url)) == _error(lambda: SQLStore(url))
+    assert _error(lambda: AsyncSQLStore(url)).startswith("url: ")
+
+
+def test_a_bad_prefix_is_refused_naming_the_prefix(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"^prefix: must be 1 to 30"):
+        AsyncSQLStore(f"sqlite:///{tmp_path / 'x.db'}", prefix="Bad-Prefix")
+
+
+def test_a_store_without_a_schema_raises_schema_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncSQLStore(f"sqlite:///{tmp_path / 'empty.db'}") as store:
+            assert await store.schema_version() is None
+            with pytest.raises(SchemaError, match="sokka init"):
+                await store.get_task("t-1")
+
+    asyncio.run(main())
+
+
+def test_an_unreachable_postgres_is_unavailable() -> None:
+    async def main() -> None:
+        # Port 1 on loopback: nothing listens, the connection is refused at once.
+        url = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+        async with AsyncSQLStore(url, connect_timeout_s=2) as store:
+            with pytest.raises(Unavailable, match="cannot be reached"):
+                await store.get_task("t-1")
+
+    asyncio.run(main())
+
+
+def test_a_locked_sqlite_file_is_throttled_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    SQLStore(f"sqlite:///{path}").create_schema()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the file's one writer lock, held
+
+    async def main() -> None:
+        async with AsyncSQLStore(f"sqlite:///{path}", lock_timeout_ms=50) as store:
+            with pytest.raises(Throttled, match="busy"):
+                await store.create_task(TaskSpec(topic=TOPIC, task_id="t-1"))
+            holder.execute("ROLLBACK")
+            assert (await store.list_tasks()).tasks == ()
+
+    try:
+        asyncio.run(main())
+    finally:
+        holder.close()
+
+
+def test_sqlstore_and_asyncsqlstore_share_one_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    sync = SQLStore(url)
+
+    async def main() -> None:
+        async with AsyncSQLStore(url) as store:
+            await store.create_schema()
+            sync.create_task(TaskSpec(topic=TOPIC, task_id="t-1"))
+            (reserved,) = await store.reserve_tasks(TOPIC, PID)
+            assert sync.get_task("t-1") == reserved
+
+    try:
+        asyncio.run(main())
+    finally:
+        sync.close()
+
+
+# -- the event loop, on PostgreSQL (a row lock is a wait the test controls) --------
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(1000):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"gave up waiting until {what}")
+
+
+def _with_a_locked_task(body: Callable[[AsyncSQLStore, Any], Awaitable[None]]) -> None:
+    """Run ``body(store, holder)`` with task ``t-1`` running and its row locked by
+    ``holder``, a transaction on another connection (``holder.commit()`` frees it)."""
+    engine = postgres_engine()
+    prefix = test_prefix("aio_lock")
+    sync = SQLStore(engine, prefix=prefix)
+    sync.drop_schema()
+    sync.create_schema()
+    sync.create_task(TaskSpec(topic=TOPIC, task_id="t-1"))
+    sync.create_task(TaskSpec(topic=TOPIC, task_id="t-2"))
+    sync.reserve_tasks(TOPIC, PID)
+    holder = engine.connect()
+    holder.begin()
+    holder.execute(sa.text(f"SELECT * FROM {prefix}tasks WHERE task_id = 't-1' FOR UPDATE"))
+
+    async def main() -> None:
+        async with AsyncSQLStore(postgres_url(), prefix=prefix, lock_timeout_ms=30_000) as store:
+            await body(store, holder)
+
+    try:
+        asyncio.run(main())
+    finally:
+        holder.close()
+        sync.drop_schema()
+
+
+async def _waiting_on_a_lock(store: AsyncSQLStore) -> bool:
+    async with store.engine.connect() as conn:
+        found = await conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database() "
+                "AND query LIKE '%tasks%' AND pid <> pg_backend_pid()"
+            )
+        )
+        return bool(found.scalar())
+
+
+def test_a_call_waiting_on_a_row_lock_leaves_the_event_loop_free() -> None:
+    async def body(store: AsyncSQLStore, holder: Any) -> None:
+        terminating = asyncio.create_task(store.terminate("t-1", PID, 1))
+        await _until(lambda: _waiting_on_a_lock(store), "terminate waits on the row lock")
+        # Meanwhile the loop runs other calls to completion.
+        assert (await store.get_task("t-2")).status is Status.STARTING
+        assert (await store.reserve_tasks(TOPIC, "worker-2"))[0].task_id == "t-2"
+        assert not terminating.done()
+        await asyncio.to_thread(holder.commit)
+        assert (await terminating).status is Status.TERMINATED
+
+    _with_a_locked_task(body)
+
+
+def test_a_call_cancelled_while_waiting_changes_nothing_and_frees_its_connection() -> None:
+    async def body(store: AsyncSQLStore, holder: Any) -> None:
+        before = await store.get_task("t-1")
+        terminating = asyncio.create_task(store.terminate("t-1", PID, 1))
+        await _until(lambda: _waiting_on_a_lock(store), "terminate waits on the row lock")
+        terminating.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await terminating
+        await asyncio.to_thread(holder.commit)
+        assert await store.get_task("t-1") == before
+        assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert (await store.terminate("t-1", PID, 1)).status is Status.TERMINATED
+
+    _with_a_locked_task(body)
