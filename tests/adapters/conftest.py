@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 
+from sokka.adapters.aio.http import AsyncHTTPStore
 from sokka.adapters.aio.memory import AsyncMemoryStore
 from sokka.adapters.aio.sql import AsyncSQLStore
 from sokka.adapters.http import HTTPStore
@@ -148,6 +149,9 @@ def async_loop() -> LoopThread:
     return _loop
 
 
+_async_http: AsyncHTTPStore | None = None
+
+
 @contextmanager
 def memory_async_store(env: StoreEnv) -> Iterator[TaskStore]:
     yield BlockingStore(AsyncMemoryStore(clock=env.clock), async_loop())
@@ -188,10 +192,28 @@ def _stop_async_stores() -> Iterator[None]:
     yield
     if _loop is None:
         return
+    if _async_http is not None:
+        _loop.run(_async_http.aclose())
     if _pg_async_engine is not None:
         _loop.run(_pg_async_engine.dispose())
         SQLStore(postgres_engine(), prefix=_PG_ASYNC_PREFIX).drop_schema()
     _loop.close()
+
+
+def http_async_store(backing: StoreFactory) -> StoreFactory:
+    """A factory for ``AsyncHTTPStore`` on the suite's server fronting ``backing``."""
+
+    @contextmanager
+    def factory(env: StoreEnv) -> Iterator[TaskStore]:
+        global _async_http
+        app, client = _http_app()
+        if _async_http is None:
+            _async_http = AsyncHTTPStore(client.base_url, token=HTTP_TOKEN)
+        with backing(env) as store:
+            app.state.store = store
+            yield BlockingStore(_async_http, async_loop())
+
+    return factory
 
 
 #: name -> factory.
@@ -204,6 +226,7 @@ STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory-async": memory_async_store,
     "sqlite-async": sqlite_async_store,
     "postgres-async": postgres_async_store,
+    "http-async": http_async_store(memory_store),
 }
 
 
