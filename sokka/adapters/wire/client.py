@@ -29,6 +29,7 @@ from sokka.adapters.store import (
     require_batch,
     require_spec,
 )
+from sokka.adapters.urls import is_http_url
 from sokka.adapters.wire.calls import OPERATIONS_BY_NAME
 from sokka.adapters.wire.codec import (
     filter_to_json,
@@ -78,7 +79,7 @@ class Answered(Generic[_T]):
 
 def client_headers(base_url: object, token: object) -> tuple[str, dict[str, str]]:
     """The checked base URL (no trailing slash) and the headers of every request."""
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+    if not isinstance(base_url, str) or not is_http_url(base_url):
         raise ValidationError("base_url", "must be an http:// or https:// URL")
     if token is not None and (not isinstance(token, str) or not token):
         raise ValidationError("token", "must be a non-empty string or None")
