@@ -35,6 +35,7 @@ def test_a_sqlite_url_is_an_async_sql_store_on_that_file_and_prefix(tmp_path: Pa
     async def main() -> None:
         store = connect(url, prefix="app_")
         assert isinstance(store, AsyncSQLStore)
+        assert isinstance(store, AsyncTaskStore)
         try:
             await store.create_schema()
             await store.create_task(TaskSpec(topic="q", task_id="t-1"))
@@ -59,6 +60,7 @@ def test_a_postgresql_url_is_an_async_sql_store_on_psycopg(url: str) -> None:
 def test_an_http_url_is_an_async_http_store(url: str) -> None:
     store = connect(url, token="connect-token-0123456789")
     assert isinstance(store, AsyncHTTPStore)
+    assert isinstance(store, AsyncTaskStore)
     assert store.base_url == url.rstrip("/")
     asyncio.run(store.aclose())
 
