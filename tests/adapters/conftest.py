@@ -200,17 +200,23 @@ def _stop_async_stores() -> Iterator[None]:
     _loop.close()
 
 
+_async_http_app: Starlette | None = None
+
+
 def http_async_store(backing: StoreFactory) -> StoreFactory:
-    """A factory for ``AsyncHTTPStore`` on the suite's server fronting ``backing``."""
+    """A factory for ``AsyncHTTPStore`` on a server of its own fronting ``backing``
+    (its own, so that an ``HTTPStore`` and an ``AsyncHTTPStore`` can be used side
+    by side, each on its own backing store, as the agreement test does)."""
 
     @contextmanager
     def factory(env: StoreEnv) -> Iterator[TaskStore]:
-        global _async_http
-        app, client = _http_app()
-        if _async_http is None:
-            _async_http = AsyncHTTPStore(client.base_url, token=HTTP_TOKEN)
+        global _async_http, _async_http_app
+        if _async_http_app is None or _async_http is None:
+            _async_http_app = create_app(MemoryStore(), token=HTTP_TOKEN)
+            base_url = _http_server.enter_context(serve_in_background(_async_http_app))
+            _async_http = AsyncHTTPStore(base_url, token=HTTP_TOKEN)
         with backing(env) as store:
-            app.state.store = store
+            _async_http_app.state.store = store
             yield BlockingStore(_async_http, async_loop())
 
     return factory
