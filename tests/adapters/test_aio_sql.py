@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from sokka.adapters.aio.sql import AsyncSQLStore
 from sokka.adapters.sql import SQLStore
@@ -36,19 +37,22 @@ def _error(make: Callable[[], Any]) -> str:
 
 
 @pytest.mark.parametrize(
-    ("url", "driver"),
-    [
-        ("sqlite:///some.db", "aiosqlite"),
-        ("sqlite+aiosqlite:///some.db", "aiosqlite"),
-        ("postgresql://u@h/db", "psycopg"),
-        ("postgresql+psycopg://u@h/db", "psycopg"),
-        ("postgresql+psycopg_async://u@h/db", "psycopg"),
-    ],
+    "url",
+    ["postgresql://u@h/db", "postgresql+psycopg://u@h/db", "postgresql+psycopg_async://u@h/db"],
 )
-def test_sqlstore_urls_reach_the_async_drivers(url: str, driver: str) -> None:
+def test_postgresql_urls_reach_psycopgs_async_connections(url: str) -> None:
     store = AsyncSQLStore(url)
-    assert store.engine.dialect.is_async
-    assert store.engine.dialect.driver == driver
+    assert store.async_engine is not None
+    assert store.async_engine.dialect.is_async
+    assert store.async_engine.dialect.driver == "psycopg"
+    asyncio.run(store.aclose())
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "sqlite+aiosqlite"])
+def test_sqlite_urls_run_the_sync_driver_on_threads(scheme: str, tmp_path: Path) -> None:
+    store = AsyncSQLStore(f"{scheme}:///{tmp_path / 'x.db'}")
+    assert store.async_engine is None
+    assert store.engine.dialect.driver == "pysqlite"
     asyncio.run(store.aclose())
 
 
@@ -61,9 +65,10 @@ def test_a_bad_url_is_refused_with_sqlstores_own_error(url: Any) -> None:
     assert _error(lambda: AsyncSQLStore(url)).startswith("url: ")
 
 
-def test_a_bad_prefix_is_refused_naming_the_prefix(tmp_path: Path) -> None:
+@pytest.mark.parametrize("url", ["sqlite:///x.db", "postgresql://u@h/db"])
+def test_a_bad_prefix_is_refused_naming_the_prefix(url: str) -> None:
     with pytest.raises(ValidationError, match=r"^prefix: must be 1 to 30"):
-        AsyncSQLStore(f"sqlite:///{tmp_path / 'x.db'}", prefix="Bad-Prefix")
+        AsyncSQLStore(url, prefix="Bad-Prefix")
 
 
 def test_a_store_without_a_schema_raises_schema_error(tmp_path: Path) -> None:
@@ -87,14 +92,25 @@ def test_an_unreachable_postgres_is_unavailable() -> None:
     asyncio.run(main())
 
 
-def test_a_locked_sqlite_file_is_throttled_and_left_as_it_was(tmp_path: Path) -> None:
+def _sqlite_store(path: Path, mode: str, **options: Any) -> AsyncSQLStore:
+    """SQLite on threads (a URL), or through an aiosqlite ``AsyncEngine`` passed in."""
+    if mode == "threads":
+        return AsyncSQLStore(f"sqlite:///{path}", **options)
+    return AsyncSQLStore(create_async_engine(f"sqlite+aiosqlite:///{path}"), **options)
+
+
+SQLITE_MODES = ["threads", "aiosqlite"]
+
+
+@pytest.mark.parametrize("mode", SQLITE_MODES)
+def test_a_locked_sqlite_file_is_throttled_and_left_as_it_was(tmp_path: Path, mode: str) -> None:
     path = tmp_path / "locked.db"
     SQLStore(f"sqlite:///{path}").create_schema()
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # the file's one writer lock, held
 
     async def main() -> None:
-        async with AsyncSQLStore(f"sqlite:///{path}", lock_timeout_ms=50) as store:
+        async with _sqlite_store(path, mode, lock_timeout_ms=50) as store:
             with pytest.raises(Throttled, match="busy"):
                 await store.create_task(TaskSpec(topic=TOPIC, task_id="t-1"))
             holder.execute("ROLLBACK")
@@ -106,12 +122,13 @@ def test_a_locked_sqlite_file_is_throttled_and_left_as_it_was(tmp_path: Path) ->
         holder.close()
 
 
-def test_sqlstore_and_asyncsqlstore_share_one_schema(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    sync = SQLStore(url)
+@pytest.mark.parametrize("mode", SQLITE_MODES)
+def test_sqlstore_and_asyncsqlstore_share_one_schema(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "shared.db"
+    sync = SQLStore(f"sqlite:///{path}")
 
     async def main() -> None:
-        async with AsyncSQLStore(url) as store:
+        async with _sqlite_store(path, mode) as store:
             await store.create_schema()
             sync.create_task(TaskSpec(topic=TOPIC, task_id="t-1"))
             (reserved,) = await store.reserve_tasks(TOPIC, PID)
@@ -120,6 +137,36 @@ def test_sqlstore_and_asyncsqlstore_share_one_schema(tmp_path: Path) -> None:
     try:
         asyncio.run(main())
     finally:
+        sync.close()
+
+
+@pytest.mark.parametrize("mode", SQLITE_MODES)
+def test_a_call_waiting_on_sqlites_writer_lock_leaves_the_event_loop_free(
+    tmp_path: Path, mode: str
+) -> None:
+    path = tmp_path / "busy.db"
+    sync = SQLStore(f"sqlite:///{path}")
+    sync.create_schema()
+    sync.create_task(TaskSpec(topic=TOPIC, task_id="t-1"))
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # the file's one writer lock, held
+
+    async def main() -> None:
+        # A store that blocked the loop would wait out its lock timeout inside
+        # create_task and fail with Throttled, the lock still held.
+        async with _sqlite_store(path, mode, lock_timeout_ms=5_000) as store:
+            creating = asyncio.create_task(store.create_task(TaskSpec(topic=TOPIC, task_id="t-2")))
+            await asyncio.sleep(0.05)  # let the write reach the lock
+            # Reads never wait for the writer (WAL): the loop runs one to completion.
+            assert (await store.get_task("t-1")).status is Status.STARTING
+            assert not creating.done()
+            await asyncio.to_thread(holder.execute, "ROLLBACK")
+            assert (await creating).task_id == "t-2"
+
+    try:
+        asyncio.run(main())
+    finally:
+        holder.close()
         sync.close()
 
 
@@ -161,7 +208,8 @@ def _with_a_locked_task(body: Callable[[AsyncSQLStore, Any], Awaitable[None]]) -
 
 
 async def _waiting_on_a_lock(store: AsyncSQLStore) -> bool:
-    async with store.engine.connect() as conn:
+    assert store.async_engine is not None
+    async with store.async_engine.connect() as conn:
         found = await conn.execute(
             sa.text(
                 "SELECT count(*) FROM pg_stat_activity "

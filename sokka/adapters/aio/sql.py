@@ -1,31 +1,45 @@
-"""``AsyncSQLStore``: the SQL store for asyncio, SQLite (aiosqlite) and PostgreSQL
-(psycopg's async connections), through SQLAlchemy's asyncio extension.
+"""``AsyncSQLStore``: the SQL store for asyncio, on PostgreSQL (psycopg's async
+connections) and SQLite.
 
 There is one SQL store, not two: every call runs ``SQLStore``'s own code
 (its statements, its transactions, its reading and writing of tasks through
-``core.transitions.apply``, its translation of driver errors) on the sync
-face of an ``AsyncEngine`` (``AsyncEngine.sync_engine``). SQLAlchemy runs
-that code in a greenlet (``greenlet_spawn``, the mechanism of
-``AsyncConnection.run_sync``); wherever it would wait for the database, the
-async driver's coroutine is awaited on the event loop instead, so the loop
-never blocks on I/O. A statement or a rule written once in ``sokka.adapters.sql``
-behaves the same here by construction, and ``SQLStore``'s hot paths are not
-touched by this store's existence.
+``core.transitions.apply``, its translation of driver errors). How that code
+waits differs, chosen by measurement (docs/stores.md):
 
-The same URLs as ``SQLStore`` (``sqlite:///file.db``,
-``postgresql+psycopg://...``, ``postgresql://...``; also the async drivers'
-own names ``sqlite+aiosqlite://`` and ``postgresql+psycopg_async://``), the
-same prefix and schema, the same errors.
+* PostgreSQL: on the sync face of an ``AsyncEngine`` whose driver is
+  psycopg's ``AsyncConnection`` (``AsyncEngine.sync_engine``). SQLAlchemy
+  runs the call in a greenlet (``greenlet_spawn``, the mechanism of
+  ``AsyncConnection.run_sync``); wherever it would wait for the server, the
+  driver's coroutine is awaited on the event loop instead. A call cancelled
+  while it waits is rolled back.
+* SQLite: the sync store, each call on a thread of the store's own pool
+  (``pool_size`` threads). SQLite has no async driver: aiosqlite runs every
+  driver call on a thread too, so a call of ours would cross threads a dozen
+  times instead of twice, and reserve+terminate ran at about a third of the
+  speed. A call cancelled while it runs still completes in its thread: as
+  with a lost answer, its write may or may not have been applied.
+  An ``AsyncEngine`` passed in (aiosqlite, say) is used through the greenlet
+  as for PostgreSQL.
+
+Either way the event loop never waits on I/O, and ``SQLStore``'s hot paths
+are not touched by this store's existence. The same URLs as ``SQLStore``
+(``sqlite:///file.db``, ``postgresql+psycopg://...``, ``postgresql://...``;
+also ``sqlite+aiosqlite://`` and ``postgresql+psycopg_async://``, read as
+the first two), the same prefix and schema, the same errors.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import importlib.util
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from returns.result import Result
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
@@ -40,30 +54,20 @@ __all__ = ["AsyncSQLStore"]
 
 _T = TypeVar("_T")
 
-# The async drivers' own URL names, accepted as the sync names they stand for.
+# The async drivers' own URL names, read as the sync names they stand for.
 _ASYNC_SCHEMES = {
     "sqlite+aiosqlite://": "sqlite+pysqlite://",
     "postgresql+psycopg_async://": "postgresql+psycopg://",
 }
 
 
-def _async_url(url: str) -> URL:
-    """The async driver's URL for a ``SQLStore`` URL (refused with ``SQLStore``'s errors)."""
+def _sync_url(url: str) -> URL:
+    """``SQLStore``'s reading of ``url`` (refused with ``SQLStore``'s errors)."""
     if isinstance(url, str):
         for async_scheme, sync_scheme in _ASYNC_SCHEMES.items():
             if url.startswith(async_scheme):
                 url = sync_scheme + url[len(async_scheme) :]
-    parsed = _parse_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        try:
-            import aiosqlite  # noqa: F401
-        except ImportError:
-            raise StoreError(
-                "SQLite under asyncio needs aiosqlite: pip install aiosqlite"
-            ) from None
-        return parsed.set(drivername="sqlite+aiosqlite")
-    # create_async_engine picks psycopg's async dialect for postgresql+psycopg.
-    return parsed
+    return _parse_url(url)
 
 
 class AsyncSQLStore:
@@ -86,35 +90,60 @@ class AsyncSQLStore:
         lock_timeout_ms: int = 5_000,
         connect_timeout_s: int = 5,
     ) -> None:
+        self._async_engine: AsyncEngine | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        options: dict[str, Any] = {"prefix": prefix, "clock": clock, "new_id": new_id}
         if isinstance(url_or_engine, AsyncEngine):
-            engine = url_or_engine
+            self._async_engine = url_or_engine
         else:
-            url = _async_url(url_or_engine)
+            url = _sync_url(url_or_engine)
+            if url.get_backend_name() == "sqlite":
+                self._sync = SQLStore(
+                    url.render_as_string(hide_password=False),
+                    pool_size=pool_size,
+                    lock_timeout_ms=lock_timeout_ms,
+                    connect_timeout_s=connect_timeout_s,
+                    **options,
+                )
+                # As many threads as pooled connections: a call never waits for a
+                # thread while a connection is free, nor the other way round.
+                self._threads = ThreadPoolExecutor(pool_size, thread_name_prefix="sokka-sqlite")
+                return
             arguments = _engine_arguments(
                 url,
                 pool_size=pool_size,
                 lock_timeout_ms=lock_timeout_ms,
                 connect_timeout_s=connect_timeout_s,
             )
-            engine = create_async_engine(url, **arguments)
-        self._engine = engine
+            if importlib.util.find_spec("greenlet") is None:
+                raise StoreError(
+                    "PostgreSQL under asyncio needs greenlet: pip install 'sokka[postgres]'"
+                )
+            # create_async_engine picks psycopg's async dialect for postgresql+psycopg.
+            self._async_engine = create_async_engine(url, **arguments)
         # SQLStore configures SQLite's connections (WAL, busy timeout, BEGIN
         # IMMEDIATE for writes) on the sync face, as for an engine of its own.
         self._sync = SQLStore(
-            engine.sync_engine,
-            prefix=prefix,
-            clock=clock,
-            new_id=new_id,
-            lock_timeout_ms=lock_timeout_ms,
+            self._async_engine.sync_engine, lock_timeout_ms=lock_timeout_ms, **options
         )
 
     async def _run(self, call: Callable[..., _T], *args: Any) -> _T:
-        """Run one of ``SQLStore``'s calls, awaiting the driver wherever it waits."""
+        """Run one of ``SQLStore``'s calls without blocking the event loop."""
+        if self._threads is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, functools.partial(call, *args))
         return await greenlet_spawn(call, *args)
 
     @property
-    def engine(self) -> AsyncEngine:
-        return self._engine
+    def engine(self) -> Engine:
+        """The (sync) engine ``SQLStore``'s code runs on: for PostgreSQL, the sync
+        face of ``async_engine``."""
+        return self._sync.engine
+
+    @property
+    def async_engine(self) -> AsyncEngine | None:
+        """The ``AsyncEngine`` calls are awaited on; None for SQLite on threads."""
+        return self._async_engine
 
     @property
     def dialect(self) -> str:
@@ -126,8 +155,18 @@ class AsyncSQLStore:
         return self._sync.single_writer
 
     async def aclose(self) -> None:
-        """Close every pooled connection."""
-        await self._engine.dispose()
+        """Close every pooled connection (after the calls under way have ended)."""
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+            return
+        threads = self._threads
+        assert threads is not None
+
+        def close() -> None:
+            threads.shutdown(wait=True)
+            self._sync.close()
+
+        await asyncio.to_thread(close)
 
     async def __aenter__(self) -> AsyncSQLStore:
         return self
@@ -136,7 +175,7 @@ class AsyncSQLStore:
         await self.aclose()
 
     def __repr__(self) -> str:
-        url = self._engine.url.render_as_string(hide_password=True)
+        url = self.engine.url.render_as_string(hide_password=True)
         return f"AsyncSQLStore({url!r}, prefix={self._sync._prefix!r})"
 
     # -- schema --------------------------------------------------------------
