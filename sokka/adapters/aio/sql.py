@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +46,7 @@ from sokka.adapters.memory import wall_clock_ms
 from sokka.adapters.sql import SQLStore, _engine_arguments, _parse_url
 from sokka.adapters.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, TaskFilter
 from sokka.core.commands import Finish, LeaseToken
-from sokka.core.errors import SokkaError, StoreError
+from sokka.core.errors import SokkaError
 from sokka.core.task import Task, TaskSpec
 
 __all__ = ["AsyncSQLStore"]
@@ -115,10 +114,6 @@ class AsyncSQLStore:
                 lock_timeout_ms=lock_timeout_ms,
                 connect_timeout_s=connect_timeout_s,
             )
-            if importlib.util.find_spec("greenlet") is None:
-                raise StoreError(
-                    "PostgreSQL under asyncio needs greenlet: pip install 'sokka[postgres]'"
-                )
             # create_async_engine picks psycopg's async dialect for postgresql+psycopg.
             self._async_engine = create_async_engine(url, **arguments)
         # SQLStore configures SQLite's connections (WAL, busy timeout, BEGIN
