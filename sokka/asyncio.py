@@ -10,7 +10,11 @@ runtime (``sokka.Worker``, ``sokka.Supervisor``), awaiting an
 0
 """
 
+from typing import TYPE_CHECKING, Any
+
+from sokka.adapters.aio.connect import connect
 from sokka.adapters.aio.memory import AsyncMemoryStore
+from sokka.adapters.aio.sql import AsyncSQLStore
 from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.core.outcomes import (
     FailedOutcome,
@@ -25,13 +29,25 @@ from sokka.shell.aio.supervisor import Supervisor, SupervisorReport
 from sokka.shell.aio.worker import AsyncContext, AsyncHandler, Worker
 from sokka.shell.worker import Cancelled, Context, WorkerStats
 
-# The stores. The async SQL and HTTP stores, and ``connect(url)`` (from
-# ``sokka.adapters.aio.connect``), are re-exported here when they land.
+if TYPE_CHECKING:
+    from sokka.adapters.aio.http import AsyncHTTPStore
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncHTTPStore needs httpx (the http extra): imported when first asked for.
+    if name == "AsyncHTTPStore":
+        from sokka.adapters.aio.http import AsyncHTTPStore
+
+        return AsyncHTTPStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncContext",
+    "AsyncHTTPStore",
     "AsyncHandler",
     "AsyncMemoryStore",
+    "AsyncSQLStore",
     "AsyncTaskStore",
     "Cancelled",
     "Context",
@@ -43,6 +59,7 @@ __all__ = [
     "SupervisorReport",
     "Worker",
     "WorkerStats",
+    "connect",
     "failed",
     "ok",
     "snoozed",

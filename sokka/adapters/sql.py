@@ -219,6 +219,26 @@ def _existing_sqlite_file(url: URL) -> URL:
 def _create_engine(
     url: URL, *, pool_size: int, lock_timeout_ms: int, connect_timeout_s: int
 ) -> Engine:
+    arguments = _engine_arguments(
+        url,
+        pool_size=pool_size,
+        lock_timeout_ms=lock_timeout_ms,
+        connect_timeout_s=connect_timeout_s,
+    )
+    engine = sa.create_engine(url, **arguments)
+    if url.get_backend_name() == "sqlite":
+        _configure_sqlite(engine, busy_timeout_ms=lock_timeout_ms)
+    return engine
+
+
+def _engine_arguments(
+    url: URL, *, pool_size: int, lock_timeout_ms: int, connect_timeout_s: int
+) -> dict[str, Any]:
+    """``create_engine``'s arguments for ``url``: the pool, and PostgreSQL's timeouts.
+
+    Shared with ``AsyncSQLStore``, whose engine is configured the same way.
+    """
+    pool = {"pool_size": pool_size, "max_overflow": pool_size, "pool_timeout": connect_timeout_s}
     if url.get_backend_name() == "postgresql":
         try:
             import psycopg  # noqa: F401
@@ -230,18 +250,11 @@ def _create_engine(
             f"-c lock_timeout={lock_timeout_ms} "
             f"-c idle_in_transaction_session_timeout={max(10_000, 2 * lock_timeout_ms)}"
         )
-        return sa.create_engine(
-            url,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_timeout=connect_timeout_s,
-            connect_args={"connect_timeout": connect_timeout_s, "options": options},
-        )
-    engine = sa.create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=connect_timeout_s
-    )
-    _configure_sqlite(engine, busy_timeout_ms=lock_timeout_ms)
-    return engine
+        return {
+            **pool,
+            "connect_args": {"connect_timeout": connect_timeout_s, "options": options},
+        }
+    return pool
 
 
 def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:

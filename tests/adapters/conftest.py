@@ -6,6 +6,9 @@ function that takes a ``StoreEnv`` and returns a context manager yielding a
 fresh, empty store whose ``created_at``/``updated_at`` come from
 ``env.clock`` (so tests can move time). Whatever the context manager does on
 exit is the store's teardown (dispose an engine, stop a server, ...).
+An async store (``AsyncTaskStore``) runs the same suite behind a
+``BlockingStore`` (``tests/adapters/blocking.py``): its calls, run on one
+event loop on a thread of its own, awaited one by one.
 
 A factory whose store cannot be reached (no PostgreSQL URL, server down)
 calls ``pytest.skip("why")``: the reason is printed in the run summary
@@ -20,14 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 
+from sokka.adapters.aio.http import AsyncHTTPStore
+from sokka.adapters.aio.memory import AsyncMemoryStore
+from sokka.adapters.aio.sql import AsyncSQLStore
 from sokka.adapters.http import HTTPStore
 from sokka.adapters.memory import MemoryStore
 from sokka.adapters.sql import SQLStore
 from sokka.adapters.store import TaskStore
 from sokka.shell.clock import ManualClock
 from sokka.shell.http import create_app, serve_in_background
+from tests.adapters.blocking import BlockingStore, LoopThread
 from tests.databases import postgres_engine, test_prefix
 
 #: Where the store clock starts in every test (milliseconds).
@@ -127,6 +135,93 @@ def http_store(backing: StoreFactory) -> StoreFactory:
     return factory
 
 
+# -- the async stores (sokka.adapters.aio), each behind a BlockingStore -------------
+
+_loop: LoopThread | None = None
+
+
+def async_loop() -> LoopThread:
+    """One event loop on a thread for the whole run: every async store of the suite
+    lives on it (a pool's connections belong to the loop that opened them)."""
+    global _loop
+    if _loop is None:
+        _loop = LoopThread()
+    return _loop
+
+
+_async_http: AsyncHTTPStore | None = None
+
+
+@contextmanager
+def memory_async_store(env: StoreEnv) -> Iterator[TaskStore]:
+    yield BlockingStore(AsyncMemoryStore(clock=env.clock), async_loop())
+
+
+@contextmanager
+def sqlite_async_store(env: StoreEnv) -> Iterator[TaskStore]:
+    loop = async_loop()
+    store = AsyncSQLStore(f"sqlite:///{env.tmp_path / 'contract-async.db'}", clock=env.clock)
+    try:
+        loop.run(store.create_schema())
+        yield BlockingStore(store, loop)
+    finally:
+        loop.run(store.aclose())
+
+
+_PG_ASYNC_PREFIX = test_prefix("contract_async")
+_pg_async_engine: AsyncEngine | None = None
+
+
+@contextmanager
+def postgres_async_store(env: StoreEnv) -> Iterator[TaskStore]:
+    # As postgres_store: one schema and one engine for the run, emptied before each test.
+    global _pg_async_engine
+    engine = postgres_engine()
+    if _pg_async_engine is None:
+        SQLStore(engine, prefix=_PG_ASYNC_PREFIX).drop_schema()
+        SQLStore(engine, prefix=_PG_ASYNC_PREFIX).create_schema()
+        _pg_async_engine = create_async_engine(engine.url, pool_size=12, max_overflow=12)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {_PG_ASYNC_PREFIX}tasks RESTART IDENTITY")
+    store = AsyncSQLStore(_pg_async_engine, prefix=_PG_ASYNC_PREFIX, clock=env.clock)
+    yield BlockingStore(store, async_loop())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_async_stores() -> Iterator[None]:
+    yield
+    if _loop is None:
+        return
+    if _async_http is not None:
+        _loop.run(_async_http.aclose())
+    if _pg_async_engine is not None:
+        _loop.run(_pg_async_engine.dispose())
+        SQLStore(postgres_engine(), prefix=_PG_ASYNC_PREFIX).drop_schema()
+    _loop.close()
+
+
+_async_http_app: Starlette | None = None
+
+
+def http_async_store(backing: StoreFactory) -> StoreFactory:
+    """A factory for ``AsyncHTTPStore`` on a server of its own fronting ``backing``
+    (its own, so that an ``HTTPStore`` and an ``AsyncHTTPStore`` can be used side
+    by side, each on its own backing store, as the agreement test does)."""
+
+    @contextmanager
+    def factory(env: StoreEnv) -> Iterator[TaskStore]:
+        global _async_http, _async_http_app
+        if _async_http_app is None or _async_http is None:
+            _async_http_app = create_app(MemoryStore(), token=HTTP_TOKEN)
+            base_url = _http_server.enter_context(serve_in_background(_async_http_app))
+            _async_http = AsyncHTTPStore(base_url, token=HTTP_TOKEN)
+        with backing(env) as store:
+            _async_http_app.state.store = store
+            yield BlockingStore(_async_http, async_loop())
+
+    return factory
+
+
 #: name -> factory.
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
@@ -134,6 +229,10 @@ STORE_FACTORIES: dict[str, StoreFactory] = {
     "postgres": postgres_store,
     "http-memory": http_store(memory_store),
     "http-sqlite": http_store(sqlite_store),
+    "memory-async": memory_async_store,
+    "sqlite-async": sqlite_async_store,
+    "postgres-async": postgres_async_store,
+    "http-async": http_async_store(memory_store),
 }
 
 

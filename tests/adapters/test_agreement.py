@@ -2,10 +2,12 @@
 reference (``MemoryStore``) does.
 
 A hypothesis state machine applies each step to the memory store, to SQLite,
-to PostgreSQL and to an ``HTTPStore`` (a real server fronting SQLite), all on
-one ``ManualClock``, and checks that every answer is the same: the same tasks
-(every field, timestamps included) or the same error (type and message), the
-same batch results element by element, the same pages followed to the end.
+to PostgreSQL and to an ``HTTPStore`` (a real server fronting SQLite), and to
+the async stores (``AsyncSQLStore`` on SQLite and on PostgreSQL, an
+``AsyncHTTPStore``), all on one ``ManualClock``, and checks that every
+answer is the same: the same tasks (every field, timestamps included) or
+the same error (type and message), the same batch results element by
+element, the same pages followed to the end.
 The contract suite checks behaviours one at a time; this checks that no
 sequence of them, however odd, tells the stores apart.
 
@@ -34,9 +36,12 @@ from sokka.shell.clock import ManualClock
 from tests.adapters.conftest import (
     START_MS,
     StoreEnv,
+    http_async_store,
     http_store,
     memory_store,
+    postgres_async_store,
     postgres_store,
+    sqlite_async_store,
     sqlite_store,
 )
 
@@ -51,6 +56,9 @@ OTHERS: dict[str, Callable[[StoreEnv], Any]] = {
     "sqlite": sqlite_store,
     "postgres": postgres_store,
     "http-sqlite": http_store(sqlite_store),
+    "sqlite-async": sqlite_async_store,
+    "postgres-async": postgres_async_store,
+    "http-async": http_async_store(sqlite_store),
 }
 
 

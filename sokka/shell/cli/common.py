@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from sokka.adapters.store import TaskStore
+from sokka.adapters.urls import is_http_url
 from sokka.core.errors import ValidationError
 from sokka.core.task import Task
 
@@ -146,8 +147,7 @@ def _client_token() -> str | None:
     return _read_token_file(path, "SOKKA_TOKEN_FILE") if path else None
 
 
-def _is_http(db: str) -> bool:
-    return db.startswith(("http://", "https://"))
+_is_http = is_http_url  # how a URL is read lives in the adapters, shared with connect()
 
 
 def _need_http_extra() -> None:

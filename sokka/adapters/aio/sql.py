@@ -1,0 +1,254 @@
+"""``AsyncSQLStore``: the SQL store for asyncio, on PostgreSQL (psycopg's async
+connections) and SQLite.
+
+There is one SQL store, not two: every call runs ``SQLStore``'s own code
+(its statements, its transactions, its reading and writing of tasks through
+``core.transitions.apply``, its translation of driver errors). How that code
+waits differs, chosen by measurement (docs/stores.md):
+
+* PostgreSQL: on the sync face of an ``AsyncEngine`` whose driver is
+  psycopg's ``AsyncConnection`` (``AsyncEngine.sync_engine``). SQLAlchemy
+  runs the call in a greenlet (``greenlet_spawn``, the mechanism of
+  ``AsyncConnection.run_sync``); wherever it would wait for the server, the
+  driver's coroutine is awaited on the event loop instead. A call cancelled
+  while it waits is rolled back.
+* SQLite: the sync store, each call on a thread of the store's own pool
+  (``pool_size`` threads). SQLite has no async driver: aiosqlite runs every
+  driver call on a thread too, so a call of ours would cross threads a dozen
+  times instead of twice, and reserve+terminate ran at about a third of the
+  speed. A call cancelled while it runs still completes in its thread: as
+  with a lost answer, its write may or may not have been applied.
+  An ``AsyncEngine`` passed in (aiosqlite, say) is used through the greenlet
+  as for PostgreSQL.
+
+Either way the event loop never waits on I/O, and ``SQLStore``'s hot paths
+are not touched by this store's existence. The same URLs as ``SQLStore``
+(``sqlite:///file.db``, ``postgresql+psycopg://...``, ``postgresql://...``;
+also ``sqlite+aiosqlite://`` and ``postgresql+psycopg_async://``, read as
+the first two), the same prefix and schema, the same errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from returns.result import Result
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
+
+from sokka.adapters.memory import wall_clock_ms
+from sokka.adapters.sql import SQLStore, _engine_arguments, _parse_url
+from sokka.adapters.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, TaskFilter
+from sokka.core.commands import Finish, LeaseToken
+from sokka.core.errors import SokkaError
+from sokka.core.task import Task, TaskSpec
+
+__all__ = ["AsyncSQLStore"]
+
+_T = TypeVar("_T")
+
+# The async drivers' own URL names, read as the sync names they stand for.
+_ASYNC_SCHEMES = {
+    "sqlite+aiosqlite://": "sqlite+pysqlite://",
+    "postgresql+psycopg_async://": "postgresql+psycopg://",
+}
+
+
+def _sync_url(url: str) -> URL:
+    """``SQLStore``'s reading of ``url`` (refused with ``SQLStore``'s errors)."""
+    if isinstance(url, str):
+        for async_scheme, sync_scheme in _ASYNC_SCHEMES.items():
+            if url.startswith(async_scheme):
+                url = sync_scheme + url[len(async_scheme) :]
+    return _parse_url(url)
+
+
+class AsyncSQLStore:
+    """An ``AsyncTaskStore`` in SQLite or PostgreSQL: ``SQLStore``, awaitable.
+
+    ``url_or_engine``: a URL (see ``sokka.adapters.sql.SUPPORTED_URLS``) or an
+    ``AsyncEngine`` you configured yourself. The other options are
+    ``SQLStore``'s. The schema is created explicitly: ``await
+    create_schema()`` or ``sokka init`` (the tables are the same).
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | AsyncEngine,
+        *,
+        prefix: str = "sokka_",
+        clock: Callable[[], int] = wall_clock_ms,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        pool_size: int = 10,
+        lock_timeout_ms: int = 5_000,
+        connect_timeout_s: int = 5,
+    ) -> None:
+        self._async_engine: AsyncEngine | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        options: dict[str, Any] = {"prefix": prefix, "clock": clock, "new_id": new_id}
+        if isinstance(url_or_engine, AsyncEngine):
+            self._async_engine = url_or_engine
+        else:
+            url = _sync_url(url_or_engine)
+            if url.get_backend_name() == "sqlite":
+                self._sync = SQLStore(
+                    url.render_as_string(hide_password=False),
+                    pool_size=pool_size,
+                    lock_timeout_ms=lock_timeout_ms,
+                    connect_timeout_s=connect_timeout_s,
+                    **options,
+                )
+                # As many threads as pooled connections: a call never waits for a
+                # thread while a connection is free, nor the other way round.
+                self._threads = ThreadPoolExecutor(pool_size, thread_name_prefix="sokka-sqlite")
+                return
+            arguments = _engine_arguments(
+                url,
+                pool_size=pool_size,
+                lock_timeout_ms=lock_timeout_ms,
+                connect_timeout_s=connect_timeout_s,
+            )
+            # create_async_engine picks psycopg's async dialect for postgresql+psycopg.
+            self._async_engine = create_async_engine(url, **arguments)
+        # SQLStore configures SQLite's connections (WAL, busy timeout, BEGIN
+        # IMMEDIATE for writes) on the sync face, as for an engine of its own.
+        self._sync = SQLStore(
+            self._async_engine.sync_engine, lock_timeout_ms=lock_timeout_ms, **options
+        )
+
+    async def _run(self, call: Callable[..., _T], *args: Any) -> _T:
+        """Run one of ``SQLStore``'s calls without blocking the event loop."""
+        if self._threads is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, functools.partial(call, *args))
+        return await greenlet_spawn(call, *args)
+
+    @property
+    def engine(self) -> Engine:
+        """The (sync) engine ``SQLStore``'s code runs on: for PostgreSQL, the sync
+        face of ``async_engine``."""
+        return self._sync.engine
+
+    @property
+    def async_engine(self) -> AsyncEngine | None:
+        """The ``AsyncEngine`` calls are awaited on; None for SQLite on threads."""
+        return self._async_engine
+
+    @property
+    def dialect(self) -> str:
+        return self._sync.dialect
+
+    @property
+    def single_writer(self) -> bool:
+        """True for SQLite: one write transaction at a time for the whole file."""
+        return self._sync.single_writer
+
+    async def aclose(self) -> None:
+        """Close every pooled connection (after the calls under way have ended)."""
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+            return
+        threads = self._threads
+        assert threads is not None
+
+        def close() -> None:
+            threads.shutdown(wait=True)
+            self._sync.close()
+
+        await asyncio.to_thread(close)
+
+    async def __aenter__(self) -> AsyncSQLStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        url = self.engine.url.render_as_string(hide_password=True)
+        return f"AsyncSQLStore({url!r}, prefix={self._sync._prefix!r})"
+
+    # -- schema --------------------------------------------------------------
+
+    async def create_schema(self) -> int:
+        """``SQLStore.create_schema``: create the tables if missing, return the version."""
+        return await self._run(self._sync.create_schema)
+
+    async def drop_schema(self) -> None:
+        """``SQLStore.drop_schema``: drop this prefix's tables and every task in them."""
+        await self._run(self._sync.drop_schema)
+
+    async def schema_version(self) -> int | None:
+        """``SQLStore.schema_version``: the version in the database, None without one."""
+        return await self._run(self._sync.schema_version)
+
+    # -- AsyncTaskStore --------------------------------------------------------
+
+    async def create_task(self, spec: TaskSpec) -> Task:
+        return await self._run(self._sync.create_task, spec)
+
+    async def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Result[Task, SokkaError]]:
+        return await self._run(self._sync.create_tasks, specs)
+
+    async def get_task(self, task_id: str) -> Task:
+        return await self._run(self._sync.get_task, task_id)
+
+    async def tasks_in_group(self, task_group_id: str, limit: int = MAX_PAGE_SIZE) -> list[Task]:
+        return await self._run(self._sync.tasks_in_group, task_group_id, limit)
+
+    async def list_tasks(
+        self,
+        filter: TaskFilter | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> Page:
+        return await self._run(self._sync.list_tasks, filter, cursor, limit)
+
+    async def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+        return await self._run(self._sync.reserve_tasks, topic, pid, limit)
+
+    async def extend_leases(
+        self, pid: str, leases: Sequence[LeaseToken]
+    ) -> list[Result[Task, SokkaError]]:
+        return await self._run(self._sync.extend_leases, pid, leases)
+
+    async def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
+        return await self._run(self._sync.terminate, task_id, pid, attempt)
+
+    async def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
+        return await self._run(self._sync.snooze, task_id, pid, attempt, snooze_ms)
+
+    async def fail(
+        self,
+        task_id: str,
+        pid: str,
+        attempt: int,
+        error: str,
+        retry_after_ms: int | None = None,
+    ) -> Task:
+        return await self._run(self._sync.fail, task_id, pid, attempt, error, retry_after_ms)
+
+    async def finish_many(self, outcomes: Sequence[Finish]) -> list[Result[Task, SokkaError]]:
+        return await self._run(self._sync.finish_many, outcomes)
+
+    async def revoke_lease(self, task_id: str, record_ver: int) -> Task:
+        return await self._run(self._sync.revoke_lease, task_id, record_ver)
+
+    async def requeue(self, task_id: str) -> Task:
+        return await self._run(self._sync.requeue, task_id)
+
+    async def cancel(self, task_id: str, reason: str) -> Task:
+        return await self._run(self._sync.cancel, task_id, reason)
+
+    async def list_leased_tasks(
+        self,
+        topic: str | None = None,
+        cursor: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> Page:
+        return await self._run(self._sync.list_leased_tasks, topic, cursor, limit)

@@ -1,0 +1,35 @@
+"""``AsyncTaskStore`` is ``TaskStore``, awaitable: the same calls with the same
+parameters (names, order, defaults), on the protocol and on every async store."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from sokka.adapters.aio.http import AsyncHTTPStore
+from sokka.adapters.aio.memory import AsyncMemoryStore
+from sokka.adapters.aio.sql import AsyncSQLStore
+from sokka.adapters.aio.store import AsyncTaskStore
+from sokka.adapters.store import TaskStore
+from tests.adapters.blocking import CALLS
+
+
+def test_the_calls_are_the_ports_calls() -> None:
+    assert set(CALLS) == {"create_task", "create_tasks", "get_task", "tasks_in_group",
+                          "list_tasks", "reserve_tasks", "extend_leases", "terminate",
+                          "snooze", "fail", "finish_many", "revoke_lease", "requeue",
+                          "cancel", "list_leased_tasks"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CALLS)
+@pytest.mark.parametrize(
+    "async_store", [AsyncTaskStore, AsyncMemoryStore, AsyncSQLStore, AsyncHTTPStore]
+)
+def test_each_async_call_takes_what_the_sync_call_takes(async_store: type, name: str) -> None:
+    method = getattr(async_store, name)
+    assert inspect.iscoroutinefunction(method)
+    assert (
+        inspect.signature(method).parameters
+        == inspect.signature(getattr(TaskStore, name)).parameters
+    )
