@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from returns.result import Failure, Success
+from returns.result import Failure, Result, Success
 
 from sokka.adapters.store import MAX_PAGE_SIZE, TaskStore, execute, require_limit
 from sokka.core.backoff import Backoff
@@ -33,7 +33,7 @@ from sokka.core.task import Status, Task, require_name, require_positive_ms
 from sokka.shell.clock import Clock, MonotonicClock
 from sokka.shell.errorlog import RepeatedErrors
 
-__all__ = ["Supervisor", "SupervisorReport", "build_report", "log_outcome"]
+__all__ = ["Supervisor", "SupervisorCore", "SupervisorReport", "build_report", "log_outcome"]
 
 log = logging.getLogger("sokka.supervisor")
 
@@ -58,7 +58,120 @@ class SupervisorReport:
     duration_ms: int  #: on the supervisor's clock
 
 
-class Supervisor:
+class SupervisorCore:
+    """What every runtime's supervisor holds, and decides without I/O.
+
+    Checks the options, keeps the supervisor's memory (``monitored``), turns a
+    listing into revoke commands and the revokes' outcomes into a report
+    through the pure functions of ``sokka.core.supervision``, and logs store
+    failures without flooding. The threaded ``Supervisor`` and the asyncio one
+    (``sokka.shell.aio.supervisor``) add only how they call the store and sleep.
+    """
+
+    def __init__(
+        self,
+        topics: str | Sequence[str] | None,
+        policy: LeasePolicy | None,
+        clock: Clock | None,
+        *,
+        interval_ms: int | None,
+        page_size: int,
+        revoke_tries: int,
+        retry_backoff: Backoff | None,
+        rand: Callable[[], float],
+    ) -> None:
+        if isinstance(topics, str):
+            topics = (topics,)
+        self._topics: tuple[str | None, ...] = (
+            # each topic once: a topic listed twice would list its tasks twice
+            (None,)
+            if topics is None
+            else tuple(dict.fromkeys(require_name("topics", t) for t in topics))
+        )
+        if not self._topics:
+            raise ValidationError("topics", "must name at least one topic, or be None for all")
+        self._policy = policy or LeasePolicy(lease_time_ms=30_000, default_snooze_ms=60_000)
+        self._clock: Clock = clock or MonotonicClock()
+        self._errors = RepeatedErrors(log, "supervisor", self._clock)
+        self._interval_ms = require_positive_ms(
+            "interval_ms",
+            interval_ms if interval_ms is not None else max(self._policy.lease_time_ms // 4, 1),
+        )
+        self._page_size = require_limit("page_size", page_size, MAX_PAGE_SIZE)
+        self._revoke_tries = require_limit("revoke_tries", revoke_tries, 100)
+        self._backoff = retry_backoff or Backoff(base_ms=50, cap_ms=1_000)
+        self._rand = rand
+        self._monitored: Monitored = EMPTY
+        self.last_report: SupervisorReport | None = None
+
+    @property
+    def monitored(self) -> Monitored:
+        """The supervisor's current memory (an immutable value)."""
+        return self._monitored
+
+    @property
+    def policy(self) -> LeasePolicy:
+        return self._policy
+
+    def wait_ms(self) -> int:
+        """How long the loop sleeps now: until the next expiry, at most one interval."""
+        wait = self._interval_ms
+        expiry = next_expiry(self._monitored)
+        if expiry is not None:
+            # sweep revokes strictly after the expiry: wake one ms past it.
+            wait = min(wait, expiry + 1 - self._clock.now_ms())
+        return max(wait, MIN_WAIT_MS)
+
+    @staticmethod
+    def _where(topic: str | None) -> str:
+        return "all topics" if topic is None else f"topic {topic!r}"
+
+    def _listing_failed(self, topic: str | None, error: SokkaError) -> str:
+        """Log a failed listing (once, then in summaries); its line in the report."""
+        self._errors.failed(f"listing leased tasks of {self._where(topic)}", error)
+        return f"{self._where(topic)}: {error}"
+
+    def _listing_worked(self, topic: str | None) -> None:
+        self._errors.succeeded(f"listing leased tasks of {self._where(topic)}")
+
+    def _marked(
+        self, tasks: Sequence[Task], complete: bool
+    ) -> tuple[Monitored, tuple[RevokeLease, ...]]:
+        """``mark`` what was listed, then ``sweep``: the new memory and the revokes due."""
+        # The versions were seen by now at the latest: projecting expiries from
+        # this later instant only makes them later, never earlier.
+        now = self._clock.now_ms()
+        monitored = mark(self._monitored, tasks, now, self._policy, complete=complete)
+        return monitored, sweep(monitored, self._clock.now_ms())
+
+    def _retry_in_s(self, result: Result[Task, SokkaError], tries: int) -> float | None:
+        """Seconds until a revoke is tried again, or None when it is not."""
+        if not is_retry_worthy(result) or tries >= self._revoke_tries:
+            return None
+        return self._backoff.delay_ms(tries - 1, self._rand()) / 1000
+
+    def _settled(
+        self,
+        monitored: Monitored,
+        tasks: Sequence[Task],
+        listing_errors: tuple[str, ...],
+        outcomes: Sequence[RevokeOutcome],
+        started_ms: int,
+    ) -> SupervisorReport:
+        """``settle`` the revokes' outcomes into the memory; the cycle's report."""
+        self._monitored = settle(monitored, outcomes)
+        self.last_report = build_report(
+            tasks,
+            not listing_errors,
+            outcomes,
+            listing_errors,
+            self._clock.now_ms() - started_ms,
+            len(self._monitored),
+        )
+        return self.last_report
+
+
+class Supervisor(SupervisorCore):
     """Watches leased tasks and revokes the leases nobody keeps alive.
 
     ``topics``: one topic, several, or ``None`` for all. ``clock`` is the
@@ -81,43 +194,15 @@ class Supervisor:
         rand: Callable[[], float] = random.random,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
+        super().__init__(
+            topics, policy, clock, interval_ms=interval_ms, page_size=page_size,
+            revoke_tries=revoke_tries, retry_backoff=retry_backoff, rand=rand,
+        )  # fmt: skip
         self._store = store
-        if isinstance(topics, str):
-            topics = (topics,)
-        self._topics: tuple[str | None, ...] = (
-            # each topic once: a topic listed twice would list its tasks twice
-            (None,)
-            if topics is None
-            else tuple(dict.fromkeys(require_name("topics", t) for t in topics))
-        )
-        if not self._topics:
-            raise ValidationError("topics", "must name at least one topic, or be None for all")
-        self._policy = policy or LeasePolicy(lease_time_ms=30_000, default_snooze_ms=60_000)
-        self._clock: Clock = clock or MonotonicClock()
-        self._errors = RepeatedErrors(log, "supervisor", self._clock)
-        self._interval_ms = require_positive_ms(
-            "interval_ms",
-            interval_ms if interval_ms is not None else max(self._policy.lease_time_ms // 4, 1),
-        )
-        self._page_size = require_limit("page_size", page_size, MAX_PAGE_SIZE)
-        self._revoke_tries = require_limit("revoke_tries", revoke_tries, 100)
-        self._backoff = retry_backoff or Backoff(base_ms=50, cap_ms=1_000)
-        self._rand = rand
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait
-        self._monitored: Monitored = EMPTY
         self._cycle_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.last_report: SupervisorReport | None = None
-
-    @property
-    def monitored(self) -> Monitored:
-        """The supervisor's current memory (an immutable value)."""
-        return self._monitored
-
-    @property
-    def policy(self) -> LeasePolicy:
-        return self._policy
 
     # -- one cycle ----------------------------------------------------------
 
@@ -126,40 +211,22 @@ class Supervisor:
         with self._cycle_lock:
             started = self._clock.now_ms()
             tasks, listing_errors = self._list_leased()
-            complete = not listing_errors
-            # The versions were seen by now at the latest: projecting expiries
-            # from this later instant only makes them later, never earlier.
-            monitored = mark(
-                self._monitored, tasks, self._clock.now_ms(), self._policy, complete=complete
-            )
-            commands = sweep(monitored, self._clock.now_ms())
+            monitored, commands = self._marked(tasks, complete=not listing_errors)
             outcomes = [self._revoke(command) for command in commands]
-            self._monitored = settle(monitored, outcomes)
-            report = build_report(
-                tasks,
-                complete,
-                outcomes,
-                listing_errors,
-                self._clock.now_ms() - started,
-                len(self._monitored),
-            )
-            self.last_report = report
-            return report
+            return self._settled(monitored, tasks, listing_errors, outcomes, started)
 
     def _list_leased(self) -> tuple[list[Task], tuple[str, ...]]:
         tasks: list[Task] = []
         errors: list[str] = []
         for topic in self._topics:
-            where = "all topics" if topic is None else f"topic {topic!r}"
             cursor: str | None = None
             while True:
                 try:
                     page = self._store.list_leased_tasks(topic, cursor, self._page_size)
                 except SokkaError as error:
-                    self._errors.failed(f"listing leased tasks of {where}", error)
-                    errors.append(f"{where}: {error}")
+                    errors.append(self._listing_failed(topic, error))
                     break
-                self._errors.succeeded(f"listing leased tasks of {where}")
+                self._listing_worked(topic)
                 tasks.extend(page.tasks)
                 if page.next_cursor is None:
                     break
@@ -171,10 +238,10 @@ class Supervisor:
         while True:
             result = execute(self._store, command)
             tries += 1
-            if not is_retry_worthy(result) or tries >= self._revoke_tries or self._stop.is_set():
+            retry_in_s = self._retry_in_s(result, tries)
+            if retry_in_s is None or self._stop.is_set():
                 break
-            delay_ms = self._backoff.delay_ms(tries - 1, self._rand())
-            self._sleep(delay_ms / 1000)
+            self._sleep(retry_in_s)
         outcome = RevokeOutcome(command=command, result=result)
         log_outcome(outcome)
         return outcome
@@ -195,15 +262,6 @@ class Supervisor:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-
-    def wait_ms(self) -> int:
-        """How long the loop sleeps now: until the next expiry, at most one interval."""
-        wait = self._interval_ms
-        expiry = next_expiry(self._monitored)
-        if expiry is not None:
-            # sweep revokes strictly after the expiry: wake one ms past it.
-            wait = min(wait, expiry + 1 - self._clock.now_ms())
-        return max(wait, MIN_WAIT_MS)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
