@@ -293,15 +293,19 @@ def take(
     """
     policy = holdings.policy
     evolver = holdings.leases.evolver()
+    timings: dict[int, tuple[int, int]] = {}  # lease -> (keepalive, fence): few distinct
     for index, task in enumerate(tasks):
         lease_ms = task.lease_time_ms or policy.lease_time_ms
-        keepalive_ms = policy.keepalive_ms(lease_ms)
+        timing = timings.get(lease_ms)
+        if timing is None:
+            timing = timings[lease_ms] = (policy.keepalive_ms(lease_ms), policy.fence_ms(lease_ms))
+        keepalive_ms, fence_ms = timing
         evolver[(task.task_id, task.attempt)] = Held(
             task,
             Phase.WAITING,
             lease_ms,
             keepalive_ms,
-            policy.fence_ms(lease_ms),
+            fence_ms,
             sent_ms,
             sent_ms + keepalive_ms,
             task.timeout_ms or policy.timeout_ms,

@@ -116,17 +116,25 @@ class Context:
     and a worker that lost its lease can never overwrite its successor's work.
     """
 
-    __slots__ = ("_cancelled", "_event", "_live", "_reason", "lease", "task")
+    __slots__ = ("_cancelled", "_event", "_lease", "_live", "_reason", "task")
 
     def __init__(self, task: Task, live: Callable[[], bool] | None = None) -> None:
         self.task = task
-        self.lease = LeaseToken(task.task_id, task.attempt)
+        self._lease: LeaseToken | None = None  # made when first read: most handlers don't
         self._cancelled = False
         self._live = live
         # Made only if the handler sleeps: most handlers never do, and an Event
         # per task is a noticeable share of a no-op task's cost.
         self._event: threading.Event | None = None
         self._reason: str | None = None
+
+    @property
+    def lease(self) -> LeaseToken:
+        """This attempt's lease token ``(task_id, attempt)``, to fence writes with."""
+        lease = self._lease
+        if lease is None:
+            lease = self._lease = LeaseToken(self.task.task_id, self.task.attempt)
+        return lease
 
     @property
     def cancelled(self) -> bool:
