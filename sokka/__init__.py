@@ -8,7 +8,11 @@ The public API is re-exported here; the architecture is in three layers:
 ``sokka.core`` (pure), ``sokka.adapters`` (stores), ``sokka.shell`` (runtime).
 """
 
+from typing import TYPE_CHECKING, Any
+
+from sokka.adapters.connect import connect
 from sokka.adapters.memory import MemoryStore
+from sokka.adapters.sql import SQLStore
 from sokka.adapters.store import Page, TaskFilter, TaskStore, execute
 from sokka.core.backoff import Backoff, Jitter
 from sokka.core.commands import Finish, LeaseToken, RevokeLease, RevokeOutcome
@@ -65,6 +69,19 @@ from sokka.shell.worker import (
     snoozed,
 )
 
+if TYPE_CHECKING:
+    from sokka.adapters.http import HTTPStore
+
+
+def __getattr__(name: str) -> Any:
+    # HTTPStore needs httpx (the http extra): imported when first asked for.
+    if name == "HTTPStore":
+        from sokka.adapters.http import HTTPStore
+
+        return HTTPStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AlreadyExists",
     "Backoff",
@@ -75,6 +92,7 @@ __all__ = [
     "Fail",
     "FailedOutcome",
     "Finish",
+    "HTTPStore",
     "InvalidTransition",
     "Jitter",
     "LeaseLost",
@@ -97,6 +115,7 @@ __all__ = [
     "Revoke",
     "RevokeLease",
     "RevokeOutcome",
+    "SQLStore",
     "Snooze",
     "SnoozedOutcome",
     "SokkaError",
@@ -117,6 +136,7 @@ __all__ = [
     "WorkerStats",
     "WrongOwner",
     "apply",
+    "connect",
     "execute",
     "failed",
     "mark",

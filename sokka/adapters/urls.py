@@ -9,11 +9,12 @@ accepts or refuses (naming the URLs it supports).
 
 from __future__ import annotations
 
-from typing import Final, Literal
+import inspect
+from typing import Any, Final, Literal
 
 from sokka.core.errors import ValidationError
 
-__all__ = ["MEMORY_URL", "StoreKind", "is_http_url", "store_kind"]
+__all__ = ["MEMORY_URL", "StoreKind", "check_options", "is_http_url", "store_kind"]
 
 #: The in-process memory store (nothing is kept when the process ends).
 MEMORY_URL: Final = "memory://"
@@ -54,3 +55,19 @@ def store_kind(url: object) -> StoreKind:
             )
         return "memory"
     return "sql"
+
+
+def check_options(store: type[Any], options: dict[str, Any]) -> None:
+    """Refuse an option ``store``'s constructor does not take, naming it and the
+    ones it does take (``connect(url, **options)`` passes them on)."""
+    accepted = [
+        name
+        for name, param in inspect.signature(store).parameters.items()
+        if param.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    for name in options:
+        if name not in accepted:
+            raise ValidationError(
+                name,
+                f"is not an option of {store.__name__} (its options: {', '.join(accepted)})",
+            )

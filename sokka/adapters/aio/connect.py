@@ -16,30 +16,15 @@ and refused with the same errors as the sync stores give them:
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from sokka.adapters.aio.memory import AsyncMemoryStore
 from sokka.adapters.aio.sql import AsyncSQLStore
 from sokka.adapters.aio.store import AsyncTaskStore
-from sokka.adapters.urls import store_kind
-from sokka.core.errors import StoreError, ValidationError
+from sokka.adapters.urls import check_options, store_kind
+from sokka.core.errors import StoreError
 
 __all__ = ["connect"]
-
-
-def _check_options(store: type[Any], options: dict[str, Any]) -> None:
-    accepted = [
-        name
-        for name, param in inspect.signature(store).parameters.items()
-        if param.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
-    for name in options:
-        if name not in accepted:
-            raise ValidationError(
-                name,
-                f"is not an option of {store.__name__} (its options: {', '.join(accepted)})",
-            )
 
 
 def connect(url: str, **options: Any) -> AsyncTaskStore:
@@ -51,14 +36,14 @@ def connect(url: str, **options: Any) -> AsyncTaskStore:
     """
     kind = store_kind(url)
     if kind == "memory":
-        _check_options(AsyncMemoryStore, options)
+        check_options(AsyncMemoryStore, options)
         return AsyncMemoryStore(**options)
     if kind == "http":
         try:
             from sokka.adapters.aio.http import AsyncHTTPStore
         except ImportError:
             raise StoreError("HTTP needs the http extra: pip install 'sokka[http]'") from None
-        _check_options(AsyncHTTPStore, options)
+        check_options(AsyncHTTPStore, options)
         return AsyncHTTPStore(url, **options)
-    _check_options(AsyncSQLStore, options)
+    check_options(AsyncSQLStore, options)
     return AsyncSQLStore(url, **options)
