@@ -512,26 +512,28 @@ def _until(what: Callable[[], bool], process: subprocess.Popen[str], timeout: fl
         time.sleep(0.05)
 
 
-def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
+def _stop(process: subprocess.Popen[str], signum: int = signal.SIGTERM) -> tuple[int, str]:
+    process.send_signal(signum)
     output, _ = process.communicate(timeout=30)
     return process.returncode, output
 
 
 @pytest.mark.parametrize(
-    ("handler", "runtime", "start_line"),
+    ("handler", "runtime", "start_line", "signum"),
     [
-        ("handlers:coro", None, "(asyncio, concurrency 4, lease 2000 ms)"),
-        ("handlers:coro", "asyncio", "(asyncio, concurrency 4, lease 2000 ms)"),
-        ("handlers:plain", "asyncio", "(asyncio, concurrency 4, lease 2000 ms)"),
-        ("handlers:plain", None, "(concurrency 4, lease 2000 ms)"),
+        ("handlers:coro", None, "(asyncio, concurrency 4, lease 2000 ms)", signal.SIGTERM),
+        ("handlers:coro", None, "(asyncio, concurrency 4, lease 2000 ms)", signal.SIGINT),
+        ("handlers:coro", "asyncio", "(asyncio, concurrency 4, lease 2000 ms)", signal.SIGTERM),
+        ("handlers:plain", "asyncio", "(asyncio, concurrency 4, lease 2000 ms)", signal.SIGTERM),
+        ("handlers:plain", None, "(concurrency 4, lease 2000 ms)", signal.SIGTERM),
     ],
 )
-def test_worker_runs_async_def_handlers_on_asyncio_and_stops_on_sigterm_with_exit_0(
-    tmp_path: Path, handler: str, runtime: str | None, start_line: str
+def test_worker_runs_async_def_handlers_on_asyncio_and_stops_on_a_signal_with_exit_0(
+    tmp_path: Path, handler: str, runtime: str | None, start_line: str, signum: int
 ) -> None:
     """--runtime auto (the default) picks asyncio for an async def handler, threads
-    for a plain one; --runtime asyncio also runs a plain one (on its thread pool)."""
+    for a plain one; --runtime asyncio also runs a plain one (on its thread pool).
+    SIGTERM and SIGINT (Ctrl-C) both stop it gracefully."""
     (tmp_path / "handlers.py").write_text(HANDLERS)
     db = f"sqlite:///{tmp_path / 'q.db'}"
     assert sokka("init", "--db", db).returncode == 0
@@ -552,10 +554,10 @@ def test_worker_runs_async_def_handlers_on_asyncio_and_stops_on_sigterm_with_exi
 
         _until(all_done, worker)
         assert {t.pid for t in store.list_tasks(TaskFilter(topic="q")).tasks} == {"w1"}
-    code, output = _stop(worker)
+    code, output = _stop(worker, signum)
     assert code == 0, output
     assert f"INFO sokka.worker: worker w1 on topic 'q' {start_line}" in output
-    assert "INFO sokka.worker: worker w1: got signal 15, stopping" in output
+    assert f"INFO sokka.worker: worker w1: got signal {int(signum)}, stopping" in output
     assert "INFO sokka.worker: worker w1 stopped: WorkerStats(reserved=6, succeeded=6," in output
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert (stats["pid"], stats["reserved"], stats["succeeded"]) == ("w1", 6, 6)
@@ -594,8 +596,9 @@ def test_an_async_worker_on_a_store_without_a_schema_exits_1_naming_it(tmp_path:
     assert "Traceback" not in run.stderr
 
 
-def test_supervise_on_asyncio_revokes_an_abandoned_lease_and_exits_0_on_sigterm(
-    tmp_path: Path,
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_supervise_on_asyncio_revokes_an_abandoned_lease_and_exits_0_on_a_signal(
+    tmp_path: Path, signum: int
 ) -> None:
     db = f"sqlite:///{tmp_path / 'q.db'}"
     assert sokka("init", "--db", db).returncode == 0
@@ -608,7 +611,7 @@ def test_supervise_on_asyncio_revokes_an_abandoned_lease_and_exits_0_on_sigterm(
         )  # fmt: skip
         _until(lambda: store.get_task("t1").status is Status.STARTING, supervisor)
         task = store.get_task("t1")
-    code, output = _stop(supervisor)
+    code, output = _stop(supervisor, signum)
     assert code == 0, output
     assert (task.pid, task.attempt, task.failures) == (None, 1, 1)
     assert "INFO sokka.supervisor: supervising q with a lease of 300 ms" in output
