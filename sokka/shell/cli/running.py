@@ -89,9 +89,9 @@ _log_level = click.option(
     type=click.Choice(("auto", "threads", "asyncio")),
     default="auto",
     show_default=True,
-    help="threads: a thread per task; asyncio: one event loop (a plain handler runs in "
-    "a pool of --concurrency threads); auto: asyncio for an async def handler, threads "
-    "otherwise.",
+    help="threads: --concurrency handler threads; asyncio: one event loop (a plain "
+    "handler runs in a pool of --concurrency threads); auto: asyncio for an async def "
+    "handler, threads otherwise.",
 )
 @click.option(
     "--concurrency",
