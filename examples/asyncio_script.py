@@ -4,9 +4,13 @@
 
 It enqueues a few welcome emails, works until every one is done (sent, or
 failed for good), then stops the worker and the supervisor and prints what
-happened. The store is in memory unless ``SOKKA_DB`` names another one (the
-async SQL and HTTP stores arrive in ``sokka.asyncio`` with ``connect``).
-Ctrl-C or SIGTERM stops the worker gracefully too.
+happened. The store is in memory unless ``SOKKA_DB`` names another one
+(``connect``: an SQLite or PostgreSQL database with its schema, or a
+``sokka serve``). Ctrl-C or SIGTERM stops the worker gracefully too.
+
+``send_welcome`` is a coroutine handler that ``sokka worker`` runs too:
+
+    sokka worker --topic emails --handler examples.asyncio_script:send_welcome
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import asyncio
 import logging
 import os
 
-import sokka.asyncio
 from sokka.adapters.store import TaskFilter
 from sokka.asyncio import (
     AsyncContext,
@@ -25,6 +28,7 @@ from sokka.asyncio import (
     Supervisor,
     Worker,
     WorkerStats,
+    connect,
     failed,
     ok,
 )
@@ -40,11 +44,7 @@ def open_store() -> AsyncTaskStore:
     url = os.environ.get("SOKKA_DB", "memory:")
     if url == "memory:":
         return AsyncMemoryStore()
-    connect = getattr(sokka.asyncio, "connect", None)
-    if connect is None:
-        raise SystemExit(f"SOKKA_DB={url}: this sokka has no async SQL/HTTP store yet")
-    store: AsyncTaskStore = connect(url)
-    return store
+    return connect(url)
 
 
 async def send_welcome(task: Task, ctx: AsyncContext) -> Outcome:

@@ -71,6 +71,25 @@ def test_a_bad_prefix_is_refused_naming_the_prefix(url: str) -> None:
         AsyncSQLStore(url, prefix="Bad-Prefix")
 
 
+def test_create_file_false_refuses_a_missing_sqlite_file_as_sqlstore_does(
+    tmp_path: Path,
+) -> None:
+    """The sokka commands open their store so: a missing file is named, not created."""
+    missing = tmp_path / "missing.db"
+    url = f"sqlite:///{missing}"
+    said = _error(lambda: AsyncSQLStore(url, create_file=False))
+    assert said == _error(lambda: SQLStore(url, create_file=False))
+    assert said.startswith(f"url: the SQLite file {missing} does not exist")
+    assert list(tmp_path.iterdir()) == []
+    sqlite3.connect(missing).close()  # the file now exists: it is opened, not refused
+
+    async def main() -> None:
+        async with AsyncSQLStore(url, create_file=False) as store:
+            assert await store.schema_version() is None
+
+    asyncio.run(main())
+
+
 def test_a_store_without_a_schema_raises_schema_error(tmp_path: Path) -> None:
     async def main() -> None:
         async with AsyncSQLStore(f"sqlite:///{tmp_path / 'empty.db'}") as store:

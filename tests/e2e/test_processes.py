@@ -1,7 +1,10 @@
 """End to end, on real OS processes: `sokka worker` and `sokka supervise`, killed,
 paused and stopped the way production does it, on SQLite, on PostgreSQL, and over
 HTTP (every worker and the supervisor talk to a `sokka serve` process fronting
-SQLite, with a token)."""
+SQLite, with a token). The asyncio runtime passes the same scenarios on SQLite
+and PostgreSQL: its workers run a coroutine handler (``tests/e2e/aio_handler.py``,
+so `sokka worker` picks asyncio itself) and its supervisor is `sokka supervise
+--runtime asyncio`."""
 
 from __future__ import annotations
 
@@ -28,19 +31,25 @@ LEASE_MS = 1_000
 INTERVAL_MS = 250
 MAX_POLL_MS = 200  # an idle worker looks for ready tasks at least this often
 TOPIC = "e2e"
+ROOT = Path(__file__).resolve().parents[2]  # where the handler module `tests...` is found
 
 
 class Cluster:
     """Worker and supervisor processes on one store, with a journal of handler runs."""
 
-    def __init__(self, url: str, prefix: str, workdir: Path, *, http: bool = False) -> None:
-        self.url, self.prefix, self.workdir = url, prefix, workdir
+    def __init__(
+        self, url: str, prefix: str, workdir: Path, *, http: bool = False, aio: bool = False
+    ) -> None:
+        self.url, self.prefix, self.workdir, self.aio = url, prefix, workdir, aio
         self.journal = workdir / "journal.jsonl"
         self.store = SQLStore(url, prefix=prefix)
         self.store.create_schema()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[Any] = []
         self.env = {**os.environ, JOURNAL_ENV: str(self.journal)}
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+        )
         self.served = self._serve() if http else None
 
     def _serve(self) -> str:
@@ -74,8 +83,11 @@ class Cluster:
         return process
 
     def worker(self, name: str, *, concurrency: int = 1, grace: str = "5s") -> None:
+        handler = (
+            "tests.e2e.aio_handler:journal_handler" if self.aio else "sokka.shell.demo:demo_handler"
+        )
         self._start(name, [
-            "worker", "--topic", TOPIC, "--handler", "sokka.shell.demo:demo_handler",
+            "worker", "--topic", TOPIC, "--handler", handler,
             "--pid", name, "--concurrency", str(concurrency), "--lease-time", f"{LEASE_MS}ms",
             "--grace", grace, "--stats-file", str(self.workdir / f"{name}.json"),
             "--max-poll", f"{MAX_POLL_MS}ms",
@@ -84,7 +96,7 @@ class Cluster:
     def supervisor(self) -> None:
         self._start("supervisor", [
             "supervise", "--topic", TOPIC, "--lease-time", f"{LEASE_MS}ms",
-            "--interval", f"{INTERVAL_MS}ms",
+            "--interval", f"{INTERVAL_MS}ms", "--runtime", "asyncio" if self.aio else "threads",
         ])  # fmt: skip
 
     def add(self, task_id: str, ms: int) -> None:
@@ -113,6 +125,11 @@ class Cluster:
         process.send_signal(signal.SIGTERM)
         return process.wait(timeout=timeout)
 
+    def runtime_of(self, name: str) -> str:
+        """The runtime a worker said it started on (its first log line)."""
+        log = (self.workdir / f"{name}.log").read_text(errors="replace")
+        return "asyncio" if f"worker {name} on topic {TOPIC!r} (asyncio," in log else "threads"
+
     def close(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -140,15 +157,17 @@ def wait_for(what: Callable[[], Any], timeout: float = 20.0) -> Any:
     raise AssertionError("timed out waiting")
 
 
-@pytest.fixture(params=["sqlite", "postgres", "http"])
+@pytest.fixture(params=["sqlite", "postgres", "http", "sqlite-asyncio", "postgres-asyncio"])
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    if request.param == "sqlite":
-        made = Cluster(f"sqlite:///{tmp_path / 'e2e.db'}", "sokka_", tmp_path)
-    elif request.param == "http":
+    store, _, runtime = request.param.partition("-")
+    aio = runtime == "asyncio"
+    if store == "sqlite":
+        made = Cluster(f"sqlite:///{tmp_path / 'e2e.db'}", "sokka_", tmp_path, aio=aio)
+    elif store == "http":
         made = Cluster(f"sqlite:///{tmp_path / 'e2e.db'}", "sokka_", tmp_path, http=True)
     else:
         postgres_engine()  # skip (or fail under SOKKA_REQUIRE_POSTGRES) if unreachable
-        made = Cluster(postgres_url(), test_prefix("e2e"), tmp_path)
+        made = Cluster(postgres_url(), test_prefix("e2e"), tmp_path, aio=aio)
     try:
         yield made
     except BaseException:
@@ -156,7 +175,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
         raise
     finally:
         made.close()
-        if request.param == "postgres":
+        if store == "postgres":
             with SQLStore(postgres_url(), prefix=made.prefix) as store:
                 store.drop_schema()
 
@@ -181,6 +200,7 @@ def test_a_killed_workers_task_is_rescued_within_a_lease_and_an_interval(
     victim = cluster.task("victim")
     assert (victim.attempt, victim.pid, victim.failures) == (2, "rescuer", 1)
     assert cluster.stop("rescuer") == 0
+    assert cluster.runtime_of("rescuer") == ("asyncio" if cluster.aio else "threads")
     ends = [e for e in cluster.runs() if e["ev"] == "end" and e["task"] == "victim"]
     assert [(e["worker"], e["attempt"]) for e in ends] == [("rescuer", 2)]
 
@@ -205,6 +225,7 @@ def test_a_paused_worker_does_not_report_after_its_lease_was_taken_over(
     time.sleep(0.5)
     assert cluster.stop("sleepy") == 0
     assert cluster.stop("rescuer") == 0
+    assert cluster.runtime_of("sleepy") == ("asyncio" if cluster.aio else "threads")
     task = cluster.task("paused")
     assert (task.status, task.attempt, task.pid) == (Status.TERMINATED, 2, "rescuer")
     stats = cluster.stats("sleepy")
@@ -223,6 +244,7 @@ def test_sigterm_finishes_in_flight_work_releases_the_rest_and_exits_0(
     began = time.monotonic()
     assert cluster.stop("stopping") == 0
     assert time.monotonic() - began < 5  # the grace period, not the long task
+    assert cluster.runtime_of("stopping") == ("asyncio" if cluster.aio else "threads")
     short, long = cluster.task("short"), cluster.task("long")
     assert short.status is Status.TERMINATED
     assert (long.status, long.pid, long.failures) == (Status.STARTING, None, 0)

@@ -8,10 +8,11 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,9 @@ import httpx
 import pytest
 
 from sokka.adapters.sql import SCHEMA_VERSION, SQLStore
+from sokka.adapters.store import TaskFilter
 from sokka.core.errors import ValidationError
-from sokka.core.task import TaskSpec
+from sokka.core.task import Status, TaskSpec
 from sokka.shell.cli import parse_duration
 from tests.shell.test_demo import rescue_counts
 
@@ -169,7 +171,9 @@ def test_task_commands_create_list_get_and_administer(tmp_path: Path) -> None:
         ("task", "get", "m1"),
         ("task", "create", "--topic", "q"),
         ("worker", "--topic", "q", "--handler", "json:dumps"),
+        ("worker", "--topic", "q", "--handler", "json:dumps", "--runtime", "asyncio"),
         ("supervise",),
+        ("supervise", "--runtime", "asyncio"),
         ("serve", "--port", "0"),
     ],
 )
@@ -473,3 +477,164 @@ def test_task_group_lists_every_task_of_a_group_larger_than_a_page(tmp_path: Pat
         f"g{n:04}" for n in range(1200)
     ]
 
+
+
+# -- the asyncio runtime ---------------------------------------------------------------
+
+HANDLERS = """\
+import asyncio, threading
+from sokka.asyncio import ok
+
+async def coro(task, ctx):
+    await asyncio.sleep(task.data["s"])
+    return ok()
+
+def plain(task, ctx):
+    assert threading.current_thread() is not threading.main_thread()
+    ctx.sleep(task.data["s"])
+    return ok()
+"""
+
+
+def _sokka_process(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    exe = shutil.which("sokka")
+    command = [exe] if exe else [sys.executable, "-m", "sokka"]
+    return subprocess.Popen(
+        [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd
+    )
+
+
+def _until(what: Callable[[], bool], process: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen[str], signum: int = signal.SIGTERM) -> tuple[int, str]:
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=30)
+    return process.returncode, output
+
+
+@pytest.mark.parametrize(
+    ("handler", "runtime", "start_line", "signum"),
+    [
+        ("handlers:coro", None, "(asyncio, concurrency 4, lease 2000 ms)", signal.SIGTERM),
+        ("handlers:coro", None, "(asyncio, concurrency 4, lease 2000 ms)", signal.SIGINT),
+        ("handlers:coro", "asyncio", "(asyncio, concurrency 4, lease 2000 ms)", signal.SIGTERM),
+        ("handlers:plain", "asyncio", "(asyncio, concurrency 4, lease 2000 ms)", signal.SIGTERM),
+        ("handlers:plain", None, "(concurrency 4, lease 2000 ms)", signal.SIGTERM),
+    ],
+)
+def test_worker_runs_async_def_handlers_on_asyncio_and_stops_on_a_signal_with_exit_0(
+    tmp_path: Path, handler: str, runtime: str | None, start_line: str, signum: int
+) -> None:
+    """--runtime auto (the default) picks asyncio for an async def handler, threads
+    for a plain one; --runtime asyncio also runs a plain one (on its thread pool).
+    SIGTERM and SIGINT (Ctrl-C) both stop it gracefully."""
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    with SQLStore(db) as store:
+        store.create_tasks([TaskSpec(topic="q", data={"s": 0.05}) for _ in range(6)])
+        # Every option the threaded command takes reaches the asyncio worker too.
+        worker = _sokka_process(
+            "worker", "--db", db, "--topic", "q", "--handler", handler,
+            *(("--runtime", runtime) if runtime else ()), "--concurrency", "4",
+            "--batch-size", "2", "--lease-time", "2s", "--timeout", "20s", "--grace", "3s",
+            "--max-poll", "100ms", "--supervise", "--pid", "w1",
+            "--stats-file", str(tmp_path / "stats.json"), "--log-level", "debug", cwd=tmp_path,
+        )  # fmt: skip
+
+        def all_done() -> bool:
+            tasks = store.list_tasks(TaskFilter(topic="q")).tasks
+            return all(t.status is Status.TERMINATED for t in tasks)
+
+        _until(all_done, worker)
+        assert {t.pid for t in store.list_tasks(TaskFilter(topic="q")).tasks} == {"w1"}
+    code, output = _stop(worker, signum)
+    assert code == 0, output
+    assert f"INFO sokka.worker: worker w1 on topic 'q' {start_line}" in output
+    assert f"INFO sokka.worker: worker w1: got signal {int(signum)}, stopping" in output
+    assert "INFO sokka.worker: worker w1 stopped: WorkerStats(reserved=6, succeeded=6," in output
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert (stats["pid"], stats["reserved"], stats["succeeded"]) == ("w1", 6, 6)
+    assert "Traceback" not in output
+
+
+def test_a_coroutine_handler_with_runtime_threads_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    assert sokka("task", "create", "--db", db, "--topic", "q", "--id", "t1").returncode == 0
+    run = sokka("worker", "--db", db, "--topic", "q", "--handler", "handlers:coro",
+                "--runtime", "threads", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert (
+        "Error: --runtime threads cannot run handlers:coro: it is a coroutine function "
+        "(async def); run it with --runtime asyncio (or auto, the default)"
+    ) in run.stderr
+    assert "Traceback" not in run.stderr
+    with SQLStore(db) as store:
+        task = store.get_task("t1")
+    assert (task.status, task.attempt) == (Status.STARTING, 0)  # nothing was reserved
+
+
+def test_an_async_worker_on_a_store_without_a_schema_exits_1_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    sqlite3.connect(tmp_path / "bare.db").close()  # a file, but no schema in it
+    run = sokka("worker", "--db", f"sqlite:///{tmp_path / 'bare.db'}", "--topic", "q",
+                "--handler", "handlers:coro", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert "(asyncio, concurrency 1, lease 30000 ms)" in run.stderr  # it ran there
+    assert run.stderr.strip().splitlines()[-1] == (
+        "sokka: no sokka schema under the prefix 'sokka_': run `sokka init` or "
+        "SQLStore.create_schema()"
+    )
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_supervise_on_asyncio_revokes_an_abandoned_lease_and_exits_0_on_a_signal(
+    tmp_path: Path, signum: int
+) -> None:
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    with SQLStore(db) as store:
+        store.create_task(TaskSpec(topic="q", task_id="t1"))
+        assert store.reserve_tasks("q", "gone", 1)[0].attempt == 1  # then nobody keeps it
+        supervisor = _sokka_process(
+            "supervise", "--db", db, "--topic", "q", "--runtime", "asyncio",
+            "--lease-time", "300ms", "--interval", "100ms", cwd=tmp_path,
+        )  # fmt: skip
+        _until(lambda: store.get_task("t1").status is Status.STARTING, supervisor)
+        task = store.get_task("t1")
+    code, output = _stop(supervisor, signum)
+    assert code == 0, output
+    assert (task.pid, task.attempt, task.failures) == (None, 1, 1)
+    assert "INFO sokka.supervisor: supervising q with a lease of 300 ms" in output
+    assert "Traceback" not in output
+
+
+def test_an_async_worker_over_http_runs_tasks_with_the_servers_token(tmp_path: Path) -> None:
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    (tmp_path / "token").write_text("cli-test-token-0123456789\n")
+    with serving(db, "--token-file", str(tmp_path / "token")) as served, SQLStore(db) as store:
+        store.create_task(TaskSpec(topic="q", task_id="t1", data={"s": 0.01}))
+        exe = shutil.which("sokka")
+        command = [exe] if exe else [sys.executable, "-m", "sokka"]
+        worker = subprocess.Popen(
+            [*command, "worker", "--db", served.url, "--topic", "q", "--handler",
+             "handlers:coro", "--pid", "w1", "--max-poll", "100ms"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+            env={**os.environ, "SOKKA_TOKEN_FILE": str(tmp_path / "token")},
+        )  # fmt: skip
+        _until(lambda: store.get_task("t1").status is Status.TERMINATED, worker)
+        code, output = _stop(worker)
+    assert code == 0, output
+    assert "(asyncio, concurrency 1," in output
+    assert store.get_task("t1").pid == "w1"

@@ -74,8 +74,10 @@ class AsyncSQLStore:
 
     ``url_or_engine``: a URL (see ``sokka.adapters.sql.SUPPORTED_URLS``) or an
     ``AsyncEngine`` you configured yourself. The other options are
-    ``SQLStore``'s. The schema is created explicitly: ``await
-    create_schema()`` or ``sokka init`` (the tables are the same).
+    ``SQLStore``'s, ``create_file`` included (SQLite only: with False, a
+    missing file is a ``ValidationError`` naming it and nothing is created).
+    The schema is created explicitly: ``await create_schema()`` or ``sokka
+    init`` (the tables are the same).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class AsyncSQLStore:
         pool_size: int = 10,
         lock_timeout_ms: int = 5_000,
         connect_timeout_s: int = 5,
+        create_file: bool = True,
     ) -> None:
         self._async_engine: AsyncEngine | None = None
         self._threads: ThreadPoolExecutor | None = None
@@ -102,6 +105,7 @@ class AsyncSQLStore:
                     pool_size=pool_size,
                     lock_timeout_ms=lock_timeout_ms,
                     connect_timeout_s=connect_timeout_s,
+                    create_file=create_file,
                     **options,
                 )
                 # As many threads as pooled connections: a call never waits for a

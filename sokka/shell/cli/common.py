@@ -8,14 +8,15 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import click
 
+from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.adapters.store import TaskStore
 from sokka.adapters.urls import is_http_url
 from sokka.core.errors import ValidationError
@@ -175,6 +176,27 @@ def _store(db: str, prefix: str) -> Iterator[TaskStore]:
         yield store
     finally:
         store.close()
+
+
+@asynccontextmanager
+async def _async_store(db: str, prefix: str) -> AsyncIterator[AsyncTaskStore]:
+    """``_store`` for the asyncio runtime: the same URLs, the same refusals."""
+    from sokka.adapters.aio.connect import connect
+
+    if _is_http(db):
+        _need_http_extra()
+        store = connect(db, token=_client_token())
+    else:
+        # As for the threaded commands, every other URL is a database's: memory://
+        # (private to one process, of no use to a command) is refused by the SQL
+        # store's parser, and only `sokka init` creates an SQLite file.
+        from sokka.adapters.aio.sql import AsyncSQLStore
+
+        store = AsyncSQLStore(db, prefix=prefix, create_file=False)
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 def _task_json(task: Task) -> dict[str, Any]:

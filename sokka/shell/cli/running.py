@@ -3,6 +3,7 @@ and ``demo``."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
@@ -12,13 +13,16 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sokka.core.supervision import LeasePolicy
 from sokka.shell.cli.common import (
     DURATION,
+    _async_store,
     _db,
     _need_http_extra,
     _prefix,
@@ -27,6 +31,9 @@ from sokka.shell.cli.common import (
     cli,
     load_handler,
 )
+
+if TYPE_CHECKING:
+    from sokka.shell.worker import WorkerStats
 
 __all__ = ["demo", "serve", "supervise", "worker"]
 
@@ -74,14 +81,24 @@ _log_level = click.option(
     "handler_path",
     required=True,
     metavar="MODULE:FUNCTION",
-    help="The handler, handler(task, ctx) -> ok() | failed(e) | snoozed(ms).",
+    help="The handler, handler(task, ctx) -> ok() | failed(e) | snoozed(ms), "
+    "or async def handler(task, ctx) for the asyncio runtime.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(("auto", "threads", "asyncio")),
+    default="auto",
+    show_default=True,
+    help="threads: --concurrency handler threads; asyncio: one event loop (a plain "
+    "handler runs in a pool of --concurrency threads); auto: asyncio for an async def "
+    "handler, threads otherwise.",
 )
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 1024),
     default=1,
     show_default=True,
-    help="Tasks run at once (threads).",
+    help="Tasks run at once.",
 )
 @click.option(
     "--batch-size",
@@ -126,7 +143,7 @@ _log_level = click.option(
 )
 @_log_level
 def worker(
-    db: str, prefix: str, topic: str, handler_path: str, concurrency: int,
+    db: str, prefix: str, topic: str, handler_path: str, runtime: str, concurrency: int,
     batch_size: int | None, lease_time: int, timeout: int | None, grace: int,
     max_poll: int, supervise: bool, pid: str | None, stats_file: str | None, log_level: str,
 ) -> None:  # fmt: skip
@@ -134,25 +151,52 @@ def worker(
     from dataclasses import asdict
 
     from sokka.core.backoff import Backoff
+    from sokka.shell.aio.worker import _is_coroutine_function
     from sokka.shell.worker import Worker
 
     _logging(log_level)
     handler = load_handler(handler_path)
-    with _store(db, prefix) as store:
-        runner = Worker(
-            store, topic, handler, pid=pid, concurrency=concurrency, batch_size=batch_size,
-            lease_time_ms=lease_time, timeout_ms=timeout, grace_ms=grace, supervise=supervise,
-            poll_backoff=Backoff(base_ms=min(20, max_poll), cap_ms=max_poll),
-        )  # fmt: skip
-        logging.getLogger("sokka.worker").info(
-            "worker %s on topic %r (concurrency %d, lease %d ms)",
-            runner.pid, topic, concurrency, lease_time,
-        )  # fmt: skip
-        stats = runner.run()
+    is_coroutine = _is_coroutine_function(handler)
+    if runtime == "threads" and is_coroutine:
+        raise click.UsageError(
+            f"--runtime threads cannot run {handler_path}: it is a coroutine function "
+            "(async def); run it with --runtime asyncio (or auto, the default)"
+        )
+    options: dict[str, Any] = {
+        "pid": pid, "concurrency": concurrency, "batch_size": batch_size,
+        "lease_time_ms": lease_time, "timeout_ms": timeout, "grace_ms": grace,
+        "supervise": supervise, "poll_backoff": Backoff(base_ms=min(20, max_poll), cap_ms=max_poll),
+    }  # fmt: skip
+    log = logging.getLogger("sokka.worker")
+    if runtime == "asyncio" or (runtime == "auto" and is_coroutine):
+        name, stats = asyncio.run(_work_on_asyncio(db, prefix, topic, handler, options))
+    else:
+        with _store(db, prefix) as store:
+            runner = Worker(store, topic, handler, **options)
+            log.info(
+                "worker %s on topic %r (concurrency %d, lease %d ms)",
+                runner.pid, topic, concurrency, lease_time,
+            )  # fmt: skip
+            name, stats = runner.pid, runner.run()
     if stats_file:
         with open(stats_file, "w", encoding="utf-8") as out:
-            json.dump({"pid": runner.pid, **asdict(stats)}, out)
-    logging.getLogger("sokka.worker").info("worker %s stopped: %s", runner.pid, stats)
+            json.dump({"pid": name, **asdict(stats)}, out)
+    log.info("worker %s stopped: %s", name, stats)
+
+
+async def _work_on_asyncio(
+    db: str, prefix: str, topic: str, handler: Callable[..., Any], options: dict[str, Any]
+) -> tuple[str, WorkerStats]:
+    """``sokka worker`` on the asyncio runtime: its pid and its stats once it stopped."""
+    from sokka.shell.aio.worker import Worker
+
+    async with _async_store(db, prefix) as store:
+        runner = Worker(store, topic, handler, **options)
+        logging.getLogger("sokka.worker").info(
+            "worker %s on topic %r (asyncio, concurrency %d, lease %d ms)",
+            runner.pid, topic, options["concurrency"], options["lease_time_ms"],
+        )  # fmt: skip
+        return runner.pid, await runner.run(install_signal_handlers=True)
 
 
 @cli.command()
@@ -177,30 +221,60 @@ def worker(
     default=None,
     help="Longest sleep between listings (default: a quarter of the lease).",
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(("threads", "asyncio")),
+    default="threads",
+    show_default=True,
+    help="threads: the supervisor on a thread of its own; asyncio: on an event loop.",
+)
 @_log_level
 def supervise(
     db: str, prefix: str, topics: tuple[str, ...], lease_time: int, interval: int | None,
-    log_level: str,
+    runtime: str, log_level: str,
 ) -> None:  # fmt: skip
     """Revoke the leases nobody keeps alive, until SIGTERM or SIGINT (then exit 0)."""
     from sokka.shell.supervisor import Supervisor
 
     _logging(log_level)
+    policy = LeasePolicy(lease_time_ms=lease_time, default_snooze_ms=lease_time)
+    if runtime == "asyncio":
+        asyncio.run(_supervise_on_asyncio(db, prefix, topics, policy, interval))
+        return
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with _store(db, prefix) as store:
-        supervisor = Supervisor(
-            store, topics or None,
-            LeasePolicy(lease_time_ms=lease_time, default_snooze_ms=lease_time),
-            interval_ms=interval,
-        )  # fmt: skip
-        logging.getLogger("sokka.supervisor").info(
-            "supervising %s with a lease of %d ms", ", ".join(topics) or "every topic", lease_time
-        )
+        supervisor = Supervisor(store, topics or None, policy, interval_ms=interval)
+        _log_supervising(topics, lease_time)
         supervisor.start()
         stop.wait()
         supervisor.stop()
+
+
+def _log_supervising(topics: tuple[str, ...], lease_time: int) -> None:
+    logging.getLogger("sokka.supervisor").info(
+        "supervising %s with a lease of %d ms", ", ".join(topics) or "every topic", lease_time
+    )
+
+
+async def _supervise_on_asyncio(
+    db: str, prefix: str, topics: tuple[str, ...], policy: LeasePolicy, interval: int | None
+) -> None:
+    """``sokka supervise`` on the asyncio runtime, until SIGTERM or SIGINT."""
+    from sokka.shell.aio.supervisor import Supervisor
+
+    async with _async_store(db, prefix) as store:
+        supervisor = Supervisor(store, topics or None, policy, interval_ms=interval)
+        _log_supervising(topics, policy.lease_time_ms)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, supervisor.stop)
+        try:
+            await supervisor.run()  # an in-flight cycle ends first
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
