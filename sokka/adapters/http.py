@@ -28,8 +28,10 @@ import httpx
 from returns.result import Result
 
 from sokka.adapters.store import (
+    DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
+    Counts,
     Page,
     TaskFilter,
 )
@@ -50,7 +52,7 @@ from sokka.adapters.wire.client import (
 )
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError
-from sokka.core.task import Task, TaskSpec
+from sokka.core.task import Status, Task, TaskSpec
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "DEFAULT_TIMEOUT_S", "HTTPStore"]
 
@@ -220,3 +222,11 @@ class HTTPStore:
         limit: int = MAX_PAGE_SIZE,
     ) -> Page:
         return self._send(WIRE_CALLS.list_leased_tasks(topic, cursor, limit))
+
+    def count_tasks(
+        self,
+        topic: str | None = None,
+        status: Status | None = None,
+        failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
+    ) -> Counts:
+        return self._send(WIRE_CALLS.count_tasks(topic, status, failed_within_ms))

@@ -18,13 +18,17 @@ from functools import partial
 from returns.result import Failure, Result, Success
 
 from sokka.adapters.store import (
+    DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
     MAX_PAGE_SIZE,
+    Counts,
     EventCalls,
     Page,
     TaskFilter,
+    TopicCounts,
     capture,
+    check_counting,
     check_leased_listing,
     check_listing,
     encode_cursor,
@@ -134,6 +138,38 @@ class MemoryStore(EventCalls):
             seqs = sorted(s for t in self._leased if (s := self._seq[t]) > after)
             candidates = (self._tasks[self._order[s - 1]] for s in seqs)
             return self._page(candidates, lambda t: topic is None or t.topic == topic, limit)
+
+    def count_tasks(
+        self,
+        topic: str | None = None,
+        status: Status | None = None,
+        failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
+    ) -> Counts:
+        topic, wanted, window = check_counting(topic, status, failed_within_ms)
+        with self._lock:
+            now = self._clock()
+            since = now - window
+            found: dict[str, dict[str, int]] = {}
+            oldest: dict[str, int] = {}
+            for task in self._tasks.values():
+                if (topic is not None and task.topic != topic) or (
+                    wanted is not None and task.status is not wanted
+                ):
+                    continue
+                counts = found.setdefault(task.topic, {"failed_recently": 0})
+                counts[task.status.value] = counts.get(task.status.value, 0) + 1
+                if task.status is Status.STARTING:
+                    seen = oldest.get(task.topic)
+                    oldest[task.topic] = task.updated_at if seen is None else min(
+                        seen, task.updated_at
+                    )
+                elif task.status is Status.FAILED and task.updated_at >= since:
+                    counts["failed_recently"] += 1
+        topics = tuple(
+            TopicCounts(topic=name, oldest_ready_at=oldest.get(name), **found[name])
+            for name in sorted(found)
+        )
+        return Counts(now=now, failed_within_ms=window, topics=topics)
 
     def _page(self, candidates: Iterable[Task], keep: Callable[[Task], bool], limit: int) -> Page:
         found: list[Task] = []

@@ -43,12 +43,16 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from sokka.adapters.memory import wall_clock_ms
 from sokka.adapters.store import (
+    DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
     MAX_PAGE_SIZE,
+    Counts,
     EventCalls,
     Page,
     TaskFilter,
+    TopicCounts,
+    check_counting,
     check_leased_listing,
     check_listing,
     encode_cursor,
@@ -718,6 +722,39 @@ class SQLStore(EventCalls):
                 params = {"after": after, "limit": limit + 1, "topic": topic}
                 rows = conn.execute(self._select_leased_topic, params).all()
         return _page(rows, limit)
+
+    def count_tasks(
+        self,
+        topic: str | None = None,
+        status: Status | None = None,
+        failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
+    ) -> Counts:
+        topic, wanted, window = check_counting(topic, status, failed_within_ms)
+        # One GROUP BY over the table: a count, the earliest updated_at (read for
+        # the starting group only) and the recent ones (read for the failed group
+        # only) per (topic, status), in one pass and one round trip.
+        t = self._tasks
+        recent = sa.func.sum(sa.case((t.c.updated_at >= sa.bindparam("since"), 1), else_=0))
+        statement = sa.select(
+            t.c.topic, t.c.status, sa.func.count(), sa.func.min(t.c.updated_at), recent
+        ).group_by(t.c.topic, t.c.status)
+        if topic is not None:
+            statement = statement.where(t.c.topic == topic)
+        if wanted is not None:
+            statement = statement.where(t.c.status == wanted.value)
+        now = self._clock()
+        with self._session(write=False) as conn:
+            rows = conn.execute(statement, {"since": now - window}).all()
+        found: dict[str, dict[str, Any]] = {}
+        for name, state, count, earliest, failed_recently in rows:
+            counts = found.setdefault(name, {})
+            counts[state] = int(count)
+            if state == Status.STARTING.value:
+                counts["oldest_ready_at"] = int(earliest)
+            elif state == Status.FAILED.value:
+                counts["failed_recently"] = int(failed_recently or 0)
+        topics = tuple(TopicCounts(topic=name, **found[name]) for name in sorted(found))
+        return Counts(now=now, failed_within_ms=window, topics=topics)
 
     # -- leases ---------------------------------------------------------------------
 

@@ -47,14 +47,18 @@ from sokka.core.transitions import (
 )
 
 __all__ = [
+    "DEFAULT_FAILED_WITHIN_MS",
     "DEFAULT_PAGE_SIZE",
     "MAX_BATCH",
     "MAX_PAGE_SIZE",
+    "Counts",
     "EventCalls",
     "Page",
     "TaskFilter",
     "TaskStore",
+    "TopicCounts",
     "capture",
+    "check_counting",
     "check_leased_listing",
     "check_listing",
     "decode_cursor",
@@ -70,6 +74,8 @@ MAX_PAGE_SIZE: Final = 1000
 #: The most elements one batch call (create_tasks, reserve_tasks, extend_leases,
 #: finish_many) may carry.
 MAX_BATCH: Final = 1000
+#: ``count_tasks`` counts the failures of the last hour unless told otherwise.
+DEFAULT_FAILED_WITHIN_MS: Final = 3_600_000
 
 _T = TypeVar("_T")
 
@@ -120,6 +126,84 @@ class Page:
 
     tasks: tuple[Task, ...]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TopicCounts:
+    """What ``count_tasks`` found in one topic.
+
+    One count per status; ``oldest_ready_at``: the smallest ``updated_at``
+    among the topic's starting tasks (when the task that has waited longest
+    became ready), None when none is ready; ``failed_recently``: the failed
+    tasks whose ``updated_at`` is within the call's ``failed_within_ms``.
+    """
+
+    topic: str
+    starting: int = 0
+    running: int = 0
+    snoozed: int = 0
+    failed: int = 0
+    terminated: int = 0
+    oldest_ready_at: int | None = None
+    failed_recently: int = 0
+
+    @property
+    def leased(self) -> int:
+        """Running and snoozed: the tasks a worker holds a lease on."""
+        return self.running + self.snoozed
+
+    @property
+    def total(self) -> int:
+        return self.starting + self.running + self.snoozed + self.failed + self.terminated
+
+    def count(self, status: Status) -> int:
+        """The count of one status.
+
+        >>> TopicCounts(topic="t", failed=2).count(Status.FAILED)
+        2
+        """
+        return int(getattr(self, status.value))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Counts:
+    """The answer of ``count_tasks``: the store clock when it counted (``now``,
+    milliseconds), the window of ``failed_recently``, and one ``TopicCounts``
+    per topic that has a matching task, by topic name."""
+
+    now: int
+    failed_within_ms: int
+    topics: tuple[TopicCounts, ...]
+
+    def oldest_ready_age_ms(self, topic: TopicCounts) -> int | None:
+        """How long ``topic``'s longest-waiting ready task has waited, on the store
+        clock (both ends are the store's own readings); None when none is ready.
+
+        >>> counts = Counts(now=5_000, failed_within_ms=1, topics=())
+        >>> counts.oldest_ready_age_ms(TopicCounts(topic="t", starting=1, oldest_ready_at=2_000))
+        3000
+        """
+        if topic.oldest_ready_at is None:
+            return None
+        return max(0, self.now - topic.oldest_ready_at)
+
+
+def check_counting(
+    topic: object, status: object, failed_within_ms: object
+) -> tuple[str | None, Status | None, int]:
+    """Validate ``count_tasks``'s arguments (``ValidationError`` naming the field)."""
+    name = None if topic is None else require_name("topic", topic)
+    wanted = None if status is None else Status.parse(status)
+    if isinstance(failed_within_ms, bool) or not isinstance(failed_within_ms, int):
+        raise ValidationError(
+            "failed_within_ms",
+            f"must be an integer of milliseconds (got {type(failed_within_ms).__name__})",
+        )
+    if not 1 <= failed_within_ms <= MAX_INT:
+        raise ValidationError(
+            "failed_within_ms", f"must be between 1 and {MAX_INT} (got {shown(failed_within_ms)})"
+        )
+    return name, wanted, failed_within_ms
 
 
 _CURSOR_VERSION = 1
@@ -348,6 +432,31 @@ class TaskStore(Protocol):
         limit: int = MAX_PAGE_SIZE,
     ) -> Page:
         """One page of running and snoozed tasks of ``topic`` (all topics with ``None``)."""
+        ...
+
+    def count_tasks(
+        self,
+        topic: str | None = None,
+        status: Status | None = None,
+        failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
+    ) -> Counts:
+        """Count the tasks per topic and status, without listing them (an operator's view).
+
+        Only ``topic`` (all topics with ``None``) and only ``status`` (every
+        status with ``None``; the other counts are then 0) are counted. A topic
+        with no matching task is absent. ``failed_recently`` counts the failed
+        tasks whose ``updated_at`` is at or after ``now - failed_within_ms``
+        (1..``MAX_INT``, one hour by default).
+
+        ``now``, ``oldest_ready_at`` and the recent-failure window are the
+        store's own clock (the one that writes ``created_at``/``updated_at``):
+        good for telling an operator how old things are, never for a lease
+        decision, which reads no store timestamp. The counts are a snapshot;
+        tasks keep moving while an answer travels.
+
+        An unknown ``status``, a malformed ``topic`` or a ``failed_within_ms``
+        out of range: ``ValidationError`` naming the field.
+        """
         ...
 
 

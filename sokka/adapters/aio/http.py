@@ -16,7 +16,14 @@ import httpx
 from returns.result import Result
 
 from sokka.adapters.http import DEFAULT_TIMEOUT_S
-from sokka.adapters.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, TaskFilter
+from sokka.adapters.store import (
+    DEFAULT_FAILED_WITHIN_MS,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    Counts,
+    Page,
+    TaskFilter,
+)
 from sokka.adapters.wire.client import (
     DEFAULT_MAX_RESPONSE_BYTES,
     WIRE_CALLS,
@@ -34,7 +41,7 @@ from sokka.adapters.wire.client import (
 )
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError
-from sokka.core.task import Task, TaskSpec
+from sokka.core.task import Status, Task, TaskSpec
 
 __all__ = ["AsyncHTTPStore"]
 
@@ -184,3 +191,11 @@ class AsyncHTTPStore:
         limit: int = MAX_PAGE_SIZE,
     ) -> Page:
         return await self._send(WIRE_CALLS.list_leased_tasks(topic, cursor, limit))
+
+    async def count_tasks(
+        self,
+        topic: str | None = None,
+        status: Status | None = None,
+        failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
+    ) -> Counts:
+        return await self._send(WIRE_CALLS.count_tasks(topic, status, failed_within_ms))

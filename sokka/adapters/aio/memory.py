@@ -12,10 +12,17 @@ from collections.abc import Callable, Sequence
 from returns.result import Result
 
 from sokka.adapters.memory import MemoryStore, _new_id, wall_clock_ms
-from sokka.adapters.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, TaskFilter
+from sokka.adapters.store import (
+    DEFAULT_FAILED_WITHIN_MS,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    Counts,
+    Page,
+    TaskFilter,
+)
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError
-from sokka.core.task import Task, TaskSpec
+from sokka.core.task import Status, Task, TaskSpec
 
 __all__ = ["AsyncMemoryStore"]
 
@@ -95,6 +102,14 @@ class AsyncMemoryStore:
         limit: int = MAX_PAGE_SIZE,
     ) -> Page:
         return self.sync.list_leased_tasks(topic, cursor, limit)
+
+    async def count_tasks(
+        self,
+        topic: str | None = None,
+        status: Status | None = None,
+        failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
+    ) -> Counts:
+        return self.sync.count_tasks(topic, status, failed_within_ms)
 
     async def aclose(self) -> None:
         return None

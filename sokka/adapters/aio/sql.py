@@ -44,10 +44,17 @@ from sqlalchemy.util import greenlet_spawn
 
 from sokka.adapters.memory import wall_clock_ms
 from sokka.adapters.sql import SQLStore, _engine_arguments, _parse_url
-from sokka.adapters.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, TaskFilter
+from sokka.adapters.store import (
+    DEFAULT_FAILED_WITHIN_MS,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    Counts,
+    Page,
+    TaskFilter,
+)
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError
-from sokka.core.task import Task, TaskSpec
+from sokka.core.task import Status, Task, TaskSpec
 
 __all__ = ["AsyncSQLStore"]
 
@@ -256,3 +263,11 @@ class AsyncSQLStore:
         limit: int = MAX_PAGE_SIZE,
     ) -> Page:
         return await self._run(self._sync.list_leased_tasks, topic, cursor, limit)
+
+    async def count_tasks(
+        self,
+        topic: str | None = None,
+        status: Status | None = None,
+        failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
+    ) -> Counts:
+        return await self._run(self._sync.count_tasks, topic, status, failed_within_ms)

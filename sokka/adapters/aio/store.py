@@ -14,10 +14,17 @@ from typing import Protocol, runtime_checkable
 
 from returns.result import Result
 
-from sokka.adapters.store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, TaskFilter
+from sokka.adapters.store import (
+    DEFAULT_FAILED_WITHIN_MS,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    Counts,
+    Page,
+    TaskFilter,
+)
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError
-from sokka.core.task import Task, TaskSpec
+from sokka.core.task import Status, Task, TaskSpec
 
 __all__ = ["AsyncTaskStore"]
 
@@ -76,6 +83,13 @@ class AsyncTaskStore(Protocol):
         cursor: str | None = None,
         limit: int = MAX_PAGE_SIZE,
     ) -> Page: ...
+
+    async def count_tasks(
+        self,
+        topic: str | None = None,
+        status: Status | None = None,
+        failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
+    ) -> Counts: ...
 
     async def aclose(self) -> None:
         """Release connections; the store is not used afterwards."""

@@ -12,6 +12,7 @@ from typing import Final
 from returns.result import Failure, Result, Success
 
 from sokka.adapters.store import (
+    DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
     MAX_PAGE_SIZE,
@@ -41,6 +42,7 @@ from sokka.adapters.wire.schema import (
     _MS,
     _NAME,
     _RECORD_VER,
+    _STATUS,
     _TEXT,
     _limit,
     _nullable,
@@ -210,6 +212,16 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             Param("limit", _limit(MAX_PAGE_SIZE, MAX_PAGE_SIZE), False),
         ),
         "page",
+    ),
+    Operation(
+        "count_tasks",
+        "Count the tasks per topic and status (an operator's view, on the store clock)",
+        (
+            Param("topic", _nullable(_NAME), False),
+            Param("status", _nullable(_STATUS), False),
+            Param("failed_within_ms", {**_MS, "default": DEFAULT_FAILED_WITHIN_MS}, False),
+        ),
+        "counts",
     ),
 )
 

@@ -24,8 +24,10 @@ import httpx
 from returns.result import Failure, Result
 
 from sokka.adapters.store import (
+    DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
+    Counts,
     Page,
     TaskFilter,
     require_batch,
@@ -34,6 +36,7 @@ from sokka.adapters.store import (
 from sokka.adapters.urls import is_http_url
 from sokka.adapters.wire.calls import OPERATIONS_BY_NAME
 from sokka.adapters.wire.codec import (
+    counts_from_json,
     filter_to_json,
     lease_to_json,
     outcome_to_json,
@@ -46,7 +49,7 @@ from sokka.adapters.wire.problems import error_from_problem
 from sokka.adapters.wire.values import PROBLEM_JSON
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError, StoreError, Unavailable, ValidationError
-from sokka.core.task import Task, TaskSpec, shown
+from sokka.core.task import Status, Task, TaskSpec, shown
 from sokka.core.transitions import Cancel, Fail
 
 __all__ = [
@@ -345,6 +348,17 @@ class WireCalls:
     ) -> Request[Page]:
         arguments = {"topic": topic, "cursor": cursor, "limit": limit}
         return Request("list_leased_tasks", arguments, page_from_json)
+
+    def count_tasks(
+        self,
+        topic: str | None = None,
+        status: Status | None = None,
+        failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
+    ) -> Request[Counts]:
+        # A Status is a str: it travels as its value; anything else goes as it
+        # is, and the server's store names the field it refuses.
+        arguments = {"topic": topic, "status": status, "failed_within_ms": failed_within_ms}
+        return Request("count_tasks", arguments, counts_from_json)
 
 
 #: The one ``WireCalls`` both HTTP stores use.

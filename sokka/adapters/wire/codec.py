@@ -10,8 +10,10 @@ from typing import Any, Final
 from returns.result import Failure, Result, Success
 
 from sokka.adapters.store import (
+    Counts,
     Page,
     TaskFilter,
+    TopicCounts,
 )
 from sokka.adapters.wire.problems import error_from_problem, printable, problem_for
 from sokka.adapters.wire.values import JSONObject, Returns
@@ -75,6 +77,8 @@ def answer_text(returns: Returns, answer: Any) -> str:
         return task_json_text(answer)
     if returns == "tasks":
         return f"[{','.join(task_json_text(t) for t in answer)}]"
+    if returns == "counts":
+        return _dumps(counts_to_json(answer))
     if returns == "page":
         tasks = ",".join(task_json_text(t) for t in answer.tasks)
         return f'{{"tasks":[{tasks}],"next_cursor":{_dumps(answer.next_cursor)}}}'
@@ -113,6 +117,43 @@ def page_from_json(value: object) -> Page:
     if cursor is not None and not isinstance(cursor, str):
         raise StoreError("the server sent a page with a malformed cursor")
     return Page(tasks=tuple(task_from_json(t) for t in value["tasks"]), next_cursor=cursor)
+
+
+_TOPIC_COUNTS_FIELDS: Final = tuple(f.name for f in fields(TopicCounts))
+
+
+def counts_to_json(counts: Counts) -> JSONObject:
+    """``count_tasks``'s answer as a JSON object (each topic with every field)."""
+    return {
+        "now": counts.now,
+        "failed_within_ms": counts.failed_within_ms,
+        "topics": [
+            {name: getattr(topic, name) for name in _TOPIC_COUNTS_FIELDS}
+            for topic in counts.topics
+        ],
+    }
+
+
+def counts_from_json(value: object) -> Counts:
+    """The ``Counts`` a JSON object from ``counts_to_json`` describes (``StoreError``
+    if it is not one)."""
+    malformed = StoreError("the server sent something that is not a count of tasks")
+    if not isinstance(value, dict) or value.keys() != {"now", "failed_within_ms", "topics"}:
+        raise malformed
+    topics = value["topics"]
+    if not isinstance(topics, list):
+        raise malformed
+    try:
+        found = []
+        for item in topics:
+            if not isinstance(item, dict) or item.keys() != set(_TOPIC_COUNTS_FIELDS):
+                raise malformed
+            found.append(TopicCounts(**item))
+        return Counts(
+            now=value["now"], failed_within_ms=value["failed_within_ms"], topics=tuple(found)
+        )
+    except TypeError:
+        raise malformed from None
 
 
 def results_from_json(value: object) -> list[Result[Task, SokkaError]]:

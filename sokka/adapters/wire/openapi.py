@@ -67,6 +67,8 @@ def _returns_schema(operation: Operation) -> dict[str, Any]:
             return {"type": "array", "items": task}
         case "page":
             return {"$ref": "#/components/schemas/Page"}
+        case "counts":
+            return {"$ref": "#/components/schemas/Counts"}
         case "results":
             return {"type": "array", "items": {"$ref": "#/components/schemas/Result"}}
 

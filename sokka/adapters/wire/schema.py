@@ -133,6 +133,23 @@ SCHEMAS: Final[Mapping[str, JSONObject]] = {
         {"tasks": {"type": "array", "items": _ref("Task")}, "next_cursor": _CURSOR},
         ["tasks", "next_cursor"],
     ),
+    "Counts": _closed(
+        {
+            "now": {**_INT, "description": "the store clock when it counted (ms)"},
+            "failed_within_ms": _INT,
+            "topics": {"type": "array", "items": _ref("TopicCounts")},
+        },
+        ["now", "failed_within_ms", "topics"],
+    ),
+    "TopicCounts": _closed(
+        {
+            "topic": {"type": "string"},
+            **{status.value: {"type": "integer", "minimum": 0} for status in Status},
+            "oldest_ready_at": _nullable(_INT),
+            "failed_recently": {"type": "integer", "minimum": 0},
+        },
+        ["topic", *(s.value for s in Status), "oldest_ready_at", "failed_recently"],
+    ),
     "Result": {
         "oneOf": [
             _closed({"task": _ref("Task")}, ["task"]),

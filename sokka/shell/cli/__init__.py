@@ -1,4 +1,5 @@
-"""The ``sokka`` command: init, task, worker, supervise, serve, demo, simulate.
+"""The ``sokka`` command: init, task, status, worker, supervise, serve, dashboard, demo,
+simulate.
 
 The store comes from ``--db`` or ``SOKKA_DB`` (default ``sqlite:///sokka.db``):
 an SQLite or PostgreSQL URL, or the ``http(s)://`` URL of a ``sokka serve``
@@ -16,7 +17,13 @@ from collections.abc import Sequence
 import click
 
 from sokka.core.errors import SokkaError
-from sokka.shell.cli import running, simulate, tasks  # noqa: F401  (they add the commands)
+from sokka.shell.cli import (  # noqa: F401  (they add the commands)
+    dashboard,
+    running,
+    simulate,
+    status,
+    tasks,
+)
 from sokka.shell.cli.common import DEFAULT_DB, cli, load_handler, parse_duration
 
 __all__ = ["DEFAULT_DB", "cli", "load_handler", "main", "parse_duration"]

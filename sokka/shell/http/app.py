@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from sokka.adapters.store import TaskStore
 from sokka.adapters.wire import (
@@ -233,6 +233,7 @@ def create_app(
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     body_timeout_s: float = BODY_TIMEOUT_S,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    dashboard: bool = True,
 ) -> Starlette:
     """The ASGI application serving ``store``.
 
@@ -285,12 +286,20 @@ def create_app(
         hosts = host_rule(token=token is not None, listen=listen_host, allowed=allowed_hosts)
     except ValueError as error:
         raise ValidationError("allowed_hosts", f"must be host names: {error}") from None
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/health", _health, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/problems/{code}", _problem_type, methods=["GET"]),
         *(Route(op.path, _endpoint(op), methods=["POST"]) for op in OPERATIONS),
     ]
+    if dashboard:
+        try:
+            from sokka.shell.http.dashboard import Sessions, dashboard_routes
+        except ImportError:  # jinja2 missing: an older install of the http extra
+            _log.warning("the dashboard (/ui/) needs jinja2: pip install 'sokka[http]'")
+            dashboard = False
+        else:
+            routes.extend(dashboard_routes())
     app = Starlette(
         routes=routes,
         middleware=[
@@ -301,6 +310,7 @@ def create_app(
                 hosts=hosts,
                 body_timeout_s=body_timeout_s,
                 max_concurrency=max_concurrency,
+                dashboard=dashboard,
             )
         ],
         exception_handlers={HTTPException: _http_error},
@@ -312,4 +322,6 @@ def create_app(
     app.state.max_body_bytes = max_body_bytes
     app.state.max_answer_bytes = max_answer_bytes
     app.state.openapi = openapi_document(secured=token is not None)
+    if dashboard:
+        app.state.ui_sessions = Sessions(token)
     return app

@@ -83,8 +83,10 @@ class _Guard:
         hosts: HostRule,
         body_timeout_s: float,
         max_concurrency: int,
+        dashboard: bool = False,
     ) -> None:
         self.app = app
+        self.serves_dashboard = dashboard
         self.expected = None if token is None else token.encode()
         self.max_body_bytes = max_body_bytes
         self.hosts = hosts
@@ -92,6 +94,10 @@ class _Guard:
         self.max_concurrency = max_concurrency
         # Requests in flight: the event loop is one thread, so a plain count is safe.
         self.in_flight = 0
+
+    def dashboard(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        return self.serves_dashboard and (path == "/ui" or path.startswith("/ui/"))
 
     def _refusal(self, given: list[bytes]) -> str | None:
         """Why the ``Authorization`` headers do not carry the token (None: they do).
@@ -123,7 +129,9 @@ class _Guard:
             )
             await _problem_response(problem)(scope, receive, send)
             return
-        if self.expected is not None and scope["path"] != "/health":
+        # /ui is the dashboard, which checks its own session cookie instead of a
+        # bearer token (a browser cannot send one); it needs jinja2 to exist.
+        if self.expected is not None and scope["path"] != "/health" and not self.dashboard(scope):
             given = [value for name, value in scope["headers"] if name == b"authorization"]
             refusal = self._refusal(given)
             if refusal is not None:

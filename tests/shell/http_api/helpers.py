@@ -40,7 +40,9 @@ STORE_CALLS = tuple(
     for name, value in vars(TaskStore).items()
     if inspect.isfunction(value) and not name.startswith("_")
 )
-READ_ONLY_CALLS = frozenset({"get_task", "tasks_in_group", "list_tasks", "list_leased_tasks"})
+READ_ONLY_CALLS = frozenset(
+    {"get_task", "tasks_in_group", "list_tasks", "list_leased_tasks", "count_tasks"}
+)
 
 
 # -- stores ---------------------------------------------------------------------------
@@ -154,6 +156,7 @@ def valid_bodies(store: MemoryStore) -> dict[str, dict[str, Any]]:
         "requeue": {"task_id": "t-failed"},
         "cancel": {"task_id": "t-starting", "reason": "not needed any more"},
         "list_leased_tasks": {"topic": "run"},
+        "count_tasks": {"topic": "run", "status": "running", "failed_within_ms": 60000},
     }
 
 

@@ -32,10 +32,11 @@ def openapi(http: httpx.Client) -> dict[str, Any]:
 
 
 def _route_methods(app: Starlette) -> dict[str, set[str]]:
+    # The dashboard's HTML pages (/ui) are for browsers, not part of the API.
     return {
         route.path: {m.lower() for m in route.methods or () if m != "HEAD"}
         for route in app.routes
-        if isinstance(route, Route)
+        if isinstance(route, Route) and route.path != "/ui" and not route.path.startswith("/ui/")
     }
 
 
