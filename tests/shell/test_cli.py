@@ -478,7 +478,6 @@ def test_task_group_lists_every_task_of_a_group_larger_than_a_page(tmp_path: Pat
     ]
 
 
-
 # -- the asyncio runtime ---------------------------------------------------------------
 
 HANDLERS = """\
@@ -638,3 +637,19 @@ def test_an_async_worker_over_http_runs_tasks_with_the_servers_token(tmp_path: P
     assert code == 0, output
     assert "(asyncio, concurrency 1," in output
     assert store.get_task("t1").pid == "w1"
+
+
+@pytest.mark.parametrize("runtime", ["threads", "asyncio"])
+def test_supervise_on_a_store_without_a_schema_exits_1_naming_it(
+    tmp_path: Path, runtime: str
+) -> None:
+    """It logged "will retry" for ever (a missing schema is not a store that is down)."""
+    sqlite3.connect(tmp_path / "bare.db").close()  # a file, but no schema in it
+    run = sokka("supervise", "--db", f"sqlite:///{tmp_path / 'bare.db'}", "--topic", "q",
+                "--runtime", runtime, cwd=tmp_path, timeout=30)  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (
+        "sokka: no sokka schema under the prefix 'sokka_': run `sokka init` or "
+        "SQLStore.create_schema()"
+    )
+    assert "will retry" not in run.stderr

@@ -4,6 +4,7 @@ and ``demo``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from sokka.core.errors import RetryableError
 from sokka.core.supervision import LeasePolicy
 from sokka.shell.cli.common import (
     DURATION,
@@ -246,6 +248,8 @@ def supervise(
         signal.signal(signum, lambda *_: stop.set())
     with _store(db, prefix) as store:
         supervisor = Supervisor(store, topics or None, policy, interval_ms=interval)
+        with contextlib.suppress(RetryableError):  # the loop rides out a store that is down
+            store.list_leased_tasks(limit=1)  # a missing schema is an error, not a retry
         _log_supervising(topics, lease_time)
         supervisor.start()
         stop.wait()
@@ -266,6 +270,8 @@ async def _supervise_on_asyncio(
 
     async with _async_store(db, prefix) as store:
         supervisor = Supervisor(store, topics or None, policy, interval_ms=interval)
+        with contextlib.suppress(RetryableError):  # the loop rides out a store that is down
+            await store.list_leased_tasks(limit=1)  # a missing schema is an error, not a retry
         _log_supervising(topics, policy.lease_time_ms)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
