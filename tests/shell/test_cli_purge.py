@@ -4,6 +4,8 @@ them: a subprocess on a real SQLite file."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from sokka.adapters.memory import wall_clock_ms
 from sokka.adapters.sql import SQLStore
 from sokka.core.task import Status, TaskSpec
-from tests.shell.test_cli import sokka
+from tests.shell.test_cli import _sokka_process, _stop, _until, sokka
 
 DAY_MS = 86_400_000
 
@@ -150,3 +152,59 @@ def test_requeue_of_one_task_still_works(db: str) -> None:
     assert done.returncode == 0, done.stderr
     (shown,) = json.loads(done.stdout)["tasks"]
     assert shown["status"] == "starting"
+
+
+# -- the periodic purge of sokka supervise and sokka serve -----------------------------
+
+
+def _gone(url: str, task_ids: set[str]) -> bool:
+    return task_ids.isdisjoint(_ids(url))
+
+
+OLD_FINISHED = {"done-0", "done-1", "done-2", "failed-0", "failed-1", "report-0", "report-1"}
+
+
+@pytest.mark.parametrize("runtime", ["threads", "asyncio"])
+def test_supervise_purges_in_the_background_when_asked(
+    db: str, tmp_path: Path, runtime: str
+) -> None:
+    process = _sokka_process(
+        "supervise", "--db", db, "--runtime", runtime, "--purge-after", "7d",
+        "--purge-every", "1h", "--log-level", "info", cwd=tmp_path,
+    )  # fmt: skip
+    _until(lambda: _gone(db, OLD_FINISHED), process)
+    status, output = _stop(process)
+    assert status == 0, output
+    assert "retention: purged 7 terminated/failed tasks older than 604800000 ms" in output
+    assert _ids(db) == {"fresh-0", "busy", "waiting"}
+
+
+def test_supervise_purges_nothing_by_default(db: str, tmp_path: Path) -> None:
+    before = _ids(db)
+    process = _sokka_process("supervise", "--db", db, "--log-level", "info", cwd=tmp_path)
+    _until(lambda: True, process)
+    time.sleep(1)  # a purge at start would have run by now
+    status, output = _stop(process)
+    assert status == 0, output
+    assert "retention" not in output
+    assert _ids(db) == before
+
+
+def test_serve_purges_in_the_background_when_asked(db: str, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = _sokka_process(
+        "serve", "--db", db, "--port", str(port), "--purge-after", "7d", "--log-level", "info",
+        cwd=tmp_path,
+    )  # fmt: skip
+    _until(lambda: _gone(db, OLD_FINISHED), process)
+    status, output = _stop(process)
+    assert status == 0, output
+    assert "retention: purged 7" in output
+
+
+def test_a_bad_purge_interval_is_refused(db: str) -> None:
+    done = sokka("supervise", "--db", db, "--purge-after", "7d", "--purge-every", "0s")
+    assert done.returncode == 2
+    assert "--purge-every" in done.stderr

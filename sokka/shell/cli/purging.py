@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -10,9 +12,11 @@ from sokka.adapters.store import MAX_BATCH, check_purge
 from sokka.core.errors import ValidationError
 from sokka.core.task import Status
 from sokka.shell.cli.common import DURATION, _db, _json, _prefix, _store, cli
-from sokka.shell.retention import count_purgeable, purge_all
+from sokka.shell.retention import RetentionPolicy, count_purgeable, purge_all
 
-__all__ = ["purge"]
+__all__ = ["periodic_purge_options", "purge", "retention_policy"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: The option of ``sokka purge`` each field of ``TaskStore.purge`` comes from.
 _OPTIONS = {"statuses": "--status", "older_than_ms": "--older-than", "topic": "--topic",
@@ -83,3 +87,23 @@ def duration_text(ms: int) -> str:
         if ms % size == 0:
             return f"{ms // size}{unit}"
     return f"{ms}ms"
+
+
+def periodic_purge_options(command: _F) -> _F:
+    """``--purge-after`` and ``--purge-every``, for the long-running commands."""
+    command = click.option(
+        "--purge-every", type=DURATION, default="10m", show_default=True,
+        help="With --purge-after: how often the purge runs.",
+    )(command)  # fmt: skip
+    return click.option(
+        "--purge-after", type=DURATION, default=None,
+        help="Also delete terminated and failed tasks unchanged this long (store clock), "
+        "e.g. 7d, in the background (default: never).",
+    )(command)  # fmt: skip
+
+
+def retention_policy(purge_after: int | None, purge_every: int) -> RetentionPolicy | None:
+    """The periodic purge those options ask for (None: off, the default)."""
+    if purge_after is None:
+        return None
+    return RetentionPolicy(older_than_ms=purge_after, every_ms=purge_every)
