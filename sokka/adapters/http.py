@@ -30,9 +30,11 @@ from returns.result import Result
 from sokka.adapters.store import (
     DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
+    MAX_BATCH,
     MAX_PAGE_SIZE,
     Counts,
     Page,
+    Purged,
     TaskFilter,
 )
 from sokka.adapters.wire.client import (
@@ -230,3 +232,12 @@ class HTTPStore:
         failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
     ) -> Counts:
         return self._send(WIRE_CALLS.count_tasks(topic, status, failed_within_ms))
+
+    def purge(
+        self,
+        statuses: Sequence[Status],
+        older_than_ms: int,
+        topic: str | None = None,
+        limit: int = MAX_BATCH,
+    ) -> Purged:
+        return self._send(WIRE_CALLS.purge(statuses, older_than_ms, topic, limit))

@@ -8,6 +8,7 @@ and single-process tools.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import threading
 import time
@@ -25,12 +26,14 @@ from sokka.adapters.store import (
     Counts,
     EventCalls,
     Page,
+    Purged,
     TaskFilter,
     TopicCounts,
     capture,
     check_counting,
     check_leased_listing,
     check_listing,
+    check_purge,
     encode_cursor,
     require_batch,
     require_limit,
@@ -74,7 +77,12 @@ class MemoryStore(EventCalls):
         self._lock = threading.RLock()
         self._tasks: dict[str, Task] = {}
         self._seq: dict[str, int] = {}  # task_id -> creation position, from 1
-        self._order: list[str] = []  # task ids in creation order; index = seq - 1
+        # Task ids in creation order, and their positions (the same length, both
+        # ascending): a purge removes from the middle, so a position is found by
+        # bisecting ``_seqs``, not by indexing.
+        self._order: list[str] = []
+        self._seqs: list[int] = []
+        self._last_seq = 0
         self._groups: dict[str, list[str]] = {}
         # Per topic, (seq, task_id) of tasks that became ready; stale entries
         # (the task moved on) are skipped when popped.
@@ -90,8 +98,10 @@ class MemoryStore(EventCalls):
             if task_id in self._tasks:
                 raise AlreadyExists(task_id)
             task = spec.to_task(task_id, self._clock())
+            self._last_seq += 1
             self._order.append(task_id)
-            self._seq[task_id] = len(self._order)
+            self._seqs.append(self._last_seq)
+            self._seq[task_id] = self._last_seq
             self._groups.setdefault(task.task_group_id, []).append(task_id)
             self._store(None, task)
             return task
@@ -124,7 +134,8 @@ class MemoryStore(EventCalls):
         wanted, after = check_listing(filter, cursor, limit)
         with self._lock:
             order = self._order
-            candidates = (self._tasks[order[i]] for i in range(after, len(order)))
+            start = bisect.bisect_right(self._seqs, after)
+            candidates = (self._tasks[order[i]] for i in range(start, len(order)))
             return self._page(candidates, wanted.matches, limit)
 
     def list_leased_tasks(
@@ -135,8 +146,8 @@ class MemoryStore(EventCalls):
     ) -> Page:
         after = check_leased_listing(topic, cursor, limit)
         with self._lock:
-            seqs = sorted(s for t in self._leased if (s := self._seq[t]) > after)
-            candidates = (self._tasks[self._order[s - 1]] for s in seqs)
+            found = sorted((s, t) for t in self._leased if (s := self._seq[t]) > after)
+            candidates = (self._tasks[t] for _, t in found)
             return self._page(candidates, lambda t: topic is None or t.topic == topic, limit)
 
     def count_tasks(
@@ -171,6 +182,49 @@ class MemoryStore(EventCalls):
         )
         return Counts(now=now, failed_within_ms=window, topics=topics)
 
+    def purge(
+        self,
+        statuses: Sequence[Status],
+        older_than_ms: int,
+        topic: str | None = None,
+        limit: int = MAX_BATCH,
+    ) -> Purged:
+        wanted, older_than_ms, topic, limit = check_purge(statuses, older_than_ms, topic, limit)
+        with self._lock:
+            cutoff = self._clock() - older_than_ms
+            doomed: list[str] = []
+            for task_id in self._order:
+                task = self._tasks[task_id]
+                if (
+                    task.status in wanted
+                    and task.updated_at <= cutoff
+                    and (topic is None or task.topic == topic)
+                ):
+                    doomed.append(task_id)
+                    if len(doomed) == limit:
+                        break
+            self._forget(doomed)
+        return Purged(deleted=len(doomed), more=len(doomed) == limit)
+
+    def _forget(self, task_ids: Sequence[str]) -> None:
+        """Remove finished tasks and every index entry that names them."""
+        if not task_ids:
+            return
+        gone = set(task_ids)
+        groups = {self._tasks[t].task_group_id for t in gone}
+        for task_id in gone:
+            del self._tasks[task_id]
+            del self._seq[task_id]
+        kept = [(s, t) for s, t in zip(self._seqs, self._order, strict=True) if t not in gone]
+        self._seqs = [s for s, _ in kept]
+        self._order = [t for _, t in kept]
+        for group in groups:
+            members = [t for t in self._groups[group] if t not in gone]
+            if members:
+                self._groups[group] = members
+            else:
+                del self._groups[group]
+
     def _page(self, candidates: Iterable[Task], keep: Callable[[Task], bool], limit: int) -> Page:
         found: list[Task] = []
         for task in candidates:
@@ -192,10 +246,12 @@ class MemoryStore(EventCalls):
         with self._lock:
             ready = self._ready.get(topic, [])
             while ready and len(reserved) < limit:
-                _, task_id = heapq.heappop(ready)
-                task = self._tasks[task_id]
-                if task.status is not Status.STARTING:
-                    continue  # a stale entry: the task moved on since it was queued
+                seq, task_id = heapq.heappop(ready)
+                task = self._tasks.get(task_id)
+                if task is None or task.status is not Status.STARTING or self._seq[task_id] != seq:
+                    # A stale entry: the task moved on since it was queued, or was
+                    # purged (and perhaps created again, with a new position).
+                    continue
                 reserved.append(self._transition(task_id, event).unwrap())
         return reserved
 

@@ -50,11 +50,13 @@ from sokka.adapters.store import (
     Counts,
     EventCalls,
     Page,
+    Purged,
     TaskFilter,
     TopicCounts,
     check_counting,
     check_leased_listing,
     check_listing,
+    check_purge,
     encode_cursor,
     require_batch,
     require_limit,
@@ -755,6 +757,55 @@ class SQLStore(EventCalls):
                 counts["failed_recently"] = int(failed_recently or 0)
         topics = tuple(TopicCounts(topic=name, **found[name]) for name in sorted(found))
         return Counts(now=now, failed_within_ms=window, topics=topics)
+
+    def purge(
+        self,
+        statuses: Sequence[Status],
+        older_than_ms: int,
+        topic: str | None = None,
+        limit: int = MAX_BATCH,
+    ) -> Purged:
+        wanted, older_than_ms, topic, limit = check_purge(statuses, older_than_ms, topic, limit)
+        params: dict[str, Any] = {"cutoff": self._clock() - older_than_ms, "limit": limit}
+        if topic is not None:
+            params["topic"] = topic
+        statement = self._purge_for(wanted, topic is not None)
+        with self._session(write=True) as conn:
+            deleted = conn.execute(statement, params).rowcount
+        return Purged(deleted=deleted, more=deleted == limit)
+
+    def _purge_for(self, statuses: frozenset[Status], by_topic: bool) -> Any:
+        """One bounded DELETE: at most ``:limit`` rows, chosen by their ``seq`` (cached).
+
+        The rows are picked in a subquery (oldest first, ``LIMIT``) and deleted by
+        primary key (a keyset: ``seq``), so one call is one short statement
+        however many rows match.
+        On SQLite ``seq`` is the rowid itself (an INTEGER PRIMARY KEY); on
+        PostgreSQL the subquery locks what it picks ``FOR UPDATE SKIP LOCKED``,
+        so a purge never waits on, nor blocks, a requeue of the same row. The
+        outer WHERE states the rule again, so a row that changed before it was
+        locked is never deleted. The statuses are literals, as in every query
+        here (they come from ``PURGEABLE``, never from the caller's text).
+        """
+        key = ("purge", *sorted(s.value for s in statuses), "topic" if by_topic else "")
+        statement = self._updates.get(key)
+        if statement is None:
+            table = self._tasks.name
+            listed = ", ".join(f"'{s}'" for s in sorted(s.value for s in statuses))
+            rule = f"status IN ({listed}) AND updated_at <= :cutoff"
+            if by_topic:
+                rule += " AND topic = :topic"
+            pick = f"SELECT seq FROM {table} WHERE {rule} ORDER BY seq LIMIT :limit"
+            if self._pg:
+                # ARRAY(...) runs the subquery once (an InitPlan). Written as
+                # "seq IN (SELECT ... LIMIT ... SKIP LOCKED)" the planner may run it
+                # again per row of a semi-join, and delete more than the limit.
+                chosen = f"seq = ANY(ARRAY({pick} FOR UPDATE SKIP LOCKED))"
+            else:
+                chosen = f"seq IN ({pick})"
+            statement = sa.text(f"DELETE FROM {table} WHERE {chosen} AND {rule}")
+            self._updates[key] = statement
+        return statement
 
     # -- leases ---------------------------------------------------------------------
 

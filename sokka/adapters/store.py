@@ -51,9 +51,11 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_BATCH",
     "MAX_PAGE_SIZE",
+    "PURGEABLE",
     "Counts",
     "EventCalls",
     "Page",
+    "Purged",
     "TaskFilter",
     "TaskStore",
     "TopicCounts",
@@ -61,6 +63,7 @@ __all__ = [
     "check_counting",
     "check_leased_listing",
     "check_listing",
+    "check_purge",
     "decode_cursor",
     "encode_cursor",
     "execute",
@@ -78,6 +81,10 @@ MAX_BATCH: Final = 1000
 DEFAULT_FAILED_WITHIN_MS: Final = 3_600_000
 
 _T = TypeVar("_T")
+
+#: The statuses ``purge`` may delete: a task that will never change again.
+#: Running and snoozed tasks hold a lease, and a starting one has yet to run.
+PURGEABLE: Final = frozenset({Status.TERMINATED, Status.FAILED})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +211,57 @@ def check_counting(
             "failed_within_ms", f"must be between 1 and {MAX_INT} (got {shown(failed_within_ms)})"
         )
     return name, wanted, failed_within_ms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Purged:
+    """The answer of ``purge``: how many tasks one call deleted, and whether it
+    stopped at its ``limit`` (``more``: call again, there may be more to delete)."""
+
+    deleted: int
+    more: bool
+
+
+def check_purge(
+    statuses: object, older_than_ms: object, topic: object, limit: object
+) -> tuple[frozenset[Status], int, str | None, int]:
+    """Validate ``purge``'s arguments (``ValidationError`` naming the field).
+
+    >>> check_purge(["failed"], 0, None, 10)
+    (frozenset({<Status.FAILED: 'failed'>}), 0, None, 10)
+    >>> check_purge(["running"], 0, None, 10)
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: statuses: may hold only final statuses \
+(terminated, failed), never a leased or starting task (got running)
+    """
+    if isinstance(statuses, str | bytes) or not isinstance(
+        statuses, list | tuple | set | frozenset
+    ):
+        raise ValidationError(
+            "statuses", f"must be a list of statuses (got {type(statuses).__name__})"
+        )
+    if not statuses:
+        raise ValidationError("statuses", "must name at least one status (terminated, failed)")
+    wanted = frozenset(Status.parse(value, "statuses") for value in statuses)
+    refused = sorted(s.value for s in wanted - PURGEABLE)
+    if refused:
+        raise ValidationError(
+            "statuses",
+            "may hold only final statuses (terminated, failed), never a leased or "
+            f"starting task (got {', '.join(refused)})",
+        )
+    if isinstance(older_than_ms, bool) or not isinstance(older_than_ms, int):
+        raise ValidationError(
+            "older_than_ms",
+            f"must be an integer of milliseconds (got {type(older_than_ms).__name__})",
+        )
+    if not 0 <= older_than_ms <= MAX_INT:
+        raise ValidationError(
+            "older_than_ms", f"must be between 0 and {MAX_INT} (got {shown(older_than_ms)})"
+        )
+    name = None if topic is None else require_name("topic", topic)
+    return wanted, older_than_ms, name, require_limit("limit", limit, MAX_BATCH)
 
 
 _CURSOR_VERSION = 1
@@ -456,6 +514,37 @@ class TaskStore(Protocol):
 
         An unknown ``status``, a malformed ``topic`` or a ``failed_within_ms``
         out of range: ``ValidationError`` naming the field.
+        """
+        ...
+
+    def purge(
+        self,
+        statuses: Sequence[Status],
+        older_than_ms: int,
+        topic: str | None = None,
+        limit: int = MAX_BATCH,
+    ) -> Purged:
+        """Delete at most ``limit`` (1..``MAX_BATCH``) finished tasks that have not
+        changed for ``older_than_ms``: retention, so finished tasks do not pile up.
+
+        Only final statuses may be named (``terminated``, ``failed``): a
+        running or snoozed task holds a lease and a starting one has yet to
+        run, so asking for any of them is a ``ValidationError`` on
+        ``statuses`` and nothing is deleted. A task is deleted when its status
+        is one of ``statuses``, its topic is ``topic`` (any with ``None``) and
+        ``now - updated_at >= older_than_ms`` (0..``MAX_INT``). Age is measured
+        on the store's own clock, the one that writes ``updated_at``: both ends
+        are that clock's readings, which is fine for retention, and no lease
+        decision ever reads them.
+
+        One call is one short batch (one statement on SQL, so it never holds
+        a lock for long); the oldest-created matching tasks go first.
+        ``Purged.more`` is ``deleted == limit``: there may be more, call
+        again until it is False. A task group may be purged in part: the
+        group's other tasks stay as they are.
+
+        An unknown or non-final status, a negative age or a ``limit`` out of
+        range: ``ValidationError`` naming the field, and nothing is deleted.
         """
         ...
 

@@ -19,9 +19,11 @@ from sokka.adapters.http import DEFAULT_TIMEOUT_S
 from sokka.adapters.store import (
     DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
+    MAX_BATCH,
     MAX_PAGE_SIZE,
     Counts,
     Page,
+    Purged,
     TaskFilter,
 )
 from sokka.adapters.wire.client import (
@@ -199,3 +201,12 @@ class AsyncHTTPStore:
         failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
     ) -> Counts:
         return await self._send(WIRE_CALLS.count_tasks(topic, status, failed_within_ms))
+
+    async def purge(
+        self,
+        statuses: Sequence[Status],
+        older_than_ms: int,
+        topic: str | None = None,
+        limit: int = MAX_BATCH,
+    ) -> Purged:
+        return await self._send(WIRE_CALLS.purge(statuses, older_than_ms, topic, limit))

@@ -15,9 +15,11 @@ from sokka.adapters.memory import MemoryStore, _new_id, wall_clock_ms
 from sokka.adapters.store import (
     DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
+    MAX_BATCH,
     MAX_PAGE_SIZE,
     Counts,
     Page,
+    Purged,
     TaskFilter,
 )
 from sokka.core.commands import Finish, LeaseToken
@@ -110,6 +112,15 @@ class AsyncMemoryStore:
         failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
     ) -> Counts:
         return self.sync.count_tasks(topic, status, failed_within_ms)
+
+    async def purge(
+        self,
+        statuses: Sequence[Status],
+        older_than_ms: int,
+        topic: str | None = None,
+        limit: int = MAX_BATCH,
+    ) -> Purged:
+        return self.sync.purge(statuses, older_than_ms, topic, limit)
 
     async def aclose(self) -> None:
         return None

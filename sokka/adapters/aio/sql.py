@@ -47,9 +47,11 @@ from sokka.adapters.sql import SQLStore, _engine_arguments, _parse_url
 from sokka.adapters.store import (
     DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
+    MAX_BATCH,
     MAX_PAGE_SIZE,
     Counts,
     Page,
+    Purged,
     TaskFilter,
 )
 from sokka.core.commands import Finish, LeaseToken
@@ -271,3 +273,12 @@ class AsyncSQLStore:
         failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
     ) -> Counts:
         return await self._run(self._sync.count_tasks, topic, status, failed_within_ms)
+
+    async def purge(
+        self,
+        statuses: Sequence[Status],
+        older_than_ms: int,
+        topic: str | None = None,
+        limit: int = MAX_BATCH,
+    ) -> Purged:
+        return await self._run(self._sync.purge, statuses, older_than_ms, topic, limit)

@@ -17,9 +17,11 @@ from returns.result import Result
 from sokka.adapters.store import (
     DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
+    MAX_BATCH,
     MAX_PAGE_SIZE,
     Counts,
     Page,
+    Purged,
     TaskFilter,
 )
 from sokka.core.commands import Finish, LeaseToken
@@ -90,6 +92,14 @@ class AsyncTaskStore(Protocol):
         status: Status | None = None,
         failed_within_ms: int = DEFAULT_FAILED_WITHIN_MS,
     ) -> Counts: ...
+
+    async def purge(
+        self,
+        statuses: Sequence[Status],
+        older_than_ms: int,
+        topic: str | None = None,
+        limit: int = MAX_BATCH,
+    ) -> Purged: ...
 
     async def aclose(self) -> None:
         """Release connections; the store is not used afterwards."""

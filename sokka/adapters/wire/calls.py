@@ -16,6 +16,7 @@ from sokka.adapters.store import (
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
     MAX_PAGE_SIZE,
+    PURGEABLE,
     TaskStore,
     capture,
     require_batch,
@@ -53,6 +54,7 @@ from sokka.core.errors import (
     SokkaError,
 )
 from sokka.core.task import (
+    MAX_INT,
     Task,
 )
 
@@ -222,6 +224,26 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             Param("failed_within_ms", {**_MS, "default": DEFAULT_FAILED_WITHIN_MS}, False),
         ),
         "counts",
+    ),
+    Operation(
+        "purge",
+        "Delete at most limit finished tasks unchanged for older_than_ms (store clock)",
+        (
+            Param(
+                "statuses",
+                {
+                    "type": "array",
+                    "items": {"type": "string", "enum": sorted(s.value for s in PURGEABLE)},
+                    "minItems": 1,
+                    "description": "final statuses only: a leased or starting task is never "
+                    "purged",
+                },
+            ),
+            Param("older_than_ms", {"type": "integer", "minimum": 0, "maximum": MAX_INT}),
+            Param("topic", _nullable(_NAME), False),
+            Param("limit", _limit(MAX_BATCH, MAX_BATCH), False),
+        ),
+        "purged",
     ),
 )
 

@@ -26,9 +26,11 @@ from returns.result import Failure, Result
 from sokka.adapters.store import (
     DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
+    MAX_BATCH,
     MAX_PAGE_SIZE,
     Counts,
     Page,
+    Purged,
     TaskFilter,
     require_batch,
     require_spec,
@@ -41,6 +43,7 @@ from sokka.adapters.wire.codec import (
     lease_to_json,
     outcome_to_json,
     page_from_json,
+    purged_from_json,
     results_from_json,
     spec_to_json,
     task_from_json,
@@ -359,6 +362,24 @@ class WireCalls:
         # is, and the server's store names the field it refuses.
         arguments = {"topic": topic, "status": status, "failed_within_ms": failed_within_ms}
         return Request("count_tasks", arguments, counts_from_json)
+
+    def purge(
+        self,
+        statuses: Sequence[Status],
+        older_than_ms: int,
+        topic: str | None = None,
+        limit: int = MAX_BATCH,
+    ) -> Request[Purged]:
+        # Statuses are str: a list of them travels as it is; anything else goes
+        # as it is too, and the server's store names the field it refuses.
+        wire = list(statuses) if isinstance(statuses, list | tuple | set | frozenset) else statuses
+        arguments = {
+            "statuses": wire,
+            "older_than_ms": older_than_ms,
+            "topic": topic,
+            "limit": limit,
+        }
+        return Request("purge", arguments, purged_from_json)
 
 
 #: The one ``WireCalls`` both HTTP stores use.

@@ -12,6 +12,7 @@ from returns.result import Failure, Result, Success
 from sokka.adapters.store import (
     Counts,
     Page,
+    Purged,
     TaskFilter,
     TopicCounts,
 )
@@ -79,6 +80,8 @@ def answer_text(returns: Returns, answer: Any) -> str:
         return f"[{','.join(task_json_text(t) for t in answer)}]"
     if returns == "counts":
         return _dumps(counts_to_json(answer))
+    if returns == "purged":
+        return _dumps({"deleted": answer.deleted, "more": answer.more})
     if returns == "page":
         tasks = ",".join(task_json_text(t) for t in answer.tasks)
         return f'{{"tasks":[{tasks}],"next_cursor":{_dumps(answer.next_cursor)}}}'
@@ -154,6 +157,20 @@ def counts_from_json(value: object) -> Counts:
         )
     except TypeError:
         raise malformed from None
+
+
+def purged_from_json(value: object) -> Purged:
+    """The ``Purged`` a JSON object ``{"deleted": n, "more": bool}`` describes
+    (``StoreError`` if it is not one)."""
+    if (
+        not isinstance(value, dict)
+        or value.keys() != {"deleted", "more"}
+        or type(value["deleted"]) is not int
+        or value["deleted"] < 0
+        or type(value["more"]) is not bool
+    ):
+        raise StoreError("the server sent something that is not a purge's answer")
+    return Purged(deleted=value["deleted"], more=value["more"])
 
 
 def results_from_json(value: object) -> list[Result[Task, SokkaError]]:

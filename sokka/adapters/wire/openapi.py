@@ -69,6 +69,8 @@ def _returns_schema(operation: Operation) -> dict[str, Any]:
             return {"$ref": "#/components/schemas/Page"}
         case "counts":
             return {"$ref": "#/components/schemas/Counts"}
+        case "purged":
+            return {"$ref": "#/components/schemas/Purged"}
         case "results":
             return {"type": "array", "items": {"$ref": "#/components/schemas/Result"}}
 

@@ -150,6 +150,16 @@ SCHEMAS: Final[Mapping[str, JSONObject]] = {
         },
         ["topic", *(s.value for s in Status), "oldest_ready_at", "failed_recently"],
     ),
+    "Purged": _closed(
+        {
+            "deleted": {"type": "integer", "minimum": 0},
+            "more": {
+                "type": "boolean",
+                "description": "deleted == limit: there may be more, call again",
+            },
+        },
+        ["deleted", "more"],
+    ),
     "Result": {
         "oneOf": [
             _closed({"task": _ref("Task")}, ["task"]),

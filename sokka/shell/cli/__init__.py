@@ -1,10 +1,10 @@
-"""The ``sokka`` command: init, task, status, worker, supervise, serve, dashboard, demo,
-simulate.
+"""The ``sokka`` command: init, task, status, purge, worker, supervise, serve, dashboard,
+demo, simulate.
 
 The store comes from ``--db`` or ``SOKKA_DB`` (default ``sqlite:///sokka.db``):
 an SQLite or PostgreSQL URL, or the ``http(s)://`` URL of a ``sokka serve``
 (its token from ``SOKKA_TOKEN`` or the file named by ``SOKKA_TOKEN_FILE``).
-Durations are written with a unit: ``500ms``, ``30s``, ``5m``, ``1h``. Output
+Durations are written with a unit: ``500ms``, ``30s``, ``5m``, ``1h``, ``7d``. Output
 is a table for people, JSON with ``--json`` for scripts. A bad option, an
 unknown handler or an unreachable store is one clear line on stderr and a
 non-zero exit, never a traceback.
@@ -19,6 +19,7 @@ import click
 from sokka.core.errors import SokkaError
 from sokka.shell.cli import (  # noqa: F401  (they add the commands)
     dashboard,
+    purging,
     running,
     simulate,
     status,

@@ -26,12 +26,12 @@ __all__ = ["DEFAULT_DB", "DURATION", "cli", "load_handler", "parse_duration"]
 
 DEFAULT_DB = "sqlite:///sokka.db"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def parse_duration(text: str, field: str = "duration") -> int:
-    """Milliseconds in ``text`` (``500ms``, ``30s``, ``1.5s``, ``5m``, ``1h``).
+    """Milliseconds in ``text`` (``500ms``, ``30s``, ``1.5s``, ``5m``, ``1h``, ``7d``).
 
     >>> parse_duration("30s"), parse_duration("500ms"), parse_duration("1.5m")
     (30000, 500, 90000)

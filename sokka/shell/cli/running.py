@@ -33,8 +33,10 @@ from sokka.shell.cli.common import (
     cli,
     load_handler,
 )
+from sokka.shell.cli.purging import periodic_purge_options, retention_policy
 
 if TYPE_CHECKING:
+    from sokka.shell.retention import RetentionPolicy
     from sokka.shell.worker import WorkerStats
 
 __all__ = ["demo", "serve", "supervise", "worker"]
@@ -230,23 +232,26 @@ async def _work_on_asyncio(
     show_default=True,
     help="threads: the supervisor on a thread of its own; asyncio: on an event loop.",
 )
+@periodic_purge_options
 @_log_level
 def supervise(
     db: str, prefix: str, topics: tuple[str, ...], lease_time: int, interval: int | None,
-    runtime: str, log_level: str,
+    runtime: str, purge_after: int | None, purge_every: int, log_level: str,
 ) -> None:  # fmt: skip
     """Revoke the leases nobody keeps alive, until SIGTERM or SIGINT (then exit 0)."""
+    from sokka.shell.retention import periodic_purge
     from sokka.shell.supervisor import Supervisor
 
     _logging(log_level)
     policy = LeasePolicy(lease_time_ms=lease_time, default_snooze_ms=lease_time)
+    retention = retention_policy(purge_after, purge_every)
     if runtime == "asyncio":
-        asyncio.run(_supervise_on_asyncio(db, prefix, topics, policy, interval))
+        asyncio.run(_supervise_on_asyncio(db, prefix, topics, policy, interval, retention))
         return
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    with _store(db, prefix) as store:
+    with _store(db, prefix) as store, periodic_purge(store, retention):
         supervisor = Supervisor(store, topics or None, policy, interval_ms=interval)
         with contextlib.suppress(RetryableError):  # the loop rides out a store that is down
             store.list_leased_tasks(limit=1)  # a missing schema is an error, not a retry
@@ -263,12 +268,14 @@ def _log_supervising(topics: tuple[str, ...], lease_time: int) -> None:
 
 
 async def _supervise_on_asyncio(
-    db: str, prefix: str, topics: tuple[str, ...], policy: LeasePolicy, interval: int | None
-) -> None:
+    db: str, prefix: str, topics: tuple[str, ...], policy: LeasePolicy, interval: int | None,
+    retention: RetentionPolicy | None = None,
+) -> None:  # fmt: skip
     """``sokka supervise`` on the asyncio runtime, until SIGTERM or SIGINT."""
     from sokka.shell.aio.supervisor import Supervisor
+    from sokka.shell.retention import periodic_purge_task
 
-    async with _async_store(db, prefix) as store:
+    async with _async_store(db, prefix) as store, periodic_purge_task(store, retention):
         supervisor = Supervisor(store, topics or None, policy, interval_ms=interval)
         with contextlib.suppress(RetryableError):  # the loop rides out a store that is down
             await store.list_leased_tasks(limit=1)  # a missing schema is an error, not a retry
@@ -341,18 +348,21 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
     help="On SIGTERM/SIGINT, wait this long for the requests in flight, then cancel "
     "them (a second signal stops at once).",
 )
+@periodic_purge_options
 @_log_level
 def serve(
     db: str, prefix: str, host: str, port: int, token_file: str | None, allow_no_token: bool,
     allow_hosts: tuple[str, ...], max_body: int | None, max_concurrency: int,
-    shutdown_timeout: int, log_level: str,
+    shutdown_timeout: int, purge_after: int | None, purge_every: int, log_level: str,
 ) -> None:  # fmt: skip
     """Serve the store over HTTP (JSON, problem+json errors, OpenAPI at /openapi.json)."""
     _need_http_extra()
     from sokka.shell.http import DEFAULT_MAX_BODY_BYTES, create_app
     from sokka.shell.http.protocol import bounded_server
+    from sokka.shell.retention import periodic_purge
 
     _logging(log_level)
+    retention = retention_policy(purge_after, purge_every)
     token = _read_token_file(token_file, "--token-file") if token_file else None
     token = token or os.environ.get("SOKKA_TOKEN") or None
     if token is None and host not in _LOOPBACK and not allow_no_token:
@@ -386,7 +396,8 @@ def serve(
         # so the command exits 0.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: setattr(server, "should_exit", True))
-        server.run(sockets=listeners)
+        with periodic_purge(store, retention):
+            server.run(sockets=listeners)
 
 
 def _address(host: str, port: int) -> str:

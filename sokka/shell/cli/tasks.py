@@ -11,6 +11,7 @@ from returns.result import Failure
 from sokka.adapters.store import MAX_PAGE_SIZE, TaskFilter
 from sokka.core.errors import ValidationError
 from sokka.core.task import Status, Task, TaskSpec
+from sokka.shell.admin import requeue_failed
 from sokka.shell.cli.common import (
     DURATION,
     _db,
@@ -180,11 +181,33 @@ def task_group(db: str, prefix: str, as_json: bool, group_id: str) -> None:
 @_db
 @_prefix
 @_json
-@click.argument("task_id")
-def task_requeue(db: str, prefix: str, as_json: bool, task_id: str) -> None:
-    """Give a failed task a fresh failure budget and queue it again."""
+@click.argument("task_id", required=False)
+@click.option("--status", type=click.Choice(["failed"]), default=None,
+              help="Requeue every task of --topic in this status, instead of TASK_ID.")  # fmt: skip
+@click.option("--topic", default=None, help="With --status: the topic whose tasks to requeue.")
+def task_requeue(
+    db: str, prefix: str, as_json: bool, task_id: str | None, status: str | None,
+    topic: str | None,
+) -> None:  # fmt: skip
+    """Give a failed task (TASK_ID, or every failed task of --topic with --status
+    failed) a fresh failure budget and queue it again."""
+    if task_id is not None:
+        if status is not None or topic is not None:
+            raise click.UsageError("give TASK_ID, or --status failed --topic T, not both")
+        with _store(db, prefix) as store:
+            _show([store.requeue(task_id)], as_json)
+        return
+    if status is None or topic is None:
+        raise click.UsageError("give TASK_ID, or --status failed --topic T for every failed "
+                               "task of a topic")  # fmt: skip
+    TaskFilter(topic=topic)  # a malformed topic is refused before the store is opened
     with _store(db, prefix) as store:
-        _show([store.requeue(task_id)], as_json)
+        done = requeue_failed(store, topic)
+    if as_json:
+        click.echo(json.dumps({"requeued": done.requeued, "moved_on": done.moved_on}))
+        return
+    click.echo(f"requeued {done.requeued} failed tasks of topic {topic!r} "
+               f"({done.moved_on} had moved on)")  # fmt: skip
 
 
 @task.command("cancel")

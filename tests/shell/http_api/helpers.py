@@ -157,6 +157,7 @@ def valid_bodies(store: MemoryStore) -> dict[str, dict[str, Any]]:
         "cancel": {"task_id": "t-starting", "reason": "not needed any more"},
         "list_leased_tasks": {"topic": "run"},
         "count_tasks": {"topic": "run", "status": "running", "failed_within_ms": 60000},
+        "purge": {"statuses": ["failed"], "older_than_ms": 0, "topic": "gone", "limit": 10},
     }
 
 
