@@ -17,6 +17,7 @@ from functools import partial
 
 from returns.result import Failure, Result, Success
 
+from sokka.adapters.ready import Doorbell, Doorbells
 from sokka.adapters.store import (
     DEFAULT_PAGE_SIZE,
     MAX_BATCH,
@@ -76,6 +77,13 @@ class MemoryStore(EventCalls):
         # (the task moved on) are skipped when popped.
         self._ready: dict[str, list[tuple[int, str]]] = {}
         self._leased: set[str] = set()
+        self._bells = Doorbells()  # waiters for tasks becoming ready (ready_signal)
+
+    def ready_signal(self, topic: str) -> Doorbell:
+        """A hint that tasks of ``topic`` may be ready: rung by every change that
+        makes one ready (``sokka.adapters.ready``)."""
+        require_name("topic", topic)
+        return self._bells.signal(topic)
 
     # -- creating and reading ---------------------------------------------
 
@@ -190,3 +198,4 @@ class MemoryStore(EventCalls):
             self._leased.discard(task_id)
         if new.status is Status.STARTING:
             heapq.heappush(self._ready.setdefault(new.topic, []), (self._seq[task_id], task_id))
+            self._bells.ring((new.topic,))

@@ -54,6 +54,7 @@ from typing import Any
 
 from returns.result import Failure, Result, Success
 
+from sokka.adapters.ready import ReadySignal, Wakeable
 from sokka.adapters.store import MAX_BATCH, TaskStore, require_limit
 from sokka.core import holding
 from sokka.core.backoff import Backoff
@@ -325,6 +326,10 @@ class Worker:
         self._stopped = threading.Event()  # run() has returned
         self._fatal: SokkaError | None = None
         self._threads: list[threading.Thread] = []
+        # The store's wake-up hint, when it has one (``Wakeable``): the idle
+        # dispatcher waits on it instead of sleeping blind, the poll backoff
+        # still bounding each wait (a lost hint costs one poll, never a task).
+        self._signal: ReadySignal | None = None
         self._supervisor = (
             Supervisor(
                 store,
@@ -353,7 +358,7 @@ class Worker:
         """Ask the worker to stop: no new reservations, then a graceful drain."""
         self._stopping.set()
         with self._wake:
-            self._wake.notify_all()
+            self._wake_dispatcher_locked(every=True)
             self._work.notify_all()
 
     def run(self, *, install_signal_handlers: bool = True) -> WorkerStats:
@@ -365,10 +370,14 @@ class Worker:
         """
         restore = self._install_signals() if install_signal_handlers else {}
         try:
+            if isinstance(self._store, Wakeable):
+                self._signal = self._store.ready_signal(self._topic)
             self._start_threads()
             self._dispatch()
             self._drain()
         finally:
+            if self._signal is not None:
+                self._signal.close()
             self._shutdown_threads()
             for signum, previous in restore.items():
                 signal.signal(signum, previous)
@@ -443,6 +452,12 @@ class Worker:
                     continue
                 empty_polls += 1  # an empty poll or a failed one: back off alike
                 wait_ms = self._poll.delay_ms(min(empty_polls, 30), self._rand())
+                signal = self._signal
+                if signal is not None and not self._stopping.is_set():
+                    # Idle with room: wait for the store's hint (or for this worker's
+                    # own reasons to wake, which ring it too), the backoff at most.
+                    signal.wait(max(wait_ms, 1))
+                    continue
             else:
                 wait_ms = self._linger_ms
             with self._wake:
@@ -571,7 +586,17 @@ class Worker:
         if self._waiting_locked() >= self._batch:
             self._record.notify()
             if self._single_writer:
-                self._wake.notify()
+                self._wake_dispatcher_locked()
+
+    def _wake_dispatcher_locked(self, *, every: bool = False) -> None:
+        """Wake the dispatcher, whether it waits on the lock's condition or on the
+        store's signal."""
+        if every:
+            self._wake.notify_all()
+        else:
+            self._wake.notify()
+        if self._signal is not None:
+            self._signal.wake()
 
     def _fold_locked(self) -> None:
         """Fold the queued handler starts and returns into the core, in order."""
@@ -627,7 +652,7 @@ class Worker:
         with self._wake:
             self._running -= 1
             if self._running == 0 and not self._ready:
-                self._wake.notify()  # idle: the dispatcher reserves
+                self._wake_dispatcher_locked()  # idle: the dispatcher reserves
                 self._record.notify()  # and the recorder records
             self._contexts.pop(token, None)
             now = self._clock.now_ms()
@@ -718,7 +743,7 @@ class Worker:
                 self._outcomes.remove(cancel.lease)
             if cancel.decided:
                 self._decided_locked(cancel.lease)
-                self._wake.notify_all()
+                self._wake_dispatcher_locked(every=True)
             ctx = self._contexts.get(cancel.lease)
             if ctx is not None:
                 ctx._set_cancelled(cancel.reason)
