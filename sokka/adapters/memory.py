@@ -85,6 +85,10 @@ class MemoryStore(EventCalls):
         require_name("topic", topic)
         return self._bells.signal(topic)
 
+    def subscribe_ready(self, topic: str, ring: Callable[[], None]) -> Callable[[], None]:
+        """``ring()`` on every hint for ``topic``; returns the unsubscribe call."""
+        return self._bells.subscribe(topic, ring)
+
     # -- creating and reading ---------------------------------------------
 
     def create_task(self, spec: TaskSpec) -> Task:

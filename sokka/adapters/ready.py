@@ -54,6 +54,16 @@ class Wakeable(Protocol):
         """A fresh signal for tasks of ``topic`` becoming ready; close it when done."""
         ...
 
+    def subscribe_ready(self, topic: str, ring: Callable[[], None]) -> Callable[[], None]:
+        """Call ``ring()`` on every hint for ``topic`` until the returned call unsubscribes.
+
+        For waiters that must not block a thread (the HTTP server's long poll
+        hops onto its event loop from ``ring``). ``ring`` runs on the thread
+        that made the change, or on the store's listener: it must be quick,
+        must not raise, and must not call the store.
+        """
+        ...
+
 
 class Doorbell:
     """A ``ReadySignal`` kept by a ``Doorbells`` registry: a flag and a condition."""

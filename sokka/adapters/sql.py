@@ -433,6 +433,13 @@ class SQLStore(EventCalls):
         self._listener.ensure_running(wait_s=self._connect_timeout_s)
         return signal
 
+    def subscribe_ready(self, topic: str, ring: Callable[[], None]) -> Callable[[], None]:
+        """``ring()`` on every hint for ``topic`` (as ``ready_signal``); returns the
+        unsubscribe call."""
+        unsubscribe = self._bells.subscribe(topic, ring)
+        self._listener.ensure_running(wait_s=self._connect_timeout_s)
+        return unsubscribe
+
     def _listener_connection(self) -> Any:
         """A connection of the store's engine, taken out of its pool for good."""
         pooled = self._engine.raw_connection()

@@ -330,6 +330,16 @@ class Worker:
         # dispatcher waits on it instead of sleeping blind, the poll backoff
         # still bounding each wait (a lost hint costs one poll, never a task).
         self._signal: ReadySignal | None = None
+        # A store that can hold a reserve until a task is ready (HTTPStore's long
+        # poll, ``max_wait_ms``): the idle dispatcher waits there instead. Its lease
+        # counts from when the call was sent, so a wait shortens the lease the
+        # worker sees by as much: a tenth of the lease at most.
+        max_wait = getattr(store, "max_wait_ms", 0)
+        self._max_long_poll_ms = (
+            min(max_wait, lease_time_ms // 10)
+            if isinstance(max_wait, int) and not isinstance(store, Wakeable)
+            else 0
+        )
         self._supervisor = (
             Supervisor(
                 store,
@@ -440,18 +450,25 @@ class Worker:
 
     def _dispatch(self) -> None:
         empty_polls = 0
+        long_poll_ms = 0  # the next reserve's wait at the server (HTTPStore), 0: none
         while not self._stopping.is_set():
             if self._single_writer:
                 self._flush()  # one writer at a time: record from this thread too
             with self._lock:
                 room = self._unsettled_locked() < self._capacity
             if room:
-                got = self._reserve()
+                got = self._reserve(long_poll_ms)
                 if got:
-                    empty_polls = 0
+                    empty_polls = long_poll_ms = 0
                     continue
                 empty_polls += 1  # an empty poll or a failed one: back off alike
                 wait_ms = self._poll.delay_ms(min(empty_polls, 30), self._rand())
+                if got is not None and self._max_long_poll_ms:
+                    # The server holds the next reserve until a task is ready, the
+                    # backoff at most: no sleep here.
+                    long_poll_ms = max(1, min(wait_ms, self._max_long_poll_ms))
+                    continue
+                long_poll_ms = 0
                 signal = self._signal
                 if signal is not None and not self._stopping.is_set():
                     # Idle with room: wait for the store's hint (or for this worker's
@@ -477,13 +494,19 @@ class Worker:
                 log.exception("worker %s: recording outcomes failed", self.pid)
                 self._stopping.wait(0.1)
 
-    def _reserve(self) -> list[Task] | None:
-        """Reserve a batch; None when the store failed (already logged)."""
+    def _reserve(self, wait_ms: int = 0) -> list[Task] | None:
+        """Reserve a batch (a long poll of ``wait_ms`` when given); None when the store
+        failed (already logged)."""
         with self._lock:
             limit = max(1, min(self._batch, self._capacity - self._unsettled_locked()))
         sent = self._clock.now_ms()
+        tasks: list[Task]
         try:
-            tasks = self._store.reserve_tasks(self._topic, self.pid, limit)
+            if wait_ms:
+                reserve: Any = self._store.reserve_tasks  # HTTPStore's, with wait_ms
+                tasks = reserve(self._topic, self.pid, limit, wait_ms=wait_ms)
+            else:
+                tasks = self._store.reserve_tasks(self._topic, self.pid, limit)
         except RetryableError as error:
             self._note_store_error("reserve", error)
             return None

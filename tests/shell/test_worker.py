@@ -46,12 +46,12 @@ class WatchedStore:
         self.calls[name] += 1
         return getattr(self.via, name)
 
-    def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+    def reserve_tasks(self, topic: str, pid: str, limit: int = 1, **wait: Any) -> list[Task]:
         self.calls["reserve_tasks"] += 1
         self.reserve_limits.append(limit)
         if self.reserves_fail.is_set():
             raise Unavailable("the database cannot be reached (simulated)")
-        return self.via.reserve_tasks(topic, pid, limit)
+        return self.via.reserve_tasks(topic, pid, limit, **wait)  # HTTPStore: wait_ms
 
     def extend_leases(self, pid: str, leases: Any) -> Any:
         self.calls["extend_leases"] += 1
