@@ -23,7 +23,8 @@ extra). The worker is a child process (``python -m bench.latency
 _worker CONFIG``) that prints ``READY`` once it is built, then one ``PICKED
 <ms>`` line per handler start; its handler is a no-op.
 
-Prints p50/p90/p99/max per system and workload, and sokka's ratios to
+Prints p50/p90/p99/max per system and workload (and the median time of the
+create call itself, which the latency includes), and sokka's ratios to
 pgqueuer's p50 (goal: PostgreSQL p50 <= pgqueuer's, p99 <= 25 ms; SQLite
 p50 <= 10 ms). Goals are reported, not enforced; a check that fails (a task
 not picked, picked twice) exits 1.
@@ -52,6 +53,7 @@ import platform
 import queue
 import random
 import secrets
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -301,6 +303,7 @@ class Row:
     workload: str
     latencies_ms: list[float]
     problems: list[str] = field(default_factory=list)
+    create_ms: list[float] = field(default_factory=list)  #: each create call's own time
 
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -365,7 +368,15 @@ def run_system(
     rows = []
     for workload in ("idle", "load"):
         concurrency = 1 if workload == "idle" else LOAD_CONCURRENCY
-        create, close = make_creator()
+        made, close = make_creator()
+        create_ms: list[float] = []
+
+        def create(
+            t: float, made: Callable[[float], None] = made, times: list[float] = create_ms
+        ) -> None:
+            made(t)  # the latency counts from before this call: its commit is part of it
+            times.append((time.time() - t) * 1000)
+
         try:
             with child({**config, "concurrency": concurrency}) as worker:
                 if workload == "idle":
@@ -374,7 +385,7 @@ def run_system(
                     latencies, problems = measure_load(worker, create, plan)
         finally:
             close()
-        rows.append(Row(system, store, workload, latencies, problems))
+        rows.append(Row(system, store, workload, latencies, problems, create_ms))
     return rows
 
 
@@ -517,6 +528,7 @@ TABLE: Final = Table(
         Column("p90 ms", 9),
         Column("p99 ms", 9),
         Column("max ms", 9),
+        Column("create p50", 11),
     )
 )
 
@@ -525,7 +537,8 @@ def row_line(row: Row) -> str:
     cells = [f"{row.percentile(p):.1f}" for p in (50, 90, 99, 100)]
     check = "ok" if not row.problems else "FAILED: " + "; ".join(row.problems)
     n = str(len(row.latencies_ms))
-    return f"{TABLE.row(row.system, row.store, row.workload, n, *cells)}  {check}"
+    creating = f"{statistics.median(row.create_ms):.1f}" if row.create_ms else "-"
+    return f"{TABLE.row(row.system, row.store, row.workload, n, *cells, creating)}  {check}"
 
 
 def goals(rows: list[Row]) -> list[str]:
