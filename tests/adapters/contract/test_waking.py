@@ -6,7 +6,7 @@ requeued, or released. Each test sets its tasks up first and only then opens
 the signal, so a hint from the set-up cannot be taken for the one under test;
 the change is made on another thread while the waiter is blocked. A wait with
 nothing happening times out with False. A store without the call is skipped
-with the reason shown: the worker then polls.
+with the reason shown.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ PATIENCE_MS = 10_000
 
 def signal_of(store: TaskStore, topic: str = TOPIC) -> ReadySignal:
     if not isinstance(store, Wakeable):
-        pytest.skip(f"{type(store).__name__} has no ready_signal (its workers poll)")
+        pytest.skip(
+            f"{type(store).__name__} has no ready_signal: an HTTPStore's worker long-polls "
+            "instead (tests/shell/http_api/test_long_poll.py), an async store's polls"
+        )
     return store.ready_signal(topic)
 
 
