@@ -154,7 +154,8 @@ def _audit(backend: SqlBackend, store: SQLStore) -> list[str]:
         ("list_leased_tasks (1000)", lambda: store.list_leased_tasks(None, None, PAGE),
          lambda: raw.list_leased(PAGE)),
     ]  # fmt: skip
-    table_store, table_raw = backend.tables["store"], backend.tables["ceiling"]
+    # The prefix names the tables and, on PostgreSQL, the channel that inserts notify.
+    prefix_store, prefix_raw = backend.prefixes["store"], backend.prefixes["ceiling"]
     lines = []
     for label, store_op, raw_op in ops:
         with captured(store) as store_trace:
@@ -166,7 +167,7 @@ def _audit(backend: SqlBackend, store: SQLStore) -> list[str]:
         finally:
             raw.trace = None
         want = [(kind, _normalise(s)) for kind, s in store_trace]
-        got = [(kind, _normalise(s.replace(table_raw, table_store))) for kind, s in raw_trace]
+        got = [(kind, _normalise(s.replace(prefix_raw, prefix_store))) for kind, s in raw_trace]
         if want != got:
             raise BenchFailure(
                 f"the ceiling does not run the store's statements for {label}:\n"

@@ -68,6 +68,10 @@ class Statements:
         t = table
         self.table = t
         self.pg = pg
+        # PostgreSQL: every insert notifies the store's channel with its topic
+        # (SQLStore.ready_signal's listeners), as part of its RETURNING.
+        channel = t.removesuffix("tasks") + "ready"
+        self.notify = f", pg_notify('{channel}', topic)" if pg else ""
         data = f"CAST({t}.data AS TEXT) AS data" if pg else f"{t}.data"
         self.columns = ", ".join(data if c == "data" else f"{t}.{c}" for c in SELECT_COLUMNS)
         self.select = f"SELECT {self.columns} \nFROM {t} \n"
@@ -150,14 +154,19 @@ class Statements:
         arrays = ", ".join(f"CAST(%s AS {kind}[])" for kind in PG_INSERT_ARRAYS)
         return (
             f"INSERT INTO {self.table} ({', '.join(INSERT_COLUMNS)}) SELECT * FROM "
-            f"unnest({arrays}) ON CONFLICT (task_id) DO NOTHING RETURNING task_id"
+            f"unnest({arrays}) ON CONFLICT (task_id) DO NOTHING RETURNING task_id{self.notify}"
         )
 
     def insert(self, count: int) -> str:
         statement = self._inserts.get(count)
         if statement is None:
             one = "(" + ", ".join(self._param(cast) for cast in PG_INSERT_CASTS) + ")"
-            returning = f"{self.table}.task_id" if self.pg else "task_id"
+            returning = (
+                f"{self.table}.task_id, pg_notify('{self.table.removesuffix('tasks')}ready', "
+                f"{self.table}.topic) AS pg_notify_1"
+                if self.pg
+                else "task_id"
+            )
             statement = (
                 f"INSERT INTO {self.table} ({', '.join(INSERT_COLUMNS)}) VALUES "
                 + ", ".join([one] * count)

@@ -18,6 +18,7 @@ from functools import partial
 
 from returns.result import Failure, Result, Success
 
+from sokka.adapters.ready import Doorbell, Doorbells
 from sokka.adapters.store import (
     DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
@@ -88,6 +89,17 @@ class MemoryStore(EventCalls):
         # (the task moved on) are skipped when popped.
         self._ready: dict[str, list[tuple[int, str]]] = {}
         self._leased: set[str] = set()
+        self._bells = Doorbells()  # waiters for tasks becoming ready (ready_signal)
+
+    def ready_signal(self, topic: str) -> Doorbell:
+        """A hint that tasks of ``topic`` may be ready: rung by every change that
+        makes one ready (``sokka.adapters.ready``)."""
+        require_name("topic", topic)
+        return self._bells.signal(topic)
+
+    def subscribe_ready(self, topic: str, ring: Callable[[], None]) -> Callable[[], None]:
+        """``ring()`` on every hint for ``topic``; returns the unsubscribe call."""
+        return self._bells.subscribe(topic, ring)
 
     # -- creating and reading ---------------------------------------------
 
@@ -282,3 +294,4 @@ class MemoryStore(EventCalls):
             self._leased.discard(task_id)
         if new.status is Status.STARTING:
             heapq.heappush(self._ready.setdefault(new.topic, []), (self._seq[task_id], task_id))
+            self._bells.ring((new.topic,))

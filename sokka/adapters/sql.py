@@ -41,7 +41,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from sokka.adapters.listeners import DataVersionWatcher, PgListener
 from sokka.adapters.memory import wall_clock_ms
+from sokka.adapters.ready import Doorbell, Doorbells
 from sokka.adapters.store import (
     DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
@@ -79,7 +81,7 @@ from sokka.core.transitions import (
     apply,
 )
 
-__all__ = ["SCHEMA_VERSION", "SUPPORTED_URLS", "SQLStore"]
+__all__ = ["SCHEMA_VERSION", "SUPPORTED_URLS", "SQLStore", "ready_channel"]
 
 #: The schema this code writes and reads. A database with a newer one is refused.
 SCHEMA_VERSION: Final = 1
@@ -344,6 +346,7 @@ class SQLStore(EventCalls):
         lock_timeout_ms: int = 5_000,
         connect_timeout_s: int = 5,
         create_file: bool = True,
+        watch_interval_ms: int = 3,
     ) -> None:
         if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
             raise ValidationError(
@@ -373,6 +376,19 @@ class SQLStore(EventCalls):
         self._new_id = new_id
         self._schema_checked = False
         self._metadata, self._tasks, self._versions = _tables(prefix)
+        # Waiters for tasks becoming ready (ready_signal), rung by this store's own
+        # changes at once and by a listener thread for other processes' changes.
+        self._bells = Doorbells()
+        self._connect_timeout_s = connect_timeout_s
+        self._listener = (
+            PgListener(self._listener_connection, self._bells, ready_channel(prefix))
+            if self._pg
+            else DataVersionWatcher(
+                self._listener_connection,
+                self._bells,
+                require_limit("watch_interval_ms", watch_interval_ms, 60_000),
+            )
+        )
         self._build_statements()
 
     @property
@@ -389,7 +405,9 @@ class SQLStore(EventCalls):
         return self._dialect
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Stop the listener (if a ``ready_signal`` started it); close every pooled
+        connection."""
+        self._listener.stop()
         self._engine.dispose()
 
     def __enter__(self) -> SQLStore:
@@ -401,6 +419,39 @@ class SQLStore(EventCalls):
     def __repr__(self) -> str:
         url = self._engine.url.render_as_string(hide_password=True)
         return f"SQLStore({url!r}, prefix={self._prefix!r})"
+
+    # -- waking waiters -------------------------------------------------------
+
+    def ready_signal(self, topic: str) -> Doorbell:
+        """A hint that tasks of ``topic`` may be ready (``sokka.adapters.ready``).
+
+        PostgreSQL: every statement that makes a task ready notifies the
+        channel ``{prefix}ready`` with its topic in the same transaction, and
+        one connection per store LISTENs to it. SQLite: a thread reads
+        ``PRAGMA data_version`` every ``watch_interval_ms`` while anyone waits.
+        Either way, this process's own changes ring at once. The listener
+        runs while any signal is open (and stops at ``close()``).
+        """
+        require_name("topic", topic)
+        signal = self._bells.signal(topic)
+        # After subscribing: a listener that was just ending sees the new waiter,
+        # or has already let go and a new one starts.
+        self._listener.ensure_running(wait_s=self._connect_timeout_s)
+        return signal
+
+    def subscribe_ready(self, topic: str, ring: Callable[[], None]) -> Callable[[], None]:
+        """``ring()`` on every hint for ``topic`` (as ``ready_signal``); returns the
+        unsubscribe call."""
+        unsubscribe = self._bells.subscribe(topic, ring)
+        self._listener.ensure_running(wait_s=self._connect_timeout_s)
+        return unsubscribe
+
+    def _listener_connection(self) -> Any:
+        """A connection of the store's engine, taken out of its pool for good."""
+        pooled = self._engine.raw_connection()
+        connection = pooled.driver_connection
+        pooled.detach()
+        return connection
 
     # -- schema --------------------------------------------------------------
 
@@ -526,16 +577,29 @@ class SQLStore(EventCalls):
             .limit(sa.bindparam("limit"))
         )
         insert = postgresql.insert(t) if self._pg else sqlite.insert(t)
+        # Every insert makes a task ready: it notifies its topic as it returns its
+        # id, in the same statement (no round trip more). PostgreSQL folds repeated
+        # notifications of one transaction into one.
+        channel = ready_channel(self._prefix)
+        notify = f", pg_notify('{channel}', topic)" if self._pg else ""
         # PostgreSQL: a batch as arrays, one statement and one plan whatever its size
         # (a multi-row VALUES is new SQL text for every batch size).
         columns = ", ".join(_INSERT_ARRAY_TYPES)
         arrays = ", ".join(f"CAST(:{c} AS {k}[])" for c, k in _INSERT_ARRAY_TYPES.items())
         self._pg_insert = sa.text(
             f"INSERT INTO {t.name} ({columns}) SELECT * FROM unnest({arrays}) "
-            "ON CONFLICT (task_id) DO NOTHING RETURNING task_id"
+            f"ON CONFLICT (task_id) DO NOTHING RETURNING task_id{notify}"
         )
+        returning: list[Any] = [t.c.task_id]
+        if self._pg:
+            returning.append(sa.func.pg_notify(sa.literal_column(f"'{channel}'"), t.c.topic))
         self._insert = insert.on_conflict_do_nothing(index_elements=[t.c.task_id]).returning(
-            t.c.task_id
+            *returning
+        )
+        # Tasks made ready by an update (revoke, wake, requeue, release): one
+        # notification per topic, in the transaction that made them ready.
+        self._pg_notify = sa.text(
+            f"SELECT pg_notify('{channel}', topic) FROM unnest(CAST(:topics AS text[])) AS topic"
         )
         self._updates: dict[tuple[str, ...], Any] = {}  # statements by changed columns
 
@@ -625,6 +689,17 @@ class SQLStore(EventCalls):
                 results.append(result)
             changes = [(original[k], v) for k, v in current.items() if v is not original[k]]
             self._write(conn, changes)
+            ready = sorted(
+                {
+                    new.topic
+                    for old, new in changes
+                    if new.status is Status.STARTING and old.status is not Status.STARTING
+                }
+            )
+            if ready and self._pg:
+                conn.execute(self._pg_notify, {"topics": ready})
+        if ready:
+            self._bells.ring(ready)
         return results
 
     # -- creating and reading -------------------------------------------------------
@@ -663,6 +738,7 @@ class SQLStore(EventCalls):
                 inserted = set(conn.execute(self._pg_insert, arrays).scalars())
             else:
                 inserted = set(conn.execute(self._insert, rows).scalars())
+        self._bells.ring(task.topic for task in fresh.values() if task.task_id in inserted)
         return [
             Failure(AlreadyExists(r.unwrap().task_id))
             if isinstance(r, Success) and r.unwrap().task_id not in inserted
@@ -835,6 +911,16 @@ class SQLStore(EventCalls):
                 changes.append((old, result.unwrap()))
             self._write(conn, changes)
         return [new for _, new in changes]
+
+
+def ready_channel(prefix: str) -> str:
+    """The PostgreSQL channel a store of ``prefix`` notifies: queues that share a
+    database under different prefixes do not wake each other's workers.
+
+    >>> ready_channel("sokka_")
+    'sokka_ready'
+    """
+    return f"{prefix}ready"
 
 
 def _is_driver_error(error: Exception) -> bool:

@@ -54,6 +54,7 @@ from typing import Any
 
 from returns.result import Failure, Result, Success
 
+from sokka.adapters.ready import ReadySignal, Wakeable
 from sokka.adapters.store import MAX_BATCH, TaskStore, require_limit
 from sokka.core import holding
 from sokka.core.backoff import Backoff
@@ -333,6 +334,20 @@ class Worker:
         self._stopped = threading.Event()  # run() has returned
         self._fatal: SokkaError | None = None
         self._threads: list[threading.Thread] = []
+        # The store's wake-up hint, when it has one (``Wakeable``): the idle
+        # dispatcher waits on it instead of sleeping blind, the poll backoff
+        # still bounding each wait (a lost hint costs one poll, never a task).
+        self._signal: ReadySignal | None = None
+        # A store that can hold a reserve until a task is ready (HTTPStore's long
+        # poll, ``max_wait_ms``): the idle dispatcher waits there instead. Its lease
+        # counts from when the call was sent, so a wait shortens the lease the
+        # worker sees by as much: a tenth of the lease at most.
+        max_wait = getattr(store, "max_wait_ms", 0)
+        self._max_long_poll_ms = (
+            min(max_wait, lease_time_ms // 10)
+            if isinstance(max_wait, int) and not isinstance(store, Wakeable)
+            else 0
+        )
         self._supervisor = (
             Supervisor(
                 store,
@@ -361,7 +376,7 @@ class Worker:
         """Ask the worker to stop: no new reservations, then a graceful drain."""
         self._stopping.set()
         with self._wake:
-            self._wake.notify_all()
+            self._wake_dispatcher_locked(every=True)
             self._work.notify_all()
 
     def run(self, *, install_signal_handlers: bool = True) -> WorkerStats:
@@ -373,10 +388,14 @@ class Worker:
         """
         restore = self._install_signals() if install_signal_handlers else {}
         try:
+            if isinstance(self._store, Wakeable):
+                self._signal = self._store.ready_signal(self._topic)
             self._start_threads()
             self._dispatch()
             self._drain()
         finally:
+            if self._signal is not None:
+                self._signal.close()
             self._shutdown_threads()
             for signum, previous in restore.items():
                 signal.signal(signum, previous)
@@ -439,18 +458,31 @@ class Worker:
 
     def _dispatch(self) -> None:
         empty_polls = 0
+        long_poll_ms = 0  # the next reserve's wait at the server (HTTPStore), 0: none
         while not self._stopping.is_set():
             if self._single_writer:
                 self._flush()  # one writer at a time: record from this thread too
             with self._lock:
                 room = self._unsettled_locked() < self._capacity
             if room:
-                got = self._reserve()
+                got = self._reserve(long_poll_ms)
                 if got:
-                    empty_polls = 0
+                    empty_polls = long_poll_ms = 0
                     continue
                 empty_polls += 1  # an empty poll or a failed one: back off alike
                 wait_ms = self._poll.delay_ms(min(empty_polls, 30), self._rand())
+                if got is not None and self._max_long_poll_ms:
+                    # The server holds the next reserve until a task is ready, the
+                    # backoff at most: no sleep here.
+                    long_poll_ms = max(1, min(wait_ms, self._max_long_poll_ms))
+                    continue
+                long_poll_ms = 0
+                signal = self._signal
+                if signal is not None and not self._stopping.is_set():
+                    # Idle with room: wait for the store's hint (or for this worker's
+                    # own reasons to wake, which ring it too), the backoff at most.
+                    signal.wait(max(wait_ms, 1))
+                    continue
             else:
                 wait_ms = self._linger_ms
             with self._wake:
@@ -470,13 +502,19 @@ class Worker:
                 log.exception("worker %s: recording outcomes failed", self.pid)
                 self._stopping.wait(0.1)
 
-    def _reserve(self) -> list[Task] | None:
-        """Reserve a batch; None when the store failed (already logged)."""
+    def _reserve(self, wait_ms: int = 0) -> list[Task] | None:
+        """Reserve a batch (a long poll of ``wait_ms`` when given); None when the store
+        failed (already logged)."""
         with self._lock:
             limit = max(1, min(self._batch, self._capacity - self._unsettled_locked()))
         sent = self._clock.now_ms()
+        tasks: list[Task]
         try:
-            tasks = self._store.reserve_tasks(self._topic, self.pid, limit)
+            if wait_ms:
+                reserve: Any = self._store.reserve_tasks  # HTTPStore's, with wait_ms
+                tasks = reserve(self._topic, self.pid, limit, wait_ms=wait_ms)
+            else:
+                tasks = self._store.reserve_tasks(self._topic, self.pid, limit)
         except RetryableError as error:
             self._note_store_error("reserve", error)
             return None
@@ -579,7 +617,17 @@ class Worker:
         if self._waiting_locked() >= self._batch:
             self._record.notify()
             if self._single_writer:
-                self._wake.notify()
+                self._wake_dispatcher_locked()
+
+    def _wake_dispatcher_locked(self, *, every: bool = False) -> None:
+        """Wake the dispatcher, whether it waits on the lock's condition or on the
+        store's signal."""
+        if every:
+            self._wake.notify_all()
+        else:
+            self._wake.notify()
+        if self._signal is not None:
+            self._signal.wake()
 
     def _fold_locked(self) -> None:
         """Fold the queued handler starts and returns into the core, in order."""
@@ -635,7 +683,7 @@ class Worker:
         with self._wake:
             self._running -= 1
             if self._running == 0 and not self._ready:
-                self._wake.notify()  # idle: the dispatcher reserves
+                self._wake_dispatcher_locked()  # idle: the dispatcher reserves
                 self._record.notify()  # and the recorder records
             self._contexts.pop(token, None)
             now = self._clock.now_ms()
@@ -726,7 +774,7 @@ class Worker:
                 self._outcomes.remove(cancel.lease)
             if cancel.decided:
                 self._decided_locked(cancel.lease)
-                self._wake.notify_all()
+                self._wake_dispatcher_locked(every=True)
             ctx = self._contexts.get(cancel.lease)
             if ctx is not None:
                 ctx._set_cancelled(cancel.reason)

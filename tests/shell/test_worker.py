@@ -46,12 +46,12 @@ class WatchedStore:
         self.calls[name] += 1
         return getattr(self.via, name)
 
-    def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+    def reserve_tasks(self, topic: str, pid: str, limit: int = 1, **wait: Any) -> list[Task]:
         self.calls["reserve_tasks"] += 1
         self.reserve_limits.append(limit)
         if self.reserves_fail.is_set():
             raise Unavailable("the database cannot be reached (simulated)")
-        return self.via.reserve_tasks(topic, pid, limit)
+        return self.via.reserve_tasks(topic, pid, limit, **wait)  # HTTPStore: wait_ms
 
     def extend_leases(self, pid: str, leases: Any) -> Any:
         self.calls["extend_leases"] += 1
@@ -487,3 +487,27 @@ def test_ctx_cancelled_is_true_as_soon_as_the_fence_has_passed(store, running) -
     wait_for(lambda: worker.stats().fenced == 1)
     assert (worker.stats().succeeded, worker.stats().lost) == (0, 1)
     assert tasks(store)[0].status is Status.RUNNING  # it reported nothing
+
+
+# -- waking: an idle worker waits on the store's ready signal (threads runtime) -------
+
+
+def test_an_idle_worker_takes_a_new_task_without_waiting_out_its_poll_backoff() -> None:
+    from sokka.shell.worker import Worker
+
+    store = WatchedStore()  # in-process: the MemoryStore's ready_signal
+    seen: list[str] = []
+    backoff = Backoff(base_ms=60_000, cap_ms=60_000, jitter=Jitter.NONE)
+    worker = Worker(store, TOPIC, lambda task, ctx: seen.append(task.task_id) or ok(),
+                    poll_backoff=backoff)  # fmt: skip
+    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
+    thread.start()
+    try:
+        wait_for(lambda: store.calls["reserve_tasks"] >= 1)  # it polled, found nothing
+        time.sleep(0.05)  # and now waits: a blind sleep would be a minute
+        add(store, 1)
+        wait_for(lambda: seen == ["t000"])
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()  # the stop woke the idle wait too

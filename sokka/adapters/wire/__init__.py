@@ -18,7 +18,15 @@ OpenAPI document share):
   on the client.
 """
 
-from sokka.adapters.wire.calls import OPERATIONS, OPERATIONS_BY_NAME, Operation, Param, invoke
+from sokka.adapters.wire.calls import (
+    MAX_WAIT_MS,
+    OPERATIONS,
+    OPERATIONS_BY_NAME,
+    Operation,
+    Param,
+    invoke,
+    wait_ms_from_json,
+)
 from sokka.adapters.wire.codec import (
     answer_text,
     filter_to_json,
@@ -43,6 +51,7 @@ from sokka.adapters.wire.schema import SCHEMAS
 from sokka.adapters.wire.values import PROBLEM_JSON
 
 __all__ = [
+    "MAX_WAIT_MS",
     "OPERATIONS",
     "OPERATIONS_BY_NAME",
     "PROBLEM_JSON",
@@ -66,4 +75,5 @@ __all__ = [
     "task_from_json",
     "task_json_text",
     "task_to_json",
+    "wait_ms_from_json",
 ]

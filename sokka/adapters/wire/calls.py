@@ -52,6 +52,7 @@ from sokka.adapters.wire.schema import (
 from sokka.adapters.wire.values import JSONObject, Returns
 from sokka.core.errors import (
     SokkaError,
+    ValidationError,
 )
 from sokka.core.task import (
     MAX_INT,
@@ -60,6 +61,18 @@ from sokka.core.task import (
 
 # -- the operations ---------------------------------------------------------------------
 
+#: The longest a ``reserve_tasks`` call may ask the server to hold it (``wait_ms``):
+#: well below ``HTTPStore``'s default timeout of 30 s, so the answer comes first.
+MAX_WAIT_MS: Final = 20_000
+
+
+def wait_ms_from_json(value: object) -> int:
+    """``reserve_tasks``'s ``wait_ms``: an int of milliseconds, 0 to ``MAX_WAIT_MS``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WAIT_MS:
+        raise ValidationError(
+            "wait_ms", f"must be an integer of milliseconds from 0 to {MAX_WAIT_MS}"
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +84,9 @@ class Param:
     schema: JSONObject
     required: bool = True
     decode: Callable[[object], object] | None = None
+    #: An argument of the HTTP call only, not of the ``TaskStore`` method: the
+    #: server carries it out itself (``reserve_tasks``'s ``wait_ms``).
+    wire_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +105,14 @@ class Operation:
         return f"/v1/{self.name}"
 
 
+_WAIT_MS: Final[JSONObject] = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": MAX_WAIT_MS,
+    "default": 0,
+    "description": "milliseconds the server may hold an empty answer, waiting for a "
+    "task to become ready (0: answer at once)",
+}
 _OWNER = ("invalid-input", "not-found", "not-running", "stale-attempt", "wrong-owner")
 _TASK_ID = Param("task_id", _NAME)
 _PID = Param("pid", _NAME)
@@ -145,8 +169,14 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     ),
     Operation(
         "reserve_tasks",
-        "Lease up to limit starting tasks of a topic, oldest first",
-        (Param("topic", _NAME), _PID, Param("limit", _limit(MAX_BATCH, 1), False)),
+        "Lease up to limit starting tasks of a topic, oldest first; with wait_ms, "
+        "an empty answer waits up to wait_ms for a task to become ready (a long poll)",
+        (
+            Param("topic", _NAME),
+            _PID,
+            Param("limit", _limit(MAX_BATCH, 1), False),
+            Param("wait_ms", _WAIT_MS, False, wait_ms_from_json, wire_only=True),
+        ),
         "tasks",
     ),
     Operation(
@@ -279,6 +309,9 @@ def invoke(
             kwargs[param.name] = value if param.decode is None else param.decode(value)
     if operation.name == "create_tasks":
         return answer_text("results", _create_tasks(store, kwargs["specs"]))
+    for param in operation.params:
+        if param.wire_only:  # the server's to carry out (see sokka.shell.http.app)
+            kwargs.pop(param.name, None)
     bounded = _BOUNDED.get(operation.name)
     if bounded is not None:
         return bounded(store, max_answer_bytes, **kwargs)
@@ -300,4 +333,3 @@ def _create_tasks(store: TaskStore, specs: object) -> list[Result[Task, SokkaErr
             case Failure(error):
                 results.append(Failure(error))
     return results
-

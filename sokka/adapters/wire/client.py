@@ -288,8 +288,12 @@ class WireCalls:
         arguments = {"filter": wanted, "cursor": cursor, "limit": limit}
         return Request("list_tasks", arguments, page_from_json)
 
-    def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> Request[list[Task]]:
-        arguments = {"topic": topic, "pid": pid, "limit": limit}
+    def reserve_tasks(
+        self, topic: str, pid: str, limit: int = 1, wait_ms: int = 0
+    ) -> Request[list[Task]]:
+        arguments: dict[str, object] = {"topic": topic, "pid": pid, "limit": limit}
+        if wait_ms:  # sent only when asked for: a plain reserve is the same call as ever
+            arguments["wait_ms"] = wait_ms
         return Request("reserve_tasks", arguments, _tasks("reserve_tasks"))
 
     def extend_leases(

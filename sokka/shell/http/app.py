@@ -23,6 +23,8 @@ forge calls.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
@@ -35,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from sokka.adapters.ready import Wakeable
 from sokka.adapters.store import TaskStore
 from sokka.adapters.wire import (
     OPERATIONS,
@@ -42,6 +45,7 @@ from sokka.adapters.wire import (
     Operation,
     invoke,
     problem_type_uri,
+    wait_ms_from_json,
 )
 from sokka.adapters.wire import problem as _protocol_problem  # locals are named "problem"
 from sokka.adapters.wire.budget import DEFAULT_MAX_ANSWER_BYTES, MAX_TASK_JSON_BYTES
@@ -164,9 +168,12 @@ def _endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
             return _problem_response(problem)
         store = _store(request)
         try:
-            answer = await run_in_threadpool(
-                invoke, store, operation, body, request.app.state.max_answer_bytes
-            )
+            if operation.name == "reserve_tasks":
+                answer = await _reserve(store, operation, body, request.app.state.max_answer_bytes)
+            else:
+                answer = await run_in_threadpool(
+                    invoke, store, operation, body, request.app.state.max_answer_bytes
+                )
         except SokkaError as error:
             return _error_response(error)
         except Exception:
@@ -180,6 +187,49 @@ def _endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
 
     endpoint.__name__ = operation.name
     return endpoint
+
+
+async def _reserve(store: TaskStore, operation: Operation, body: object, budget: int) -> str:
+    """``reserve_tasks``, holding an empty answer up to the body's ``wait_ms`` (a long poll).
+
+    The wait holds neither a thread nor a store connection: it awaits an
+    asyncio event that the store's ready hint sets (``Wakeable.subscribe_ready``,
+    subscribed before the first reservation, so a task made ready in between
+    is not missed), then reserves again. A store that cannot hint answers at
+    once, and the client polls as without a wait. ``wait_ms`` is validated by
+    ``invoke`` (which ignores it) before anything waits.
+    """
+    wait_ms = body.get("wait_ms", 0) if isinstance(body, dict) else 0
+    topic = body.get("topic") if isinstance(body, dict) else None
+    if not wait_ms or not isinstance(store, Wakeable) or not isinstance(topic, str):
+        return await run_in_threadpool(invoke, store, operation, body, budget)
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+
+    def ring() -> None:  # on the store's thread: hop onto the loop, if it still runs
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(woken.set)
+
+    try:
+        unsubscribe = await run_in_threadpool(store.subscribe_ready, topic, ring)
+    except ValidationError:  # a bad topic: let the call itself say so
+        return await run_in_threadpool(invoke, store, operation, body, budget)
+    try:
+        answer = await run_in_threadpool(invoke, store, operation, body, budget)
+        deadline = loop.time() + wait_ms_from_json(wait_ms) / 1000
+        while answer == "[]":
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(woken.wait(), remaining)
+            except TimeoutError:
+                break
+            woken.clear()  # before reserving: a hint during the reservation is kept
+            answer = await run_in_threadpool(invoke, store, operation, body, budget)
+        return answer
+    finally:
+        unsubscribe()
 
 
 async def _health(request: Request) -> Response:

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from sokka.adapters.store import TaskStore
-from sokka.adapters.wire import PROBLEM_TYPES
+from sokka.adapters.wire import OPERATIONS_BY_NAME, PROBLEM_TYPES
 from tests.shell.http_api.helpers import (
     AUTH,
     STORE_CALLS,
@@ -86,7 +86,9 @@ def test_each_request_schema_lists_exactly_the_parameters_of_its_protocol_method
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert schema["type"] == "object"
     assert schema["additionalProperties"] is False
-    assert list(schema["properties"]) == [p.name for p in parameters]
+    # and the HTTP call's own arguments, after them (reserve_tasks's wait_ms)
+    extra = [p.name for p in OPERATIONS_BY_NAME[call].params if p.wire_only]
+    assert list(schema["properties"]) == [p.name for p in parameters] + extra
     assert schema["required"] == [p.name for p in parameters if p.default is p.empty]
     for p in parameters:
         if p.default is not p.empty and p.default is not None:
