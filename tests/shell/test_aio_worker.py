@@ -179,6 +179,68 @@ def test_a_refused_keepalive_cancels_a_coroutine_at_its_next_await() -> None:
     assert (task.status, task.attempt, task.record_ver) == (Status.TERMINATED, 2, 4)
 
 
+def test_a_timeout_cancels_only_its_own_handler_among_those_running() -> None:
+    """Handlers share ``concurrency`` runners: cancelling one cancels its runner's
+    current await, and the handler beside it runs on to its outcome."""
+    store = AsyncMemoryStore()
+    store.sync.create_task(TaskSpec(topic=TOPIC, task_id="slow", timeout_ms=100, max_attempts=1))
+    store.sync.create_task(TaskSpec(topic=TOPIC, task_id="steady"))
+    finished: list[str] = []
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        await asyncio.sleep(5 if task.task_id == "slow" else 0.4)
+        finished.append(task.task_id)
+        return ok()
+
+    w = worker(store, handler, concurrency=2, batch_size=2)
+
+    async def scenario() -> None:
+        await until(lambda: status(store, "slow") is Status.FAILED)
+        await until(lambda: status(store, "steady") is Status.TERMINATED)
+
+    stats = run_with(w, scenario)
+    assert finished == ["steady"]
+    assert (stats.timed_out, stats.succeeded, stats.failed) == (1, 1, 1)
+
+
+def test_a_handler_after_one_that_swallowed_its_cancel_starts_uncancelled() -> None:
+    """One runner runs both handlers in turn: the first swallows the worker's
+    cancel; the second must not inherit it (its own ``asyncio.timeout`` and
+    task groups read the task's cancel count)."""
+    store = AsyncMemoryStore()
+    store.sync.create_task(TaskSpec(topic=TOPIC, task_id="t000", timeout_ms=50, max_attempts=1))
+    store.sync.create_task(TaskSpec(topic=TOPIC, task_id="t001"))
+    seen: dict[str, Any] = {}
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        current = asyncio.current_task()
+        assert current is not None
+        if task.task_id == "t000":
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                seen["swallowed"] = ctx.reason
+            return ok()  # discarded: the attempt timed out
+        seen["cancelling"] = current.cancelling()
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            seen["own timeout"] = True
+        await asyncio.sleep(0.05)  # no stray cancel arrives here
+        return ok()
+
+    w = worker(store, handler, concurrency=1, batch_size=2)
+
+    async def scenario() -> None:
+        await until(lambda: status(store, "t001") is Status.TERMINATED)
+
+    stats = run_with(w, scenario)
+    assert seen == {"swallowed": "timed out after 50 ms", "cancelling": 0, "own timeout": True}
+    assert status(store, "t000") is Status.FAILED
+    assert (stats.timed_out, stats.succeeded, stats.failed) == (1, 1, 1)
+
+
 def test_ctx_cancelled_is_exact_without_an_await() -> None:
     """Read twice with no await between (the scheduler cannot have run): the second
     read, past the fence, is already True; ``sleep`` then returns True at once,

@@ -11,15 +11,26 @@ exactly as in the threaded runtime; this module only carries it out. One
 event loop holds the ``Holdings`` value (no lock: only the loop writes it),
 and runs these asyncio tasks:
 
-* the dispatcher (``run()`` itself): reserves in batches and starts at most
-  ``concurrency`` handlers, each an asyncio task;
+* the dispatcher (``run()`` itself): reserves in batches into a queue of
+  waiting leases;
+* ``concurrency`` runners: each takes the next waiting lease, runs its
+  handler (awaits it, or awaits its call in the thread pool) and takes the
+  next; cancelling a handler cancels its runner's current await;
 * the scheduler: ``holding.tick`` (timeouts, the self-fence, the end of a
   stop's grace period) and ``holding.due`` (keepalives), then it sleeps until
   the core's ``next_wakeup`` or until an event wakes it (aioquic's
-  ``get_timer``/``handle_timer``). A keepalive is sent as a task of its own,
-  one at a time, so a store call that hangs cannot delay the self-fence;
+  ``get_timer``/``handle_timer``): new leases, a keepalive's answer, or a
+  handler start when a timeout may run from it. A keepalive is sent as a
+  task of its own, one at a time, so a store call that hangs cannot delay
+  the self-fence;
 * the recorder: records decided outcomes in batches (``finish_many``);
 * optionally an embedded supervisor (``supervise=True``).
+
+As in the threaded worker, handler starts and returns are queued and folded
+into the core in one step (``holding.ran``) before the next decision that
+depends on them (``tick``, ``record``, ``stopping``, a keepalive's answer, a
+handler's ``ctx.cancelled``): one write of the holdings per batch of
+events, not per handler call.
 
 Cancelling a coroutine handler is asyncio cancellation: the handler sees
 ``CancelledError`` at its next await, and ``ctx.cancelled`` is true (exact
@@ -71,6 +82,10 @@ log = logging.getLogger("sokka.worker")
 _SCHEDULER_CAP_MS: Final = 100
 
 _CANCELLED: Final = object()  # what a handler "returned" when it was cancelled
+
+#: A runner lets the loop's other tasks in after this many handler calls in a
+#: row (a handler that never suspends would otherwise hold the loop for a batch).
+_RUNNER_STREAK: Final = 16
 
 
 class AsyncContext:
@@ -241,11 +256,19 @@ class Worker:
         # threads by a plain handler's ``ctx.cancelled`` (a reference read).
         self._holdings: Holdings = holding.holdings(self.pid, self.policy)
         self._contexts: dict[Token, AsyncContext | Context] = {}
+        # The runner now running each lease's handler: cancelling it cancels the handler.
         self._handlers: dict[Token, asyncio.Task[None]] = {}
         self._ready: deque[Token] = deque()
         self._running = 0
         self._outcomes: list[Token] = []  # decided, in the order they were decided
-        self._first_outcome_ms = 0  # when the oldest of them was decided
+        self._first_outcome_ms = 0  # when the oldest of them (or of the returns) was decided
+        # Handler starts and returns, queued by the runners and folded into the
+        # core in one step (holding.ran) before any decision that depends on them.
+        self._starts: list[tuple[Token, int]] = []
+        self._returns: list[tuple[Token, object, int]] = []
+        # Whether a lease may have a timeout: only then can a handler's start
+        # bring the scheduler's next wake-up forward.
+        self._timeouts = self.policy.timeout_ms is not None
         self._recording = 0  # finish_many calls in flight
         self._keepalive: asyncio.Task[None] | None = None
         self._stats = WorkerStats()
@@ -257,6 +280,7 @@ class Worker:
         self._pool: ThreadPoolExecutor | None = None
         # Events the loop's tasks sleep on (bound to the loop on first use).
         self._room = asyncio.Event()  # the dispatcher: stop, or idle
+        self._work = asyncio.Event()  # the runners: leases wait to be run
         self._timer = asyncio.Event()  # the scheduler: the next wake-up moved
         self._recorder = asyncio.Event()  # the recorder: a batch is ready
         self._settled = asyncio.Event()  # the drain: something was recorded
@@ -276,7 +300,8 @@ class Worker:
 
     @property
     def holdings(self) -> Holdings:
-        """The leases held, as the core's immutable value."""
+        """The leases held, as the core's immutable value (handler starts and
+        returns of the last moments may not be folded in yet)."""
         return self._holdings
 
     def stats(self) -> WorkerStats:
@@ -318,6 +343,10 @@ class Worker:
         background = [
             loop.create_task(self._schedule(), name="sokka-scheduler"),
             loop.create_task(self._record_loop(), name="sokka-recorder"),
+            *(
+                loop.create_task(self._runner(), name=f"sokka-runner-{i}")
+                for i in range(self._concurrency)
+            ),
         ]
         supervising = (
             loop.create_task(self._supervisor.run(), name="sokka-supervisor")
@@ -332,7 +361,7 @@ class Worker:
             if self._supervisor is not None and supervising is not None:
                 self._supervisor.stop()
                 await asyncio.gather(supervising, return_exceptions=True)
-            others = [*background, *self._handlers.values()]
+            others = list(background)
             if self._keepalive is not None:
                 others.append(self._keepalive)
             for task in others:
@@ -366,7 +395,7 @@ class Worker:
         self.stop()
 
     def _wake_all(self) -> None:
-        for event in (self._room, self._timer, self._recorder, self._settled):
+        for event in (self._room, self._work, self._timer, self._recorder, self._settled):
             event.set()
 
     async def _dispatch(self) -> None:
@@ -401,20 +430,33 @@ class Worker:
         self._errors.succeeded("reserve")
         if not tasks:
             return tasks
-        jitters = [self._rand() for _ in tasks]
+        rand = self._rand
+        jitters = [rand() for _ in tasks]
         self._stats.reserved += len(tasks)
         self._holdings = holding.take(self._holdings, tasks, sent, jitters)
+        contexts, ready, is_async = self._contexts, self._ready, self._is_async
         for task in tasks:
             token = (task.task_id, task.attempt)
-            live = functools.partial(self._is_live, token)
-            ctx = AsyncContext(task, live) if self._is_async else Context(task, live)
-            self._contexts[token] = ctx
-            self._ready.append(token)
+            if is_async:
+                contexts[token] = AsyncContext(task, functools.partial(self._is_live_here, token))
+            else:
+                contexts[token] = Context(task, functools.partial(self._is_live, token))
+            ready.append(token)
+            self._timeouts = self._timeouts or task.timeout_ms is not None
         self._timer.set()  # new leases: new keepalive and fence times
-        self._start_ready()
+        self._work.set()
         return tasks
 
     def _is_live(self, token: Token) -> bool:
+        """``ctx.cancelled`` of a plain handler, on a thread of the pool: the holdings
+        as last folded (a reference read; only the loop writes them)."""
+        return holding.live(self._holdings, token, self._clock.now_ms())
+
+    def _is_live_here(self, token: Token) -> bool:
+        """``ctx.cancelled`` of a coroutine handler, on the loop: exact, the queued
+        starts and returns folded in first."""
+        if self._starts or self._returns:
+            self._fold()
         return holding.live(self._holdings, token, self._clock.now_ms())
 
     def _unsettled(self) -> int:
@@ -427,24 +469,52 @@ class Worker:
 
     # -- handlers ------------------------------------------------------------------
 
-    def _start_ready(self) -> None:
-        """Start waiting handlers while fewer than ``concurrency`` run."""
-        loop = self._loop
-        assert loop is not None
-        while self._ready and self._running < self._concurrency and not self._stopping:
-            token = self._ready.popleft()
-            self._holdings, may = holding.started(self._holdings, token, self._clock.now_ms())
-            if not may:  # given up while it waited (its keepalives failed): never started
+    async def _runner(self) -> None:
+        """Run waiting handlers one after another, one at a time: ``concurrency``
+        runners bound how many run at once, without a task per handler call."""
+        me = asyncio.current_task()
+        assert me is not None
+        ready, clock = self._ready, self._clock
+        streak = 0
+        while True:
+            if not ready or self._stopping:
+                # Once stopping, no new handler starts: the drain releases what waits.
+                self._work.clear()
+                try:
+                    await self._work.wait()
+                except asyncio.CancelledError:
+                    if self._halting:
+                        raise
+                    me.uncancel()  # meant for a handler that had already returned
+                streak = 0
+                continue
+            token = ready.popleft()
+            now = clock.now_ms()
+            if not holding.live(self._holdings, token, now):
+                # given up while it waited (its keepalives failed): never started
                 self._contexts.pop(token, None)
                 continue
+            self._starts.append((token, now))  # folded in before the next decision
             self._running += 1
-            ctx = self._contexts[token]
-            self._handlers[token] = loop.create_task(
-                self._run_one(token, ctx), name=f"sokka-handler-{token[0]}"
-            )
-            self._timer.set()  # its timeout runs from now
+            self._handlers[token] = me
+            if self._timeouts:
+                self._timer.set()  # its timeout runs from now
+            await self._run_one(token, me)
+            streak += 1
+            if me.cancelling() or streak >= _RUNNER_STREAK:
+                # Let the loop's other tasks in between handlers that never
+                # suspend; and take a cancel that came after its handler returned.
+                streak = 0
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    if self._halting:
+                        raise
+                while me.cancelling():
+                    me.uncancel()
 
-    async def _run_one(self, token: Token, ctx: AsyncContext | Context) -> None:
+    async def _run_one(self, token: Token, me: asyncio.Task[None]) -> None:
+        ctx = self._contexts[token]
         outcome: object
         began = self._clock.now_ms()
         try:
@@ -456,6 +526,7 @@ class Worker:
         except asyncio.CancelledError:
             if self._halting:
                 raise
+            me.uncancel()
             outcome = _CANCELLED
         except Cancelled:
             outcome = _CANCELLED
@@ -493,29 +564,48 @@ class Worker:
             if ctx.cancelled:
                 # The core has decided why (a fence, a timeout, a stop); make it
                 # say so before the handler's non-answer is folded in.
+                self._fold()
                 self._holdings, cancels = holding.tick(self._holdings, now)
                 self._apply_cancels(cancels)
             else:
                 outcome = FailedOutcome("the handler was cancelled, and not by the worker")
-        self._holdings, verdict = holding.finished(self._holdings, token, outcome, now)
-        match verdict:
-            case Finish():
-                self._decided(token)
-            case Discarded():
-                self._stats.count_discarded(verdict)
-                if verdict.gave_up:
-                    self._log_lost(verdict.lease, verdict.reason)
+        if not self._waiting():
+            self._first_outcome_ms = now
+        self._returns.append((token, outcome, now))  # folded in before recording
         if self._running == 0 and not self._ready:
             self._room.set()  # idle: the dispatcher reserves
             self._recorder.set()  # and the recorder records
-        self._start_ready()
+        elif self._draining or self._waiting() >= self._batch:
+            self._recorder.set()
+
+    def _waiting(self) -> int:
+        """Outcomes waiting to be recorded (decided, or returned and not yet folded)."""
+        return len(self._outcomes) + len(self._returns)
+
+    def _fold(self) -> None:
+        """Fold the queued handler starts and returns into the core, in order."""
+        if not self._returns:
+            if self._starts:
+                self._holdings = holding.started_many(self._holdings, self._starts)
+                self._starts = []
+            return
+        starts, returns, self._starts, self._returns = self._starts, self._returns, [], []
+        self._holdings, verdicts = holding.ran(self._holdings, starts, returns)
+        for verdict in verdicts:
+            match verdict:
+                case Finish(task_id=task_id, event=event):
+                    self._outcomes.append((task_id, event.attempt))
+                case Discarded():
+                    self._stats.count_discarded(verdict)
+                    if verdict.gave_up:
+                        self._log_lost(verdict.lease, verdict.reason)
 
     def _decided(self, token: Token) -> None:
         """An outcome for ``token`` waits to be recorded: queue it."""
-        if not self._outcomes:
+        if not self._waiting():
             self._first_outcome_ms = self._clock.now_ms()
         self._outcomes.append(token)
-        if self._draining or len(self._outcomes) >= self._batch:
+        if self._draining or self._waiting() >= self._batch:
             self._recorder.set()
 
     # -- recording -------------------------------------------------------------------
@@ -532,13 +622,16 @@ class Worker:
 
     async def _flush(self, *, force: bool = False) -> None:
         """Record decided outcomes in one call (when enough wait, or they waited)."""
-        if not self._outcomes:
+        if not self._outcomes and not self._returns:
             return
         now = self._clock.now_ms()
         idle = self._running == 0 and not self._ready
-        if not (force or idle or len(self._outcomes) >= self._batch) and (
+        if not (force or idle or self._waiting() >= self._batch) and (
             now - self._first_outcome_ms < self._linger_ms
         ):
+            return
+        self._fold()
+        if not self._outcomes:
             return
         tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
         self._first_outcome_ms = now
@@ -591,6 +684,7 @@ class Worker:
 
     def _schedule_once(self) -> int:
         now = self._clock.now_ms()
+        self._fold()
         self._holdings, cancels = holding.tick(self._holdings, now)
         self._apply_cancels(cancels)
         in_flight = self._keepalive is not None and not self._keepalive.done()
@@ -618,6 +712,7 @@ class Worker:
                     self._note_store_error("keepalive", error)
                     continue  # the core has set a retry
                 self._errors.succeeded("keepalive")
+                self._fold()  # a refusal for a lease whose handler returned is no loss
                 self._holdings, cancels = holding.acknowledged(self._holdings, chunk, results)
                 self._apply_cancels(cancels)
                 self._stats.store_errors += sum(
@@ -659,6 +754,7 @@ class Worker:
         recorder records those outcomes until no lease is left.
         """
         self._draining = True
+        self._fold()  # a handler that started is not released as waiting
         self._holdings, released = holding.stopping(self._holdings, self._clock.now_ms())
         for token in self._ready:
             self._contexts.pop(token, None)
@@ -667,5 +763,5 @@ class Worker:
             self._decided(token)
         self._timer.set()  # the end of the grace period is a new wake-up
         self._recorder.set()
-        while self._holdings or self._outcomes or self._recording:
+        while self._holdings or self._outcomes or self._returns or self._recording:
             await _wait(self._settled, 10)
