@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -318,6 +319,32 @@ def test_plain_handlers_run_in_a_pool_of_concurrency_threads() -> None:
     assert loop_thread not in threads
     assert len(names) <= 2
     assert all(n.startswith("sokka-handler") for n in names)
+
+
+def test_a_stop_while_plain_handlers_start_never_runs_a_released_lease() -> None:
+    """The handler threads start leases while the drain releases those that wait:
+    every lease either ran (and its outcome is recorded) or was released unstarted,
+    never both, whatever the interleaving."""
+    store = AsyncMemoryStore()
+    ids = add(store, 300)
+    ran: list[str] = []
+    lock = threading.Lock()
+
+    def handler(task: Task, ctx: Any) -> Any:
+        with lock:
+            ran.append(task.task_id)
+        time.sleep(0.002)  # 300 of them take longer than the stop takes to come
+        return ok()
+
+    w = worker(store, handler, concurrency=4, batch_size=300)
+    stats = run_with(w, lambda: until(lambda: len(ran) >= 20, timeout=10))
+    done = {t for t in ids if status(store, t) is Status.TERMINATED}
+    waiting = {t for t in ids if status(store, t) is Status.STARTING}
+    assert len(ran) == len(set(ran)) == stats.succeeded
+    assert set(ran) == done
+    assert done | waiting == set(ids)  # the rest was released, to run elsewhere
+    assert stats.released == len(waiting)
+    assert stats.reserved == 300
 
 
 def test_a_plain_function_that_returns_a_coroutine_is_a_failure_that_says_so() -> None:

@@ -2,8 +2,8 @@
 
 The same worker as ``sokka.shell.worker.Worker``, on one event loop instead of
 threads. A handler is ``async def handler(task, ctx) -> Outcome`` (``ctx`` an
-``AsyncContext``), or a plain function ``handler(task, ctx)`` that runs in a
-thread pool of ``concurrency`` threads (``ctx`` then the threaded ``Context``,
+``AsyncContext``), or a plain function ``handler(task, ctx)`` that runs on one
+of ``concurrency`` handler threads (``ctx`` then the threaded ``Context``,
 whose ``sleep`` blocks its thread, not the loop).
 
 Every lease decision is made by the worker's pure core, ``sokka.core.holding``,
@@ -13,9 +13,12 @@ and runs these asyncio tasks:
 
 * the dispatcher (``run()`` itself): reserves in batches into a queue of
   waiting leases;
-* ``concurrency`` runners: each takes the next waiting lease, runs its
-  handler (awaits it, or awaits its call in the thread pool) and takes the
-  next; cancelling a handler cancels its runner's current await;
+* ``concurrency`` runners: each takes the next waiting lease, awaits its
+  handler and takes the next; cancelling a handler cancels its runner's
+  current await. For a plain handler, ``concurrency`` threads instead: each
+  takes the next lease handed to it, runs the handler and queues its return;
+  the loop collects the returns queued meanwhile in one callback, woken once
+  for them all, not once per handler;
 * the scheduler: ``holding.tick`` (timeouts, the self-fence, the end of a
   stop's grace period) and ``holding.due`` (keepalives), then it sleeps until
   the core's ``next_wakeup`` or until an event wakes it (aioquic's
@@ -42,17 +45,19 @@ handler in the thread pool cannot be interrupted: it sees ``ctx.cancelled``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import os
+import queue
 import random
 import secrets
 import signal
 import socket
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Final
 
@@ -82,6 +87,7 @@ log = logging.getLogger("sokka.worker")
 _SCHEDULER_CAP_MS: Final = 100
 
 _CANCELLED: Final = object()  # what a handler "returned" when it was cancelled
+_UNSTARTED: Final = object()  # a handler thread did not start the lease handed to it
 
 #: A runner lets the loop's other tasks in after this many handler calls in a
 #: row (a handler that never suspends would otherwise hold the loop for a batch).
@@ -277,7 +283,15 @@ class Worker:
         self._halting = False  # run() is ending: its tasks are cancelled
         self._fatal: SokkaError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        # Plain handlers: the leases handed to the handler threads, their returns
+        # (collected on the loop), and a lock that keeps a thread's start apart
+        # from the fold, so that the drain never releases a lease as waiting
+        # while its handler starts.
+        self._threads: list[threading.Thread] = []
+        self._handed: queue.SimpleQueue[Token | None] = queue.SimpleQueue()
+        self._done: deque[tuple[Token, object, int]] = deque()
+        self._collecting = False
+        self._lock = threading.Lock()
         # Events the loop's tasks sleep on (bound to the loop on first use).
         self._room = asyncio.Event()  # the dispatcher: stop, or idle
         self._work = asyncio.Event()  # the runners: leases wait to be run
@@ -337,17 +351,20 @@ class Worker:
         if self._loop is not None:
             raise RuntimeError("this worker has already run; make a new one")
         loop = self._loop = asyncio.get_running_loop()
-        if not self._is_async:
-            self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="sokka-handler")
         installed = self._install_signals(loop) if install_signal_handlers else []
         background = [
             loop.create_task(self._schedule(), name="sokka-scheduler"),
             loop.create_task(self._record_loop(), name="sokka-recorder"),
-            *(
-                loop.create_task(self._runner(), name=f"sokka-runner-{i}")
-                for i in range(self._concurrency)
-            ),
         ]
+        for i in range(self._concurrency):
+            if self._is_async:
+                background.append(loop.create_task(self._runner(), name=f"sokka-runner-{i}"))
+            else:
+                thread = threading.Thread(
+                    target=self._plain_loop, name=f"sokka-handler-{i}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
         supervising = (
             loop.create_task(self._supervisor.run(), name="sokka-supervisor")
             if self._supervisor is not None
@@ -367,10 +384,10 @@ class Worker:
             for task in others:
                 task.cancel()
             await asyncio.gather(*others, return_exceptions=True)
-            if self._pool is not None:
-                # A plain handler still running after the grace period cannot be
-                # interrupted: its lease is released, and its thread left to end.
-                self._pool.shutdown(wait=False, cancel_futures=True)
+            # A plain handler still running after the grace period cannot be
+            # interrupted: its lease is released, and its thread left to end.
+            for _thread in self._threads:
+                self._handed.put(None)
             for signum in installed:
                 loop.remove_signal_handler(signum)
         if self._fatal is not None:
@@ -437,12 +454,14 @@ class Worker:
         contexts, ready, is_async = self._contexts, self._ready, self._is_async
         for task in tasks:
             token = (task.task_id, task.attempt)
+            self._timeouts = self._timeouts or task.timeout_ms is not None
             if is_async:
                 contexts[token] = AsyncContext(task, functools.partial(self._is_live_here, token))
+                ready.append(token)
             else:
                 contexts[token] = Context(task, functools.partial(self._is_live, token))
-            ready.append(token)
-            self._timeouts = self._timeouts or task.timeout_ms is not None
+                self._running += 1  # handed to the threads: counted as running until it returns
+                self._handed.put(token)
         self._timer.set()  # new leases: new keepalive and fence times
         self._work.set()
         return tasks
@@ -518,11 +537,7 @@ class Worker:
         outcome: object
         began = self._clock.now_ms()
         try:
-            if self._is_async:
-                outcome = await self._handler(ctx.task, ctx)
-            else:
-                loop = asyncio.get_running_loop()
-                outcome = await loop.run_in_executor(self._pool, self._call_plain, ctx)
+            outcome = await self._handler(ctx.task, ctx)
         except asyncio.CancelledError:
             if self._halting:
                 raise
@@ -537,8 +552,64 @@ class Worker:
             outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
         self._handler_returned(token, ctx, outcome)
 
+    def _plain_loop(self) -> None:
+        """A handler thread: run the plain handlers of the leases handed to it."""
+        clock, loop = self._clock, self._loop
+        assert loop is not None
+        while True:
+            token = self._handed.get()
+            if token is None:  # the worker is ending
+                return
+            ctx = self._contexts.get(token)
+            with self._lock:  # not while the drain folds and releases what waits
+                now = clock.now_ms()
+                start = (
+                    ctx is not None
+                    and not self._stopping
+                    and holding.live(self._holdings, token, now)
+                )
+                if start:
+                    self._starts.append((token, now))  # folded in before the next decision
+            if ctx is None or not start:
+                # Stopping (the drain releases it), or given up while it waited.
+                self._plain_returned(token, _UNSTARTED, now)
+                continue
+            if self._timeouts:
+                self._call_soon(self._timer.set)  # its timeout runs from now
+            outcome = self._call_plain(ctx)
+            self._plain_returned(token, outcome, clock.now_ms())
+
+    def _plain_returned(self, token: Token, outcome: object, now: int) -> None:
+        """On a handler thread: queue a return; wake the loop unless it is woken already."""
+        self._done.append((token, outcome, now))
+        if not self._collecting:
+            self._collecting = True
+            self._call_soon(self._collect)
+
+    def _call_soon(self, callback: Callable[[], object]) -> None:
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the worker returned
+            loop.call_soon_threadsafe(callback)
+
+    def _collect(self) -> None:
+        """On the loop: take in the plain handlers' returns queued since the last call."""
+        self._collecting = False  # before taking them: a later return wakes us again
+        done = self._done
+        while done:
+            token, outcome, when = done.popleft()
+            ctx = self._contexts.get(token)
+            if outcome is _UNSTARTED or ctx is None:
+                self._running -= 1
+                self._contexts.pop(token, None)
+                if self._running == 0 and not self._ready:
+                    self._room.set()
+                    self._recorder.set()
+                continue
+            self._handler_returned(token, ctx, outcome, when)
+
     def _call_plain(self, ctx: AsyncContext | Context) -> object:
-        """Run a plain handler, in a thread of the pool; its exception is its outcome
+        """Run a plain handler, on a handler thread; its exception is its outcome
         (caught here, so that its traceback holds the handler's frames only)."""
         began = self._clock.now_ms()
         try:
@@ -555,11 +626,14 @@ class Worker:
             )
         return outcome
 
-    def _handler_returned(self, token: Token, ctx: AsyncContext | Context, outcome: object) -> None:
+    def _handler_returned(
+        self, token: Token, ctx: AsyncContext | Context, outcome: object, when: int | None = None
+    ) -> None:
+        """On the loop: the handler of ``token`` returned ``outcome`` (at ``when``)."""
         self._running -= 1
         self._handlers.pop(token, None)
         self._contexts.pop(token, None)
-        now = self._clock.now_ms()
+        now = self._clock.now_ms() if when is None else when
         if outcome is _CANCELLED:
             if ctx.cancelled:
                 # The core has decided why (a fence, a timeout, a stop); make it
@@ -584,6 +658,10 @@ class Worker:
 
     def _fold(self) -> None:
         """Fold the queued handler starts and returns into the core, in order."""
+        with self._lock:
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
         if not self._returns:
             if self._starts:
                 self._holdings = holding.started_many(self._holdings, self._starts)
@@ -754,11 +832,20 @@ class Worker:
         recorder records those outcomes until no lease is left.
         """
         self._draining = True
-        self._fold()  # a handler that started is not released as waiting
-        self._holdings, released = holding.stopping(self._holdings, self._clock.now_ms())
+        with self._lock:  # no handler thread starts one meanwhile: they see _stopping
+            self._fold_locked()  # a handler that started is not released as waiting
+            self._holdings, released = holding.stopping(self._holdings, self._clock.now_ms())
         for token in self._ready:
             self._contexts.pop(token, None)
         self._ready.clear()
+        while True:  # handed to the handler threads, not started: released too
+            try:
+                handed = self._handed.get_nowait()
+            except queue.Empty:
+                break
+            if handed is not None:
+                self._running -= 1
+                self._contexts.pop(handed, None)
         for token in released:
             self._decided(token)
         self._timer.set()  # the end of the grace period is a new wake-up
