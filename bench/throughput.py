@@ -17,7 +17,11 @@ drains them. The drain is what ``jobs/s`` measures:
   ``async def`` no-op handler, on the async store ``sokka.adapters.aio.connect``
   makes of the same URL (``AsyncSQLStore``: SQLite through a pool of threads,
   PostgreSQL through psycopg's async driver), at the same concurrency and
-  batch sizes, on ``asyncio.run``; its best of each store is marked too.
+  batch sizes, on ``asyncio.run``; its best of each store is marked too. Each
+  of its runs follows the threaded run of the same configuration (a slow
+  spell of a shared machine then mostly hits both), and a line per store
+  gives asyncio/threads: best against best, and the median of the ratios
+  at each configuration.
 * **pgqueuer** (``PgQueuer`` over one asyncpg connection, run as its ``pgq
   run`` CLI runs it: ``PgQueuer.run(batch_size=K)`` on uvloop when installed)
   at batch sizes 10 (its default), 100, 250 and 1000, jobs enqueued with
@@ -121,6 +125,7 @@ from bench.harness import (
     comma_list,
     first_line,
     fmt_times,
+    median_ratio,
     parser_for,
     unknown_items,
     verdict,
@@ -444,9 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         best: dict[tuple[str, str], Row] = {}  # by (system, store)
         stores = [("sqlite", "")] + ([("postgres", args.postgres_url)] if server else [])
         for store_name, pg_url in stores:
-            for runtime in args.runtimes:
-                for concurrency in plan.sokka_concurrency:
-                    for batch in plan.sokka_batches:
+            # The two runtimes back to back at each configuration: a slow spell of a
+            # shared machine mostly hits both.
+            for concurrency in plan.sokka_concurrency:
+                for batch in plan.sokka_batches:
+                    for runtime in args.runtimes:
                         url = pg_url or f"sqlite:///{tmp}/{secrets.token_hex(4)}.db"
                         size = min(n, BATCH_1_TASKS) if batch == 1 else n
                         run = functools.partial(
@@ -482,12 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in best.values():
             print(row_line(row, best=True))
         for store_name, _url in stores:
-            threads, aio = best.get(("sokka", store_name)), best.get(("sokka asyncio", store_name))
-            if threads is not None and aio is not None:
-                print(
-                    f"asyncio/threads on {store_name}, best of each: "
-                    f"{fmt_times(aio.rate, threads.rate)}"
-                )
+            _compare_runtimes(store_name, rows, best)
         sokka_pg = best.get(("sokka", "postgres"))
         if sokka_pg is not None and peers:
             _compare(sokka_pg, [p for p in peers if not p.problems])
@@ -511,6 +513,25 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print("\nFAILED: see the errors above")
     return 1 if failed else 0
+
+
+def _compare_runtimes(store_name: str, rows: list[Row], best: dict[tuple[str, str], Row]) -> None:
+    """The asyncio worker against the threaded one on ``store_name``: best against
+    best, and the median of the ratios of the runs at one configuration."""
+    threads, aio = best.get(("sokka", store_name)), best.get(("sokka asyncio", store_name))
+    if threads is None or aio is None:
+        return
+    runs = {row.key: row for row in rows if not row.problems}
+    pairs = [
+        (runs[("sokka asyncio", *key[1:])].rate, row.rate)
+        for key, row in runs.items()
+        if key[:2] == ("sokka", store_name) and ("sokka asyncio", *key[1:]) in runs
+    ]
+    print(
+        f"asyncio/threads on {store_name}: best of each {fmt_times(aio.rate, threads.rate)}; "
+        f"median over the {len(pairs)} configurations "
+        f"{median_ratio([a for a, _ in pairs], [t for _, t in pairs]):.2f}x"
+    )
 
 
 def _compare(sokka_pg: Row, peers: list[Row]) -> None:

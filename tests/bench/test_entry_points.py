@@ -102,4 +102,4 @@ def test_throughput_quick_on_sqlite_without_the_peers():
                           done.stdout, re.MULTILINE)  # fmt: skip
     assert len(aio_rows) == 2 * 2 + 1  # the asyncio worker's rows, at the same configurations
     assert "best per store (*):" in done.stdout
-    assert "asyncio/threads on sqlite, best of each: " in done.stdout
+    assert "asyncio/threads on sqlite: best of each " in done.stdout
