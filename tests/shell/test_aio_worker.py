@@ -288,6 +288,52 @@ def test_ctx_sleep_returns_false_when_it_was_not_cancelled() -> None:
     assert (slept, stats.succeeded) == ([False], 1)
 
 
+# -- a store with one writer at a time -------------------------------------------------
+
+
+class OneWriterStore(AsyncMemoryStore):
+    """Says it has one writer at a time (as SQLite does), and notes when a reserve
+    and a recording of outcomes were under way at once: each call awaits a
+    little, as a real database's would."""
+
+    single_writer = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = 0
+        self.overlaps = 0
+
+    async def _write(self, call: Callable[[], Any]) -> Any:
+        self.writing += 1
+        self.overlaps += self.writing > 1
+        try:
+            await asyncio.sleep(0.002)
+            return call()
+        finally:
+            self.writing -= 1
+
+    async def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+        tasks: list[Task] = await self._write(lambda: self.sync.reserve_tasks(topic, pid, limit))
+        return tasks
+
+    async def finish_many(self, outcomes: Sequence[Any]) -> Any:
+        return await self._write(lambda: self.sync.finish_many(outcomes))
+
+
+def test_on_a_single_writer_store_reserves_and_recordings_take_turns() -> None:
+    store = OneWriterStore()
+    add(store, 200)
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        await asyncio.sleep(0)
+        return ok()
+
+    w = worker(store, handler, concurrency=4, batch_size=10)
+    stats = run_with(w, lambda: until(lambda: w.stats().succeeded == 200))
+    assert stats.succeeded == 200
+    assert store.overlaps == 0
+
+
 # -- plain handlers run in a bounded thread pool -------------------------------------
 
 

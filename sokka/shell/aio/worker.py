@@ -26,7 +26,9 @@ and runs these asyncio tasks:
   handler start when a timeout may run from it. A keepalive is sent as a
   task of its own, one at a time, so a store call that hangs cannot delay
   the self-fence;
-* the recorder: records decided outcomes in batches (``finish_many``);
+* the recorder: records decided outcomes in batches (``finish_many``); on a
+  store with one writer at a time (SQLite) it takes turns with the
+  dispatcher's reserves rather than queue for the database's lock;
 * optionally an embedded supervisor (``supervise=True``).
 
 As in the threaded worker, handler starts and returns are queued and folded
@@ -257,6 +259,9 @@ class Worker:
         self._clock: Clock = clock or MonotonicClock()
         self._rand = rand
         self._errors = RepeatedErrors(log, f"worker {self.pid}", self._clock)
+        # A store with one writer at a time (SQLite): the reserve and the recording
+        # of outcomes take turns instead of queueing for the database's lock.
+        self._writer = asyncio.Lock() if getattr(store, "single_writer", False) else None
 
         # The core's value, written only on the loop; read from the pool's
         # threads by a plain handler's ``ctx.cancelled`` (a reference read).
@@ -435,7 +440,11 @@ class Worker:
         limit = max(1, min(self._batch, self._capacity - self._unsettled()))
         sent = self._clock.now_ms()
         try:
-            tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
+            if self._writer is None:
+                tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
+            else:
+                async with self._writer:
+                    tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
         except RetryableError as error:
             self._note_store_error("reserve", error)
             return None
@@ -719,7 +728,11 @@ class Worker:
         self._recording += 1
         try:
             try:
-                results = await self._store.finish_many(list(recording.finishes))
+                if self._writer is None:
+                    results = await self._store.finish_many(list(recording.finishes))
+                else:
+                    async with self._writer:
+                        results = await self._store.finish_many(list(recording.finishes))
             except RetryableError as error:
                 self._note_store_error("record outcomes", error)
                 self._holdings, again = holding.unsent(self._holdings, recording)
