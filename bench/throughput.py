@@ -13,6 +13,15 @@ drains them. The drain is what ``jobs/s`` measures:
   size 1 a run drains only ``min(N, 5000)`` tasks (two round trips per task:
   20,000 would take minutes; the rate is flat in N; the ``tasks`` column
   says so). The best configuration of each store is marked ``*``.
+* **sokka asyncio**: the asyncio ``Worker`` (``sokka.asyncio``) with an
+  ``async def`` no-op handler, on the async store ``sokka.adapters.aio.connect``
+  makes of the same URL (``AsyncSQLStore``: SQLite through a pool of threads,
+  PostgreSQL through psycopg's async driver), at the same concurrency and
+  batch sizes, on ``asyncio.run``; its best of each store is marked too. Each
+  of its runs follows the threaded run of the same configuration (a slow
+  spell of a shared machine then mostly hits both), and a line per store
+  gives asyncio/threads: best against best, and the median of the ratios
+  at each configuration.
 * **pgqueuer** (``PgQueuer`` over one asyncpg connection, run as its ``pgq
   run`` CLI runs it: ``PgQueuer.run(batch_size=K)`` on uvloop when installed)
   at batch sizes 10 (its default), 100, 250 and 1000, jobs enqueued with
@@ -54,14 +63,16 @@ exactly N ``queued``, N ``picked`` (each job once) and N ``successful`` log
 rows, the queue empty; procrastinate: N jobs ``succeeded`` after exactly one
 attempt.
 
-The goal line compares sokka's best on PostgreSQL with pgqueuer's best (>=)
+The goal line compares sokka's (threaded) best on PostgreSQL with pgqueuer's best (>=)
 and with procrastinate's defaults (>= 20x); goals are reported, not enforced.
 
 Run: ``python bench/throughput.py [--tasks 20000] [--quick]
-[--postgres-url URL] [--skip-peers] [--profile [cprofile|py-spy]]`` (or
+[--postgres-url URL] [--skip-peers] [--runtimes threads,asyncio]
+[--profile [cprofile|py-spy]]`` (or
 ``python -m bench.throughput ...``).
-``--quick`` is a smoke run: 2,000 tasks, sokka at batch sizes 10 and 250
-only, pgqueuer at 10 and 250. ``--profile`` then re-runs sokka's best
+``--quick`` is a smoke run: 2,000 tasks, sokka (both runtimes) at batch
+sizes 10 and 250 only, pgqueuer at 10 and 250. ``--runtimes`` picks sokka's
+workers (default both). ``--profile`` then re-runs sokka's best threaded
 PostgreSQL configuration under a profiler and prints where the time goes:
 cProfile inside the worker (every thread; it slows the worker down, and its
 rates are not comparable) or py-spy sampling from outside (wall time of the
@@ -111,9 +122,12 @@ from bench.harness import (
     PgServer,
     add_postgres_url,
     add_quick,
+    comma_list,
     first_line,
     fmt_times,
+    median_ratio,
     parser_for,
+    unknown_items,
     verdict,
     versions,
 )
@@ -163,8 +177,36 @@ def _worker_sokka(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
     return {"stats": asdict(stats)}
 
 
+def _worker_sokka_asyncio(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
+    import asyncio
+    from dataclasses import asdict
+
+    from sokka.asyncio import AsyncContext, AsyncSQLStore, OkOutcome, Worker, connect, ok
+    from sokka.core.task import Task
+
+    async def noop(task: Task, _ctx: AsyncContext) -> OkOutcome:
+        seen.append(task.task_id)
+        return ok()
+
+    async def main() -> dict[str, Any]:
+        store = connect(config["url"], prefix=config["prefix"])
+        assert isinstance(store, AsyncSQLStore)
+        worker = Worker(
+            store, TOPIC, noop, concurrency=config["concurrency"], batch_size=config["batch"]
+        )
+        await store.schema_version()  # one pooled connection, open before the clock starts
+        on_stop_line(worker.stop)  # stop() may be called from any thread
+        emit("READY")
+        stats = await worker.run()
+        await store.aclose()
+        return {"stats": asdict(stats)}
+
+    return asyncio.run(main())
+
+
 _ROLES: dict[str, Callable[[dict[str, Any], list[object]], dict[str, Any]]] = {
     "sokka": _worker_sokka,
+    "sokka asyncio": _worker_sokka_asyncio,
     "pgqueuer": worker_pgqueuer,
     "procrastinate": worker_procrastinate,
 }
@@ -181,6 +223,10 @@ def worker_main(config_json: str) -> int:
 # -- sokka ---------------------------------------------------------------------------
 
 
+#: sokka's workers: the runtime's name on the command line, its system in the table.
+RUNTIMES: Final = {"threads": "sokka", "asyncio": "sokka asyncio"}
+
+
 def run_sokka(
     url: str,
     store_name: str,
@@ -188,6 +234,7 @@ def run_sokka(
     concurrency: int,
     batch: int,
     profile: Profile | None = None,
+    runtime: str = "threads",
 ) -> Row:
     import sqlalchemy as sa
     from returns.result import Success
@@ -216,7 +263,7 @@ def run_sokka(
                 return int(conn.execute(left).scalar_one())
 
         config = {
-            "role": "sokka", "url": url, "prefix": prefix, "concurrency": concurrency,
+            "role": RUNTIMES[runtime], "url": url, "prefix": prefix, "concurrency": concurrency,
             "batch": batch, "profile": profile.cprofile_path if profile else None,
         }  # fmt: skip
         done = drain(config, remaining, n, profile.wrap if profile else None)
@@ -237,9 +284,10 @@ def run_sokka(
     stats = done.result["stats"]
     if stats["succeeded"] != n or stats["failed"] or stats["lost"] or stats["fenced"]:
         problems.append(f"worker stats {stats}")
+    system = RUNTIMES[runtime]
     return Row(
-        "sokka", store_name, f"concurrency {concurrency:>2}, batch {batch:>4}", n, create_s,
-        done.seconds, problems, ("sokka", store_name, concurrency, batch),
+        system, store_name, f"concurrency {concurrency:>2}, batch {batch:>4}", n, create_s,
+        done.seconds, problems, (system, store_name, concurrency, batch),
     )  # fmt: skip
 
 
@@ -346,11 +394,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-peers", action="store_true", help="sokka only")
     parser.add_argument(
+        "--runtimes", type=comma_list, default=list(RUNTIMES),
+        help="sokka's workers to run, comma-separated (default: threads,asyncio)",
+    )  # fmt: skip
+    parser.add_argument(
         "--profile", nargs="?", const="cprofile", choices=("cprofile", "py-spy"), default=None,
         help="then re-run sokka's best PostgreSQL configuration under a profiler (cProfile "
         "in the worker, every thread; or py-spy, sampling) and print where the time goes",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    unknown = unknown_items(args.runtimes, list(RUNTIMES))
+    if unknown or not args.runtimes:
+        parser.error(f"--runtimes: unknown runtime(s) {unknown}; choose from {','.join(RUNTIMES)}")
     n = args.tasks or (2000 if args.quick else 20_000)
     if n < 1:
         parser.error("--tasks must be positive")
@@ -391,20 +446,27 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="sokka-throughput-")
     try:
-        best: dict[str, Row] = {}
+        best: dict[tuple[str, str], Row] = {}  # by (system, store)
         stores = [("sqlite", "")] + ([("postgres", args.postgres_url)] if server else [])
         for store_name, pg_url in stores:
+            # The two runtimes back to back at each configuration: a slow spell of a
+            # shared machine mostly hits both.
             for concurrency in plan.sokka_concurrency:
                 for batch in plan.sokka_batches:
-                    url = pg_url or f"sqlite:///{tmp}/{secrets.token_hex(4)}.db"
-                    size = min(n, BATCH_1_TASKS) if batch == 1 else n
-                    row = record(
-                        functools.partial(run_sokka, url, store_name, size, concurrency, batch),
-                        f"sokka {store_name} concurrency {concurrency} batch {batch}",
-                    )
-                    held = best.get(store_name)
-                    if row and not row.problems and (held is None or row.rate > held.rate):
-                        best[store_name] = row
+                    for runtime in args.runtimes:
+                        url = pg_url or f"sqlite:///{tmp}/{secrets.token_hex(4)}.db"
+                        size = min(n, BATCH_1_TASKS) if batch == 1 else n
+                        run = functools.partial(
+                            run_sokka, url, store_name, size, concurrency, batch, runtime=runtime
+                        )
+                        row = record(
+                            run, f"{RUNTIMES[runtime]} {store_name} concurrency {concurrency} "
+                            f"batch {batch}",
+                        )  # fmt: skip
+                        key = (RUNTIMES[runtime], store_name)
+                        held = best.get(key)
+                        if row and not row.problems and (held is None or row.rate > held.rate):
+                            best[key] = row
         peers: list[Row] = []
         missing = peers_missing()
         if server is not None and not args.skip_peers and missing:
@@ -426,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         print("best per store (*):")
         for row in best.values():
             print(row_line(row, best=True))
-        sokka_pg = best.get("postgres")
+        for store_name, _url in stores:
+            _compare_runtimes(store_name, rows, best)
+        sokka_pg = best.get(("sokka", "postgres"))
         if sokka_pg is not None and peers:
             _compare(sokka_pg, [p for p in peers if not p.problems])
         if args.profile and sokka_pg is not None:
@@ -449,6 +513,25 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print("\nFAILED: see the errors above")
     return 1 if failed else 0
+
+
+def _compare_runtimes(store_name: str, rows: list[Row], best: dict[tuple[str, str], Row]) -> None:
+    """The asyncio worker against the threaded one on ``store_name``: best against
+    best, and the median of the ratios of the runs at one configuration."""
+    threads, aio = best.get(("sokka", store_name)), best.get(("sokka asyncio", store_name))
+    if threads is None or aio is None:
+        return
+    runs = {row.key: row for row in rows if not row.problems}
+    pairs = [
+        (runs[("sokka asyncio", *key[1:])].rate, row.rate)
+        for key, row in runs.items()
+        if key[:2] == ("sokka", store_name) and ("sokka asyncio", *key[1:]) in runs
+    ]
+    print(
+        f"asyncio/threads on {store_name}: best of each {fmt_times(aio.rate, threads.rate)}; "
+        f"median over the {len(pairs)} configurations "
+        f"{median_ratio([a for a, _ in pairs], [t for _, t in pairs]):.2f}x"
+    )
 
 
 def _compare(sokka_pg: Row, peers: list[Row]) -> None:

@@ -98,4 +98,8 @@ def test_throughput_quick_on_sqlite_without_the_peers():
     rows = re.findall(r"^sokka\s+sqlite\s+concurrency\s+\d, batch\s+\d+\s+200\s.*\sok$",
                       done.stdout, re.MULTILINE)  # fmt: skip
     assert len(rows) == 2 * 2 + 1  # concurrency 1 and 8, batch 10 and 250; the best again
+    aio_rows = re.findall(r"^sokka asyncio\s+sqlite\s+concurrency\s+\d, batch\s+\d+\s+200\s.*\sok$",
+                          done.stdout, re.MULTILINE)  # fmt: skip
+    assert len(aio_rows) == 2 * 2 + 1  # the asyncio worker's rows, at the same configurations
     assert "best per store (*):" in done.stdout
+    assert "asyncio/threads on sqlite: best of each " in done.stdout

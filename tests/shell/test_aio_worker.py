@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -179,6 +180,68 @@ def test_a_refused_keepalive_cancels_a_coroutine_at_its_next_await() -> None:
     assert (task.status, task.attempt, task.record_ver) == (Status.TERMINATED, 2, 4)
 
 
+def test_a_timeout_cancels_only_its_own_handler_among_those_running() -> None:
+    """Handlers share ``concurrency`` runners: cancelling one cancels its runner's
+    current await, and the handler beside it runs on to its outcome."""
+    store = AsyncMemoryStore()
+    store.sync.create_task(TaskSpec(topic=TOPIC, task_id="slow", timeout_ms=100, max_attempts=1))
+    store.sync.create_task(TaskSpec(topic=TOPIC, task_id="steady"))
+    finished: list[str] = []
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        await asyncio.sleep(5 if task.task_id == "slow" else 0.4)
+        finished.append(task.task_id)
+        return ok()
+
+    w = worker(store, handler, concurrency=2, batch_size=2)
+
+    async def scenario() -> None:
+        await until(lambda: status(store, "slow") is Status.FAILED)
+        await until(lambda: status(store, "steady") is Status.TERMINATED)
+
+    stats = run_with(w, scenario)
+    assert finished == ["steady"]
+    assert (stats.timed_out, stats.succeeded, stats.failed) == (1, 1, 1)
+
+
+def test_a_handler_after_one_that_swallowed_its_cancel_starts_uncancelled() -> None:
+    """One runner runs both handlers in turn: the first swallows the worker's
+    cancel; the second must not inherit it (its own ``asyncio.timeout`` and
+    task groups read the task's cancel count)."""
+    store = AsyncMemoryStore()
+    store.sync.create_task(TaskSpec(topic=TOPIC, task_id="t000", timeout_ms=50, max_attempts=1))
+    store.sync.create_task(TaskSpec(topic=TOPIC, task_id="t001"))
+    seen: dict[str, Any] = {}
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        current = asyncio.current_task()
+        assert current is not None
+        if task.task_id == "t000":
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                seen["swallowed"] = ctx.reason
+            return ok()  # discarded: the attempt timed out
+        seen["cancelling"] = current.cancelling()
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            seen["own timeout"] = True
+        await asyncio.sleep(0.05)  # no stray cancel arrives here
+        return ok()
+
+    w = worker(store, handler, concurrency=1, batch_size=2)
+
+    async def scenario() -> None:
+        await until(lambda: status(store, "t001") is Status.TERMINATED)
+
+    stats = run_with(w, scenario)
+    assert seen == {"swallowed": "timed out after 50 ms", "cancelling": 0, "own timeout": True}
+    assert status(store, "t000") is Status.FAILED
+    assert (stats.timed_out, stats.succeeded, stats.failed) == (1, 1, 1)
+
+
 def test_ctx_cancelled_is_exact_without_an_await() -> None:
     """Read twice with no await between (the scheduler cannot have run): the second
     read, past the fence, is already True; ``sleep`` then returns True at once,
@@ -225,6 +288,52 @@ def test_ctx_sleep_returns_false_when_it_was_not_cancelled() -> None:
     assert (slept, stats.succeeded) == ([False], 1)
 
 
+# -- a store with one writer at a time -------------------------------------------------
+
+
+class OneWriterStore(AsyncMemoryStore):
+    """Says it has one writer at a time (as SQLite does), and notes when a reserve
+    and a recording of outcomes were under way at once: each call awaits a
+    little, as a real database's would."""
+
+    single_writer = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = 0
+        self.overlaps = 0
+
+    async def _write(self, call: Callable[[], Any]) -> Any:
+        self.writing += 1
+        self.overlaps += self.writing > 1
+        try:
+            await asyncio.sleep(0.002)
+            return call()
+        finally:
+            self.writing -= 1
+
+    async def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+        tasks: list[Task] = await self._write(lambda: self.sync.reserve_tasks(topic, pid, limit))
+        return tasks
+
+    async def finish_many(self, outcomes: Sequence[Any]) -> Any:
+        return await self._write(lambda: self.sync.finish_many(outcomes))
+
+
+def test_on_a_single_writer_store_reserves_and_recordings_take_turns() -> None:
+    store = OneWriterStore()
+    add(store, 200)
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        await asyncio.sleep(0)
+        return ok()
+
+    w = worker(store, handler, concurrency=4, batch_size=10)
+    stats = run_with(w, lambda: until(lambda: w.stats().succeeded == 200))
+    assert stats.succeeded == 200
+    assert store.overlaps == 0
+
+
 # -- plain handlers run in a bounded thread pool -------------------------------------
 
 
@@ -256,6 +365,32 @@ def test_plain_handlers_run_in_a_pool_of_concurrency_threads() -> None:
     assert loop_thread not in threads
     assert len(names) <= 2
     assert all(n.startswith("sokka-handler") for n in names)
+
+
+def test_a_stop_while_plain_handlers_start_never_runs_a_released_lease() -> None:
+    """The handler threads start leases while the drain releases those that wait:
+    every lease either ran (and its outcome is recorded) or was released unstarted,
+    never both, whatever the interleaving."""
+    store = AsyncMemoryStore()
+    ids = add(store, 300)
+    ran: list[str] = []
+    lock = threading.Lock()
+
+    def handler(task: Task, ctx: Any) -> Any:
+        with lock:
+            ran.append(task.task_id)
+        time.sleep(0.002)  # 300 of them take longer than the stop takes to come
+        return ok()
+
+    w = worker(store, handler, concurrency=4, batch_size=300)
+    stats = run_with(w, lambda: until(lambda: len(ran) >= 20, timeout=10))
+    done = {t for t in ids if status(store, t) is Status.TERMINATED}
+    waiting = {t for t in ids if status(store, t) is Status.STARTING}
+    assert len(ran) == len(set(ran)) == stats.succeeded
+    assert set(ran) == done
+    assert done | waiting == set(ids)  # the rest was released, to run elsewhere
+    assert stats.released == len(waiting)
+    assert stats.reserved == 300
 
 
 def test_a_plain_function_that_returns_a_coroutine_is_a_failure_that_says_so() -> None:

@@ -2,8 +2,8 @@
 
 The same worker as ``sokka.shell.worker.Worker``, on one event loop instead of
 threads. A handler is ``async def handler(task, ctx) -> Outcome`` (``ctx`` an
-``AsyncContext``), or a plain function ``handler(task, ctx)`` that runs in a
-thread pool of ``concurrency`` threads (``ctx`` then the threaded ``Context``,
+``AsyncContext``), or a plain function ``handler(task, ctx)`` that runs on one
+of ``concurrency`` handler threads (``ctx`` then the threaded ``Context``,
 whose ``sleep`` blocks its thread, not the loop).
 
 Every lease decision is made by the worker's pure core, ``sokka.core.holding``,
@@ -11,15 +11,31 @@ exactly as in the threaded runtime; this module only carries it out. One
 event loop holds the ``Holdings`` value (no lock: only the loop writes it),
 and runs these asyncio tasks:
 
-* the dispatcher (``run()`` itself): reserves in batches and starts at most
-  ``concurrency`` handlers, each an asyncio task;
+* the dispatcher (``run()`` itself): reserves in batches into a queue of
+  waiting leases;
+* ``concurrency`` runners: each takes the next waiting lease, awaits its
+  handler and takes the next; cancelling a handler cancels its runner's
+  current await. For a plain handler, ``concurrency`` threads instead: each
+  takes the next lease handed to it, runs the handler and queues its return;
+  the loop collects the returns queued meanwhile in one callback, woken once
+  for them all, not once per handler;
 * the scheduler: ``holding.tick`` (timeouts, the self-fence, the end of a
   stop's grace period) and ``holding.due`` (keepalives), then it sleeps until
   the core's ``next_wakeup`` or until an event wakes it (aioquic's
-  ``get_timer``/``handle_timer``). A keepalive is sent as a task of its own,
-  one at a time, so a store call that hangs cannot delay the self-fence;
-* the recorder: records decided outcomes in batches (``finish_many``);
+  ``get_timer``/``handle_timer``): new leases, a keepalive's answer, or a
+  handler start when a timeout may run from it. A keepalive is sent as a
+  task of its own, one at a time, so a store call that hangs cannot delay
+  the self-fence;
+* the recorder: records decided outcomes in batches (``finish_many``); on a
+  store with one writer at a time (SQLite) it takes turns with the
+  dispatcher's reserves rather than queue for the database's lock;
 * optionally an embedded supervisor (``supervise=True``).
+
+As in the threaded worker, handler starts and returns are queued and folded
+into the core in one step (``holding.ran``) before the next decision that
+depends on them (``tick``, ``record``, ``stopping``, a keepalive's answer, a
+handler's ``ctx.cancelled``): one write of the holdings per batch of
+events, not per handler call.
 
 Cancelling a coroutine handler is asyncio cancellation: the handler sees
 ``CancelledError`` at its next await, and ``ctx.cancelled`` is true (exact
@@ -31,17 +47,19 @@ handler in the thread pool cannot be interrupted: it sees ``ctx.cancelled``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import os
+import queue
 import random
 import secrets
 import signal
 import socket
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Final
 
@@ -71,6 +89,11 @@ log = logging.getLogger("sokka.worker")
 _SCHEDULER_CAP_MS: Final = 100
 
 _CANCELLED: Final = object()  # what a handler "returned" when it was cancelled
+_UNSTARTED: Final = object()  # a handler thread did not start the lease handed to it
+
+#: A runner lets the loop's other tasks in after this many handler calls in a
+#: row (a handler that never suspends would otherwise hold the loop for a batch).
+_RUNNER_STREAK: Final = 16
 
 
 class AsyncContext:
@@ -236,16 +259,27 @@ class Worker:
         self._clock: Clock = clock or MonotonicClock()
         self._rand = rand
         self._errors = RepeatedErrors(log, f"worker {self.pid}", self._clock)
+        # A store with one writer at a time (SQLite): the reserve and the recording
+        # of outcomes take turns instead of queueing for the database's lock.
+        self._writer = asyncio.Lock() if getattr(store, "single_writer", False) else None
 
         # The core's value, written only on the loop; read from the pool's
         # threads by a plain handler's ``ctx.cancelled`` (a reference read).
         self._holdings: Holdings = holding.holdings(self.pid, self.policy)
         self._contexts: dict[Token, AsyncContext | Context] = {}
+        # The runner now running each lease's handler: cancelling it cancels the handler.
         self._handlers: dict[Token, asyncio.Task[None]] = {}
         self._ready: deque[Token] = deque()
         self._running = 0
         self._outcomes: list[Token] = []  # decided, in the order they were decided
-        self._first_outcome_ms = 0  # when the oldest of them was decided
+        self._first_outcome_ms = 0  # when the oldest of them (or of the returns) was decided
+        # Handler starts and returns, queued by the runners and folded into the
+        # core in one step (holding.ran) before any decision that depends on them.
+        self._starts: list[tuple[Token, int]] = []
+        self._returns: list[tuple[Token, object, int]] = []
+        # Whether a lease may have a timeout: only then can a handler's start
+        # bring the scheduler's next wake-up forward.
+        self._timeouts = self.policy.timeout_ms is not None
         self._recording = 0  # finish_many calls in flight
         self._keepalive: asyncio.Task[None] | None = None
         self._stats = WorkerStats()
@@ -254,9 +288,18 @@ class Worker:
         self._halting = False  # run() is ending: its tasks are cancelled
         self._fatal: SokkaError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        # Plain handlers: the leases handed to the handler threads, their returns
+        # (collected on the loop), and a lock that keeps a thread's start apart
+        # from the fold, so that the drain never releases a lease as waiting
+        # while its handler starts.
+        self._threads: list[threading.Thread] = []
+        self._handed: queue.SimpleQueue[Token | None] = queue.SimpleQueue()
+        self._done: deque[tuple[Token, object, int]] = deque()
+        self._collecting = False
+        self._lock = threading.Lock()
         # Events the loop's tasks sleep on (bound to the loop on first use).
         self._room = asyncio.Event()  # the dispatcher: stop, or idle
+        self._work = asyncio.Event()  # the runners: leases wait to be run
         self._timer = asyncio.Event()  # the scheduler: the next wake-up moved
         self._recorder = asyncio.Event()  # the recorder: a batch is ready
         self._settled = asyncio.Event()  # the drain: something was recorded
@@ -276,7 +319,8 @@ class Worker:
 
     @property
     def holdings(self) -> Holdings:
-        """The leases held, as the core's immutable value."""
+        """The leases held, as the core's immutable value (handler starts and
+        returns of the last moments may not be folded in yet)."""
         return self._holdings
 
     def stats(self) -> WorkerStats:
@@ -312,13 +356,20 @@ class Worker:
         if self._loop is not None:
             raise RuntimeError("this worker has already run; make a new one")
         loop = self._loop = asyncio.get_running_loop()
-        if not self._is_async:
-            self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="sokka-handler")
         installed = self._install_signals(loop) if install_signal_handlers else []
         background = [
             loop.create_task(self._schedule(), name="sokka-scheduler"),
             loop.create_task(self._record_loop(), name="sokka-recorder"),
         ]
+        for i in range(self._concurrency):
+            if self._is_async:
+                background.append(loop.create_task(self._runner(), name=f"sokka-runner-{i}"))
+            else:
+                thread = threading.Thread(
+                    target=self._plain_loop, name=f"sokka-handler-{i}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
         supervising = (
             loop.create_task(self._supervisor.run(), name="sokka-supervisor")
             if self._supervisor is not None
@@ -332,16 +383,16 @@ class Worker:
             if self._supervisor is not None and supervising is not None:
                 self._supervisor.stop()
                 await asyncio.gather(supervising, return_exceptions=True)
-            others = [*background, *self._handlers.values()]
+            others = list(background)
             if self._keepalive is not None:
                 others.append(self._keepalive)
             for task in others:
                 task.cancel()
             await asyncio.gather(*others, return_exceptions=True)
-            if self._pool is not None:
-                # A plain handler still running after the grace period cannot be
-                # interrupted: its lease is released, and its thread left to end.
-                self._pool.shutdown(wait=False, cancel_futures=True)
+            # A plain handler still running after the grace period cannot be
+            # interrupted: its lease is released, and its thread left to end.
+            for _thread in self._threads:
+                self._handed.put(None)
             for signum in installed:
                 loop.remove_signal_handler(signum)
         if self._fatal is not None:
@@ -366,7 +417,7 @@ class Worker:
         self.stop()
 
     def _wake_all(self) -> None:
-        for event in (self._room, self._timer, self._recorder, self._settled):
+        for event in (self._room, self._work, self._timer, self._recorder, self._settled):
             event.set()
 
     async def _dispatch(self) -> None:
@@ -389,7 +440,11 @@ class Worker:
         limit = max(1, min(self._batch, self._capacity - self._unsettled()))
         sent = self._clock.now_ms()
         try:
-            tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
+            if self._writer is None:
+                tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
+            else:
+                async with self._writer:
+                    tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
         except RetryableError as error:
             self._note_store_error("reserve", error)
             return None
@@ -401,20 +456,35 @@ class Worker:
         self._errors.succeeded("reserve")
         if not tasks:
             return tasks
-        jitters = [self._rand() for _ in tasks]
+        rand = self._rand
+        jitters = [rand() for _ in tasks]
         self._stats.reserved += len(tasks)
         self._holdings = holding.take(self._holdings, tasks, sent, jitters)
+        contexts, ready, is_async = self._contexts, self._ready, self._is_async
         for task in tasks:
             token = (task.task_id, task.attempt)
-            live = functools.partial(self._is_live, token)
-            ctx = AsyncContext(task, live) if self._is_async else Context(task, live)
-            self._contexts[token] = ctx
-            self._ready.append(token)
+            self._timeouts = self._timeouts or task.timeout_ms is not None
+            if is_async:
+                contexts[token] = AsyncContext(task, functools.partial(self._is_live_here, token))
+                ready.append(token)
+            else:
+                contexts[token] = Context(task, functools.partial(self._is_live, token))
+                self._running += 1  # handed to the threads: counted as running until it returns
+                self._handed.put(token)
         self._timer.set()  # new leases: new keepalive and fence times
-        self._start_ready()
+        self._work.set()
         return tasks
 
     def _is_live(self, token: Token) -> bool:
+        """``ctx.cancelled`` of a plain handler, on a thread of the pool: the holdings
+        as last folded (a reference read; only the loop writes them)."""
+        return holding.live(self._holdings, token, self._clock.now_ms())
+
+    def _is_live_here(self, token: Token) -> bool:
+        """``ctx.cancelled`` of a coroutine handler, on the loop: exact, the queued
+        starts and returns folded in first."""
+        if self._starts or self._returns:
+            self._fold()
         return holding.live(self._holdings, token, self._clock.now_ms())
 
     def _unsettled(self) -> int:
@@ -427,35 +497,60 @@ class Worker:
 
     # -- handlers ------------------------------------------------------------------
 
-    def _start_ready(self) -> None:
-        """Start waiting handlers while fewer than ``concurrency`` run."""
-        loop = self._loop
-        assert loop is not None
-        while self._ready and self._running < self._concurrency and not self._stopping:
-            token = self._ready.popleft()
-            self._holdings, may = holding.started(self._holdings, token, self._clock.now_ms())
-            if not may:  # given up while it waited (its keepalives failed): never started
+    async def _runner(self) -> None:
+        """Run waiting handlers one after another, one at a time: ``concurrency``
+        runners bound how many run at once, without a task per handler call."""
+        me = asyncio.current_task()
+        assert me is not None
+        ready, clock = self._ready, self._clock
+        streak = 0
+        while True:
+            if not ready or self._stopping:
+                # Once stopping, no new handler starts: the drain releases what waits.
+                self._work.clear()
+                try:
+                    await self._work.wait()
+                except asyncio.CancelledError:
+                    if self._halting:
+                        raise
+                    me.uncancel()  # meant for a handler that had already returned
+                streak = 0
+                continue
+            token = ready.popleft()
+            now = clock.now_ms()
+            if not holding.live(self._holdings, token, now):
+                # given up while it waited (its keepalives failed): never started
                 self._contexts.pop(token, None)
                 continue
+            self._starts.append((token, now))  # folded in before the next decision
             self._running += 1
-            ctx = self._contexts[token]
-            self._handlers[token] = loop.create_task(
-                self._run_one(token, ctx), name=f"sokka-handler-{token[0]}"
-            )
-            self._timer.set()  # its timeout runs from now
+            self._handlers[token] = me
+            if self._timeouts:
+                self._timer.set()  # its timeout runs from now
+            await self._run_one(token, me)
+            streak += 1
+            if me.cancelling() or streak >= _RUNNER_STREAK:
+                # Let the loop's other tasks in between handlers that never
+                # suspend; and take a cancel that came after its handler returned.
+                streak = 0
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    if self._halting:
+                        raise
+                while me.cancelling():
+                    me.uncancel()
 
-    async def _run_one(self, token: Token, ctx: AsyncContext | Context) -> None:
+    async def _run_one(self, token: Token, me: asyncio.Task[None]) -> None:
+        ctx = self._contexts[token]
         outcome: object
         began = self._clock.now_ms()
         try:
-            if self._is_async:
-                outcome = await self._handler(ctx.task, ctx)
-            else:
-                loop = asyncio.get_running_loop()
-                outcome = await loop.run_in_executor(self._pool, self._call_plain, ctx)
+            outcome = await self._handler(ctx.task, ctx)
         except asyncio.CancelledError:
             if self._halting:
                 raise
+            me.uncancel()
             outcome = _CANCELLED
         except Cancelled:
             outcome = _CANCELLED
@@ -466,8 +561,64 @@ class Worker:
             outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
         self._handler_returned(token, ctx, outcome)
 
+    def _plain_loop(self) -> None:
+        """A handler thread: run the plain handlers of the leases handed to it."""
+        clock, loop = self._clock, self._loop
+        assert loop is not None
+        while True:
+            token = self._handed.get()
+            if token is None:  # the worker is ending
+                return
+            ctx = self._contexts.get(token)
+            with self._lock:  # not while the drain folds and releases what waits
+                now = clock.now_ms()
+                start = (
+                    ctx is not None
+                    and not self._stopping
+                    and holding.live(self._holdings, token, now)
+                )
+                if start:
+                    self._starts.append((token, now))  # folded in before the next decision
+            if ctx is None or not start:
+                # Stopping (the drain releases it), or given up while it waited.
+                self._plain_returned(token, _UNSTARTED, now)
+                continue
+            if self._timeouts:
+                self._call_soon(self._timer.set)  # its timeout runs from now
+            outcome = self._call_plain(ctx)
+            self._plain_returned(token, outcome, clock.now_ms())
+
+    def _plain_returned(self, token: Token, outcome: object, now: int) -> None:
+        """On a handler thread: queue a return; wake the loop unless it is woken already."""
+        self._done.append((token, outcome, now))
+        if not self._collecting:
+            self._collecting = True
+            self._call_soon(self._collect)
+
+    def _call_soon(self, callback: Callable[[], object]) -> None:
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the worker returned
+            loop.call_soon_threadsafe(callback)
+
+    def _collect(self) -> None:
+        """On the loop: take in the plain handlers' returns queued since the last call."""
+        self._collecting = False  # before taking them: a later return wakes us again
+        done = self._done
+        while done:
+            token, outcome, when = done.popleft()
+            ctx = self._contexts.get(token)
+            if outcome is _UNSTARTED or ctx is None:
+                self._running -= 1
+                self._contexts.pop(token, None)
+                if self._running == 0 and not self._ready:
+                    self._room.set()
+                    self._recorder.set()
+                continue
+            self._handler_returned(token, ctx, outcome, when)
+
     def _call_plain(self, ctx: AsyncContext | Context) -> object:
-        """Run a plain handler, in a thread of the pool; its exception is its outcome
+        """Run a plain handler, on a handler thread; its exception is its outcome
         (caught here, so that its traceback holds the handler's frames only)."""
         began = self._clock.now_ms()
         try:
@@ -484,38 +635,64 @@ class Worker:
             )
         return outcome
 
-    def _handler_returned(self, token: Token, ctx: AsyncContext | Context, outcome: object) -> None:
+    def _handler_returned(
+        self, token: Token, ctx: AsyncContext | Context, outcome: object, when: int | None = None
+    ) -> None:
+        """On the loop: the handler of ``token`` returned ``outcome`` (at ``when``)."""
         self._running -= 1
         self._handlers.pop(token, None)
         self._contexts.pop(token, None)
-        now = self._clock.now_ms()
+        now = self._clock.now_ms() if when is None else when
         if outcome is _CANCELLED:
             if ctx.cancelled:
                 # The core has decided why (a fence, a timeout, a stop); make it
                 # say so before the handler's non-answer is folded in.
+                self._fold()
                 self._holdings, cancels = holding.tick(self._holdings, now)
                 self._apply_cancels(cancels)
             else:
                 outcome = FailedOutcome("the handler was cancelled, and not by the worker")
-        self._holdings, verdict = holding.finished(self._holdings, token, outcome, now)
-        match verdict:
-            case Finish():
-                self._decided(token)
-            case Discarded():
-                self._stats.count_discarded(verdict)
-                if verdict.gave_up:
-                    self._log_lost(verdict.lease, verdict.reason)
+        if not self._waiting():
+            self._first_outcome_ms = now
+        self._returns.append((token, outcome, now))  # folded in before recording
         if self._running == 0 and not self._ready:
             self._room.set()  # idle: the dispatcher reserves
             self._recorder.set()  # and the recorder records
-        self._start_ready()
+        elif self._draining or self._waiting() >= self._batch:
+            self._recorder.set()
+
+    def _waiting(self) -> int:
+        """Outcomes waiting to be recorded (decided, or returned and not yet folded)."""
+        return len(self._outcomes) + len(self._returns)
+
+    def _fold(self) -> None:
+        """Fold the queued handler starts and returns into the core, in order."""
+        with self._lock:
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
+        if not self._returns:
+            if self._starts:
+                self._holdings = holding.started_many(self._holdings, self._starts)
+                self._starts = []
+            return
+        starts, returns, self._starts, self._returns = self._starts, self._returns, [], []
+        self._holdings, verdicts = holding.ran(self._holdings, starts, returns)
+        for verdict in verdicts:
+            match verdict:
+                case Finish(task_id=task_id, event=event):
+                    self._outcomes.append((task_id, event.attempt))
+                case Discarded():
+                    self._stats.count_discarded(verdict)
+                    if verdict.gave_up:
+                        self._log_lost(verdict.lease, verdict.reason)
 
     def _decided(self, token: Token) -> None:
         """An outcome for ``token`` waits to be recorded: queue it."""
-        if not self._outcomes:
+        if not self._waiting():
             self._first_outcome_ms = self._clock.now_ms()
         self._outcomes.append(token)
-        if self._draining or len(self._outcomes) >= self._batch:
+        if self._draining or self._waiting() >= self._batch:
             self._recorder.set()
 
     # -- recording -------------------------------------------------------------------
@@ -532,13 +709,16 @@ class Worker:
 
     async def _flush(self, *, force: bool = False) -> None:
         """Record decided outcomes in one call (when enough wait, or they waited)."""
-        if not self._outcomes:
+        if not self._outcomes and not self._returns:
             return
         now = self._clock.now_ms()
         idle = self._running == 0 and not self._ready
-        if not (force or idle or len(self._outcomes) >= self._batch) and (
+        if not (force or idle or self._waiting() >= self._batch) and (
             now - self._first_outcome_ms < self._linger_ms
         ):
+            return
+        self._fold()
+        if not self._outcomes:
             return
         tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
         self._first_outcome_ms = now
@@ -548,7 +728,11 @@ class Worker:
         self._recording += 1
         try:
             try:
-                results = await self._store.finish_many(list(recording.finishes))
+                if self._writer is None:
+                    results = await self._store.finish_many(list(recording.finishes))
+                else:
+                    async with self._writer:
+                        results = await self._store.finish_many(list(recording.finishes))
             except RetryableError as error:
                 self._note_store_error("record outcomes", error)
                 self._holdings, again = holding.unsent(self._holdings, recording)
@@ -591,6 +775,7 @@ class Worker:
 
     def _schedule_once(self) -> int:
         now = self._clock.now_ms()
+        self._fold()
         self._holdings, cancels = holding.tick(self._holdings, now)
         self._apply_cancels(cancels)
         in_flight = self._keepalive is not None and not self._keepalive.done()
@@ -618,6 +803,7 @@ class Worker:
                     self._note_store_error("keepalive", error)
                     continue  # the core has set a retry
                 self._errors.succeeded("keepalive")
+                self._fold()  # a refusal for a lease whose handler returned is no loss
                 self._holdings, cancels = holding.acknowledged(self._holdings, chunk, results)
                 self._apply_cancels(cancels)
                 self._stats.store_errors += sum(
@@ -659,13 +845,23 @@ class Worker:
         recorder records those outcomes until no lease is left.
         """
         self._draining = True
-        self._holdings, released = holding.stopping(self._holdings, self._clock.now_ms())
+        with self._lock:  # no handler thread starts one meanwhile: they see _stopping
+            self._fold_locked()  # a handler that started is not released as waiting
+            self._holdings, released = holding.stopping(self._holdings, self._clock.now_ms())
         for token in self._ready:
             self._contexts.pop(token, None)
         self._ready.clear()
+        while True:  # handed to the handler threads, not started: released too
+            try:
+                handed = self._handed.get_nowait()
+            except queue.Empty:
+                break
+            if handed is not None:
+                self._running -= 1
+                self._contexts.pop(handed, None)
         for token in released:
             self._decided(token)
         self._timer.set()  # the end of the grace period is a new wake-up
         self._recorder.set()
-        while self._holdings or self._outcomes or self._recording:
+        while self._holdings or self._outcomes or self._returns or self._recording:
             await _wait(self._settled, 10)
