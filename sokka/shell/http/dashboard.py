@@ -54,6 +54,7 @@ from sokka.core.errors import (
     ValidationError,
 )
 from sokka.core.task import Status, Task
+from sokka.shell.admin import requeue_failed
 from sokka.shell.ages import format_age
 from sokka.shell.http.limits import _log
 
@@ -356,30 +357,11 @@ async def _cancel(request: Request, form: dict[str, str]) -> Response:
     return _back(f"/ui/tasks/{quote(task_id, safe='')}", done="cancelled")
 
 
-def _requeue_failed(store: TaskStore, topic: str) -> tuple[int, int]:
-    """Requeue every failed task of ``topic``, a page at a time (each on its own:
-    a task that moved on since it was listed is counted as refused)."""
-    wanted = TaskFilter(topic=topic, status=Status.FAILED)
-    requeued = refused = 0
-    cursor: str | None = None
-    while True:
-        page = store.list_tasks(wanted, cursor, PAGE_SIZE)
-        for task in page.tasks:
-            try:
-                store.requeue(task.task_id)
-                requeued += 1
-            except (InvalidTransition, NotFound):
-                refused += 1
-        cursor = page.next_cursor
-        if cursor is None:
-            return requeued, refused
-
-
 async def _requeue_failed_action(request: Request, form: dict[str, str]) -> Response:
     topic = form.get("topic", "")
     TaskFilter(topic=topic)  # a malformed topic is refused naming the field
-    requeued, refused = await run_in_threadpool(_requeue_failed, _store(request), topic)
-    return _back("/ui/tasks", topic=topic, done="bulk", n=requeued, refused=refused)
+    done = await run_in_threadpool(requeue_failed, _store(request), topic, PAGE_SIZE)
+    return _back("/ui/tasks", topic=topic, done="bulk", n=done.requeued, refused=done.moved_on)
 
 
 # -- login ------------------------------------------------------------------------------------
