@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -19,37 +18,13 @@ import click
 from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.adapters.store import TaskStore
 from sokka.adapters.urls import is_http_url
+from sokka.core.durations import parse_duration
 from sokka.core.errors import ValidationError
 from sokka.core.task import Task
 
 __all__ = ["DEFAULT_DB", "DURATION", "cli", "load_handler", "parse_duration"]
 
 DEFAULT_DB = "sqlite:///sokka.db"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def parse_duration(text: str, field: str = "duration") -> int:
-    """Milliseconds in ``text`` (``500ms``, ``30s``, ``1.5s``, ``5m``, ``1h``, ``7d``).
-
-    >>> parse_duration("30s"), parse_duration("500ms"), parse_duration("1.5m")
-    (30000, 500, 90000)
-    >>> parse_duration("30")
-    Traceback (most recent call last):
-    ...
-    sokka.core.errors.ValidationError: duration: '30' has no unit: write 500ms, 30s, 5m or 1h
-    """
-    match = _DURATION.match(text)
-    if match is None:
-        if re.fullmatch(r"\s*\d+(\.\d+)?\s*", text):
-            raise ValidationError(field, f"{text!r} has no unit: write 500ms, 30s, 5m or 1h")
-        raise ValidationError(field, f"{text!r} is not a duration like 500ms, 30s, 5m or 1h")
-    value = round(float(match.group(1)) * _UNIT_MS[match.group(2)])
-    if value <= 0:
-        raise ValidationError(field, f"{text!r} must be longer than 0 ms")
-    return value
-
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in click >= 8.3
     name = "duration"
