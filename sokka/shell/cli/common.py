@@ -22,7 +22,7 @@ from sokka.core.durations import parse_duration
 from sokka.core.errors import ValidationError
 from sokka.core.task import Task
 
-__all__ = ["DEFAULT_DB", "DURATION", "cli", "load_handler", "parse_duration"]
+__all__ = ["DEFAULT_DB", "DURATION", "cli", "load_handler", "load_object", "parse_duration"]
 
 DEFAULT_DB = "sqlite:///sokka.db"
 
@@ -44,27 +44,34 @@ DURATION = _Duration()
 def load_handler(path: str) -> Callable[..., Any]:
     """The function named by ``package.module:function`` (the working directory is
     importable, as for ``python -m``)."""
+    target = load_object(path, "handler", "package.module:function")
+    if not callable(target):
+        raise ValidationError("handler", f"{path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def load_object(path: str, field: str, form: str) -> Any:
+    """The object named by ``package.module:name`` (the working directory is
+    importable, as for ``python -m``); a ``ValidationError`` naming ``field``."""
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
-        raise ValidationError("handler", f"{path!r} is not of the form package.module:function")
+        raise ValidationError(field, f"{path!r} is not of the form {form}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValidationError("handler", f"cannot import {module_name!r}: {error}") from None
+        raise ValidationError(field, f"cannot import {module_name!r}: {error}") from None
     except Exception as error:  # the module's own code failed: say which, and how, once
         raise ValidationError(
-            "handler", f"importing {module_name!r} raised {_one_line(error)}"
+            field, f"importing {module_name!r} raised {_one_line(error)}"
         ) from None
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise ValidationError("handler", f"{module_name!r} has no {attribute!r}")
+            raise ValidationError(field, f"{module_name!r} has no {attribute!r}")
         target = getattr(target, part)
-    if not callable(target):
-        raise ValidationError("handler", f"{path!r} is not callable")
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 def _one_line(error: BaseException) -> str:
