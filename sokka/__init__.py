@@ -14,6 +14,7 @@ from sokka.adapters.connect import connect
 from sokka.adapters.memory import MemoryStore
 from sokka.adapters.sql import SQLStore
 from sokka.adapters.store import Page, TaskFilter, TaskStore, execute
+from sokka.app import App
 from sokka.core.backoff import Backoff, Jitter
 from sokka.core.commands import Finish, LeaseToken, RevokeLease, RevokeOutcome
 from sokka.core.errors import (
@@ -84,6 +85,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AlreadyExists",
+    "App",
     "Backoff",
     "Cancel",
     "Cancelled",

@@ -29,7 +29,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 from urllib.parse import quote
@@ -40,6 +40,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.orm import Session
 
 from sokka.adapters.listeners import DataVersionWatcher, PgListener
 from sokka.adapters.memory import wall_clock_ms
@@ -508,21 +509,14 @@ class SQLStore(EventCalls):
 
     @contextmanager
     def _session(self, *, write: bool, check_schema: bool = True) -> Iterator[Connection]:
-        try:
-            with self._engine.connect() as conn:
-                if write and not self._pg:
-                    conn.execution_options(sokka_write=True)
-                if check_schema and not self._schema_checked:
-                    with conn.begin():
-                        self._verify_schema(conn)
+        with _translated_errors(), self._engine.connect() as conn:
+            if write and not self._pg:
+                conn.execution_options(sokka_write=True)
+            if check_schema and not self._schema_checked:
                 with conn.begin():
-                    yield conn
-        except SokkaError:
-            raise
-        except Exception as error:
-            if isinstance(error, sa_exc.SQLAlchemyError | OSError) or _is_driver_error(error):
-                raise _translate(error) from error
-            raise
+                    self._verify_schema(conn)
+            with conn.begin():
+                yield conn
 
     def _verify_schema(self, conn: Connection) -> None:
         try:
@@ -704,14 +698,27 @@ class SQLStore(EventCalls):
 
     # -- creating and reading -------------------------------------------------------
 
-    def create_task(self, spec: TaskSpec) -> Task:
-        (result,) = self.create_tasks([require_spec(spec)])
+    def create_task(self, spec: TaskSpec, *, connection: object = None) -> Task:
+        """``TaskStore.create_task``; with ``connection``, inside the caller's transaction.
+
+        ``connection``: a SQLAlchemy ``Connection`` or ``Session`` on this
+        store's database. The insert then runs on it, in the caller's
+        transaction, and the store neither commits nor rolls back: the task
+        exists if and only if the caller commits. A connection to another
+        database, or anything else, is a ``ValidationError`` naming
+        ``connection``, and nothing is written.
+        """
+        (result,) = self.create_tasks([require_spec(spec)], connection=connection)
         if isinstance(result, Failure):
             raise result.failure()
         return result.unwrap()
 
-    def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Result[Task, SokkaError]]:
+    def create_tasks(
+        self, specs: Sequence[TaskSpec], *, connection: object = None
+    ) -> list[Result[Task, SokkaError]]:
+        """``TaskStore.create_tasks``; ``connection`` as for ``create_task``."""
         require_batch("specs", specs)
+        caller = None if connection is None else self._caller_connection(connection)
         now = self._clock()
         results: list[Result[Task, SokkaError]] = []
         fresh: dict[str, Task] = {}
@@ -731,20 +738,55 @@ class SQLStore(EventCalls):
             results.append(Success(task))
         if not fresh:
             return results
-        with self._session(write=True) as conn:
-            rows = [_insert_row(task) for task in fresh.values()]
-            if self._pg and len(rows) > 1:
-                arrays = {name: [row[name] for row in rows] for name in _INSERT_ARRAY_TYPES}
-                inserted = set(conn.execute(self._pg_insert, arrays).scalars())
-            else:
-                inserted = set(conn.execute(self._insert, rows).scalars())
-        self._bells.ring(task.topic for task in fresh.values() if task.task_id in inserted)
+        if caller is None:
+            with self._session(write=True) as conn:
+                inserted = self._insert_tasks(conn, fresh.values())
+            self._bells.ring(task.topic for task in fresh.values() if task.task_id in inserted)
+        else:
+            if not self._schema_checked:
+                with self._session(write=False):
+                    pass  # checks the schema on a connection of the store's own
+            with _translated_errors():
+                inserted = self._insert_tasks(caller, fresh.values())
+            # No hint here: the caller may still roll back. The listener (NOTIFY on
+            # PostgreSQL, SQLite's data version) rings once the caller commits.
         return [
             Failure(AlreadyExists(r.unwrap().task_id))
             if isinstance(r, Success) and r.unwrap().task_id not in inserted
             else r
             for r in results
         ]
+
+    def _insert_tasks(self, conn: Connection, tasks: Iterable[Task]) -> set[str]:
+        """Insert new tasks (an id already stored is skipped); the ids inserted."""
+        rows = [_insert_row(task) for task in tasks]
+        if self._pg and len(rows) > 1:
+            arrays = {name: [row[name] for row in rows] for name in _INSERT_ARRAY_TYPES}
+            return set(conn.execute(self._pg_insert, arrays).scalars())
+        return set(conn.execute(self._insert, rows).scalars())
+
+    def _caller_connection(self, connection: object) -> Connection:
+        """The caller's ``Connection`` (a ``Session``'s own), if it is on this
+        store's database; else a ``ValidationError`` naming ``connection``."""
+        if isinstance(connection, Session):
+            try:
+                bind = connection.get_bind()
+            except sa_exc.UnboundExecutionError:
+                raise ValidationError(
+                    "connection", "must be a Session bound to the store's database (it has no bind)"
+                ) from None
+            if not _same_database(bind.engine, self._engine):
+                raise _other_database(bind.engine, self._engine)
+            connection = connection.connection()
+        if not isinstance(connection, Connection):
+            raise ValidationError(
+                "connection",
+                "must be a SQLAlchemy Connection or Session on the store's database "
+                f"(got {type(connection).__name__})",
+            )
+        if not _same_database(connection.engine, self._engine):
+            raise _other_database(connection.engine, self._engine)
+        return connection
 
     def get_task(self, task_id: str) -> Task:
         require_name("task_id", task_id)
@@ -1028,6 +1070,46 @@ def _changed_columns(old: Task, new: Task) -> dict[str, Any]:
         for column in _MUTABLE
         if getattr(old, column) != getattr(new, column)
     }
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Driver errors become sokka's (``Unavailable``, ``Throttled``, ...)."""
+    try:
+        yield
+    except SokkaError:
+        raise
+    except Exception as error:
+        if isinstance(error, sa_exc.SQLAlchemyError | OSError) or _is_driver_error(error):
+            raise _translate(error) from error
+        raise
+
+
+def _same_database(a: Engine, b: Engine) -> bool:
+    """Whether two engines reach the same database: the same engine, or the same
+    backend, server, user and database (a driver or password may differ; an
+    SQLite file is compared by its real path, an in-memory one only by engine)."""
+    if a is b:
+        return True
+    x, y = a.url, b.url
+    if x.get_backend_name() != y.get_backend_name():
+        return False
+    if x.get_backend_name() == "sqlite":
+        files = [u.database for u in (x, y)]
+        if any(f in (None, "", ":memory:") or str(f).startswith("file:") for f in files):
+            return False
+        return os.path.realpath(str(files[0])) == os.path.realpath(str(files[1]))
+    return (x.host or "localhost", x.port or 5432, x.username, x.database) == (
+        y.host or "localhost", y.port or 5432, y.username, y.database,
+    )  # fmt: skip
+
+
+def _other_database(given: Engine, ours: Engine) -> ValidationError:
+    return ValidationError(
+        "connection",
+        f"must be on the store's database {ours.url.render_as_string(hide_password=True)} "
+        f"(got one on {given.url.render_as_string(hide_password=True)})",
+    )
 
 
 def _insert_row(task: Task) -> Mapping[str, Any]:

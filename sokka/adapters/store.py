@@ -374,7 +374,9 @@ class TaskStore(Protocol):
     """Durable storage of tasks; every transition goes through ``core.transitions.apply``."""
 
     def create_task(self, spec: TaskSpec) -> Task:
-        """Store a new task in ``starting`` (record_ver 0, attempt 0) and return it.
+        """Store a new task in ``starting`` (record_ver 0, attempt 0) and return it;
+        with ``spec.delay_ms`` > 0, in ``snoozed`` with ``snooze_time_ms`` the
+        delay, so no worker reserves it before a supervisor wakes it.
 
         Without ``spec.task_id`` the store makes a unique id. A task with the
         same id already stored: ``AlreadyExists``, and the stored one is kept

@@ -17,7 +17,8 @@ naming the field and the rule):
 * no string may hold a NUL character (U+0000) or a lone surrogate:
   PostgreSQL cannot store the first, UTF-8 cannot encode the second.
 * every time (``lease_time_ms``, ``timeout_ms``, snooze times): a positive
-  ``int`` of milliseconds; ``max_attempts``: a positive ``int``.
+  ``int`` of milliseconds; ``max_attempts``: a positive ``int``;
+  ``delay_ms``: ``None`` or an ``int`` of milliseconds, zero or more.
 * every time and version fits a signed 64-bit integer (at most ``MAX_INT``),
   the widest column SQLite and PostgreSQL have; ``max_attempts`` and
   ``attempt`` fit a signed 32-bit one (at most ``MAX_ATTEMPTS``).
@@ -211,6 +212,20 @@ def _optional_positive_int(
     return require_at_most_max_int(field, value, maximum)
 
 
+def _optional_delay_ms(value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(
+            "delay_ms", f"must be an integer or None (got {type(value).__name__})"
+        )
+    if value < 0:
+        raise ValidationError(
+            "delay_ms", f"must be zero or more milliseconds (got {shown(value)})"
+        )
+    require_at_most_max_int("delay_ms", value)
+
+
 def _too_large(size: str) -> ValidationError:
     return ValidationError("data", f"must be at most {MAX_DATA_BYTES} bytes as JSON (got {size})")
 
@@ -332,6 +347,7 @@ class TaskSpec:
     max_attempts: int | None = None
     lease_time_ms: int | None = None
     timeout_ms: int | None = None
+    delay_ms: int | None = None
     data_json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -353,11 +369,19 @@ class TaskSpec:
         )
         _optional_positive_int("lease_time_ms", self.lease_time_ms, "number of milliseconds")
         _optional_positive_int("timeout_ms", self.timeout_ms, "number of milliseconds")
+        _optional_delay_ms(self.delay_ms)
         object.__setattr__(self, "data_json", encode_data(self.data))
 
     def to_task(self, task_id: str, now_ms: int) -> Task:
-        """The new task this spec describes, as a store first writes it."""
+        """The new task this spec describes, as a store first writes it.
+
+        A delayed spec (``delay_ms`` > 0) makes a snoozed task whose
+        ``snooze_time_ms`` is the delay: the supervisor wakes it like any
+        snooze, measuring the delay on its own clock, so no timestamp written
+        by another machine is ever compared with its clock.
+        """
         require_name("task_id", task_id)
+        delayed = bool(self.delay_ms)
         return Task(
             task_id=task_id,
             task_group_id=self.task_group_id or task_id,
@@ -365,10 +389,11 @@ class TaskSpec:
             sub_topic=self.sub_topic,
             description=self.description,
             data_json=self.data_json,
-            status=Status.STARTING,
+            status=Status.SNOOZED if delayed else Status.STARTING,
             max_attempts=self.max_attempts,
             lease_time_ms=self.lease_time_ms,
             timeout_ms=self.timeout_ms,
+            snooze_time_ms=self.delay_ms if delayed else None,
             created_at=now_ms,
             updated_at=now_ms,
         )

@@ -242,7 +242,12 @@ def spec_from_json(value: object) -> TaskSpec:
 
 
 def spec_to_json(spec: TaskSpec) -> JSONObject:
-    return {name: getattr(spec, name) for name in _SPEC_FIELDS}
+    """A spec's JSON object; ``delay_ms`` only when the task is delayed, so an
+    ordinary spec is still accepted by a server older than the field."""
+    body = {name: getattr(spec, name) for name in _SPEC_FIELDS}
+    if not spec.delay_ms:
+        del body["delay_ms"]
+    return body
 
 
 def filter_from_json(value: object) -> TaskFilter | None:

@@ -90,6 +90,7 @@ SCHEMAS: Final[Mapping[str, JSONObject]] = {
             "max_attempts": _nullable(_ATTEMPT),
             "lease_time_ms": _nullable(_MS),
             "timeout_ms": _nullable(_MS),
+            "delay_ms": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_INT}),
         },
         ["topic"],
     ),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -19,37 +18,13 @@ import click
 from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.adapters.store import TaskStore
 from sokka.adapters.urls import is_http_url
+from sokka.core.durations import parse_duration
 from sokka.core.errors import ValidationError
 from sokka.core.task import Task
 
-__all__ = ["DEFAULT_DB", "DURATION", "cli", "load_handler", "parse_duration"]
+__all__ = ["DEFAULT_DB", "DURATION", "cli", "load_handler", "load_object", "parse_duration"]
 
 DEFAULT_DB = "sqlite:///sokka.db"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def parse_duration(text: str, field: str = "duration") -> int:
-    """Milliseconds in ``text`` (``500ms``, ``30s``, ``1.5s``, ``5m``, ``1h``, ``7d``).
-
-    >>> parse_duration("30s"), parse_duration("500ms"), parse_duration("1.5m")
-    (30000, 500, 90000)
-    >>> parse_duration("30")
-    Traceback (most recent call last):
-    ...
-    sokka.core.errors.ValidationError: duration: '30' has no unit: write 500ms, 30s, 5m or 1h
-    """
-    match = _DURATION.match(text)
-    if match is None:
-        if re.fullmatch(r"\s*\d+(\.\d+)?\s*", text):
-            raise ValidationError(field, f"{text!r} has no unit: write 500ms, 30s, 5m or 1h")
-        raise ValidationError(field, f"{text!r} is not a duration like 500ms, 30s, 5m or 1h")
-    value = round(float(match.group(1)) * _UNIT_MS[match.group(2)])
-    if value <= 0:
-        raise ValidationError(field, f"{text!r} must be longer than 0 ms")
-    return value
-
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in click >= 8.3
     name = "duration"
@@ -69,27 +44,34 @@ DURATION = _Duration()
 def load_handler(path: str) -> Callable[..., Any]:
     """The function named by ``package.module:function`` (the working directory is
     importable, as for ``python -m``)."""
+    target = load_object(path, "handler", "package.module:function")
+    if not callable(target):
+        raise ValidationError("handler", f"{path!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def load_object(path: str, field: str, form: str) -> Any:
+    """The object named by ``package.module:name`` (the working directory is
+    importable, as for ``python -m``); a ``ValidationError`` naming ``field``."""
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
-        raise ValidationError("handler", f"{path!r} is not of the form package.module:function")
+        raise ValidationError(field, f"{path!r} is not of the form {form}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValidationError("handler", f"cannot import {module_name!r}: {error}") from None
+        raise ValidationError(field, f"cannot import {module_name!r}: {error}") from None
     except Exception as error:  # the module's own code failed: say which, and how, once
         raise ValidationError(
-            "handler", f"importing {module_name!r} raised {_one_line(error)}"
+            field, f"importing {module_name!r} raised {_one_line(error)}"
         ) from None
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise ValidationError("handler", f"{module_name!r} has no {attribute!r}")
+            raise ValidationError(field, f"{module_name!r} has no {attribute!r}")
         target = getattr(target, part)
-    if not callable(target):
-        raise ValidationError("handler", f"{path!r} is not callable")
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 def _one_line(error: BaseException) -> str:

@@ -32,6 +32,7 @@ from sokka.shell.cli.common import (
     _store,
     cli,
     load_handler,
+    load_object,
 )
 from sokka.shell.cli.purging import periodic_purge_options, retention_policy
 
@@ -79,14 +80,28 @@ _log_level = click.option(
 @cli.command()
 @_db
 @_prefix
-@click.option("--topic", required=True, help="The topic to work on.")
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    help="The topic to work on (with --handler: exactly one; with --app: repeat to "
+    "serve some of the app's topics, none: all of them).",
+)
 @click.option(
     "--handler",
     "handler_path",
-    required=True,
+    default=None,
     metavar="MODULE:FUNCTION",
     help="The handler, handler(task, ctx) -> ok() | failed(e) | snoozed(ms), "
     "or async def handler(task, ctx) for the asyncio runtime.",
+)
+@click.option(
+    "--app",
+    "app_path",
+    default=None,
+    metavar="MODULE:APP",
+    help="A sokka.App: serve its topics in this process, each with its handler's "
+    "concurrency, lease and timeout, on the app's store (instead of --handler).",
 )
 @click.option(
     "--runtime",
@@ -147,17 +162,34 @@ _log_level = click.option(
 )
 @_log_level
 def worker(
-    db: str, prefix: str, topic: str, handler_path: str, runtime: str, concurrency: int,
-    batch_size: int | None, lease_time: int, timeout: int | None, grace: int,
-    max_poll: int, supervise: bool, pid: str | None, stats_file: str | None, log_level: str,
+    db: str, prefix: str, topics: tuple[str, ...], handler_path: str | None,
+    app_path: str | None, runtime: str, concurrency: int, batch_size: int | None,
+    lease_time: int, timeout: int | None, grace: int, max_poll: int, supervise: bool,
+    pid: str | None, stats_file: str | None, log_level: str,
 ) -> None:  # fmt: skip
-    """Run tasks of a topic with a handler until SIGTERM or SIGINT (then exit 0)."""
+    """Run tasks of a topic with a handler (or every topic of an app) until SIGTERM
+    or SIGINT (then exit 0)."""
     from dataclasses import asdict
 
     from sokka.core.backoff import Backoff
     from sokka.shell.aio.worker import _is_coroutine_function
     from sokka.shell.worker import Worker
 
+    if app_path is not None:
+        _app_usage(handler_path)
+        _logging(log_level)
+        _run_app(app_path, topics, supervise, grace, stats_file)
+        return
+    if handler_path is None:
+        raise click.UsageError(
+            "give --handler MODULE:FUNCTION with one --topic, or --app MODULE:APP"
+        )
+    if len(topics) != 1:
+        raise click.UsageError(
+            f"--handler runs one topic: give exactly one --topic (got {len(topics)}); "
+            "to serve several topics in one process, use --app"
+        )
+    (topic,) = topics
     _logging(log_level)
     handler = load_handler(handler_path)
     is_coroutine = _is_coroutine_function(handler)
@@ -186,6 +218,49 @@ def worker(
         with open(stats_file, "w", encoding="utf-8") as out:
             json.dump({"pid": name, **asdict(stats)}, out)
     log.info("worker %s stopped: %s", name, stats)
+
+
+#: The options of ``sokka worker`` that --app takes from the app's handlers instead.
+_PER_HANDLER_OPTIONS = ("db", "prefix", "runtime", "concurrency", "batch_size", "lease_time",
+                        "timeout", "max_poll", "pid")  # fmt: skip
+
+
+def _app_usage(handler_path: str | None) -> None:
+    """Refuse, as a usage error, what --app cannot be combined with."""
+    if handler_path is not None:
+        raise click.UsageError("--app and --handler are exclusive: the app names its handlers")
+    ctx = click.get_current_context()
+    given = [
+        name
+        for name in _PER_HANDLER_OPTIONS
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        shown = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise click.UsageError(
+            f"--app takes its store and each topic's concurrency, lease and timeout from "
+            f"the app: {shown} cannot be given with it"
+        )
+
+
+def _run_app(
+    app_path: str, topics: tuple[str, ...], supervise: bool, grace: int, stats_file: str | None
+) -> None:
+    """``sokka worker --app``: ``app.run_worker`` for the topics asked (all: none asked)."""
+    from dataclasses import asdict
+
+    from sokka.shell.app import App
+
+    app = load_object(app_path, "app", "package.module:app")
+    if not isinstance(app, App):
+        raise click.UsageError(f"--app {app_path} is a {type(app).__name__}, not a sokka.App")
+    stats = app.run_worker(list(topics) or None, supervise=supervise, grace=grace)
+    if stats_file:
+        with open(stats_file, "w", encoding="utf-8") as out:
+            json.dump({topic: asdict(s) for topic, s in stats.items()}, out)
+    log = logging.getLogger("sokka.worker")
+    for topic, s in stats.items():
+        log.info("topic %r stopped: %s", topic, s)
 
 
 async def _work_on_asyncio(
