@@ -262,6 +262,31 @@ class Worker:
         # A store with one writer at a time (SQLite): the reserve and the recording
         # of outcomes take turns instead of queueing for the database's lock.
         self._writer = asyncio.Lock() if getattr(store, "single_writer", False) else None
+        # The store's wake-up hint, when it has one (``subscribe_ready``, a plain
+        # call: see ``sokka.adapters.ready``): the idle dispatcher waits for it
+        # instead of sleeping blind, the poll backoff still bounding each wait (a
+        # lost hint costs one poll, never a task).
+        subscribe = getattr(store, "subscribe_ready", None)
+        self._subscribe: Callable[[str, Callable[[], None]], Callable[[], None]] | None = (
+            subscribe
+            if callable(subscribe) and not inspect.iscoroutinefunction(subscribe)
+            else None
+        )
+        # Whether the store's hints wake the dispatcher now: only while it is idle
+        # with room, so that under load a change costs no hop onto the loop.
+        self._idle = False
+        # A store that can hold a reserve until a task is ready (AsyncHTTPStore's
+        # long poll, ``max_wait_ms``): the idle dispatcher waits there instead. Its
+        # lease counts from when the call was sent, so a wait shortens the lease the
+        # worker sees by as much: a tenth of the lease at most.
+        max_wait = getattr(store, "max_wait_ms", 0)
+        self._max_long_poll_ms = (
+            min(max_wait, lease_time_ms // 10)
+            if isinstance(max_wait, int)
+            and not isinstance(max_wait, bool)
+            and self._subscribe is None
+            else 0
+        )
 
         # The core's value, written only on the loop; read from the pool's
         # threads by a plain handler's ``ctx.cancelled`` (a reference read).
@@ -375,11 +400,15 @@ class Worker:
             if self._supervisor is not None
             else None
         )
+        unsubscribe = await self._subscribe_to_hints(loop)
         try:
             await self._dispatch()
             await self._drain()
         finally:
             self._halting = True
+            self._idle = False
+            if unsubscribe is not None:
+                unsubscribe()
             if self._supervisor is not None and supervising is not None:
                 self._supervisor.stop()
                 await asyncio.gather(supervising, return_exceptions=True)
@@ -416,31 +445,77 @@ class Worker:
         log.info("worker %s: got signal %d, stopping", self.pid, signum)
         self.stop()
 
+    async def _subscribe_to_hints(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[], None] | None:
+        """Subscribe to the store's hints (if it has them) for this run; the
+        unsubscribe call. A hint sets the dispatcher's event, hopping onto the
+        loop from whichever thread rang (the store's listener, a handler thread,
+        another thread of the process), and only while the dispatcher is idle."""
+        subscribe = self._subscribe
+        if subscribe is None:
+            return None
+
+        def hinted() -> None:
+            if self._idle:
+                self._room.set()
+
+        def ring() -> None:  # on the ringing thread: quick, and must not raise
+            if self._idle:
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(hinted)
+
+        try:
+            # A thread: subscribing may wait for the store's listener to connect.
+            return await asyncio.to_thread(subscribe, self._topic, ring)
+        except Exception:  # a hint is an optimisation: without it, the worker polls
+            log.exception("worker %s: cannot subscribe to the store's hints; polling", self.pid)
+            return None
+
     def _wake_all(self) -> None:
         for event in (self._room, self._work, self._timer, self._recorder, self._settled):
             event.set()
 
     async def _dispatch(self) -> None:
         empty_polls = 0
+        long_poll_ms = 0  # the next reserve's wait at the server (AsyncHTTPStore), 0: none
         while not self._stopping:
             if self._unsettled() < self._capacity:
-                got = await self._reserve()
+                got = await self._reserve(long_poll_ms)
                 if got:
-                    empty_polls = 0
+                    empty_polls = long_poll_ms = 0
+                    self._idle = False
+                    continue
+                if got is not None and self._subscribe is not None and not self._idle:
+                    # Idle with room: from now on the store's hints wake the
+                    # dispatcher. A task made ready before this rang no one: look
+                    # once more before waiting.
+                    self._idle = True
                     continue
                 empty_polls += 1  # an empty poll or a failed one: back off alike
                 wait_ms = self._poll.delay_ms(min(empty_polls, 30), self._rand())
+                if got is not None and self._max_long_poll_ms:
+                    # The server holds the next reserve until a task is ready, the
+                    # backoff at most: no sleep here.
+                    long_poll_ms = max(1, min(wait_ms, self._max_long_poll_ms))
+                    continue
+                long_poll_ms = 0
             else:
                 wait_ms = self._linger_ms
             if not self._stopping:
                 await _wait(self._room, wait_ms)
 
-    async def _reserve(self) -> list[Task] | None:
-        """Reserve a batch; None when the store failed (already logged)."""
+    async def _reserve(self, wait_ms: int = 0) -> list[Task] | None:
+        """Reserve a batch (a long poll of ``wait_ms`` when given); None when the store
+        failed (already logged)."""
         limit = max(1, min(self._batch, self._capacity - self._unsettled()))
-        sent = self._clock.now_ms()
+        sent = self._clock.now_ms()  # the lease counts from here, a long poll's wait too
+        tasks: list[Task]
         try:
-            if self._writer is None:
+            if wait_ms:
+                reserve: Any = self._store.reserve_tasks  # AsyncHTTPStore's, with wait_ms
+                tasks = await reserve(self._topic, self.pid, limit, wait_ms=wait_ms)
+            elif self._writer is None:
                 tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
             else:
                 async with self._writer:
