@@ -272,9 +272,10 @@ class Worker:
             if callable(subscribe) and not inspect.iscoroutinefunction(subscribe)
             else None
         )
-        # Whether the store's hints wake the dispatcher now: only while it is idle
-        # with room, so that under load a change costs no hop onto the loop.
-        self._idle = False
+        # Whether the store's hints wake the dispatcher now: while it has room (set
+        # before each reserve, so a change the reserve did not see rings), not at
+        # capacity, when a change would cost a hop onto the loop for nothing.
+        self._hinting = False
         # A store that can hold a reserve until a task is ready (AsyncHTTPStore's
         # long poll, ``max_wait_ms``): the idle dispatcher waits there instead. Its
         # lease counts from when the call was sent, so a wait shortens the lease the
@@ -406,7 +407,7 @@ class Worker:
             await self._drain()
         finally:
             self._halting = True
-            self._idle = False
+            self._hinting = False
             if unsubscribe is not None:
                 unsubscribe()
             if self._supervisor is not None and supervising is not None:
@@ -451,17 +452,17 @@ class Worker:
         """Subscribe to the store's hints (if it has them) for this run; the
         unsubscribe call. A hint sets the dispatcher's event, hopping onto the
         loop from whichever thread rang (the store's listener, a handler thread,
-        another thread of the process), and only while the dispatcher is idle."""
+        another thread of the process), and only while the dispatcher has room."""
         subscribe = self._subscribe
         if subscribe is None:
             return None
 
         def hinted() -> None:
-            if self._idle:
+            if self._hinting:
                 self._room.set()
 
         def ring() -> None:  # on the ringing thread: quick, and must not raise
-            if self._idle:
+            if self._hinting:
                 with contextlib.suppress(RuntimeError):  # the loop has closed
                     loop.call_soon_threadsafe(hinted)
 
@@ -481,16 +482,12 @@ class Worker:
         long_poll_ms = 0  # the next reserve's wait at the server (AsyncHTTPStore), 0: none
         while not self._stopping:
             if self._unsettled() < self._capacity:
+                # With room, the store's hints wake the dispatcher from now on: a
+                # task made ready during this reserve, and not seen by it, rings.
+                self._hinting = self._subscribe is not None
                 got = await self._reserve(long_poll_ms)
                 if got:
                     empty_polls = long_poll_ms = 0
-                    self._idle = False
-                    continue
-                if got is not None and self._subscribe is not None and not self._idle:
-                    # Idle with room: from now on the store's hints wake the
-                    # dispatcher. A task made ready before this rang no one: look
-                    # once more before waiting.
-                    self._idle = True
                     continue
                 empty_polls += 1  # an empty poll or a failed one: back off alike
                 wait_ms = self._poll.delay_ms(min(empty_polls, 30), self._rand())
@@ -501,6 +498,7 @@ class Worker:
                     continue
                 long_poll_ms = 0
             else:
+                self._hinting = False  # at capacity: a settled lease wakes it (linger)
                 wait_ms = self._linger_ms
             if not self._stopping:
                 await _wait(self._room, wait_ms)
