@@ -12,7 +12,9 @@ event loop holds the ``Holdings`` value (no lock: only the loop writes it),
 and runs these asyncio tasks:
 
 * the dispatcher (``run()`` itself): reserves in batches into a queue of
-  waiting leases;
+  waiting leases; with room and nothing to reserve, it waits for the store's
+  hint (``subscribe_ready``, rung onto the loop) or, over ``AsyncHTTPStore``,
+  long-polls, the poll backoff bounding either;
 * ``concurrency`` runners: each takes the next waiting lease, awaits its
   handler and takes the next; cancelling a handler cancels its runner's
   current await. For a plain handler, ``concurrency`` threads instead: each
