@@ -13,15 +13,17 @@ both processes read the same machine clock). Two workloads per system:
   from one producer thread, the worker at concurrency 4: latency with work
   already flowing.
 
-Systems: sokka's threaded ``Worker`` on SQLite (a file in a temporary
-directory), PostgreSQL (a run-private prefix) and HTTP (``HTTPStore`` to a
-``sokka serve``-like server in a child process fronting PostgreSQL, or
-SQLite without PostgreSQL); pgqueuer and procrastinate on PostgreSQL (each
-in a fresh database; their defaults: pgqueuer's entrypoint has no concurrency
-limit, procrastinate runs at concurrency 4 under load; needs the ``bench``
-extra). The worker is a child process (``python -m bench.latency
-_worker CONFIG``) that prints ``READY`` once it is built, then one ``PICKED
-<ms>`` line per handler start; its handler is a no-op.
+Systems: sokka's threaded ``Worker`` (``sokka``) and asyncio ``Worker``
+(``sokka asyncio``, a coroutine handler; ``--runtimes`` picks them) on SQLite
+(a file in a temporary directory), PostgreSQL (a run-private prefix) and HTTP
+(``HTTPStore``, or ``AsyncHTTPStore``, to a ``sokka serve``-like server in a
+child process fronting PostgreSQL, or SQLite without PostgreSQL); pgqueuer
+and procrastinate on PostgreSQL (each in a fresh database; their defaults:
+pgqueuer's entrypoint has no concurrency limit, procrastinate runs at
+concurrency 4 under load; needs the ``bench`` extra). The worker is a child
+process (``python -m bench.latency _worker CONFIG``) that prints ``READY``
+once it is built, then one ``PICKED <ms>`` line per handler start; its
+handler is a no-op.
 
 Prints p50/p90/p99/max per system and workload (and the median time of the
 create call itself, which the latency includes), and sokka's ratios to
@@ -30,7 +32,7 @@ p50 <= 10 ms). Goals are reported, not enforced; a check that fails (a task
 not picked, picked twice) exits 1.
 
 Run: ``python bench/latency.py [--quick] [--stores sqlite,postgres,http]
-[--skip-peers] [--tasks 25] [--load-rate 200] [--load-seconds 3]
+[--runtimes threads,asyncio] [--skip-peers] [--tasks 25] [--load-rate 200] [--load-seconds 3]
 [--postgres-url URL]`` (or ``python -m bench.latency ...``).
 """
 
@@ -88,6 +90,8 @@ PACKAGES: Final = ("sokka", "sqlalchemy", "psycopg", "pgqueuer", "asyncpg", "pro
 READY_TIMEOUT_S: Final = 60.0
 PICK_TIMEOUT_S: Final = 30.0  #: a task not picked by then is a failed check
 LOAD_CONCURRENCY: Final = 4
+#: sokka's workers: the runtime's name on the command line, its system in the table.
+RUNTIMES: Final = {"threads": "sokka", "asyncio": "sokka asyncio"}
 
 
 # -- in the worker process -----------------------------------------------------------
@@ -104,6 +108,9 @@ def picked(created_s: float) -> None:
 
 
 def _worker_sokka(config: dict[str, Any]) -> None:
+    if config.get("runtime") == "asyncio":
+        _worker_sokka_asyncio(config)
+        return
     from sokka.core.task import Task
     from sokka.shell.worker import Context, OkOutcome, Worker, ok
 
@@ -128,6 +135,36 @@ def _worker_sokka(config: dict[str, Any]) -> None:
     emit("READY")
     worker.run(install_signal_handlers=False)
     store.close()
+
+
+def _worker_sokka_asyncio(config: dict[str, Any]) -> None:
+    from sokka.asyncio import AsyncContext, Worker
+    from sokka.core.task import Task
+    from sokka.shell.worker import OkOutcome, ok
+
+    async def handler(task: Task, _ctx: AsyncContext) -> OkOutcome:
+        assert isinstance(task.data, dict)
+        picked(float(task.data["t"]))
+        return ok()
+
+    async def main() -> None:
+        store: Any
+        if config["store"] == "http":
+            from sokka.adapters.aio.http import AsyncHTTPStore
+
+            store = AsyncHTTPStore(config["url"])
+        else:
+            from sokka.adapters.aio.sql import AsyncSQLStore
+
+            store = AsyncSQLStore(config["url"], prefix=config["prefix"])
+            await store.schema_version()  # one pooled connection, open before READY
+        worker = Worker(store, TOPIC, handler, concurrency=config["concurrency"])
+        on_stop_line(worker.stop)
+        emit("READY")
+        await worker.run()
+        await store.aclose()
+
+    asyncio.run(main())
 
 
 def _worker_pgqueuer(config: dict[str, Any]) -> None:
@@ -409,16 +446,21 @@ def sokka_creator(
     return make
 
 
-def run_sokka_sql(url: str, store_name: str, plan: Plan, seed: int) -> list[Row]:
+def run_sokka_sql(
+    url: str, store_name: str, plan: Plan, seed: int, runtime: str = "threads"
+) -> list[Row]:
     from sokka.adapters.sql import SQLStore
 
     prefix = f"lat_{secrets.token_hex(4)}_"
     owner = SQLStore(url, prefix=prefix)
     owner.create_schema()
     try:
-        config = {"role": "sokka", "store": store_name, "url": url, "prefix": prefix}
+        config = {
+            "role": "sokka", "runtime": runtime, "store": store_name, "url": url,
+            "prefix": prefix,
+        }  # fmt: skip
         return run_system(
-            "sokka", store_name, config,
+            RUNTIMES[runtime], store_name, config,
             sokka_creator(lambda: SQLStore(url, prefix=prefix)), plan, seed,
         )  # fmt: skip
     finally:
@@ -427,7 +469,9 @@ def run_sokka_sql(url: str, store_name: str, plan: Plan, seed: int) -> list[Row]
         owner.close()
 
 
-def run_sokka_http(url: str, backing: str, plan: Plan, seed: int) -> list[Row]:
+def run_sokka_http(
+    url: str, backing: str, plan: Plan, seed: int, runtime: str = "threads"
+) -> list[Row]:
     from sokka.adapters.http import HTTPStore
     from sokka.adapters.sql import SQLStore
 
@@ -437,9 +481,9 @@ def run_sokka_http(url: str, backing: str, plan: Plan, seed: int) -> list[Row]:
     try:
         with child({"role": "serve", "url": url, "prefix": prefix}) as server:
             base_url = server.ready
-            config = {"role": "sokka", "store": "http", "url": base_url}
+            config = {"role": "sokka", "runtime": runtime, "store": "http", "url": base_url}
             return run_system(
-                "sokka", f"http/{backing}", config,
+                RUNTIMES[runtime], f"http/{backing}", config,
                 sokka_creator(lambda: HTTPStore(base_url)), plan, seed,
             )  # fmt: skip
     finally:
@@ -547,17 +591,19 @@ def goals(rows: list[Row]) -> list[str]:
     lines = []
     for workload in ("idle", "load"):
         peer = by.get(("pgqueuer", "postgres", workload))
-        for store in ("postgres", "sqlite", "http/postgres", "http/sqlite"):
-            mine = by.get(("sokka", store, workload))
+        for system, store in [
+            (system, store)
+            for system in RUNTIMES.values()
+            for store in ("postgres", "sqlite", "http/postgres", "http/sqlite")
+        ]:
+            mine = by.get((system, store, workload))
             if mine is None:
                 continue
             p50, p99 = mine.percentile(50), mine.percentile(99)
+            text = f"{workload}: {system} {store} p50 {p50:.1f} ms"
             if peer is not None:
                 ratio = p50 / peer.percentile(50)
-                text = f"{workload}: sokka {store} p50 {p50:.1f} ms = {ratio:.2f}x pgqueuer's"
-                text += f" ({peer.percentile(50):.1f} ms)"
-            else:
-                text = f"{workload}: sokka {store} p50 {p50:.1f} ms"
+                text += f" = {ratio:.2f}x pgqueuer's ({peer.percentile(50):.1f} ms)"
             if store == "postgres":
                 met = (peer is None or p50 <= peer.percentile(50)) and p99 <= 25
                 text += f"; p99 {p99:.1f} ms; goal p50 <= pgqueuer's and p99 <= 25 ms: "
@@ -577,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", type=comma_list, default=list(STORES),
                         help=f"sokka's stores, of {','.join(STORES)} (default: all)")  # fmt: skip
     parser.add_argument("--skip-peers", action="store_true", help="sokka only")
+    parser.add_argument(
+        "--runtimes", type=comma_list, default=list(RUNTIMES),
+        help="sokka's workers to run, comma-separated (default: threads,asyncio)",
+    )  # fmt: skip
     parser.add_argument("--tasks", type=positive_int, default=None, help="idle tasks (25)")
     parser.add_argument("--load-rate", type=positive_int, default=None, help="tasks/s (200)")
     parser.add_argument("--load-seconds", type=float, default=None, help="seconds of load (3)")
@@ -590,6 +640,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = unknown_items(args.stores, STORES)
     if unknown:
         parser.error(f"--stores: unknown {', '.join(unknown)} (choose from {', '.join(STORES)})")
+    unknown = unknown_items(args.runtimes, list(RUNTIMES))
+    if unknown or not args.runtimes:
+        parser.error(f"--runtimes: unknown runtime(s) {unknown}; choose from {','.join(RUNTIMES)}")
     quick = Plan(8, (0.05, 0.3), 50, 1.0)
     full = Plan(25, (0.2, 2.0), 200, 3.0)
     base = quick if args.quick else full
@@ -632,18 +685,25 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="sokka-latency-")
     sqlite_url = f"sqlite:///{tmp}/latency.db"
+    # The two runtimes back to back on each store, each on a schema of its own.
     for store in args.stores:
-        if store == "sqlite":
-            record(lambda: run_sokka_sql(sqlite_url, "sqlite", plan, args.seed), "sokka sqlite")
-        elif store == "postgres" and pg is not None:
-            pg_run = functools.partial(
-                run_sokka_sql, args.postgres_url, "postgres", plan, args.seed
-            )
-            record(pg_run, "sokka postgres")
-        elif store == "http":
-            backing = "postgres" if pg is not None else "sqlite"
-            url = args.postgres_url if pg is not None else f"sqlite:///{tmp}/http.db"
-            record(functools.partial(run_sokka_http, url, backing, plan, args.seed), "sokka http")
+        for runtime in args.runtimes:
+            system = RUNTIMES[runtime]
+            if store == "sqlite":
+                sqlite_run = functools.partial(
+                    run_sokka_sql, sqlite_url, "sqlite", plan, args.seed, runtime
+                )
+                record(sqlite_run, f"{system} sqlite")
+            elif store == "postgres" and pg is not None:
+                pg_run = functools.partial(
+                    run_sokka_sql, args.postgres_url, "postgres", plan, args.seed, runtime
+                )
+                record(pg_run, f"{system} postgres")
+            elif store == "http":
+                backing = "postgres" if pg is not None else "sqlite"
+                url = args.postgres_url if pg is not None else f"sqlite:///{tmp}/http.db"
+                http_run = functools.partial(run_sokka_http, url, backing, plan, args.seed, runtime)
+                record(http_run, f"{system} http")
     if pg is not None and not args.skip_peers:
         missing = peers_missing()
         if missing:

@@ -37,7 +37,6 @@ from sokka.adapters.store import (
     Purged,
     TaskFilter,
 )
-from sokka.adapters.wire.calls import MAX_WAIT_MS
 from sokka.adapters.wire.client import (
     DEFAULT_MAX_RESPONSE_BYTES,
     WIRE_CALLS,
@@ -47,14 +46,16 @@ from sokka.adapters.wire.client import (
     client_headers,
     declared_too_large,
     encode,
+    longest_wait_ms,
     read_response,
     require_max_response_bytes,
+    require_wait_ms,
     too_large,
     transport_error,
     warn_if_token_in_clear,
 )
 from sokka.core.commands import Finish, LeaseToken
-from sokka.core.errors import SokkaError, ValidationError
+from sokka.core.errors import SokkaError
 from sokka.core.task import Status, Task, TaskSpec
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "DEFAULT_TIMEOUT_S", "HTTPStore"]
@@ -98,7 +99,7 @@ class HTTPStore:
             warn_if_token_in_clear(self.base_url)
         #: The longest ``reserve_tasks(..., wait_ms=)`` this client asks for: half its
         #: timeout, so that the held answer always arrives before the timeout.
-        self.max_wait_ms = max(0, min(MAX_WAIT_MS, int(timeout * 500)))
+        self.max_wait_ms = longest_wait_ms(timeout)
         self._client = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -189,16 +190,7 @@ class HTTPStore:
         """``TaskStore.reserve_tasks``; with ``wait_ms`` (1..``max_wait_ms``), a long
         poll: when nothing is ready, the server holds the call until a task of
         ``topic`` becomes ready or ``wait_ms`` passes (then answers ``[]``)."""
-        if wait_ms and (
-            isinstance(wait_ms, bool)
-            or not isinstance(wait_ms, int)
-            or not 0 <= wait_ms <= self.max_wait_ms
-        ):
-            raise ValidationError(
-                "wait_ms",
-                f"must be an integer of milliseconds from 0 to {self.max_wait_ms} "
-                "(half the client's timeout, at most the server's limit)",
-            )
+        wait_ms = require_wait_ms(wait_ms, self.max_wait_ms)
         return self._send(WIRE_CALLS.reserve_tasks(topic, pid, limit, wait_ms))
 
     def extend_leases(

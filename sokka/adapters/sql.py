@@ -449,7 +449,15 @@ class SQLStore(EventCalls):
 
     def _listener_connection(self) -> Any:
         """A connection of the store's engine, taken out of its pool for good."""
-        pooled = self._engine.raw_connection()
+        engine = self._engine
+        if engine.dialect.is_async:
+            # The sync face of an AsyncEngine (AsyncSQLStore): its connections are
+            # used on their event loop only, so the listener's thread opens a
+            # blocking one to the same database, with the blocking driver.
+            driver = "psycopg" if self._pg else "pysqlite"
+            url = engine.url.set(drivername=f"{engine.url.get_backend_name()}+{driver}")
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        pooled = engine.raw_connection()
         connection = pooled.driver_connection
         pooled.detach()
         return connection

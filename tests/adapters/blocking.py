@@ -3,7 +3,9 @@
 ``BlockingStore(store, loop)`` has every ``TaskStore`` call; each one runs the
 async store's coroutine on ``loop`` (an event loop on a thread of its own,
 ``LoopThread``) and waits for its answer, or its exception, exactly as the
-coroutine gave it. Nothing is translated: an answer or an error that differs
+coroutine gave it. The waking calls (``ready_signal``, ``subscribe_ready``),
+which an async store has as plain calls if it has them, are the store's own.
+Nothing is translated: an answer or an error that differs
 from the sync stores' is the async store's own.
 """
 
@@ -54,6 +56,13 @@ class BlockingStore:
 
     def __repr__(self) -> str:
         return f"BlockingStore({self.store!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        # An async store's waking calls are plain (not awaited): the store's own,
+        # so a store that has none is not ``Wakeable`` here either.
+        if name in ("ready_signal", "subscribe_ready"):
+            return getattr(self.store, name)
+        raise AttributeError(name)
 
 
 def _blocking(name: str) -> Any:

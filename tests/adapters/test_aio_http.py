@@ -28,11 +28,14 @@ def test_asynchttpstore_takes_each_calls_arguments_from_the_table(name: str) -> 
     assert inspect.iscoroutinefunction(method)
     arguments = [p for p in inspect.signature(method).parameters if p != "self"]
     table = OPERATIONS_BY_NAME[name].params
-    assert arguments == [param.name for param in table if not param.wire_only]
-    assert (
-        inspect.signature(method).parameters
-        == inspect.signature(getattr(TaskStore, name)).parameters
-    )
+    # The port's arguments, then the HTTP call's own (reserve_tasks's wait_ms).
+    assert arguments == [param.name for param in table if not param.wire_only] + [
+        param.name for param in table if param.wire_only
+    ]
+    parameters = inspect.signature(method).parameters
+    assert parameters == inspect.signature(getattr(HTTPStore, name)).parameters
+    port = inspect.signature(getattr(TaskStore, name)).parameters
+    assert list(parameters.values())[: len(port)] == list(port.values())
 
 
 @pytest.mark.parametrize(

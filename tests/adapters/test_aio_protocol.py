@@ -11,6 +11,7 @@ from sokka.adapters.aio.http import AsyncHTTPStore
 from sokka.adapters.aio.memory import AsyncMemoryStore
 from sokka.adapters.aio.sql import AsyncSQLStore
 from sokka.adapters.aio.store import AsyncTaskStore
+from sokka.adapters.http import HTTPStore
 from sokka.adapters.store import TaskStore
 from tests.adapters.blocking import CALLS
 
@@ -24,12 +25,22 @@ def test_the_calls_are_the_ports_calls() -> None:
 
 @pytest.mark.parametrize("name", CALLS)
 @pytest.mark.parametrize(
-    "async_store", [AsyncTaskStore, AsyncMemoryStore, AsyncSQLStore, AsyncHTTPStore]
+    ("async_store", "sync_store"),
+    [
+        (AsyncTaskStore, TaskStore),
+        (AsyncMemoryStore, TaskStore),
+        (AsyncSQLStore, TaskStore),
+        # The HTTP stores add the wire's own arguments after the port's (reserve_tasks's
+        # wait_ms), the same on both (tests/adapters/test_aio_http.py).
+        (AsyncHTTPStore, HTTPStore),
+    ],
 )
-def test_each_async_call_takes_what_the_sync_call_takes(async_store: type, name: str) -> None:
+def test_each_async_call_takes_what_the_sync_call_takes(
+    async_store: type, sync_store: type, name: str
+) -> None:
     method = getattr(async_store, name)
     assert inspect.iscoroutinefunction(method)
     assert (
         inspect.signature(method).parameters
-        == inspect.signature(getattr(TaskStore, name)).parameters
+        == inspect.signature(getattr(sync_store, name)).parameters
     )

@@ -267,3 +267,41 @@ def test_a_call_cancelled_while_waiting_changes_nothing_and_frees_its_connection
         assert (await store.terminate("t-1", PID, 1)).status is Status.TERMINATED
 
     _with_a_locked_task(body)
+
+
+@pytest.mark.parametrize("mode", ["sqlite", "postgres"])
+def test_a_task_created_on_another_connection_rings_the_async_stores_waiters(
+    tmp_path: Path, mode: str
+) -> None:
+    # Only the store's listener can hear the other store's change. On PostgreSQL the
+    # async store's own connections live on its event loop, so its listener opens a
+    # blocking connection of its own (with one of the async pool's, it failed).
+    if mode == "sqlite":
+        url, prefix = f"sqlite:///{tmp_path / 'q.db'}", "sokka_"
+    else:
+        postgres_engine()  # skip (or fail under SOKKA_REQUIRE_POSTGRES) when unreachable
+        url, prefix = postgres_url(), test_prefix("aio_waking")
+
+    async def scenario() -> bool:
+        store = AsyncSQLStore(url, prefix=prefix)
+        await store.create_schema()
+        writing = SQLStore(url, prefix=prefix)
+        rung = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            unsubscribe = await asyncio.to_thread(
+                store.subscribe_ready, TOPIC, lambda: loop.call_soon_threadsafe(rung.set)
+            )
+            try:
+                await asyncio.to_thread(writing.create_task, TaskSpec(topic=TOPIC))
+                async with asyncio.timeout(10):
+                    await rung.wait()
+                return True
+            finally:
+                unsubscribe()
+        finally:
+            writing.close()
+            await store.drop_schema()
+            await store.aclose()
+
+    assert asyncio.run(scenario())

@@ -32,17 +32,27 @@ RUNTIMES = ["threads", "asyncio"]
 T = TypeVar("T")
 
 
+#: What an async store has as it is, not awaitable: the wake-up hints
+#: (``sokka.adapters.ready``) and an HTTP store's longest long poll.
+_PLAIN = frozenset({"ready_signal", "subscribe_ready", "max_wait_ms"})
+
+
 class Awaited:
     """Every call of a synchronous store, awaitable (run in a thread).
 
     The call is looked up when it is made, so a test may replace a method of
-    the wrapped store (``store.extend_leases = slow``) at any time.
+    the wrapped store (``store.extend_leases = slow``) at any time. The
+    store's hints and ``max_wait_ms``, if it has them, are passed as they are,
+    as an async store has them.
     """
 
     def __init__(self, sync: Any) -> None:
         self.sync = sync
 
     def __getattr__(self, name: str) -> Any:
+        if name in _PLAIN:  # plain on an async store too (AsyncMemoryStore, AsyncHTTPStore)
+            return getattr(self.sync, name)
+
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await asyncio.to_thread(getattr(self.sync, name), *args, **kwargs)
 

@@ -526,3 +526,122 @@ def test_the_supervisor_loop_revokes_a_dead_workers_lease_and_stops() -> None:
     assert sup.last_report is not None
     task = store.sync.get_task("t000")
     assert (task.status, task.pid, task.attempt) == (Status.STARTING, None, 1)
+
+
+# -- waking: the idle worker waits for the store's hint, or long-polls over HTTP -------
+
+
+def test_an_idle_worker_wakes_on_its_stores_hint_and_unsubscribes_when_it_stops() -> None:
+    store = AsyncMemoryStore()
+    seen: list[str] = []
+    backoff = Backoff(base_ms=60_000, cap_ms=60_000, jitter=Jitter.NONE)
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        seen.append(task.task_id)
+        return ok()
+
+    w = worker(store, handler, poll_backoff=backoff)
+    subscribed: list[bool] = []
+
+    async def scenario() -> None:
+        await asyncio.sleep(0.1)  # it polled, found nothing, and waits: blind, a minute
+        subscribed.append(store.sync._bells.active)
+        # From another thread, as a producer in the same process would.
+        await asyncio.to_thread(store.sync.create_task, TaskSpec(topic=TOPIC, task_id="t1"))
+        await until(lambda: seen == ["t1"])
+        await asyncio.sleep(0.05)
+        await store.create_task(TaskSpec(topic=TOPIC, task_id="t2"))  # from the loop itself
+        await until(lambda: seen == ["t1", "t2"])
+
+    stats = run_with(w, scenario)
+    assert stats.succeeded == 2
+    assert subscribed == [True]
+    assert not store.sync._bells.active  # the stop unsubscribed it
+
+
+def test_an_idle_worker_on_sqlite_wakes_for_another_connections_task(tmp_path) -> None:
+    from sokka.adapters.aio.sql import AsyncSQLStore
+    from sokka.adapters.sql import SQLStore
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    seen: list[str] = []
+    backoff = Backoff(base_ms=60_000, cap_ms=60_000, jitter=Jitter.NONE)
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        seen.append(task.task_id)
+        return ok()
+
+    async def main() -> None:
+        async with AsyncSQLStore(url) as store:
+            await store.create_schema()
+            other = SQLStore(url)  # another connection: only the store's watcher hears it
+            w = Worker(store, TOPIC, handler, poll_backoff=backoff)
+            running = asyncio.create_task(w.run())
+            try:
+                await asyncio.sleep(0.2)
+                await asyncio.to_thread(other.create_task, TaskSpec(topic=TOPIC, task_id="t1"))
+                await until(lambda: seen == ["t1"])
+            finally:
+                w.stop()
+                await asyncio.wait_for(running, 10)
+                other.close()
+
+    asyncio.run(main())
+
+
+class WaitsSent:
+    """An ``AsyncHTTPStore`` that notes the ``wait_ms`` of each reserve it sends."""
+
+    def __init__(self, base_url: str) -> None:
+        from sokka.adapters.aio.http import AsyncHTTPStore
+
+        class Noting(AsyncHTTPStore):
+            async def reserve_tasks(
+                inner, topic: str, pid: str, limit: int = 1, wait_ms: int = 0
+            ) -> list[Task]:
+                self.waits.append(wait_ms)
+                return await super().reserve_tasks(topic, pid, limit, wait_ms)
+
+        self.waits: list[int] = []
+        self.store = Noting(base_url)
+
+
+@pytest.mark.parametrize(("lease_time_ms", "longest"), [(300_000, 15_000), (2_000, 200)])
+def test_over_http_the_idle_worker_long_polls_at_most_a_tenth_of_its_lease(
+    lease_time_ms: int, longest: int
+) -> None:
+    # The lease counts from when the reserve was sent: a held reserve shortens it by
+    # its wait, so the wait is capped at a tenth of the lease (and at half the
+    # client's 30 s timeout: 15 s).
+    from sokka.shell.http import create_app, serve_in_background
+
+    inner = MemoryStore()
+    seen: list[str] = []
+    backoff = Backoff(base_ms=60_000, cap_ms=60_000, jitter=Jitter.NONE)
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        seen.append(task.task_id)
+        return ok()
+
+    with serve_in_background(create_app(inner)) as base_url:
+        noted = WaitsSent(base_url)
+
+        async def main() -> None:
+            w = Worker(noted.store, TOPIC, handler, poll_backoff=backoff,
+                       lease_time_ms=lease_time_ms)  # fmt: skip
+            running = asyncio.create_task(w.run())
+            try:
+                await asyncio.sleep(0.3)  # polled, found nothing, its next reserve is held
+                await asyncio.to_thread(inner.create_task, TaskSpec(topic=TOPIC, task_id="t1"))
+                await until(lambda: seen == ["t1"])
+            finally:
+                w.stop()
+                # A stopping worker stops when its held reserve returns: a task answers it.
+                inner.create_task(TaskSpec(topic=TOPIC, task_id="t2"))
+                await asyncio.wait_for(running, 10)
+                await noted.store.aclose()
+
+        asyncio.run(main())
+    assert noted.waits[0] == 0  # the first reserve is a plain one
+    assert max(noted.waits) == longest
+    assert inner.get_task("t1").status is Status.TERMINATED

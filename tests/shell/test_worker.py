@@ -489,25 +489,56 @@ def test_ctx_cancelled_is_true_as_soon_as_the_fence_has_passed(store, running) -
     assert tasks(store)[0].status is Status.RUNNING  # it reported nothing
 
 
-# -- waking: an idle worker waits on the store's ready signal (threads runtime) -------
+# -- waking: an idle worker waits on the store's hint, or long-polls over HTTP ------------
 
 
-def test_an_idle_worker_takes_a_new_task_without_waiting_out_its_poll_backoff() -> None:
-    from sokka.shell.worker import Worker
-
-    store = WatchedStore()  # in-process: the MemoryStore's ready_signal
+def test_an_idle_worker_takes_a_new_task_without_waiting_out_its_poll_backoff(Worker) -> None:
+    # The threaded worker waits on the MemoryStore's ready_signal; the asyncio one on
+    # an asyncio.Event that the store's subscribe_ready rings onto its loop.
+    store = WatchedStore()  # in-process
     seen: list[str] = []
     backoff = Backoff(base_ms=60_000, cap_ms=60_000, jitter=Jitter.NONE)
     worker = Worker(store, TOPIC, lambda task, ctx: seen.append(task.task_id) or ok(),
                     poll_backoff=backoff)  # fmt: skip
-    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
-    thread.start()
+    thread = worker.start()
     try:
         wait_for(lambda: store.calls["reserve_tasks"] >= 1)  # it polled, found nothing
         time.sleep(0.05)  # and now waits: a blind sleep would be a minute
         add(store, 1)
         wait_for(lambda: seen == ["t000"])
+        # Idle again: the next task too, the hint is not one-shot.
+        time.sleep(0.05)
+        store.inner.create_task(TaskSpec(topic=TOPIC, task_id="t001"))
+        wait_for(lambda: seen == ["t000", "t001"])
     finally:
         worker.stop()
         thread.join(timeout=10)
     assert not thread.is_alive()  # the stop woke the idle wait too
+
+
+def test_an_idle_worker_over_http_long_polls_instead_of_sleeping_its_backoff(
+    Worker, http_server
+) -> None:
+    # A lease of 300 s lets the worker hold each reserve at the server for 15 s (half
+    # the client's 30 s timeout, under a tenth of the lease): a task created meanwhile
+    # is answered at once, where a blind sleep would be the backoff's minute.
+    app, client = http_server
+    inner = MemoryStore()
+    app.state.store = inner
+    seen: list[str] = []
+    backoff = Backoff(base_ms=60_000, cap_ms=60_000, jitter=Jitter.NONE)
+    worker = Worker(client, TOPIC, lambda task, ctx: seen.append(task.task_id) or ok(),
+                    poll_backoff=backoff, lease_time_ms=300_000)  # fmt: skip
+    thread = worker.start()
+    try:
+        time.sleep(0.3)  # it polled, found nothing, and its next reserve is held
+        inner.create_task(TaskSpec(topic=TOPIC, task_id="t1"))
+        wait_for(lambda: seen == ["t1"])
+        wait_for(lambda: inner.get_task("t1").status is Status.TERMINATED)
+    finally:
+        worker.stop()
+        # A stopping worker stops when its held reserve returns: a task answers it.
+        inner.create_task(TaskSpec(topic=TOPIC, task_id="t2"))
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert inner.get_task("t2").status is Status.STARTING  # released by the drain

@@ -35,8 +35,10 @@ from sokka.adapters.wire.client import (
     client_headers,
     declared_too_large,
     encode,
+    longest_wait_ms,
     read_response,
     require_max_response_bytes,
+    require_wait_ms,
     too_large,
     transport_error,
     warn_if_token_in_clear,
@@ -71,6 +73,9 @@ class AsyncHTTPStore:
         self.max_response_bytes = require_max_response_bytes(max_response_bytes)
         if token is not None and transport is None:
             warn_if_token_in_clear(self.base_url)
+        #: The longest ``reserve_tasks(..., wait_ms=)`` this client asks for: half its
+        #: timeout, so that the held answer always arrives before the timeout.
+        self.max_wait_ms = longest_wait_ms(timeout)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
@@ -150,8 +155,14 @@ class AsyncHTTPStore:
     ) -> Page:
         return await self._send(WIRE_CALLS.list_tasks(filter, cursor, limit))
 
-    async def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
-        return await self._send(WIRE_CALLS.reserve_tasks(topic, pid, limit))
+    async def reserve_tasks(
+        self, topic: str, pid: str, limit: int = 1, wait_ms: int = 0
+    ) -> list[Task]:
+        """``HTTPStore.reserve_tasks``: with ``wait_ms`` (1..``max_wait_ms``), a long
+        poll that the server holds until a task of ``topic`` becomes ready or
+        ``wait_ms`` passes (then it answers ``[]``)."""
+        wait_ms = require_wait_ms(wait_ms, self.max_wait_ms)
+        return await self._send(WIRE_CALLS.reserve_tasks(topic, pid, limit, wait_ms))
 
     async def extend_leases(
         self, pid: str, leases: Sequence[LeaseToken]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from returns.result import Result
 
 from sokka.adapters.memory import MemoryStore, _new_id, wall_clock_ms
+from sokka.adapters.ready import Doorbell
 from sokka.adapters.store import (
     DEFAULT_FAILED_WITHIN_MS,
     DEFAULT_PAGE_SIZE,
@@ -40,6 +41,21 @@ class AsyncMemoryStore:
         new_id: Callable[[], str] = _new_id,
     ) -> None:
         self.sync = sync if sync is not None else MemoryStore(clock=clock, new_id=new_id)
+
+    # -- waking waiters (``Wakeable``, the sync store's own) --------------------
+
+    def ready_signal(self, topic: str) -> Doorbell:
+        """``MemoryStore.ready_signal``: a blocking hint, for a waiter on a thread."""
+        return self.sync.ready_signal(topic)
+
+    def subscribe_ready(self, topic: str, ring: Callable[[], None]) -> Callable[[], None]:
+        """``MemoryStore.subscribe_ready``: ``ring()`` on every hint for ``topic``,
+        on the thread that made the change; returns the unsubscribe call. An
+        asyncio waiter passes a ``ring`` that hops onto its loop
+        (``loop.call_soon_threadsafe``)."""
+        return self.sync.subscribe_ready(topic, ring)
+
+    # -- AsyncTaskStore --------------------------------------------------------
 
     async def create_task(self, spec: TaskSpec) -> Task:
         return self.sync.create_task(spec)

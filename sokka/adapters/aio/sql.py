@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from sokka.adapters.memory import wall_clock_ms
+from sokka.adapters.ready import Doorbell
 from sokka.adapters.sql import SQLStore, _engine_arguments, _parse_url
 from sokka.adapters.store import (
     DEFAULT_FAILED_WITHIN_MS,
@@ -165,6 +166,8 @@ class AsyncSQLStore:
     async def aclose(self) -> None:
         """Close every pooled connection (after the calls under way have ended)."""
         if self._async_engine is not None:
+            # The listener (if a waiter started it) has a connection of its own.
+            await asyncio.to_thread(self._sync._listener.stop)
             await self._async_engine.dispose()
             return
         threads = self._threads
@@ -199,6 +202,21 @@ class AsyncSQLStore:
     async def schema_version(self) -> int | None:
         """``SQLStore.schema_version``: the version in the database, None without one."""
         return await self._run(self._sync.schema_version)
+
+    # -- waking waiters (``Wakeable``, the sync store's own) --------------------
+
+    def ready_signal(self, topic: str) -> Doorbell:
+        """``SQLStore.ready_signal``: a blocking hint, for a waiter on a thread."""
+        return self._sync.ready_signal(topic)
+
+    def subscribe_ready(self, topic: str, ring: Callable[[], None]) -> Callable[[], None]:
+        """``SQLStore.subscribe_ready``: ``ring()`` on every hint for ``topic`` (this
+        process's changes at once, other processes' from the store's listener
+        thread); returns the unsubscribe call. It may block while the listener
+        connects (up to ``connect_timeout_s``): an asyncio waiter subscribes
+        from a thread (``asyncio.to_thread``) and passes a ``ring`` that hops
+        onto its loop (``loop.call_soon_threadsafe``)."""
+        return self._sync.subscribe_ready(topic, ring)
 
     # -- AsyncTaskStore --------------------------------------------------------
 

@@ -36,7 +36,7 @@ from sokka.adapters.store import (
     require_spec,
 )
 from sokka.adapters.urls import is_http_url
-from sokka.adapters.wire.calls import OPERATIONS_BY_NAME
+from sokka.adapters.wire.calls import MAX_WAIT_MS, OPERATIONS_BY_NAME
 from sokka.adapters.wire.codec import (
     counts_from_json,
     filter_to_json,
@@ -63,8 +63,10 @@ __all__ = [
     "WireCalls",
     "client_headers",
     "encode",
+    "longest_wait_ms",
     "read_response",
     "require_max_response_bytes",
+    "require_wait_ms",
     "too_large",
     "transport_error",
     "warn_if_token_in_clear",
@@ -117,6 +119,26 @@ def require_max_response_bytes(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
         raise ValidationError("max_response_bytes", "must be an integer of at least 1024")
     return value
+
+
+def longest_wait_ms(timeout: float) -> int:
+    """The longest long poll a client with this ``timeout`` (seconds) asks for: half
+    its timeout, so that the held answer always arrives before the timeout, and
+    at most the server's limit."""
+    return max(0, min(MAX_WAIT_MS, int(timeout * 500)))
+
+
+def require_wait_ms(wait_ms: object, max_wait_ms: int) -> int:
+    """``reserve_tasks``'s ``wait_ms`` as a client checks it: 0 to ``max_wait_ms``."""
+    if wait_ms and (
+        isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or not 0 <= wait_ms <= max_wait_ms
+    ):
+        raise ValidationError(
+            "wait_ms",
+            f"must be an integer of milliseconds from 0 to {max_wait_ms} "
+            "(half the client's timeout, at most the server's limit)",
+        )
+    return wait_ms if isinstance(wait_ms, int) else 0
 
 
 def _is_loopback(host: str) -> bool:

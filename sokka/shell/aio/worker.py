@@ -12,7 +12,9 @@ event loop holds the ``Holdings`` value (no lock: only the loop writes it),
 and runs these asyncio tasks:
 
 * the dispatcher (``run()`` itself): reserves in batches into a queue of
-  waiting leases;
+  waiting leases; with room and nothing to reserve, it waits for the store's
+  hint (``subscribe_ready``, rung onto the loop) or, over ``AsyncHTTPStore``,
+  long-polls, the poll backoff bounding either;
 * ``concurrency`` runners: each takes the next waiting lease, awaits its
   handler and takes the next; cancelling a handler cancels its runner's
   current await. For a plain handler, ``concurrency`` threads instead: each
@@ -262,6 +264,32 @@ class Worker:
         # A store with one writer at a time (SQLite): the reserve and the recording
         # of outcomes take turns instead of queueing for the database's lock.
         self._writer = asyncio.Lock() if getattr(store, "single_writer", False) else None
+        # The store's wake-up hint, when it has one (``subscribe_ready``, a plain
+        # call: see ``sokka.adapters.ready``): the idle dispatcher waits for it
+        # instead of sleeping blind, the poll backoff still bounding each wait (a
+        # lost hint costs one poll, never a task).
+        subscribe = getattr(store, "subscribe_ready", None)
+        self._subscribe: Callable[[str, Callable[[], None]], Callable[[], None]] | None = (
+            subscribe
+            if callable(subscribe) and not inspect.iscoroutinefunction(subscribe)
+            else None
+        )
+        # Whether the store's hints wake the dispatcher now: while it has room (set
+        # before each reserve, so a change the reserve did not see rings), not at
+        # capacity, when a change would cost a hop onto the loop for nothing.
+        self._hinting = False
+        # A store that can hold a reserve until a task is ready (AsyncHTTPStore's
+        # long poll, ``max_wait_ms``): the idle dispatcher waits there instead. Its
+        # lease counts from when the call was sent, so a wait shortens the lease the
+        # worker sees by as much: a tenth of the lease at most.
+        max_wait = getattr(store, "max_wait_ms", 0)
+        self._max_long_poll_ms = (
+            min(max_wait, lease_time_ms // 10)
+            if isinstance(max_wait, int)
+            and not isinstance(max_wait, bool)
+            and self._subscribe is None
+            else 0
+        )
 
         # The core's value, written only on the loop; read from the pool's
         # threads by a plain handler's ``ctx.cancelled`` (a reference read).
@@ -375,11 +403,15 @@ class Worker:
             if self._supervisor is not None
             else None
         )
+        unsubscribe = await self._subscribe_to_hints(loop)
         try:
             await self._dispatch()
             await self._drain()
         finally:
             self._halting = True
+            self._hinting = False
+            if unsubscribe is not None:
+                unsubscribe()
             if self._supervisor is not None and supervising is not None:
                 self._supervisor.stop()
                 await asyncio.gather(supervising, return_exceptions=True)
@@ -416,31 +448,74 @@ class Worker:
         log.info("worker %s: got signal %d, stopping", self.pid, signum)
         self.stop()
 
+    async def _subscribe_to_hints(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[], None] | None:
+        """Subscribe to the store's hints (if it has them) for this run; the
+        unsubscribe call. A hint sets the dispatcher's event, hopping onto the
+        loop from whichever thread rang (the store's listener, a handler thread,
+        another thread of the process), and only while the dispatcher has room."""
+        subscribe = self._subscribe
+        if subscribe is None:
+            return None
+
+        def hinted() -> None:
+            if self._hinting:
+                self._room.set()
+
+        def ring() -> None:  # on the ringing thread: quick, and must not raise
+            if self._hinting:
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(hinted)
+
+        try:
+            # A thread: subscribing may wait for the store's listener to connect.
+            return await asyncio.to_thread(subscribe, self._topic, ring)
+        except Exception:  # a hint is an optimisation: without it, the worker polls
+            log.exception("worker %s: cannot subscribe to the store's hints; polling", self.pid)
+            return None
+
     def _wake_all(self) -> None:
         for event in (self._room, self._work, self._timer, self._recorder, self._settled):
             event.set()
 
     async def _dispatch(self) -> None:
         empty_polls = 0
+        long_poll_ms = 0  # the next reserve's wait at the server (AsyncHTTPStore), 0: none
         while not self._stopping:
             if self._unsettled() < self._capacity:
-                got = await self._reserve()
+                # With room, the store's hints wake the dispatcher from now on: a
+                # task made ready during this reserve, and not seen by it, rings.
+                self._hinting = self._subscribe is not None
+                got = await self._reserve(long_poll_ms)
                 if got:
-                    empty_polls = 0
+                    empty_polls = long_poll_ms = 0
                     continue
                 empty_polls += 1  # an empty poll or a failed one: back off alike
                 wait_ms = self._poll.delay_ms(min(empty_polls, 30), self._rand())
+                if got is not None and self._max_long_poll_ms:
+                    # The server holds the next reserve until a task is ready, the
+                    # backoff at most: no sleep here.
+                    long_poll_ms = max(1, min(wait_ms, self._max_long_poll_ms))
+                    continue
+                long_poll_ms = 0
             else:
+                self._hinting = False  # at capacity: a settled lease wakes it (linger)
                 wait_ms = self._linger_ms
             if not self._stopping:
                 await _wait(self._room, wait_ms)
 
-    async def _reserve(self) -> list[Task] | None:
-        """Reserve a batch; None when the store failed (already logged)."""
+    async def _reserve(self, wait_ms: int = 0) -> list[Task] | None:
+        """Reserve a batch (a long poll of ``wait_ms`` when given); None when the store
+        failed (already logged)."""
         limit = max(1, min(self._batch, self._capacity - self._unsettled()))
-        sent = self._clock.now_ms()
+        sent = self._clock.now_ms()  # the lease counts from here, a long poll's wait too
+        tasks: list[Task]
         try:
-            if self._writer is None:
+            if wait_ms:
+                reserve: Any = self._store.reserve_tasks  # AsyncHTTPStore's, with wait_ms
+                tasks = await reserve(self._topic, self.pid, limit, wait_ms=wait_ms)
+            elif self._writer is None:
                 tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
             else:
                 async with self._writer:

@@ -29,8 +29,9 @@ PATIENCE_MS = 10_000
 def signal_of(store: TaskStore, topic: str = TOPIC) -> ReadySignal:
     if not isinstance(store, Wakeable):
         pytest.skip(
-            f"{type(store).__name__} has no ready_signal: an HTTPStore's worker long-polls "
-            "instead (tests/shell/http_api/test_long_poll.py), an async store's polls"
+            f"{type(getattr(store, 'store', store)).__name__} has no ready_signal: a worker "
+            "on an HTTPStore or an AsyncHTTPStore long-polls instead "
+            "(tests/shell/http_api/test_long_poll.py)"
         )
     return store.ready_signal(topic)
 

@@ -5,6 +5,7 @@ that cannot hint answers at once."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -160,3 +161,66 @@ def test_held_reserves_hold_no_thread_of_the_server(
     finally:
         for c in clients:
             c.close()
+
+
+# -- AsyncHTTPStore: the same long poll, awaited -----------------------------------
+
+
+def test_an_async_clients_held_reserve_answers_with_a_task_created_while_it_waits(
+    server: tuple[Starlette, str], behind: Callable[[TaskStore], None]
+) -> None:
+    from sokka.adapters.aio.http import AsyncHTTPStore
+
+    store = MemoryStore()
+    behind(store)
+
+    async def main() -> tuple[list[str], bool]:
+        async with AsyncHTTPStore(server[1], token=TOKEN) as client:
+            held = asyncio.create_task(client.reserve_tasks(TOPIC, "w", 1, wait_ms=10_000))
+            await asyncio.sleep(0.2)  # held at the server by now (it found nothing)
+            was_held = not held.done()
+            await asyncio.to_thread(store.create_task, TaskSpec(topic=TOPIC, task_id="t1"))
+            return [t.task_id for t in await held], was_held
+
+    got, was_held = asyncio.run(main())
+    assert was_held
+    assert got == ["t1"]
+    assert store.get_task("t1").status is Status.RUNNING
+
+
+def test_an_async_clients_held_reserve_answers_empty_when_the_wait_passes(
+    server: tuple[Starlette, str], behind: Callable[[TaskStore], None]
+) -> None:
+    from sokka.adapters.aio.http import AsyncHTTPStore
+
+    store = MemoryStore()
+    behind(store)
+    store.create_task(TaskSpec(topic="other", task_id="t1"))
+
+    async def main() -> list[object]:
+        async with AsyncHTTPStore(server[1], token=TOKEN) as client:
+            return list(await client.reserve_tasks(TOPIC, "w", 1, wait_ms=100))
+
+    assert asyncio.run(main()) == []
+    assert store.get_task("t1").status is Status.STARTING
+
+
+@pytest.mark.parametrize("wait_ms", [1_001, -1, True, 1.5, "10"])
+def test_the_async_client_refuses_a_wait_as_the_sync_client_does(server, wait_ms) -> None:
+    from sokka.adapters.aio.http import AsyncHTTPStore
+
+    async def refusals() -> tuple[str, str]:
+        async with AsyncHTTPStore(server[1], token=TOKEN, timeout=2.0) as short:
+            assert short.max_wait_ms == 1_000
+            with pytest.raises(ValidationError) as refused:
+                await short.reserve_tasks(TOPIC, "w", 1, wait_ms)
+        with (
+            HTTPStore(server[1], token=TOKEN, timeout=2.0) as sync,
+            pytest.raises(ValidationError) as sync_refused,
+        ):
+            sync.reserve_tasks(TOPIC, "w", 1, wait_ms)
+        return str(refused.value), str(sync_refused.value)
+
+    refused, sync_refused = asyncio.run(refusals())
+    assert refused == sync_refused
+    assert "wait_ms" in refused
