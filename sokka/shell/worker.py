@@ -88,6 +88,7 @@ __all__ = [
     "Outcome",
     "SnoozedOutcome",
     "Worker",
+    "WorkerCore",
     "WorkerStats",
     "failed",
     "ok",
@@ -255,7 +256,75 @@ class WorkerStats:
             self.fenced += 1  # the outcome of a lease that was lost (not timed out or released)
 
 
-class Worker:
+class WorkerCore:
+    """What every runtime's worker checks and keeps before it runs: the options.
+
+    The threaded ``Worker`` and the asyncio one (``sokka.shell.aio.worker``)
+    take the same options with the same checks and errors; each adds only how
+    it runs handlers and calls the store. Every lease decision is the core's
+    (``sokka.core.holding``), under ``policy``.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        handler: object,
+        *,
+        pid: str | None,
+        concurrency: int,
+        batch_size: int | None,
+        lease_time_ms: int,
+        keepalive_ratio: float,
+        fence_ratio: float,
+        timeout_ms: int | None,
+        retry_backoff: Backoff | None,
+        poll_backoff: Backoff | None,
+        grace_ms: int,
+        linger_ms: int,
+        clock: Clock | None,
+        rand: Callable[[], float],
+    ) -> None:
+        self._topic = require_name("topic", topic)
+        if not callable(handler):
+            raise ValidationError("handler", "must be callable as handler(task, ctx)")
+        self.pid = require_name(
+            "pid", pid or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        )
+        self._concurrency = require_limit("concurrency", concurrency, 1024)
+        self._batch = require_limit("batch_size", batch_size or concurrency, MAX_BATCH)
+        # Leases held at once, waiting or running (decided outcomes do not count).
+        self._capacity = max(self._batch, self._concurrency)
+        self.policy = WorkerPolicy(
+            lease_time_ms=lease_time_ms,
+            keepalive_ratio=keepalive_ratio,
+            fence_ratio=fence_ratio,
+            timeout_ms=timeout_ms,
+            grace_ms=_non_negative("grace_ms", grace_ms),
+            retry_backoff=retry_backoff or Backoff(base_ms=1_000, cap_ms=300_000),
+        )
+        self._poll = poll_backoff or Backoff(base_ms=20, cap_ms=2_000)
+        self._linger_ms = _non_negative("linger_ms", linger_ms)
+        self._clock: Clock = clock or MonotonicClock()
+        self._rand = rand
+        # A store that is down fails every call: the first failure is logged, the
+        # repeats are summarised (and the dispatcher backs off as on empty polls).
+        self._errors = RepeatedErrors(log, f"worker {self.pid}", self._clock)
+
+    def _long_poll_ms(self, store: object, *, hints: bool) -> int:
+        """How long a reserve may ask the store to hold it, or 0 (no long poll).
+
+        A store that can hold a reserve until a task is ready (an HTTP store's
+        ``max_wait_ms``) and gives no hints of its own: the idle dispatcher waits
+        there instead. Its lease counts from when the call was sent, so a wait
+        shortens the lease the worker sees by as much: a tenth of it at most.
+        """
+        max_wait = getattr(store, "max_wait_ms", 0)
+        if hints or isinstance(max_wait, bool) or not isinstance(max_wait, int):
+            return 0
+        return min(max_wait, self.policy.lease_time_ms // 10)
+
+
+class Worker(WorkerCore):
     """Runs ``handler`` on the tasks of ``topic``. See the module docstring."""
 
     def __init__(
@@ -280,33 +349,15 @@ class Worker:
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
+        super().__init__(
+            topic, handler, pid=pid, concurrency=concurrency, batch_size=batch_size,
+            lease_time_ms=lease_time_ms, keepalive_ratio=keepalive_ratio,
+            fence_ratio=fence_ratio, timeout_ms=timeout_ms, retry_backoff=retry_backoff,
+            poll_backoff=poll_backoff, grace_ms=grace_ms, linger_ms=linger_ms, clock=clock,
+            rand=rand,
+        )  # fmt: skip
         self._store = store
-        self._topic = require_name("topic", topic)
-        if not callable(handler):
-            raise ValidationError("handler", "must be callable as handler(task, ctx)")
         self._handler = handler
-        self.pid = require_name(
-            "pid", pid or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        )
-        self._concurrency = require_limit("concurrency", concurrency, 1024)
-        self._batch = require_limit("batch_size", batch_size or concurrency, MAX_BATCH)
-        # Leases held at once, waiting or running (decided outcomes do not count).
-        self._capacity = max(self._batch, self._concurrency)
-        self.policy = WorkerPolicy(
-            lease_time_ms=lease_time_ms,
-            keepalive_ratio=keepalive_ratio,
-            fence_ratio=fence_ratio,
-            timeout_ms=timeout_ms,
-            grace_ms=_non_negative("grace_ms", grace_ms),
-            retry_backoff=retry_backoff or Backoff(base_ms=1_000, cap_ms=300_000),
-        )
-        self._poll = poll_backoff or Backoff(base_ms=20, cap_ms=2_000)
-        self._linger_ms = _non_negative("linger_ms", linger_ms)
-        self._clock: Clock = clock or MonotonicClock()
-        self._rand = rand
-        # A store that is down fails every call: the first failure is logged, the
-        # repeats are summarised (and the dispatcher backs off as on empty polls).
-        self._errors = RepeatedErrors(log, f"worker {self.pid}", self._clock)
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the dispatcher waits on it
@@ -338,16 +389,7 @@ class Worker:
         # dispatcher waits on it instead of sleeping blind, the poll backoff
         # still bounding each wait (a lost hint costs one poll, never a task).
         self._signal: ReadySignal | None = None
-        # A store that can hold a reserve until a task is ready (HTTPStore's long
-        # poll, ``max_wait_ms``): the idle dispatcher waits there instead. Its lease
-        # counts from when the call was sent, so a wait shortens the lease the
-        # worker sees by as much: a tenth of the lease at most.
-        max_wait = getattr(store, "max_wait_ms", 0)
-        self._max_long_poll_ms = (
-            min(max_wait, lease_time_ms // 10)
-            if isinstance(max_wait, int) and not isinstance(store, Wakeable)
-            else 0
-        )
+        self._max_long_poll_ms = self._long_poll_ms(store, hints=isinstance(store, Wakeable))
         self._supervisor = (
             Supervisor(
                 store,

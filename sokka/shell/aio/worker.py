@@ -53,12 +53,9 @@ import contextlib
 import functools
 import inspect
 import logging
-import os
 import queue
 import random
-import secrets
 import signal
-import socket
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -68,19 +65,18 @@ from typing import Any, Final
 from returns.result import Failure
 
 from sokka.adapters.aio.store import AsyncTaskStore
-from sokka.adapters.store import MAX_BATCH, require_limit
+from sokka.adapters.store import MAX_BATCH
 from sokka.core import holding
 from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken
 from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
-from sokka.core.holding import Discarded, Holdings, Token, WorkerPolicy
+from sokka.core.holding import Discarded, Holdings, Token
 from sokka.core.outcomes import FailedOutcome, Outcome
 from sokka.core.supervision import LeasePolicy
-from sokka.core.task import Task, require_name
+from sokka.core.task import Task
 from sokka.shell.aio.supervisor import Supervisor
-from sokka.shell.clock import Clock, MonotonicClock
-from sokka.shell.errorlog import RepeatedErrors
-from sokka.shell.worker import Cancelled, Context, WorkerStats, handler_raised
+from sokka.shell.clock import Clock
+from sokka.shell.worker import Cancelled, Context, WorkerCore, WorkerStats, handler_raised
 
 __all__ = ["AsyncContext", "AsyncHandler", "Worker"]
 
@@ -199,7 +195,7 @@ async def _wait(event: asyncio.Event, ms: int) -> None:
     event.clear()
 
 
-class Worker:
+class Worker(WorkerCore):
     """Runs ``handler`` on the tasks of ``topic``, on an event loop.
 
     The options are the threaded ``Worker``'s, with the same validation.
@@ -235,32 +231,16 @@ class Worker:
                 "must be an AsyncTaskStore (awaitable calls); "
                 "a TaskStore runs with sokka.shell.worker.Worker",
             )
+        super().__init__(
+            topic, handler, pid=pid, concurrency=concurrency, batch_size=batch_size,
+            lease_time_ms=lease_time_ms, keepalive_ratio=keepalive_ratio,
+            fence_ratio=fence_ratio, timeout_ms=timeout_ms, retry_backoff=retry_backoff,
+            poll_backoff=poll_backoff, grace_ms=grace_ms, linger_ms=linger_ms, clock=clock,
+            rand=rand,
+        )  # fmt: skip
         self._store = store
-        self._topic = require_name("topic", topic)
-        if not callable(handler):
-            raise ValidationError("handler", "must be callable as handler(task, ctx)")
         self._handler: Callable[..., Any] = handler
         self._is_async = _is_coroutine_function(handler)
-        self.pid = require_name(
-            "pid", pid or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        )
-        self._concurrency = require_limit("concurrency", concurrency, 1024)
-        self._batch = require_limit("batch_size", batch_size or concurrency, MAX_BATCH)
-        # Leases held at once, waiting or running (decided outcomes do not count).
-        self._capacity = max(self._batch, self._concurrency)
-        self.policy = WorkerPolicy(
-            lease_time_ms=lease_time_ms,
-            keepalive_ratio=keepalive_ratio,
-            fence_ratio=fence_ratio,
-            timeout_ms=timeout_ms,
-            grace_ms=_non_negative("grace_ms", grace_ms),
-            retry_backoff=retry_backoff or Backoff(base_ms=1_000, cap_ms=300_000),
-        )
-        self._poll = poll_backoff or Backoff(base_ms=20, cap_ms=2_000)
-        self._linger_ms = _non_negative("linger_ms", linger_ms)
-        self._clock: Clock = clock or MonotonicClock()
-        self._rand = rand
-        self._errors = RepeatedErrors(log, f"worker {self.pid}", self._clock)
         # A store with one writer at a time (SQLite): the reserve and the recording
         # of outcomes take turns instead of queueing for the database's lock.
         self._writer = asyncio.Lock() if getattr(store, "single_writer", False) else None
@@ -278,18 +258,7 @@ class Worker:
         # before each reserve, so a change the reserve did not see rings), not at
         # capacity, when a change would cost a hop onto the loop for nothing.
         self._hinting = False
-        # A store that can hold a reserve until a task is ready (AsyncHTTPStore's
-        # long poll, ``max_wait_ms``): the idle dispatcher waits there instead. Its
-        # lease counts from when the call was sent, so a wait shortens the lease the
-        # worker sees by as much: a tenth of the lease at most.
-        max_wait = getattr(store, "max_wait_ms", 0)
-        self._max_long_poll_ms = (
-            min(max_wait, lease_time_ms // 10)
-            if isinstance(max_wait, int)
-            and not isinstance(max_wait, bool)
-            and self._subscribe is None
-            else 0
-        )
+        self._max_long_poll_ms = self._long_poll_ms(store, hints=self._subscribe is not None)
 
         # The core's value, written only on the loop; read from the pool's
         # threads by a plain handler's ``ctx.cancelled`` (a reference read).
