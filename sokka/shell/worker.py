@@ -309,6 +309,18 @@ class WorkerCore:
         # A store that is down fails every call: the first failure is logged, the
         # repeats are summarised (and the dispatcher backs off as on empty polls).
         self._errors = RepeatedErrors(log, f"worker {self.pid}", self._clock)
+        self._holdings: Holdings = holding.holdings(self.pid, self.policy)
+
+    @property
+    def holdings(self) -> Holdings:
+        """The leases held, as the core's immutable value (handler starts and
+        returns of the last moments may not be folded in yet)."""
+        return self._holdings
+
+    def _embedded_policy(self) -> LeasePolicy:
+        """The lease policy of the supervisor a worker embeds (``supervise=True``)."""
+        lease = self.policy.lease_time_ms
+        return LeasePolicy(lease_time_ms=lease, default_snooze_ms=lease)
 
     def _long_poll_ms(self, store: object, *, hints: bool) -> int:
         """How long a reserve may ask the store to hold it, or 0 (no long poll).
@@ -394,7 +406,7 @@ class Worker(WorkerCore):
             Supervisor(
                 store,
                 topic,
-                LeasePolicy(lease_time_ms=lease_time_ms, default_snooze_ms=lease_time_ms),
+                self._embedded_policy(),
                 self._clock,
                 interval_ms=supervisor_interval_ms,
             )
@@ -403,12 +415,6 @@ class Worker(WorkerCore):
         )
 
     # -- public ------------------------------------------------------------------
-
-    @property
-    def holdings(self) -> Holdings:
-        """The leases held, as the core's immutable value (handler starts and
-        returns of the last moments may not be folded in yet)."""
-        return self._holdings
 
     def stats(self) -> WorkerStats:
         with self._lock:

@@ -72,7 +72,6 @@ from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken
 from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
 from sokka.core.holding import Discarded, Holdings, Token
 from sokka.core.outcomes import FailedOutcome, Outcome
-from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Task
 from sokka.shell.aio.supervisor import Supervisor
 from sokka.shell.clock import Clock
@@ -304,7 +303,7 @@ class Worker(WorkerCore):
             Supervisor(
                 store,
                 topic,
-                LeasePolicy(lease_time_ms=lease_time_ms, default_snooze_ms=lease_time_ms),
+                self._embedded_policy(),
                 self._clock,
                 interval_ms=supervisor_interval_ms,
             )
@@ -313,12 +312,6 @@ class Worker(WorkerCore):
         )
 
     # -- public ------------------------------------------------------------------
-
-    @property
-    def holdings(self) -> Holdings:
-        """The leases held, as the core's immutable value (handler starts and
-        returns of the last moments may not be folded in yet)."""
-        return self._holdings
 
     def stats(self) -> WorkerStats:
         return replace(self._stats)
