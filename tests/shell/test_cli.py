@@ -653,3 +653,18 @@ def test_supervise_on_a_store_without_a_schema_exits_1_naming_it(
         "SQLStore.create_schema()"
     )
     assert "will retry" not in run.stderr
+
+
+def test_task_create_with_a_delay_waits_snoozed_until_a_supervisor_wakes_it(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    made = sokka("task", "create", "--db", db, "--topic", "q", "--id", "later", "--delay", "1h",
+                 "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    (task,) = json.loads(made.stdout)["tasks"]
+    assert (task["status"], task["snooze_time_ms"]) == ("snoozed", 3_600_000)
+    with SQLStore(db) as store:
+        assert store.reserve_tasks("q", "w1", 10) == []  # not before the delay
+    bad = sokka("task", "create", "--db", db, "--topic", "q", "--delay", "soon")
+    assert bad.returncode == 2
+    assert "--delay" in bad.stderr

@@ -64,12 +64,16 @@ def task() -> None:
 @click.option("--max-attempts", type=int, default=None, help="Failures allowed before it fails.")
 @click.option("--lease-time", type=DURATION, default=None, help="This task's own lease time.")
 @click.option("--timeout", type=DURATION, default=None, help="How long one attempt may run.")
+@click.option(
+    "--delay", type=DURATION, default=None,
+    help="Run it no sooner than this (it waits snoozed; a supervisor wakes it on its own clock).",
+)  # fmt: skip
 @click.option("--count", type=click.IntRange(1, 100_000), default=1, show_default=True,
               help="Create this many such tasks (ids are generated).")  # fmt: skip
 def task_create(
     db: str, prefix: str, as_json: bool, topic: str, data: str, task_id: str | None,
     group: str | None, sub_topic: str, description: str, max_attempts: int | None,
-    lease_time: int | None, timeout: int | None, count: int,
+    lease_time: int | None, timeout: int | None, delay: int | None, count: int,
 ) -> None:  # fmt: skip
     """Create a task (or --count of them)."""
     try:
@@ -89,6 +93,7 @@ def task_create(
             max_attempts=max_attempts,
             lease_time_ms=lease_time,
             timeout_ms=timeout,
+            delay_ms=delay,
         )
         for _ in range(count)
     ]
