@@ -150,6 +150,18 @@ fence_ratio < 1 (got 0.95 and 0.9)
         """How soon a keepalive that failed (or is unanswered) is tried again."""
         return max(lease_ms // 20, 1)
 
+    def reserve_wait_ms(self, store_max_ms: int) -> int:
+        """The longest a reserve may ask the store to hold it (a long poll).
+
+        A lease counts from when the reserve was *sent* (``take``), so a call
+        the store held for ``w`` ms hands over leases already ``w`` ms old: the
+        wait is capped at a tenth of the lease, and at what the store allows.
+
+        >>> WorkerPolicy(lease_time_ms=30_000).reserve_wait_ms(15_000)
+        3000
+        """
+        return max(0, min(store_max_ms, self.lease_time_ms // 10))
+
     @property
     def window_ms(self) -> int:
         """Leases due within this long of a due one are extended in the same call."""

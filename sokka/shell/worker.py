@@ -327,13 +327,12 @@ class WorkerCore:
 
         A store that can hold a reserve until a task is ready (an HTTP store's
         ``max_wait_ms``) and gives no hints of its own: the idle dispatcher waits
-        there instead. Its lease counts from when the call was sent, so a wait
-        shortens the lease the worker sees by as much: a tenth of it at most.
+        there instead, as long as the core allows (``reserve_wait_ms``).
         """
         max_wait = getattr(store, "max_wait_ms", 0)
         if hints or isinstance(max_wait, bool) or not isinstance(max_wait, int):
             return 0
-        return min(max_wait, self.policy.lease_time_ms // 10)
+        return self.policy.reserve_wait_ms(max_wait)  # the cap is a lease rule: the core's
 
 
 class Worker(WorkerCore):
