@@ -377,9 +377,9 @@ class Worker(WorkerCore):
         # A store with one writer at a time (SQLite) gains nothing from recording
         # on a second connection while reserving: the two would queue for the lock.
         self._single_writer = bool(getattr(store, "single_writer", False))
-        # The core's value: every lease held, keyed by (task_id, attempt). Replaced,
-        # never mutated, under the lock; read without it by ``Context.cancelled``.
-        self._holdings: Holdings = holding.holdings(self.pid, self.policy)
+        # The core's value (``self._holdings``, made by WorkerCore): every lease held,
+        # keyed by (task_id, attempt). Replaced, never mutated, under the lock; read
+        # without it by ``Context.cancelled``.
         self._contexts: dict[Token, Context] = {}
         self._ready: deque[tuple[Token, Context]] = deque()
         self._running = 0

@@ -70,7 +70,7 @@ from sokka.core import holding
 from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken
 from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
-from sokka.core.holding import Discarded, Holdings, Token
+from sokka.core.holding import Discarded, Token
 from sokka.core.outcomes import FailedOutcome, Outcome
 from sokka.core.task import Task
 from sokka.shell.aio.supervisor import Supervisor
@@ -259,9 +259,9 @@ class Worker(WorkerCore):
         self._hinting = False
         self._max_long_poll_ms = self._long_poll_ms(store, hints=self._subscribe is not None)
 
-        # The core's value, written only on the loop; read from the pool's
-        # threads by a plain handler's ``ctx.cancelled`` (a reference read).
-        self._holdings: Holdings = holding.holdings(self.pid, self.policy)
+        # The core's value (``self._holdings``, made by WorkerCore), written only on
+        # the loop; read from the handler threads by a plain handler's
+        # ``ctx.cancelled`` (a reference read).
         self._contexts: dict[Token, AsyncContext | Context] = {}
         # The runner now running each lease's handler: cancelling it cancels the handler.
         self._handlers: dict[Token, asyncio.Task[None]] = {}
