@@ -670,44 +670,44 @@ def scale_out(args: argparse.Namespace, n: int, server: PgServer, counts: tuple[
         "vs 1: against the same configuration on 1 process"
     )
     print("check: every created id done exactly once across the processes")
-    if max(counts) > cpus:
+    if max(counts) >= cpus:
         print(
-            f"note: {max(counts)} processes on {cpus} CPUs, which the PostgreSQL server "
-            "shares: beyond that the processes take turns on the CPUs, and the figures show "
-            "contention, not capacity"
+            f"note: up to {max(counts)} worker processes and the PostgreSQL server on {cpus} "
+            "CPUs: once they outnumber the CPUs they take turns on them, and the figures "
+            "measure contention, not capacity"
         )
-    print()
-    print(SCALE_HEADER)
 
-    runs: list[tuple[str, Callable[[int], Row]]] = []
+    # Each run is called with processes=count.
+    runs: list[tuple[str, Callable[..., Row]]] = []
     for concurrency in plan.sokka_concurrency:
         for batch in plan.sokka_batches:
             for runtime in args.runtimes:
                 label = f"{RUNTIMES[runtime]} concurrency {concurrency} batch {batch}"
                 runs.append((label, functools.partial(
-                    _run_sokka_processes, args.postgres_url, n, concurrency, batch, runtime
+                    run_sokka, args.postgres_url, "postgres", n, concurrency, batch,
+                    runtime=runtime,
                 )))  # fmt: skip
-    missing = peers_missing()
-    if args.skip_peers:
-        pass
-    elif missing:
+    missing = None if args.skip_peers else peers_missing()
+    if missing:
         print(f"peers skipped: {missing}")
-    else:
+    elif not args.skip_peers:
         for batch in plan.pgqueuer_batches:
-            runs.append((f"pgqueuer batch {batch}", functools.partial(
-                _run_pgqueuer_processes, server, n, batch
-            )))  # fmt: skip
+            runs.append(
+                (f"pgqueuer batch {batch}", functools.partial(run_pgqueuer, server, n, batch))
+            )
         for workers in plan.procrastinate_concurrency:
             runs.append((f"procrastinate concurrency {workers}", functools.partial(
-                _run_procrastinate_processes, server, n, workers
+                run_procrastinate, server, n, workers
             )))  # fmt: skip
 
+    print()
+    print(SCALE_HEADER)
     rows: list[Row] = []
     failed = False
     for count in counts:
         for label, run in runs:
             try:
-                row = run(count)
+                row = run(processes=count)
             except Exception as error:  # report it and go on with the next run
                 failed = True
                 print(f"{label}, {count} processes: ERROR {type(error).__name__}: {error}")
@@ -726,22 +726,6 @@ def scale_out(args: argparse.Namespace, n: int, server: PgServer, counts: tuple[
     if failed:
         print("\nFAILED: see the errors above")
     return 1 if failed else 0
-
-
-def _run_sokka_processes(
-    url: str, n: int, concurrency: int, batch: int, runtime: str, processes: int
-) -> Row:
-    return run_sokka(url, "postgres", n, concurrency, batch, runtime=runtime, processes=processes)
-
-
-def _run_pgqueuer_processes(server: PgServer, n: int, batch: int, processes: int) -> Row:
-    return run_pgqueuer(server, n, batch, processes)
-
-
-def _run_procrastinate_processes(
-    server: PgServer, n: int, concurrency: int | None, processes: int
-) -> Row:
-    return run_procrastinate(server, n, concurrency, processes)
 
 
 def _rates(rows: list[Row]) -> dict[tuple[Any, ...], dict[int, Row]]:
