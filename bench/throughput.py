@@ -696,7 +696,8 @@ def scale_out(args: argparse.Namespace, n: int, server: PgServer, counts: tuple[
                 (f"pgqueuer batch {batch}", functools.partial(run_pgqueuer, server, n, batch))
             )
         for workers in plan.procrastinate_concurrency:
-            runs.append((f"procrastinate concurrency {workers}", functools.partial(
+            label = "procrastinate " + ("defaults" if workers is None else f"concurrency {workers}")
+            runs.append((label, functools.partial(
                 run_procrastinate, server, n, workers
             )))  # fmt: skip
 
