@@ -84,12 +84,6 @@ class Drain:
     results: list[dict[str, Any]]
     ids: list[list[object]]  #: per process, the ids its handler saw
 
-    @property
-    def result(self) -> dict[str, Any]:
-        """The only process's ``RESULT`` (a drain by one process)."""
-        (only,) = self.results
-        return only
-
 
 def _spawn(config: dict[str, Any], stderr: Any, wrap: list[str]) -> subprocess.Popen[str]:
     # The benchmark again, as a module, in its private worker mode (throughput.worker_main).
