@@ -2,8 +2,8 @@
 
 Each run gets a fresh database on the same PostgreSQL server sokka uses
 (``PgServer.database``, dropped at the end); jobs are enqueued in batches of
-``CREATE_CHUNK`` and drained by one worker process (``bench.drain``), whose
-handler is a no-op that records the job's id. Needs the ``bench`` extra
+``CREATE_CHUNK`` and drained by one or more worker processes (``bench.drain``),
+whose handler is a no-op that records the job's id. Needs the ``bench`` extra
 (``pip install -e '.[bench]'``); nothing here is imported until a peer runs.
 """
 
@@ -20,11 +20,10 @@ from bench.drain import (
     CREATE_CHUNK,
     ENTRYPOINT,
     Row,
-    check_worker,
+    check_exactly_once,
     counter,
     drain,
-    emit,
-    on_stop_line,
+    ready,
 )
 from bench.harness import PgServer
 
@@ -44,8 +43,7 @@ def worker_pgqueuer(config: dict[str, Any], seen: list[object]) -> dict[str, Any
 
         pgq.entrypoint(ENTRYPOINT)(noop)
         loop = asyncio.get_running_loop()
-        on_stop_line(lambda: loop.call_soon_threadsafe(pgq.shutdown.set))
-        emit("READY")
+        ready(lambda: loop.call_soon_threadsafe(pgq.shutdown.set))
         await pgq.run(batch_size=config["batch"])
         await connection.close()
 
@@ -74,9 +72,8 @@ def worker_procrastinate(config: dict[str, Any], seen: list[object]) -> dict[str
     async def main() -> None:
         async with app.open_async():
             loop = asyncio.get_running_loop()
-            run = loop.create_task(app.run_worker_async(**options))
-            on_stop_line(lambda: loop.call_soon_threadsafe(run.cancel))
-            emit("READY")
+            run = loop.create_task(app.run_worker_async(**options))  # starts at the await
+            ready(lambda: loop.call_soon_threadsafe(run.cancel))
             with contextlib.suppress(asyncio.CancelledError):
                 await run
 
@@ -94,30 +91,33 @@ def import_procrastinate() -> Any:
 # -- in the parent: set up, drain, check ----------------------------------------------
 
 
-def run_pgqueuer(server: PgServer, n: int, batch: int) -> Row:
+def run_pgqueuer(server: PgServer, n: int, batch: int, processes: int = 1) -> Row:
+    """Drain ``n`` jobs with ``processes`` pgqueuer workers at ``batch``; check every job."""
     import psycopg
 
     asyncpg = importlib.import_module("asyncpg")
     pgqueuer = importlib.import_module("pgqueuer")
     with server.database("pgq") as dsn:
 
-        async def setup() -> float:
+        async def setup() -> tuple[float, list[object]]:
             connection = await asyncpg.connect(dsn)
             try:
                 queries = pgqueuer.Queries(pgqueuer.AsyncpgDriver(connection))
                 await queries.install()
+                ids: list[object] = []
                 started = time.perf_counter()
                 for start in range(0, n, CREATE_CHUNK):
                     k = min(CREATE_CHUNK, n - start)
-                    await queries.enqueue([ENTRYPOINT] * k, [None] * k, [0] * k)
-                return time.perf_counter() - started
+                    ids += await queries.enqueue([ENTRYPOINT] * k, [None] * k, [0] * k)
+                return time.perf_counter() - started, ids
             finally:
                 await connection.close()
 
-        create_s = asyncio.run(setup())
+        create_s, created = asyncio.run(setup())
         remaining, close = counter(dsn, "SELECT count(*) FROM pgqueuer")
+        config = {"role": "pgqueuer", "dsn": dsn, "batch": batch}
         try:
-            done = drain({"role": "pgqueuer", "dsn": dsn, "batch": batch}, remaining, n)
+            done = drain(config, remaining, n, processes=processes)
         finally:
             close()
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -126,7 +126,7 @@ def run_pgqueuer(server: PgServer, n: int, batch: int) -> Row:
                 "GROUP BY status"
             ).fetchall()
             left = conn.execute("SELECT count(*) FROM pgqueuer").fetchone()
-    problems = check_worker(done.result, n)
+    problems = check_exactly_once(created, done.ids)
     by_status = {status: (count, distinct) for status, count, distinct in logged}
     if by_status != {"queued": (n, n), "picked": (n, n), "successful": (n, n)}:
         problems.append(f"log (status: rows, jobs) {by_status}, not {n} queued/picked/successful")
@@ -135,11 +135,13 @@ def run_pgqueuer(server: PgServer, n: int, batch: int) -> Row:
     default = " (its default)" if batch == 10 else ""
     return Row(
         "pgqueuer", "postgres", f"batch {batch:>4}{default}", n, create_s, done.seconds,
-        problems, ("pgqueuer", batch),
+        problems, ("pgqueuer", batch), processes,
     )  # fmt: skip
 
 
-def run_procrastinate(server: PgServer, n: int, concurrency: int | None) -> Row:
+def run_procrastinate(server: PgServer, n: int, concurrency: int | None, processes: int = 1) -> Row:
+    """Drain ``n`` jobs with ``processes`` procrastinate workers (``concurrency``
+    each; ``None``: its default); check every job."""
     import psycopg
 
     procrastinate = import_procrastinate()
@@ -151,22 +153,23 @@ def run_procrastinate(server: PgServer, n: int, concurrency: int | None) -> Row:
 
         noop_task = app.task(name=ENTRYPOINT)(noop)
 
-        async def setup() -> float:
+        async def setup() -> tuple[float, list[object]]:
             async with app.open_async():
                 await app.schema_manager.apply_schema_async()
+                ids: list[object] = []
                 started = time.perf_counter()
                 for start in range(0, n, CREATE_CHUNK):
                     k = min(CREATE_CHUNK, n - start)
-                    await noop_task.batch_defer_async(*({} for _ in range(k)))
-                return time.perf_counter() - started
+                    ids += await noop_task.batch_defer_async(*({} for _ in range(k)))
+                return time.perf_counter() - started, ids
 
-        create_s = asyncio.run(setup())
+        create_s, created = asyncio.run(setup())
         remaining, close = counter(
             dsn, "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
         )
         config = {"role": "procrastinate", "dsn": dsn, "concurrency": concurrency}
         try:
-            done = drain(config, remaining, n)
+            done = drain(config, remaining, n, processes=processes)
         finally:
             close()
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -174,13 +177,13 @@ def run_procrastinate(server: PgServer, n: int, concurrency: int | None) -> Row:
                 "SELECT status::text, attempts, count(*) FROM procrastinate_jobs "
                 "GROUP BY status, attempts"
             ).fetchall()
-    problems = check_worker(done.result, n)
+    problems = check_exactly_once(created, done.ids)
     if [(s, a, c) for s, a, c in jobs] != [("succeeded", 1, n)]:
         problems.append(f"(status, attempts, count): {jobs}")
     label = "defaults (concurrency 1)" if concurrency is None else f"concurrency {concurrency}"
     return Row(
         "procrastinate", "postgres", label, n, create_s, done.seconds, problems,
-        ("procrastinate", concurrency),
+        ("procrastinate", concurrency), processes,
     )  # fmt: skip
 
 

@@ -1,8 +1,9 @@
-"""End-to-end throughput of one worker process: no-op tasks per second, sokka and peers.
+"""End-to-end throughput of worker processes: no-op tasks per second, sokka and peers.
 
 For each configuration, N no-op tasks (20,000 by default) are created first
 (timed separately and reported as ``create/s``), then ONE worker process
-drains them. The drain is what ``jobs/s`` measures:
+drains them (several with ``--workers``: see Scale-out below). The drain is
+what ``jobs/s`` measures:
 
 * **sokka** on SQLite (a file in a temporary directory) and PostgreSQL (a
   run-private table prefix, dropped after each run), at concurrency 1 and 8,
@@ -35,7 +36,8 @@ Every peer run gets a fresh database (``CREATE DATABASE``, dropped at the
 end) on the same PostgreSQL server sokka uses, and every run of every system
 starts from an empty queue: a fresh prefix, database file or database. The
 handler of every system is an async or sync no-op that appends the job's id
-to an in-process list (to check exactly-once execution). Persistence is each
+to an in-process list, which the worker writes to a file for the parent when
+it stops (to check exactly-once execution). Persistence is each
 library's default (pgqueuer: its default ``durable`` tables; fsync and
 synchronous_commit are the server's, printed in the header).
 
@@ -43,10 +45,11 @@ synchronous_commit are the server's, printed in the header).
 ``python -m bench.throughput _worker``; see ``bench.drain``), so interpreter
 start-up and imports are not timed. The child builds its store / app, opens one database connection
 (``engine.connect()``, ``asyncpg.connect``, ``App.open_async()``), then
-prints ``READY`` and enters the library's run loop at once: the clock starts
-when the parent reads that line, so each library's own start-up work inside
-its run call (schema checks, LISTEN, worker registration) is timed, alike for
-all. The parent then polls the number of unfinished jobs every 20 ms
+prints ``READY``, waits for the parent's go line and enters the library's
+run loop at once: the clock starts when the parent has read ``READY`` from
+every worker and sent each its go, so each library's own start-up work
+inside its run call (schema checks, LISTEN, worker registration) is timed,
+alike for all. The parent then polls the number of unfinished jobs every 20 ms
 (``SOKKA_BENCH_POLL_MS``) with one
 ``COUNT(*)`` on its own connection (sokka: ``status IN ('starting',
 'running', 'snoozed')`` through the store's engine; pgqueuer: rows left in
@@ -56,9 +59,12 @@ time over-states the true drain by at most one poll interval (20 ms, about
 1% of a 2 s drain). ``jobs/s`` = N / that time. Then the parent tells the
 worker to stop (a line on its stdin) and it exits gracefully.
 
-**Checks** (a failure exits 1): the worker's handler ran N times on N
-distinct ids; sokka: N tasks ``terminated``, none failed, every one reserved
-once (``attempt = 1``); pgqueuer: N distinct jobs logged ``successful`` and
+**Checks** (a failure exits 1): every created id was handed to a handler
+exactly once, across all the worker processes (``check_exactly_once``: the
+ids each process saw against the ids the parent created); sokka: N tasks
+``terminated``, the workers recorded N successes and no failure, every task
+reserved once (``attempt = 1``) unless the workers report as many lost
+leases (``check_sokka``); pgqueuer: N distinct jobs logged ``successful`` and
 exactly N ``queued``, N ``picked`` (each job once) and N ``successful`` log
 rows, the queue empty; procrastinate: N jobs ``succeeded`` after exactly one
 attempt.
@@ -66,9 +72,23 @@ attempt.
 The goal line compares sokka's (threaded) best on PostgreSQL with pgqueuer's best (>=)
 and with procrastinate's defaults (>= 20x); goals are reported, not enforced.
 
+**Scale-out** (``--workers 1,2,4``): instead of the above, PostgreSQL only,
+each configuration is drained by 1, then 2, then 4 worker processes (each
+with its own connection, all started before the clock), and at each count
+the systems run back to back: sokka at concurrency 8, batch 10 and 250
+(each runtime of ``--runtimes``), pgqueuer at batch 10 and 250,
+procrastinate at its defaults and at concurrency 10 (``--quick``: sokka and
+pgqueuer at batch 250, procrastinate at its defaults). It prints a row per
+run (``vs 1``: its rate against the same configuration on one process), then
+a table of each configuration's rate at each count with that ratio, and
+sokka's best run at each count (either runtime) against each peer run at
+that count. The same checks apply: exactly once across all the processes.
+More processes than CPUs share them with each other and with the PostgreSQL
+server (a line says so): there the figures show contention, not capacity.
+
 Run: ``python bench/throughput.py [--tasks 20000] [--quick]
 [--postgres-url URL] [--skip-peers] [--runtimes threads,asyncio]
-[--profile [cprofile|py-spy]]`` (or
+[--profile [cprofile|py-spy]] [--workers 1,2,4]`` (or
 ``python -m bench.throughput ...``).
 ``--quick`` is a smoke run: 2,000 tasks, sokka (both runtimes) at batch
 sizes 10 and 250 only, pgqueuer at 10 and 250. ``--runtimes`` picks sokka's
@@ -92,6 +112,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: bench's parent first, not bench/ itself
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+import argparse
 import contextlib
 import functools
 import json
@@ -107,26 +128,33 @@ from typing import Any, Final
 from bench.drain import (
     HEADER,
     POLL_S,
+    SCALE_HEADER,
     TOPIC,
     Row,
-    check_worker,
+    check_exactly_once,
     drain,
     emit,
-    on_stop_line,
+    ready,
     row_line,
+    scale_row_line,
     timed_create,
+    write_ids,
 )
 from bench.harness import (
     DEFAULT_POSTGRES_URL,
     BenchFailure,
+    Column,
     PgServer,
+    Table,
     add_postgres_url,
     add_quick,
     comma_list,
     first_line,
+    fmt_rate,
     fmt_times,
     median_ratio,
     parser_for,
+    positive_ints,
     unknown_items,
     verdict,
     versions,
@@ -169,8 +197,7 @@ def _worker_sokka(config: dict[str, Any], seen: list[object]) -> dict[str, Any]:
     )
     with store.engine.connect():  # one pooled connection, open before the clock starts
         pass
-    on_stop_line(worker.stop)
-    emit("READY")
+    ready(worker.stop)
     with threads_profiled(config.get("profile")):
         stats = worker.run(install_signal_handlers=False)
     store.close()
@@ -195,8 +222,7 @@ def _worker_sokka_asyncio(config: dict[str, Any], seen: list[object]) -> dict[st
             store, TOPIC, noop, concurrency=config["concurrency"], batch_size=config["batch"]
         )
         await store.schema_version()  # one pooled connection, open before the clock starts
-        on_stop_line(worker.stop)  # stop() may be called from any thread
-        emit("READY")
+        ready(worker.stop)  # stop() may be called from any thread
         stats = await worker.run()
         await store.aclose()
         return {"stats": asdict(stats)}
@@ -213,10 +239,12 @@ _ROLES: dict[str, Callable[[dict[str, Any], list[object]], dict[str, Any]]] = {
 
 
 def worker_main(config_json: str) -> int:
+    """A worker process (``_worker CONFIG``): run the role, write its ids, print ``RESULT``."""
     config = json.loads(config_json)
     seen: list[object] = []
     extra = _ROLES[config["role"]](config, seen)
-    emit("RESULT", {"calls": len(seen), "unique": len(set(seen)), **extra})
+    write_ids(config["ids_path"], seen)
+    emit("RESULT", extra)  # the ids go through the file: there may be many
     return 0
 
 
@@ -235,7 +263,9 @@ def run_sokka(
     batch: int,
     profile: Profile | None = None,
     runtime: str = "threads",
+    processes: int = 1,
 ) -> Row:
+    """Drain ``n`` tasks with ``processes`` sokka workers of ``runtime``; check every task."""
     import sqlalchemy as sa
     from returns.result import Success
 
@@ -248,12 +278,14 @@ def run_sokka(
     try:
         store.create_schema()
 
-        def create(k: int) -> None:
+        def create(k: int) -> list[object]:
             results = store.create_tasks([TaskSpec(topic=TOPIC) for _ in range(k)])
-            if not all(isinstance(r, Success) for r in results):
+            created = [r.unwrap().task_id for r in results if isinstance(r, Success)]
+            if len(created) != k:
                 raise BenchFailure("create_tasks refused a task")
+            return list(created)
 
-        create_s = timed_create(n, create)
+        create_s, created = timed_create(n, create)
         left = sa.text(
             f"SELECT count(*) FROM {tasks} WHERE status IN ('starting', 'running', 'snoozed')"
         )
@@ -266,7 +298,7 @@ def run_sokka(
             "role": RUNTIMES[runtime], "url": url, "prefix": prefix, "concurrency": concurrency,
             "batch": batch, "profile": profile.cprofile_path if profile else None,
         }  # fmt: skip
-        done = drain(config, remaining, n, profile.wrap if profile else None)
+        done = drain(config, remaining, n, profile.wrap if profile else None, processes)
         with store.engine.connect() as conn:
             grouped = conn.execute(sa.text(f"SELECT status, count(*) FROM {tasks} GROUP BY status"))
             counts = {str(row[0]): int(row[1]) for row in grouped}
@@ -276,19 +308,51 @@ def run_sokka(
         with contextlib.suppress(Exception):
             store.drop_schema()
         store.close()
-    problems = check_worker(done.result, n)
-    if counts != {"terminated": n}:
-        problems.append(f"statuses {counts}, not {{'terminated': {n}}}")
-    if reattempted:
-        problems.append(f"{reattempted} tasks reserved more than once")
-    stats = done.result["stats"]
-    if stats["succeeded"] != n or stats["failed"] or stats["lost"] or stats["fenced"]:
-        problems.append(f"worker stats {stats}")
+    problems = check_exactly_once(created, done.ids)
+    sokka_problems, notes = check_sokka(
+        n, counts, reattempted, [result["stats"] for result in done.results]
+    )
     system = RUNTIMES[runtime]
     return Row(
         system, store_name, f"concurrency {concurrency:>2}, batch {batch:>4}", n, create_s,
-        done.seconds, problems, (system, store_name, concurrency, batch),
+        done.seconds, problems + sokka_problems, (system, store_name, concurrency, batch),
+        processes, notes,
     )  # fmt: skip
+
+
+def check_sokka(
+    n: int, statuses: dict[str, int], reattempted: int, stats: list[dict[str, int]]
+) -> tuple[list[str], list[str]]:
+    """What the store and the workers say after a drain of ``n`` tasks: (problems, notes).
+
+    ``statuses``: tasks by status; ``reattempted``: tasks whose attempt is not 1;
+    ``stats``: each worker process's ``WorkerStats`` (as a dict). Every task
+    must be ``terminated``, the workers must have recorded ``n`` successes and
+    no failure, and every task must have been reserved once, unless the workers
+    report as many lost leases (a lease lost before its handler ran is reserved
+    again: a note, not a problem; a handler run twice is caught by
+    ``check_exactly_once``).
+    """
+    problems = []
+    if statuses != {"terminated": n}:
+        problems.append(f"statuses {statuses}, not {{'terminated': {n}}}")
+    total = {key: sum(s[key] for s in stats) for key in ("succeeded", "failed", "lost", "fenced")}
+    if total["succeeded"] != n or total["failed"]:
+        problems.append(
+            f"workers recorded {total['succeeded']} successes and {total['failed']} failures, "
+            f"not {n} and 0"
+        )
+    lost = total["lost"]
+    notes = []
+    if reattempted > lost:
+        revoked = f" ({lost} lost leases reported)" if lost else ""
+        problems.append(f"{reattempted} tasks reserved more than once{revoked}")
+    elif lost:
+        notes.append(
+            f"{lost} leases lost ({total['fenced']} outcomes fenced), {reattempted} tasks "
+            "reserved again"
+        )
+    return problems, notes
 
 
 # -- profile -------------------------------------------------------------------------
@@ -378,6 +442,10 @@ class Plan:
 
 FULL = Plan((1, 8), (1, 10, 100, 250, 1000), (10, 100, 250, 1000), (None, 10))
 QUICK = Plan((1, 8), (10, 250), (10, 250), (None, 10))
+#: The scale-out's configurations (``--workers``), run at each number of processes:
+#: a small and a large batch for each system, and the peers' defaults.
+SCALE = Plan((8,), (10, 250), (10, 250), (None, 10))
+SCALE_QUICK = Plan((8,), (250,), (250,), (None,))
 #: sokka at batch size 1 makes two round trips per task: it drains at most this
 #: many (its rate is flat in N), so that the default run stays within minutes.
 BATCH_1_TASKS = 5000
@@ -402,6 +470,11 @@ def main(argv: list[str] | None = None) -> int:
         help="then re-run sokka's best PostgreSQL configuration under a profiler (cProfile "
         "in the worker, every thread; or py-spy, sampling) and print where the time goes",
     )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=positive_ints, default=None, metavar="COUNTS",
+        help="scale-out instead: drain with each of these numbers of worker processes, "
+        "comma-separated (e.g. 1,2,4), sokka and the peers, on PostgreSQL only",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     unknown = unknown_items(args.runtimes, list(RUNTIMES))
     if unknown or not args.runtimes:
@@ -409,6 +482,13 @@ def main(argv: list[str] | None = None) -> int:
     n = args.tasks or (2000 if args.quick else 20_000)
     if n < 1:
         parser.error("--tasks must be positive")
+    if args.workers is not None:
+        if not args.postgres_url:
+            parser.error("--workers: the scale-out runs on PostgreSQL; give a --postgres-url")
+        if args.profile:
+            parser.error("--workers: --profile profiles one worker process; run it without")
+        counts = tuple(dict.fromkeys(args.workers))  # in the order given, each once
+        return scale_out(args, n, PgServer(args.postgres_url), counts)
     plan = QUICK if args.quick else FULL
     server = PgServer(args.postgres_url) if args.postgres_url else None
 
@@ -559,6 +639,171 @@ def _compare(sokka_pg: Row, peers: list[Row]) -> None:
         )
     if verdicts:
         print("GOAL sokka's PostgreSQL best " + "; ".join(verdicts))
+
+
+# -- scale-out: several worker processes -------------------------------------------------
+
+
+def scale_out(args: argparse.Namespace, n: int, server: PgServer, counts: tuple[int, ...]) -> int:
+    """``--workers``: each configuration drained by each number of worker processes.
+
+    At each count the systems run back to back (sokka's runtimes, then the
+    peers), so that a slow spell of the shared machine mostly hits a count's
+    sokka/peer ratios alike. Prints a row a run, then the scaling of each
+    configuration against one process, and sokka's best against each peer at
+    each count. Exits 1 when a run fails (an error, or a check).
+    """
+    plan = SCALE_QUICK if args.quick else SCALE
+    shown = ", ".join(str(count) for count in counts)
+    print(
+        f"scale-out: {n:,} no-op tasks per run on PostgreSQL, drained by {shown} worker processes"
+    )
+    cpus = os.cpu_count() or 1
+    print(f"python {platform.python_version()}, {cpus} CPUs; {versions(PACKAGES)}")
+    try:
+        print(server.describe())
+    except Exception as error:
+        print(f"PostgreSQL at {args.postgres_url!r} is unusable: {first_line(error)}")
+        return 1
+    print(
+        "jobs/s: N / (every worker READY, then go .. first poll, every "
+        f"{POLL_S * 1000:.0f} ms, finding nothing unfinished); create/s timed apart; "
+        "vs 1: against the same configuration on 1 process"
+    )
+    print("check: every created id done exactly once across the processes")
+    if max(counts) >= cpus:
+        print(
+            f"note: up to {max(counts)} worker processes and the PostgreSQL server on {cpus} "
+            "CPUs: once they outnumber the CPUs they take turns on them, and the figures "
+            "measure contention, not capacity"
+        )
+
+    # Each run is called with processes=count.
+    runs: list[tuple[str, Callable[..., Row]]] = []
+    for concurrency in plan.sokka_concurrency:
+        for batch in plan.sokka_batches:
+            for runtime in args.runtimes:
+                label = f"{RUNTIMES[runtime]} concurrency {concurrency} batch {batch}"
+                runs.append((label, functools.partial(
+                    run_sokka, args.postgres_url, "postgres", n, concurrency, batch,
+                    runtime=runtime,
+                )))  # fmt: skip
+    missing = None if args.skip_peers else peers_missing()
+    if missing:
+        print(f"peers skipped: {missing}")
+    elif not args.skip_peers:
+        for batch in plan.pgqueuer_batches:
+            runs.append(
+                (f"pgqueuer batch {batch}", functools.partial(run_pgqueuer, server, n, batch))
+            )
+        for workers in plan.procrastinate_concurrency:
+            label = "procrastinate " + ("defaults" if workers is None else f"concurrency {workers}")
+            runs.append((label, functools.partial(
+                run_procrastinate, server, n, workers
+            )))  # fmt: skip
+
+    print()
+    print(SCALE_HEADER)
+    rows: list[Row] = []
+    failed = False
+    for count in counts:
+        for label, run in runs:
+            try:
+                row = run(processes=count)
+            except Exception as error:  # report it and go on with the next run
+                failed = True
+                print(f"{label}, {count} processes: ERROR {type(error).__name__}: {error}")
+                continue
+            failed |= bool(row.problems)
+            rows.append(row)
+            one = next((r for r in rows if r.key == row.key and r.processes == 1), None)
+            print(scale_row_line(row, one), flush=True)
+
+    print()
+    for line in scaling_lines(rows, counts):
+        print(line)
+    print()
+    for line in sokka_peer_lines(rows, counts):
+        print(line)
+    if failed:
+        print("\nFAILED: see the errors above")
+    return 1 if failed else 0
+
+
+def _rates(rows: list[Row]) -> dict[tuple[Any, ...], dict[int, Row]]:
+    """The passed rows by configuration (in the order first run), then by process count."""
+    by: dict[tuple[Any, ...], dict[int, Row]] = {}
+    for row in rows:
+        if not row.problems:
+            by.setdefault(row.key, {})[row.processes] = row
+    return by
+
+
+def scaling_lines(rows: list[Row], counts: tuple[int, ...]) -> list[str]:
+    """A line per configuration: its jobs/s at each process count, and the ratio to 1 process.
+
+    Only passed runs count; a count without one shows ``-``, and no ratio is
+    shown without a passed run on 1 process.
+    """
+    table = Table(
+        (Column("system", 14, "<"), Column("configuration", 32, "<"),
+         *(Column(f"{c} proc{'s' if c != 1 else ''}", 17) for c in counts)),
+        sep="",
+    )  # fmt: skip
+    lines = ["scaling (jobs/s, and against 1 process):", table.header()]
+    for by_count in _rates(rows).values():
+        any_row = next(iter(by_count.values()))
+        one = by_count.get(1)
+        cells = []
+        for count in counts:
+            row = by_count.get(count)
+            if row is None:
+                cells.append("-")
+            elif one is None or count == 1:
+                cells.append(fmt_rate(row.rate))
+            else:
+                cells.append(f"{fmt_rate(row.rate)} {fmt_times(row.rate, one.rate):>6}")
+        lines.append(table.row(any_row.system, any_row.config, *cells))
+    return lines
+
+
+def sokka_peer_lines(rows: list[Row], counts: tuple[int, ...]) -> list[str]:
+    """sokka's best (either runtime) at each process count against each peer run at that count.
+
+    Only passed runs count; ``-`` where one side has none.
+    """
+    passed = [row for row in rows if not row.problems]
+    best: dict[int, Row] = {}
+    for row in passed:
+        if row.system in RUNTIMES.values():
+            held = best.get(row.processes)
+            if held is None or row.rate > held.rate:
+                best[row.processes] = row
+    peers = {row.key: row for row in passed if row.system not in RUNTIMES.values()}
+    if not best or not peers:
+        return []
+    table = Table(
+        (Column("", 46, "<"), *(Column(f"{c} proc{'s' if c != 1 else ''}", 14) for c in counts)),
+        sep="",
+    )  # fmt: skip
+    lines = [
+        "sokka/peer at the same number of worker processes (sokka: its best run at that number):",
+        table.header(),
+        table.row("sokka's best, jobs/s", *(fmt_rate(best[c].rate) if c in best else "-"
+                                            for c in counts)),
+        table.row("  its runtime", *(("asyncio" if best[c].system != "sokka" else "threads")
+                                     if c in best else "-" for c in counts)),
+        table.row("  its concurrency/batch", *(f"{best[c].key[2]}/{best[c].key[3]}"
+                                               if c in best else "-" for c in counts)),
+    ]  # fmt: skip
+    for key in dict.fromkeys(row.key for row in passed if row.key in peers):
+        at = {row.processes: row for row in passed if row.key == key}
+        label = f"vs {peers[key].system} {peers[key].config.strip()}"
+        cells = [
+            fmt_times(best[c].rate, at[c].rate) if c in best and c in at else "-" for c in counts
+        ]
+        lines.append(table.row(label, *cells))
+    return lines
 
 
 if __name__ == "__main__":
