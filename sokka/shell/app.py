@@ -183,6 +183,7 @@ class App:
         timeout. Bad input is a ``ValidationError`` naming the field (a bad
         cron line: the cron field and its rule), and nothing is registered.
         """
+        require_name("topic", topic)
         slots = CronSlots(cron, tz)
         schedule_name = require_schedule_name(topic if name is None else name)
         spec = TaskSpec(
