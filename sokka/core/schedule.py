@@ -94,9 +94,11 @@ class Every:
             raise ValidationError("period_ms", f"must be positive (got {self.period_ms})")
 
     def next_after(self, ms: int) -> int | None:
+        """The first ``offset_ms + k * period_ms`` strictly after ``ms``."""
         return self.offset_ms + ((ms - self.offset_ms) // self.period_ms + 1) * self.period_ms
 
     def latest_at_or_before(self, ms: int) -> int | None:
+        """The last ``offset_ms + k * period_ms`` at or before ``ms``."""
         return self.offset_ms + ((ms - self.offset_ms) // self.period_ms) * self.period_ms
 
 

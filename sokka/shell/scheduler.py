@@ -47,6 +47,8 @@ __all__ = ["Schedule", "Scheduler", "SchedulerReport", "WallClock"]
 
 log = logging.getLogger("sokka.scheduler")
 
+#: The shortest wait before retrying slots the store could not take.
+MIN_RETRY_MS: Final = 100
 #: The longest sleep between two readings of the wall clock: a clock that an
 #: operator or NTP steps forward is noticed within this, not at the old slot.
 MAX_SLEEP_MS: Final = 1_000
@@ -56,6 +58,7 @@ class WallClock:
     """``time.time_ns`` in milliseconds since the Unix epoch: what cron slots are on."""
 
     def now_ms(self) -> int:
+        """Milliseconds since 1970-01-01T00:00:00Z, as this machine's clock says."""
         return time.time_ns() // 1_000_000
 
 
@@ -140,6 +143,7 @@ class Scheduler:
 
     @property
     def schedules(self) -> tuple[Schedule, ...]:
+        """The schedules this scheduler runs, in the order given."""
         return self._schedules
 
     def run_once(self, now_ms: int | None = None) -> SchedulerReport:
@@ -161,7 +165,8 @@ class Scheduler:
             self._wake_ms = next_wakeup(plans.values())
             if retrying:
                 self._failures += 1
-                retry_at = now + self._backoff.delay_ms(self._failures, random.random())
+                delay = self._backoff.delay_ms(self._failures, random.random())
+                retry_at = now + max(MIN_RETRY_MS, delay)
                 self._wake_ms = retry_at if self._wake_ms is None else min(self._wake_ms, retry_at)
             else:
                 self._failures = 0
@@ -225,8 +230,8 @@ class Scheduler:
         return max(0, min(MAX_SLEEP_MS, self._wake_ms - self._clock.now_ms()))
 
     def run(self) -> None:
-        """Wake at every slot and create its tasks, on this thread, until ``stop()``."""
-        self._stop.clear()
+        """Wake at every slot and create its tasks, on this thread, until ``stop()``
+        (a ``stop()`` that came first makes it return at once)."""
         for schedule in self._schedules:
             log.info(
                 "schedule %r: %s on topic %r (catch-up %d slot(s)%s)",
@@ -236,7 +241,8 @@ class Scheduler:
         self._loop()
 
     def start(self) -> None:
-        """Run wake-ups on a daemon thread until ``stop()``."""
+        """Run wake-ups on a daemon thread until ``stop()`` (a stopped scheduler may
+        be started again: it goes on from the slots it already considered)."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("scheduler already running")
         self._stop.clear()

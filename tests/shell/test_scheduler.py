@@ -305,3 +305,17 @@ def test_plan_on_cron_slots_from_a_first_wake_up_mid_period():
     p = plan(CronSlots("0 3 * * *"), CatchUp(), None, T0)  # 22:00: today's 03:00 is past
     assert p.due == (T0 - 19 * 60 * MINUTE,)
     assert p.wake_ms == T0 + 5 * 60 * MINUTE
+
+
+def test_two_schedulers_through_the_http_api_create_each_slot_once(http_server):
+    app, client = http_server
+    app.state.store = MemoryStore()
+    clocks = [ManualClock(T0 + 2_000), ManualClock(T0 - 3_000)]  # 5 s of skew
+    schedulers = [Scheduler(client, [schedule("* * * * *")], clock=c) for c in clocks]
+    made: list[str] = []
+    for _ in range(10):
+        for scheduler, clock in zip(schedulers, clocks, strict=True):
+            made += scheduler.run_once().created
+            clock.advance(30_000)
+    assert sorted(made) == periodic_ids(client)
+    assert periodic_ids(client) == [slot_task_id("reports", T0 + n * MINUTE) for n in range(-1, 5)]
