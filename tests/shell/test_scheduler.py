@@ -319,3 +319,42 @@ def test_two_schedulers_through_the_http_api_create_each_slot_once(http_server):
             clock.advance(30_000)
     assert sorted(made) == periodic_ids(client)
     assert periodic_ids(client) == [slot_task_id("reports", T0 + n * MINUTE) for n in range(-1, 5)]
+
+
+#: 2026's clock changes: Europe on 29 March and 25 October, New York on
+#: 8 March and 1 November (UTC midnights of those days).
+DST_DAYS_MS = [1_774_742_400_000, 1_792_886_400_000, 1_772_928_000_000, 1_793_491_200_000]
+
+
+@given(
+    st.sampled_from(DST_DAYS_MS),
+    st.integers(min_value=-86_400_000, max_value=2 * 86_400_000),
+    st.sampled_from(["30 1 * * *", "*/30 * * * *", "0 2 * * *", "15 * * * *", "0 9 * * MON-FRI"]),
+    st.sampled_from(["UTC", "Europe/Paris", "America/New_York"]),
+)
+def test_walking_back_and_walking_forward_find_the_same_slots_across_clock_changes(
+    day, offset, cron, tz
+):
+    # plan() walks back with latest_at_or_before and the loop wakes with
+    # next_after: if they disagreed on a slot, one would be made twice or never.
+    slots = CronSlots(cron, tz)
+    ms = day + offset
+    before, after = slots.latest_at_or_before(ms), slots.next_after(ms)
+    assert before is not None
+    assert after is not None
+    assert before <= ms < after
+    assert slots.next_after(before) == after
+    assert slots.latest_at_or_before(after) == after
+    assert slots.latest_at_or_before(after - 1) == before
+
+
+def test_a_daily_line_in_the_hour_that_repeats_gives_two_slots_with_two_ids():
+    # New York falls back from 02:00 EDT to 01:00 EST on 1 November 2026:
+    # 01:30 happens twice, and croniter fires at both.
+    slots = CronSlots("30 1 * * *", tz="America/New_York")
+    first = slots.next_after(1_793_491_200_000)
+    second = slots.next_after(first)
+    assert [slot_task_id("x", s) for s in (first, second)] == [
+        "periodic:x:2026-11-01T05:30:00Z",
+        "periodic:x:2026-11-01T06:30:00Z",
+    ]
