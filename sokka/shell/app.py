@@ -43,7 +43,6 @@ from sokka.core.schedule import CatchUp, require_schedule_name
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Task, TaskSpec, require_name
 from sokka.shell.clock import Clock
-from sokka.shell.cron import CronSlots
 from sokka.shell.scheduler import Schedule, Scheduler
 from sokka.shell.supervisor import Supervisor
 from sokka.shell.worker import Handler, Worker, WorkerStats
@@ -183,6 +182,10 @@ class App:
         timeout. Bad input is a ``ValidationError`` naming the field (a bad
         cron line: the cron field and its rule), and nothing is registered.
         """
+        # croniter (and dateutil) load on the first schedule, not with every
+        # `import sokka`: every command and worker process would pay for it.
+        from sokka.shell.cron import CronSlots
+
         require_name("topic", topic)
         slots = CronSlots(cron, tz)
         schedule_name = require_schedule_name(topic if name is None else name)
