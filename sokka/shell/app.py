@@ -25,6 +25,7 @@ calls per round, not one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -38,8 +39,11 @@ from sokka.adapters.sql import SQLStore
 from sokka.adapters.store import TaskStore
 from sokka.core.durations import duration_ms
 from sokka.core.errors import ValidationError
+from sokka.core.schedule import CatchUp, require_schedule_name
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Task, TaskSpec, require_name
+from sokka.shell.clock import Clock
+from sokka.shell.scheduler import Schedule, Scheduler
 from sokka.shell.supervisor import Supervisor
 from sokka.shell.worker import Handler, Worker, WorkerStats
 
@@ -80,6 +84,7 @@ class App:
         else:
             self._store = url_or_store
         self._handlers: dict[str, TopicHandler] = {}
+        self._schedules: dict[str, Schedule] = {}
         self._lock = threading.Lock()
         self._workers: list[Worker] = []
 
@@ -142,6 +147,123 @@ class App:
             return function
 
         return register
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        topic: str,
+        name: str | None = None,
+        data: Any = None,
+        tz: str = "UTC",
+        catch_up: int = 1,
+        catch_up_within: int | str | None = None,
+        max_attempts: int | None = None,
+        description: str = "",
+        sub_topic: str = "default",
+        group: str | None = None,
+    ) -> Callable[[_H], _H]:
+        """Create a task of ``topic`` at every slot of the ``cron`` line, once per slot.
+
+        Registers the schedule at once, so it works as a statement
+        (``app.periodic("0 3 * * *", topic="backups")``) or as a decorator
+        stacked on the topic's ``@app.handler`` (the function is returned as
+        it was). ``sokka scheduler --app`` (or ``sokka worker --app
+        --scheduler``, or ``app.run_scheduler()``) creates the tasks.
+
+        ``cron``: five fields, or six with seconds first, read in time zone
+        ``tz`` (``sokka.shell.cron``). ``name``: the schedule's name, which
+        names its tasks (``periodic:NAME:2026-12-01T22:05:00Z``): default the
+        topic; give each schedule of a topic its own. ``catch_up``: after
+        downtime, at most this many missed slots are created, the most
+        recent; ``catch_up_within`` (ms or ``"1h"``): none older than that.
+        ``data``, ``max_attempts``, ``description``, ``sub_topic``, ``group``:
+        as ``enqueue`` takes them; the topic's handler gives the lease and the
+        timeout. Bad input is a ``ValidationError`` naming the field (a bad
+        cron line: the cron field and its rule), and nothing is registered.
+        """
+        # croniter (and dateutil) load on the first schedule, not with every
+        # `import sokka`: every command and worker process would pay for it.
+        from sokka.shell.cron import CronSlots
+
+        require_name("topic", topic)
+        slots = CronSlots(cron, tz)
+        schedule_name = require_schedule_name(topic if name is None else name)
+        spec = TaskSpec(
+            topic=topic, data=data, task_group_id=group, sub_topic=sub_topic,
+            description=description, max_attempts=max_attempts,
+        )  # fmt: skip
+        within = (
+            None if catch_up_within is None else duration_ms(catch_up_within, "catch_up_within")
+        )
+        schedule = Schedule(
+            name=schedule_name, slots=slots, spec=spec, cron=cron,
+            catch_up=CatchUp(slots=catch_up, within_ms=within),
+        )  # fmt: skip
+        with self._lock:
+            if schedule_name in self._schedules:
+                known = self._schedules[schedule_name]
+                raise ValidationError(
+                    "name",
+                    f"{schedule_name!r} already names a schedule ({known.cron!r} on topic "
+                    f"{known.spec.topic!r}): give each schedule of a topic its own name=",
+                )
+            self._schedules[schedule_name] = schedule
+
+        def passed_through(function: _H) -> _H:
+            return function
+
+        return passed_through
+
+    @property
+    def schedules(self) -> Mapping[str, Schedule]:
+        """The registered periodic schedules by name (a copy)."""
+        return dict(self._schedules)
+
+    def scheduler(self, *, clock: Clock | None = None) -> Scheduler:
+        """A ``Scheduler`` for every registered schedule on this app's store, each
+        task with its topic handler's lease, timeout and ``max_attempts`` (unless
+        the schedule gave its own). A schedule whose topic has no handler here
+        is a ``ValidationError`` (as ``enqueue`` refuses one). ``clock``: the
+        wall clock to read (default the system's, in Unix-epoch ms)."""
+        schedules = []
+        for schedule in self._schedules.values():
+            registered = self._handlers.get(schedule.spec.topic)
+            if registered is None:
+                known = ", ".join(repr(t) for t in sorted(self._handlers)) or "none"
+                raise ValidationError(
+                    "topic",
+                    f"schedule {schedule.name!r} creates tasks of {schedule.spec.topic!r}, "
+                    f"which has no handler in this app (its topics: {known})",
+                )
+            spec = dataclasses.replace(
+                schedule.spec,
+                lease_time_ms=registered.lease_time_ms,
+                timeout_ms=registered.timeout_ms,
+                max_attempts=schedule.spec.max_attempts or registered.max_attempts,
+            )
+            schedules.append(dataclasses.replace(schedule, spec=spec))
+        if not schedules:
+            raise ValidationError("schedules", "this app has no periodic schedule (@app.periodic)")
+        return Scheduler(self._store, schedules, clock=clock)
+
+    def run_scheduler(self, *, install_signal_handlers: bool = True) -> None:
+        """Run ``scheduler()`` on this thread until SIGTERM or SIGINT (signal
+        handlers are installed only on the main thread, and only if asked)."""
+        scheduler = self.scheduler()
+        restore: dict[int, Any] = {}
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, _frame: FrameType | None) -> None:
+                log.info("got signal %d, stopping the scheduler", signum)
+                scheduler.stop()
+
+            restore = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            scheduler.run()
+        finally:
+            for signum, previous in restore.items():
+                signal.signal(signum, previous)
 
     # -- enqueueing ----------------------------------------------------------------
 
@@ -329,4 +451,3 @@ class App:
 
 def _name(function: object) -> str:
     return str(getattr(function, "__qualname__", None) or repr(function))
-

@@ -32,7 +32,6 @@ from sokka.shell.cli.common import (
     _store,
     cli,
     load_handler,
-    load_object,
 )
 from sokka.shell.cli.purging import periodic_purge_options, retention_policy
 
@@ -153,6 +152,13 @@ _log_level = click.option(
     help="Longest wait between two reservations while no task is ready.",
 )
 @click.option("--supervise", is_flag=True, help="Also run a supervisor for this topic.")
+@click.option(
+    "--scheduler",
+    "schedule",
+    is_flag=True,
+    help="With --app: also create the tasks of the app's periodic schedules "
+    "(as `sokka scheduler --app` does).",
+)
 @click.option("--pid", default=None, help="This worker's name (default: host-pid-random).")
 @click.option(
     "--stats-file",
@@ -165,7 +171,7 @@ def worker(
     db: str, prefix: str, topics: tuple[str, ...], handler_path: str | None,
     app_path: str | None, runtime: str, concurrency: int, batch_size: int | None,
     lease_time: int, timeout: int | None, grace: int, max_poll: int, supervise: bool,
-    pid: str | None, stats_file: str | None, log_level: str,
+    schedule: bool, pid: str | None, stats_file: str | None, log_level: str,
 ) -> None:  # fmt: skip
     """Run tasks of a topic with a handler (or every topic of an app) until SIGTERM
     or SIGINT (then exit 0)."""
@@ -178,8 +184,10 @@ def worker(
     if app_path is not None:
         _app_usage(handler_path)
         _logging(log_level)
-        _run_app(app_path, topics, supervise, grace, stats_file)
+        _run_app(app_path, topics, supervise, grace, stats_file, schedule)
         return
+    if schedule:
+        raise click.UsageError("--scheduler runs an app's schedules: it needs --app MODULE:APP")
     if handler_path is None:
         raise click.UsageError(
             "give --handler MODULE:FUNCTION with one --topic, or --app MODULE:APP"
@@ -244,17 +252,18 @@ def _app_usage(handler_path: str | None) -> None:
 
 
 def _run_app(
-    app_path: str, topics: tuple[str, ...], supervise: bool, grace: int, stats_file: str | None
-) -> None:
-    """``sokka worker --app``: ``app.run_worker`` for the topics asked (all: none asked)."""
+    app_path: str, topics: tuple[str, ...], supervise: bool, grace: int, stats_file: str | None,
+    schedule: bool = False,
+) -> None:  # fmt: skip
+    """``sokka worker --app``: ``app.run_worker`` for the topics asked (all: none asked),
+    and the app's scheduler beside it with ``--scheduler``."""
     from dataclasses import asdict
 
-    from sokka.shell.app import App
+    from sokka.shell.cli.scheduling import load_app, scheduling
 
-    app = load_object(app_path, "app", "package.module:app")
-    if not isinstance(app, App):
-        raise click.UsageError(f"--app {app_path} is a {type(app).__name__}, not a sokka.App")
-    stats = app.run_worker(list(topics) or None, supervise=supervise, grace=grace)
+    app = load_app(app_path)
+    with scheduling(app, schedule):
+        stats = app.run_worker(list(topics) or None, supervise=supervise, grace=grace)
     if stats_file:
         with open(stats_file, "w", encoding="utf-8") as out:
             json.dump({topic: asdict(s) for topic, s in stats.items()}, out)

@@ -1,0 +1,294 @@
+"""The scheduler: creates the task of each slot of each periodic schedule, on a loop.
+
+``sokka.core.schedule.plan`` decides which slots are due and which the
+catch-up bound skips; this module reads the wall clock, creates the due
+slots' tasks through the store (one ``create_tasks`` call per wake-up),
+logs what was skipped, retries what the store could not take, and sleeps
+until the next slot.
+
+Cron is wall-clock time by definition, so the wall clock is this loop's
+input (lease supervision never reads one). Many schedulers may run on the
+same store: a slot's task id is the slot's (``slot_task_id``), a store
+creates an id once, so each slot gets one task; a scheduler whose clock is
+ahead creates it early by its skew, one behind finds it made already.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from returns.result import Failure, Success
+
+from sokka.adapters.store import MAX_BATCH, TaskStore
+from sokka.core.backoff import Backoff
+from sokka.core.errors import AlreadyExists, RetryableError, SokkaError, ValidationError
+from sokka.core.schedule import (
+    CatchUp,
+    Plan,
+    Slots,
+    next_wakeup,
+    plan,
+    require_schedule_name,
+    retry_from,
+    slot_task_id,
+)
+from sokka.core.task import TaskSpec
+from sokka.shell.clock import Clock
+
+__all__ = ["Schedule", "Scheduler", "SchedulerReport", "WallClock"]
+
+log = logging.getLogger("sokka.scheduler")
+
+#: The shortest wait before retrying slots the store could not take.
+MIN_RETRY_MS: Final = 100
+#: The longest sleep between two readings of the wall clock: a clock that an
+#: operator or NTP steps forward is noticed within this, not at the old slot.
+MAX_SLEEP_MS: Final = 1_000
+
+
+class WallClock:
+    """``time.time_ns`` in milliseconds since the Unix epoch: what cron slots are on."""
+
+    def now_ms(self) -> int:
+        """Milliseconds since 1970-01-01T00:00:00Z, as this machine's clock says."""
+        return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """A periodic schedule: the task ``spec`` to create at every slot of ``slots``.
+
+    ``name`` names the slots' task ids (``periodic:NAME:2026-12-01T22:05:00Z``),
+    so it must stay the same across deployments; ``spec`` has no ``task_id``
+    (each slot's is made from the name) and no delay.
+    """
+
+    name: str
+    slots: Slots
+    spec: TaskSpec
+    catch_up: CatchUp = field(default_factory=CatchUp)
+    cron: str = ""  #: the cron line, as written (for logs)
+
+    def __post_init__(self) -> None:
+        require_schedule_name(self.name)
+        if not isinstance(self.spec, TaskSpec):
+            raise ValidationError("spec", "must be a TaskSpec")
+        if self.spec.task_id is not None:
+            raise ValidationError("spec.task_id", "is made from the schedule's name and slot")
+        if self.spec.delay_ms:
+            raise ValidationError("spec.delay_ms", "a periodic task is due at its slot")
+        if not isinstance(self.catch_up, CatchUp):
+            raise ValidationError("catch_up", "must be a CatchUp")
+
+    def task_spec(self, slot_ms: int) -> TaskSpec:
+        """The task of one slot: ``spec`` with the slot's id."""
+        return dataclasses.replace(self.spec, task_id=slot_task_id(self.name, slot_ms))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerReport:
+    """What one wake-up did, by task id."""
+
+    created: tuple[str, ...]  #: tasks this scheduler created
+    existing: tuple[str, ...]  #: slots whose task another scheduler (or an earlier run) made
+    failed: tuple[str, ...]  #: tasks the store refused for good (logged; not retried)
+    retrying: tuple[str, ...]  #: tasks the store could not take now; due again next wake-up
+    skipped: int  #: schedules that left past slots out (catch-up bound)
+    wake_ms: int | None  #: the next slot of any schedule (wall clock)
+
+
+class Scheduler:
+    """Creates every schedule's slot tasks in ``store`` until ``stop()``.
+
+    ``run_once(now_ms)`` is one wake-up at a given wall-clock time (for
+    tests: any time you like); ``start()`` runs wake-ups on a daemon thread,
+    ``run()`` on the calling one. A new scheduler knows nothing of earlier
+    runs: its first wake-up treats every past slot as missed, and the
+    catch-up bound of each schedule decides which it still creates (their
+    ids dedupe those an earlier run made).
+    """
+
+    def __init__(
+        self,
+        store: TaskStore,
+        schedules: Sequence[Schedule],
+        *,
+        clock: Clock | None = None,
+        retry_backoff: Backoff | None = None,
+    ) -> None:
+        names = [s.name for s in schedules]
+        if not schedules:
+            raise ValidationError("schedules", "there is no schedule to run")
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValidationError("schedules", f"two schedules are named {twice[0]!r}")
+        self._store = store
+        self._schedules = tuple(schedules)
+        self._clock: Clock = clock or WallClock()
+        self._backoff = retry_backoff or Backoff(base_ms=500, cap_ms=30_000)
+        self._last: dict[str, int | None] = {s.name: None for s in schedules}
+        self._failures = 0
+        self._wake_ms: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        """The schedules this scheduler runs, in the order given."""
+        return self._schedules
+
+    def run_once(self, now_ms: int | None = None) -> SchedulerReport:
+        """Plan every schedule at ``now_ms`` (default: the clock), create the due
+        slots' tasks, and say what happened. Never raises a store's error: a
+        slot that could not be created stays due for the next wake-up."""
+        with self._lock:
+            now = self._clock.now_ms() if now_ms is None else now_ms
+            plans = {
+                s.name: plan(s.slots, s.catch_up, self._last[s.name], now) for s in self._schedules
+            }
+            pending: list[tuple[Schedule, int, TaskSpec]] = []
+            for schedule in self._schedules:
+                p = plans[schedule.name]
+                self._last[schedule.name] = p.considered_ms
+                _log_skipped(schedule, p)
+                pending.extend((schedule, slot, schedule.task_spec(slot)) for slot in p.due)
+            created, existing, failed, retrying = self._create(pending)
+            self._wake_ms = next_wakeup(plans.values())
+            if retrying:
+                self._failures += 1
+                delay = self._backoff.delay_ms(self._failures, random.random())
+                retry_at = now + max(MIN_RETRY_MS, delay)
+                self._wake_ms = retry_at if self._wake_ms is None else min(self._wake_ms, retry_at)
+            else:
+                self._failures = 0
+            return SchedulerReport(
+                created=tuple(created), existing=tuple(existing), failed=tuple(failed),
+                retrying=tuple(retrying),
+                skipped=sum(1 for p in plans.values() if p.skipped_until is not None),
+                wake_ms=self._wake_ms,
+            )  # fmt: skip
+
+    def _create(
+        self, pending: list[tuple[Schedule, int, TaskSpec]]
+    ) -> tuple[list[str], list[str], list[str], list[str]]:
+        created: list[str] = []
+        existing: list[str] = []
+        failed: list[str] = []
+        retrying: list[str] = []
+        for start in range(0, len(pending), MAX_BATCH):
+            batch = pending[start : start + MAX_BATCH]
+            try:
+                results = self._store.create_tasks([spec for _, _, spec in batch])
+            except SokkaError as error:
+                # The call changed nothing (a store's contract): every slot stays due.
+                level = logging.WARNING if isinstance(error, RetryableError) else logging.ERROR
+                log.log(level, "creating %d periodic task(s) failed, will retry: %s",
+                        len(batch), error)  # fmt: skip
+                for schedule, slot, spec in batch:
+                    retrying.append(str(spec.task_id))
+                    self._retry(schedule.name, slot)
+                continue
+            for (schedule, slot, spec), result in zip(batch, results, strict=True):
+                task_id = str(spec.task_id)
+                match result:
+                    case Success(_):
+                        created.append(task_id)
+                        log.info("created %s (schedule %r, topic %r)",
+                                 task_id, schedule.name, spec.topic)  # fmt: skip
+                    case Failure(AlreadyExists()):
+                        existing.append(task_id)
+                    case Failure(RetryableError() as retryable):
+                        log.warning("creating %s failed, will retry: %s", task_id, retryable)
+                        retrying.append(task_id)
+                        self._retry(schedule.name, slot)
+                    case Failure(error):
+                        failed.append(task_id)
+                        log.error("cannot create %s (schedule %r): %s",
+                                  task_id, schedule.name, error)  # fmt: skip
+        return created, existing, failed, retrying
+
+    def _retry(self, name: str, slot: int) -> None:
+        """Make ``slot`` due again (and every later slot this wake-up considered)."""
+        last = self._last[name]
+        self._last[name] = retry_from(slot) if last is None else min(last, retry_from(slot))
+
+    # -- the loop -----------------------------------------------------------
+
+    def wait_ms(self) -> int:
+        """How long to sleep before the next wake-up (at most ``MAX_SLEEP_MS``)."""
+        if self._wake_ms is None:
+            return MAX_SLEEP_MS
+        return max(0, min(MAX_SLEEP_MS, self._wake_ms - self._clock.now_ms()))
+
+    def run(self) -> None:
+        """Wake at every slot and create its tasks, on this thread, until ``stop()``
+        (a ``stop()`` that came first makes it return at once)."""
+        for schedule in self._schedules:
+            log.info(
+                "schedule %r: %s on topic %r (catch-up %d slot(s)%s)",
+                schedule.name, schedule.cron or schedule.slots, schedule.spec.topic,
+                schedule.catch_up.slots, _within(schedule.catch_up),
+            )  # fmt: skip
+        self._loop()
+
+    def start(self) -> None:
+        """Run wake-ups on a daemon thread until ``stop()`` (a stopped scheduler may
+        be started again: it goes on from the slots it already considered)."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("scheduler already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="sokka-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Ask the loop to stop, and wait for ``start()``'s thread (a wake-up in
+        progress finishes first). Safe from any thread and when nothing runs."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self._wake_ms is None or self._clock.now_ms() >= self._wake_ms:
+                try:
+                    self.run_once()
+                except Exception:  # a bug or a foreign error must not kill the loop
+                    log.exception("scheduler wake-up failed")
+                    self._wake_ms = self._clock.now_ms() + MAX_SLEEP_MS
+            self._stop.wait(self.wait_ms() / 1000)
+
+
+def _log_skipped(schedule: Schedule, p: Plan) -> None:
+    """Say which past slots the catch-up bound leaves out (the core does not log)."""
+    if p.skipped_until is None:
+        return
+    bound = f"catch-up {schedule.catch_up.slots} slot(s){_within(schedule.catch_up)}"
+    if p.skipped_from is None:  # a first wake-up: every earlier slot counts as missed
+        log.info("schedule %r: slots up to %s are not caught up (%s)",
+                 schedule.name, _shown(p.skipped_until), bound)  # fmt: skip
+    elif p.skipped_from == p.skipped_until:
+        log.warning("schedule %r: skipped the slot of %s (%s)",
+                    schedule.name, _shown(p.skipped_until), bound)  # fmt: skip
+    else:
+        log.warning("schedule %r: skipped the slots from %s to %s (%s)", schedule.name,
+                    _shown(p.skipped_from), _shown(p.skipped_until), bound)  # fmt: skip
+
+
+def _within(catch_up: CatchUp) -> str:
+    return "" if catch_up.within_ms is None else f" within {catch_up.within_ms} ms"
+
+
+def _shown(slot_ms: int) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=slot_ms)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
