@@ -188,5 +188,3 @@ SCHEMAS: Final[Mapping[str, JSONObject]] = {
         "required": ["type", "title", "status", "detail"],
     },
 }
-
-
