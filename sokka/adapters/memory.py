@@ -183,8 +183,8 @@ class MemoryStore(EventCalls):
                 counts[task.status.value] = counts.get(task.status.value, 0) + 1
                 if task.status is Status.STARTING:
                     seen = oldest.get(task.topic)
-                    oldest[task.topic] = (
-                        task.updated_at if seen is None else min(seen, task.updated_at)
+                    oldest[task.topic] = task.updated_at if seen is None else min(
+                        seen, task.updated_at
                     )
                 elif task.status is Status.FAILED and task.updated_at >= since:
                     counts["failed_recently"] += 1

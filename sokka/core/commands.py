@@ -45,6 +45,8 @@ class RevokeLease:
     overdue_ms: int
 
 
+
+
 @dataclass(frozen=True, slots=True)
 class LeaseToken:
     """The lease a worker holds: the task and the attempt it reserved.

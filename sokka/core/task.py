@@ -220,7 +220,9 @@ def _optional_delay_ms(value: object) -> None:
             "delay_ms", f"must be an integer or None (got {type(value).__name__})"
         )
     if value < 0:
-        raise ValidationError("delay_ms", f"must be zero or more milliseconds (got {shown(value)})")
+        raise ValidationError(
+            "delay_ms", f"must be zero or more milliseconds (got {shown(value)})"
+        )
     require_at_most_max_int("delay_ms", value)
 
 

@@ -329,3 +329,4 @@ class App:
 
 def _name(function: object) -> str:
     return str(getattr(function, "__qualname__", None) or repr(function))
+

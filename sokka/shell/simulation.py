@@ -167,21 +167,15 @@ SCENARIOS: Final[dict[str, Scenario]] = {
     # `sokka demo`'s world: 4 workers, 300 tasks of 100-400 ms, a 2 s lease, one
     # supervisor listing every 0.5 s; here workers crash instead of being killed.
     "demo": Scenario(
-        workers=4,
-        tasks=300,
-        lease_ms=2_000,
-        duration_min=0.05,
-        duration_max=0.2,
-        supervisors=1,
-        interval_ms=500,
-        latency_ms=1,
-        crash_prob=0.05,
-        poll_ms=20,
+        workers=4, tasks=300, lease_ms=2_000, duration_min=0.05, duration_max=0.2,
+        supervisors=1, interval_ms=500, latency_ms=1, crash_prob=0.05, poll_ms=20,
     ),
     # The database host's clock steps 30 s forward mid-run (an NTP correction).
     "store-step": Scenario(store_step_ms=30_000, store_step_at_ms=100_000),
     # A failover to a replica whose clock is 2 minutes behind, while workers crash.
-    "store-step-back": Scenario(store_step_ms=-120_000, store_step_at_ms=150_000, crash_prob=0.2),
+    "store-step-back": Scenario(
+        store_step_ms=-120_000, store_step_at_ms=150_000, crash_prob=0.2
+    ),
 }
 
 

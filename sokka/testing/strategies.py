@@ -68,7 +68,9 @@ def tasks(
         timeout_ms=draw(st.none() | durations),
         snooze_time_ms=draw(durations) if status is Status.SNOOZED else None,
         error=(
-            draw(st.text(safe_text, min_size=1, max_size=40)) if status is Status.FAILED else None
+            draw(st.text(safe_text, min_size=1, max_size=40))
+            if status is Status.FAILED
+            else None
         ),
     )
 

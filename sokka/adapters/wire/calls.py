@@ -265,7 +265,8 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                     "type": "array",
                     "items": {"type": "string", "enum": sorted(s.value for s in PURGEABLE)},
                     "minItems": 1,
-                    "description": "final statuses only: a leased or starting task is never purged",
+                    "description": "final statuses only: a leased or starting task is never "
+                    "purged",
                 },
             ),
             Param("older_than_ms", {"type": "integer", "minimum": 0, "maximum": MAX_INT}),

@@ -131,7 +131,8 @@ def counts_to_json(counts: Counts) -> JSONObject:
         "now": counts.now,
         "failed_within_ms": counts.failed_within_ms,
         "topics": [
-            {name: getattr(topic, name) for name in _TOPIC_COUNTS_FIELDS} for topic in counts.topics
+            {name: getattr(topic, name) for name in _TOPIC_COUNTS_FIELDS}
+            for topic in counts.topics
         ],
     }
 
@@ -312,3 +313,5 @@ def _each(decode: Callable[[object], object]) -> Callable[[object], object]:
         return [decode(item) for item in value] if isinstance(value, list) else value
 
     return decode_all
+
+

@@ -240,3 +240,5 @@ def error_from_problem(problem: object, status: int) -> SokkaError:
     if status >= 500:
         return Unavailable(f"the server answered {status}: {detail or 'no detail'}")
     return StoreError(f"the server refused the request ({status}): {detail or 'no detail'}")
+
+

@@ -188,3 +188,5 @@ SCHEMAS: Final[Mapping[str, JSONObject]] = {
         "required": ["type", "title", "status", "detail"],
     },
 }
+
+

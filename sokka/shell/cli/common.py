@@ -26,7 +26,6 @@ __all__ = ["DEFAULT_DB", "DURATION", "cli", "load_handler", "load_object", "pars
 
 DEFAULT_DB = "sqlite:///sokka.db"
 
-
 class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in click >= 8.3
     name = "duration"
 

@@ -155,7 +155,9 @@ def _environment() -> jinja2.Environment:
 _env: jinja2.Environment | None = None
 
 
-def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+def _render(
+    request: Request, name: str, status_code: int = 200, **context: Any
+) -> HTMLResponse:
     global _env
     if _env is None:
         _env = _environment()

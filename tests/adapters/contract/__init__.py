@@ -10,3 +10,4 @@ outcomes, fencing, revoking and the failure budget, administration, leased
 listing, record_ver, bad input (every refusal leaves the store as it was),
 regressions, concurrency.
 """
+

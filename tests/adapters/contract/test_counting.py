@@ -45,7 +45,9 @@ def _world(store: TaskStore, clock: ManualClock) -> None:
     clock.advance(10_000)
 
 
-def test_counts_every_status_per_topic_in_topic_order(store: TaskStore, clock: ManualClock) -> None:
+def test_counts_every_status_per_topic_in_topic_order(
+    store: TaskStore, clock: ManualClock
+) -> None:
     _world(store, clock)
     counts = store.count_tasks()
     assert isinstance(counts, Counts)
