@@ -94,7 +94,9 @@ def test_the_table_in_code_is_the_table_in_the_design() -> None:
     assert {e.name for e in OWNER_EVENTS} == {"extend", "terminate", "snooze", "fail", "release"}
 
 
-@pytest.mark.parametrize(("status", "name"), list(itertools.product(list(Status), sorted(EVENTS))))
+@pytest.mark.parametrize(
+    ("status", "name"), list(itertools.product(list(Status), sorted(EVENTS)))
+)
 def test_every_status_and_event(status: Status, name: str) -> None:
     task = task_in(status)
     event = EVENTS[name]
