@@ -82,6 +82,14 @@ def _short(kind: str, statement: str) -> str:
             short += " FOR UPDATE"
     elif short == "UPDATE" and "unnest(" in statement:
         short += " ... FROM unnest(arrays)"
+    elif short == "UPDATE" and "json_each(" in statement:
+        short += " ... FROM json_each(rows)"
+    elif short == "UPDATE" and "SKIP LOCKED" in statement:
+        short += " claim (SELECT ... FOR UPDATE SKIP LOCKED)"
+    elif short == "UPDATE" and "LIMIT" in statement:
+        short += " claim (SELECT ... LIMIT)"
+    if short.startswith("UPDATE") and "RETURNING" in statement:
+        short += " RETURNING"
     if kind == "executemany":
         short += " (executemany)"
     return short

@@ -28,6 +28,7 @@ from bench.stores.common import (
     counts_through,
     load_postgres,
     load_sqlite,
+    now_ms,
     run_tag,
     task_rows,
 )
@@ -194,9 +195,10 @@ class SQLiteBackend(SqlBackend):
 
     def plans(self) -> list[tuple[str, str, list[str]]]:
         found = []
+        params: Sequence[Any] | dict[str, Any]
         for label, sql, params in (
             ("reserve_tasks: look (SELECT seq)", self.statements.ready_look, (TOPIC, BATCH, 0)),
-            ("reserve_tasks: SELECT ready", self.statements.ready, (TOPIC, BATCH, 0)),
+            ("reserve_tasks: claim (UPDATE ... RETURNING)", self.statements.claim, claim_params()),
             ("list_leased_tasks: SELECT leased", self.statements.leased, (0, PAGE + 1, 0)),
         ):
             rows = self.loaders["store"].execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
@@ -262,8 +264,9 @@ class PostgresBackend(SqlBackend):
 
     def plans(self) -> list[tuple[str, str, list[str]]]:
         found = []
+        params: Sequence[Any] | dict[str, Any]
         for label, sql, params in (
-            ("reserve_tasks: SELECT ready", self.statements.ready, (TOPIC, BATCH)),
+            ("reserve_tasks: claim (UPDATE ... RETURNING)", self.statements.claim, claim_params()),
             ("list_leased_tasks: SELECT leased", self.statements.leased, (0, PAGE + 1)),
         ):
             # ANALYZE runs the query (and takes the row locks): roll it back.
@@ -287,3 +290,8 @@ class PostgresBackend(SqlBackend):
         self._drop()
         self.loader.close()
         super().close()
+
+
+def claim_params() -> dict[str, Any]:
+    """The parameters of the claim statement, for its query plan."""
+    return {"topic": TOPIC, "limit": BATCH, "e_pid": PID, "now": now_ms()}

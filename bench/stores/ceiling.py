@@ -6,29 +6,31 @@ on the bare driver (``sqlite3`` / ``psycopg``: no SQLAlchemy, no sokka) runs
 store's own ``create_schema()`` under another prefix, so columns and indexes
 are the same): the same SQL text modulo parameter style, the same
 transactions (on SQLite the read-only look before a reservation, then
-``BEGIN IMMEDIATE``; ``FOR UPDATE SKIP LOCKED`` / ``FOR UPDATE`` on
-PostgreSQL), the same session settings, the same round trips (the batch
-compare-and-set updates as the store sends them: ``executemany`` on SQLite,
-one ``UPDATE ... FROM unnest(arrays)`` on PostgreSQL). The statement audit
+``BEGIN IMMEDIATE``), the same session settings, the same round trips: one
+guarded ``UPDATE ... RETURNING`` claims (PostgreSQL: ``seq = ANY(ARRAY(SELECT
+... FOR UPDATE SKIP LOCKED))``; SQLite: ``seq IN (SELECT ... LIMIT)``), and
+one guarded ``UPDATE ... FROM unnest(arrays)`` (PostgreSQL) or ``... FROM
+json_each(rows)`` (SQLite) ``RETURNING`` finishes or extends a batch (the
+store compiles these from the core's ``SetRule``). The statement audit
 (``bench.stores.audit``) fails the run when they drift apart. Each store row
 prints its ratio to this ceiling: what the store costs on top of the database
 work its design requires.
 
 **The minimal loop** (reference only, *not* the ceiling): the smallest set of
-statements that does the same job: one ``UPDATE ... RETURNING`` claims
-(PostgreSQL: ``WHERE task_id = ANY(ARRAY(SELECT ... FOR UPDATE SKIP LOCKED
-LIMIT n))``; SQLite: ``WHERE seq IN (SELECT ... LIMIT n)``), one ``UPDATE``
-finishes (fenced on pid and attempt), each in its own autocommit
-transaction. It shows what the read-apply-compare-and-set design costs.
+statements that does the same job: the same one-statement claim, and one
+``UPDATE`` without RETURNING finishes (fenced on pid and attempt), each in its
+own autocommit transaction (no look before the claim on SQLite). What is left
+between it and the ceiling is the store's transactions and the rows it returns.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from typing import Any, Final
 
-from bench.harness import BenchFailure, check
+from bench.harness import check
 from bench.stores.common import INSERT_COLUMNS, Lease, Row, now_ms
 
 #: How SQLAlchemy's psycopg dialect casts each inserted parameter.
@@ -43,19 +45,16 @@ PG_INSERT_ARRAYS: Final = (
     "bigint", "integer", "integer", "integer", "bigint", "bigint", "bigint",
     "text", "text", "bigint", "bigint",
 )  # fmt: skip
-#: The columns each write changes, in SQLStore's order (``_MUTABLE``).
-RESERVE_COLUMNS: Final = ("status", "pid", "record_ver", "attempt", "updated_at")
-TERMINATE_COLUMNS: Final = ("status", "record_ver", "updated_at")
-EXTEND_COLUMNS: Final = ("record_ver", "updated_at")
-#: PostgreSQL: the cast of each changed column in the one-row UPDATE, and its
-#: array type in the batch UPDATE ... FROM unnest(...).
-PG_CASTS: Final = {"status": "VARCHAR", "pid": "VARCHAR", "record_ver": "BIGINT",
-                   "attempt": "INTEGER", "updated_at": "BIGINT"}  # fmt: skip
-PG_ARRAYS: Final = {"status": "text", "pid": "text", "record_ver": "bigint",
-                    "attempt": "integer", "updated_at": "bigint"}  # fmt: skip
 #: The columns SQLStore selects (seq first); row indexes below follow this order.
 SELECT_COLUMNS: Final = ("seq", *INSERT_COLUMNS)
-R_ID, R_STATUS, R_PID, R_VER, R_ATTEMPT = 1, 7, 8, 9, 10
+R_ID, R_ATTEMPT = 1, 10
+#: The effects each guarded UPDATE writes (SQLStore compiles them from the core's
+#: SetRule: core.transitions.set_rule), and the statuses it moves from.
+RESERVE_SET = "status = 'running', pid = {e_pid}, attempt = {t}.attempt + 1, snooze_time_ms = NULL"
+TERMINATE_SET = "status = 'terminated'"
+EXTEND_SET = "status = 'running'"
+TERMINATE_FROM = "IN ('running', 'snoozed')"
+EXTEND_FROM = "= 'running'"
 
 
 # -- the statements SQLStore runs, written out by hand --------------------------------
@@ -71,24 +70,18 @@ class Statements:
         # PostgreSQL: every insert notifies the store's channel with its topic
         # (SQLStore.ready_signal's listeners), as part of its RETURNING.
         channel = t.removesuffix("tasks") + "ready"
-        self.notify = f", pg_notify('{channel}', topic)" if pg else ""
+        self.notify = (
+            f", CASE WHEN status = 'starting' THEN pg_notify('{channel}', topic) END" if pg else ""
+        )
         data = f"CAST({t}.data AS TEXT) AS data" if pg else f"{t}.data"
         self.columns = ", ".join(data if c == "data" else f"{t}.{c}" for c in SELECT_COLUMNS)
         self.select = f"SELECT {self.columns} \nFROM {t} \n"
         if pg:
-            self.ready = (
-                self.select + f"WHERE {t}.topic = %s::VARCHAR AND status = 'starting' "
-                f"ORDER BY {t}.seq \n LIMIT %s FOR UPDATE SKIP LOCKED"
-            )
             self.leased = (
                 self.select + f"WHERE status IN ('running', 'snoozed') AND {t}.seq > %s::BIGINT "
                 f"ORDER BY {t}.seq \n LIMIT %s"
             )
         else:
-            self.ready = (
-                self.select + f"WHERE {t}.topic = ? AND status = 'starting' "
-                f"ORDER BY {t}.seq\n LIMIT ? OFFSET ?"
-            )
             # SQLite looks for ready tasks with a read before taking the writer lock.
             self.ready_look = (
                 f"SELECT {t}.seq \nFROM {t} \nWHERE {t}.topic = ? AND status = 'starting' "
@@ -98,56 +91,51 @@ class Statements:
                 self.select + f"WHERE status IN ('running', 'snoozed') AND {t}.seq > ? "
                 f"ORDER BY {t}.seq\n LIMIT ? OFFSET ?"
             )
-        # PostgreSQL reads the rows of a batch with one array parameter.
-        self.by_ids_pg = self.select + f"WHERE {t}.task_id = ANY (%s::VARCHAR[]) FOR UPDATE"
-        self._by_ids: dict[int, str] = {}
+        # The named parameters of the statements SQLStore sends through exec_driver_sql.
+        self.p = (lambda name: f"%({name})s") if pg else (lambda name: f":{name}")
         self._inserts: dict[int, str] = {}
-        self._updates: dict[tuple[str, ...], str] = {}
+        p = self.p
+        pick = (
+            f"SELECT seq FROM {t} WHERE topic = {p('topic')} AND status = 'starting' "
+            f"ORDER BY seq LIMIT {p('limit')}"
+        )
+        chosen = (
+            f"{t}.seq = ANY(ARRAY({pick} FOR UPDATE SKIP LOCKED))"
+            if pg
+            else (f"{t}.seq IN ({pick})")
+        )
+        effects = RESERVE_SET.format(e_pid=p("e_pid"), t=t)
+        self.claim = (
+            f"UPDATE {t} SET {effects}, record_ver = {t}.record_ver + 1, "
+            f"updated_at = {p('now')} WHERE {chosen} AND {t}.status = 'starting' "
+            f"RETURNING {self.columns}"
+        )
+        self.terminate = self._finish(TERMINATE_SET, TERMINATE_FROM)
+        self.extend = self._finish(EXTEND_SET, EXTEND_FROM)
+
+    def _finish(self, effects: str, statuses: str) -> str:
+        """One guarded UPDATE ... RETURNING for a batch of owner events: rows
+        ``(task_id, pid, attempt)`` as arrays (PostgreSQL) or one JSON array (SQLite)."""
+        t = self.table
+        if self.pg:
+            source = (
+                "unnest(CAST(%(ids)s AS text[]), CAST(%(pids)s AS text[]), "
+                "CAST(%(attempts)s AS integer[])) AS v(k_id, k_pid, k_attempt)"
+            )
+            key, pid, attempt = "v.k_id", "v.k_pid", "v.k_attempt"
+        else:
+            source = "json_each(:rows) AS v"
+            key, pid, attempt = "v.value ->> 0", "v.value ->> 1", "v.value ->> 2"
+        return (
+            f"UPDATE {t} SET {effects}, record_ver = {t}.record_ver + 1, updated_at = "
+            f"{self.p('now')} FROM {source} WHERE {t}.task_id = {key} AND {t}.status "
+            f"{statuses} AND {t}.pid = {pid} AND {t}.attempt = {attempt} RETURNING {self.columns}"
+        )
 
     def _param(self, cast: str) -> str:
         if not self.pg:
             return "?"
         return f"%s::{cast}" if cast else "%s"
-
-    def update(self, columns: tuple[str, ...]) -> str:
-        """The compare-and-set of one row: SET <columns> WHERE task_id AND record_ver."""
-        statement = self._updates.get(columns)
-        if statement is None:
-            t = self.table
-            values = ", ".join(f"{c}={self._param(PG_CASTS[c])}" for c in columns)
-            statement = (
-                f"UPDATE {t} SET {values} WHERE {t}.task_id = {self._param('VARCHAR')} "
-                f"AND {t}.record_ver = {self._param('BIGINT')}"
-            )
-            self._updates[columns] = statement
-        return statement
-
-    def update_batch_pg(self, columns: tuple[str, ...]) -> str:
-        """PostgreSQL: the compare-and-set of many rows in one UPDATE, values as arrays."""
-        key = ("pg", *columns)
-        statement = self._updates.get(key)
-        if statement is None:
-            arrays = ", ".join(
-                ["CAST(%s AS text[])", "CAST(%s AS bigint[])"]
-                + [f"CAST(%s AS {PG_ARRAYS[c]}[])" for c in columns]
-            )
-            statement = (
-                f"UPDATE {self.table} AS t SET "
-                + ", ".join(f"{c} = v.{c}" for c in columns)
-                + f" FROM unnest({arrays}) AS v(k_id, k_seen, {', '.join(columns)})"
-                " WHERE t.task_id = v.k_id AND t.record_ver = v.k_seen"
-            )
-            self._updates[key] = statement
-        return statement
-
-    def by_ids(self, count: int) -> str:
-        """SQLite reads the rows of a batch with ``IN (?, ?, ...)``."""
-        statement = self._by_ids.get(count)
-        if statement is None:
-            marks = ", ".join(["?"] * count)
-            statement = self.select + f"WHERE {self.table}.task_id IN ({marks})"
-            self._by_ids[count] = statement
-        return statement
 
     def insert_batch_pg(self) -> str:
         """PostgreSQL: many rows in one INSERT ... SELECT FROM unnest(arrays)."""
@@ -162,8 +150,9 @@ class Statements:
         if statement is None:
             one = "(" + ", ".join(self._param(cast) for cast in PG_INSERT_CASTS) + ")"
             returning = (
-                f"{self.table}.task_id, pg_notify('{self.table.removesuffix('tasks')}ready', "
-                f"{self.table}.topic) AS pg_notify_1"
+                f"{self.table}.task_id, CASE WHEN ({self.table}.status = 'starting') THEN "
+                f"pg_notify('{self.table.removesuffix('tasks')}ready', {self.table}.topic) END "
+                "AS anon_1"
                 if self.pg
                 else "task_id"
             )
@@ -194,19 +183,10 @@ class RawStore:
         self.pg = statements.pg
         self.trace: Trace | None = None  # the audit records statements here
 
-    def _execute(self, statement: str, params: Sequence[Any]) -> Any:
+    def _execute(self, statement: str, params: Sequence[Any] | dict[str, Any]) -> Any:
         if self.trace is not None:
             self.trace.append(("execute", statement))
         return self.conn.execute(statement, params)
-
-    def _executemany(self, statement: str, params: Sequence[Sequence[Any]]) -> int:
-        if self.trace is not None:
-            self.trace.append(("executemany", statement))
-        if self.pg:
-            cursor = self.conn.cursor()
-            cursor.executemany(statement, params)
-            return int(cursor.rowcount)
-        return int(self.conn.executemany(statement, params).rowcount)
 
     def _begin(self, write: bool) -> None:
         if not self.pg:
@@ -216,23 +196,6 @@ class RawStore:
         if self.trace is not None:
             self.trace.append(("commit", ""))
         self.conn.commit()
-
-    def _write(self, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        """The compare-and-set updates, as SQLStore writes them.
-
-        Each row is ``(*new values of columns, task_id, record_ver seen)``. One
-        row: one UPDATE. Several: one executemany on SQLite; on PostgreSQL one
-        UPDATE ... FROM unnest(arrays), the values passed column by column.
-        """
-        if len(rows) == 1:
-            count = self._execute(self.sql.update(columns), rows[0]).rowcount
-        elif self.pg:
-            *values, ids, seen = (list(column) for column in zip(*rows, strict=True))
-            count = self._execute(self.sql.update_batch_pg(columns), [ids, seen, *values]).rowcount
-        else:
-            count = self._executemany(self.sql.update(columns), rows)
-        if count not in (-1, len(rows)):
-            raise BenchFailure(f"raw compare-and-set updated {count} of {len(rows)} rows")
 
     def create(self, topic: str, datas: Sequence[str]) -> int:
         now = now_ms()
@@ -260,47 +223,30 @@ class RawStore:
             if found is None:
                 return []
         self._begin(write=True)
-        rows = self._execute(self.sql.ready, args).fetchall()
-        now = now_ms()
-        params = [
-            ("running", pid, r[R_VER] + 1, r[R_ATTEMPT] + 1, now, r[R_ID], r[R_VER]) for r in rows
-        ]
-        if params:
-            self._write(RESERVE_COLUMNS, params)
+        params = {"topic": topic, "limit": limit, "e_pid": pid, "now": now_ms()}
+        rows = self._execute(self.sql.claim, params).fetchall()
         self._commit()
-        return [(p[5], p[3]) for p in params]
+        return [(r[R_ID], r[R_ATTEMPT]) for r in rows]
 
-    def _owned(self, pid: str, leases: Sequence[Lease], statuses: tuple[str, ...]) -> list[Row]:
-        """Read the leased rows (locked), in the order read; check each lease is held."""
-        ids = [t for t, _ in leases]
+    def _finish(self, statement: str, pid: str, leases: Sequence[Lease]) -> int:
+        """One guarded UPDATE for every lease; each must have been held."""
+        self._begin(write=True)
+        params: dict[str, Any] = {"now": now_ms()}
         if self.pg:
-            rows: list[Row] = self._execute(self.sql.by_ids_pg, (ids,)).fetchall()
+            params.update(ids=[t for t, _ in leases], pids=[pid] * len(leases),
+                          attempts=[a for _, a in leases])  # fmt: skip
         else:
-            rows = self._execute(self.sql.by_ids(len(ids)), ids).fetchall()
-        attempts = dict(leases)
-        check(len(rows) == len(attempts), "raw: a leased task is missing")
-        for r in rows:
-            if r[R_STATUS] not in statuses or r[R_PID] != pid or r[R_ATTEMPT] != attempts[r[R_ID]]:
-                raise BenchFailure(f"raw: lease of {r[R_ID]} lost: {r[R_STATUS]} {r[R_PID]}")
-        return rows
+            params["rows"] = json.dumps([[t, pid, a] for t, a in leases])
+        rows = self._execute(statement, params).fetchall()
+        self._commit()
+        check(len(rows) == len(leases), f"raw: {len(leases) - len(rows)} leases lost")
+        return len(rows)
 
     def terminate(self, pid: str, leases: Sequence[Lease]) -> int:
-        self._begin(write=True)
-        rows = self._owned(pid, leases, ("running", "snoozed"))
-        now = now_ms()
-        self._write(
-            TERMINATE_COLUMNS, [("terminated", r[R_VER] + 1, now, r[R_ID], r[R_VER]) for r in rows]
-        )
-        self._commit()
-        return len(rows)
+        return self._finish(self.sql.terminate, pid, leases)
 
     def extend(self, pid: str, leases: Sequence[Lease]) -> int:
-        self._begin(write=True)
-        rows = self._owned(pid, leases, ("running",))
-        now = now_ms()
-        self._write(EXTEND_COLUMNS, [(r[R_VER] + 1, now, r[R_ID], r[R_VER]) for r in rows])
-        self._commit()
-        return len(rows)
+        return self._finish(self.sql.extend, pid, leases)
 
     def list_leased(self, limit: int) -> list[Row]:
         self._begin(write=False)

@@ -31,6 +31,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -78,8 +79,17 @@ from sokka.core.errors import (
 from sokka.core.task import Status, Task, TaskSpec, require_name, task_from_values
 from sokka.core.transitions import (
     Event,
+    Extend,
+    Fail,
+    FromEvent,
+    Increment,
+    Release,
     Reserve,
+    SetRule,
+    Snooze,
+    Terminate,
     apply,
+    set_rule,
 )
 
 __all__ = ["SCHEMA_VERSION", "SUPPORTED_URLS", "SQLStore", "ready_channel"]
@@ -546,12 +556,6 @@ class SQLStore(EventCalls):
             t.c.snooze_time_ms, t.c.error, t.c.errors, t.c.created_at, t.c.updated_at,
         )  # fmt: skip
         select_tasks = sa.select(*self._columns)
-        ready = (
-            select_tasks.where(t.c.topic == sa.bindparam("topic"), sa.text(_READY_SQL))
-            .order_by(t.c.seq)
-            .limit(sa.bindparam("limit"))
-        )
-        self._select_ready = ready.with_for_update(skip_locked=True) if self._pg else ready
         self._select_ready_ids = (
             sa.select(t.c.seq)
             .where(t.c.topic == sa.bindparam("topic"), sa.text(_READY_SQL))
@@ -583,7 +587,13 @@ class SQLStore(EventCalls):
         # id, in the same statement (no round trip more). PostgreSQL folds repeated
         # notifications of one transaction into one.
         channel = ready_channel(self._prefix)
-        notify = f", pg_notify('{channel}', topic)" if self._pg else ""
+        # Only a task created ready notifies; a delayed one (created snoozed) waits
+        # for a supervisor to wake it, and the wake notifies then.
+        notify = (
+            f", CASE WHEN status = 'starting' THEN pg_notify('{channel}', topic) END"
+            if self._pg
+            else ""
+        )
         # PostgreSQL: a batch as arrays, one statement and one plan whatever its size
         # (a multi-row VALUES is new SQL text for every batch size).
         columns = ", ".join(_INSERT_ARRAY_TYPES)
@@ -594,7 +604,14 @@ class SQLStore(EventCalls):
         )
         returning: list[Any] = [t.c.task_id]
         if self._pg:
-            returning.append(sa.func.pg_notify(sa.literal_column(f"'{channel}'"), t.c.topic))
+            returning.append(
+                sa.case(
+                    (
+                        t.c.status == sa.literal_column("'starting'"),
+                        sa.func.pg_notify(sa.literal_column(f"'{channel}'"), t.c.topic),
+                    )
+                )
+            )
         self._insert = insert.on_conflict_do_nothing(index_elements=[t.c.task_id]).returning(
             *returning
         )
@@ -604,6 +621,13 @@ class SQLStore(EventCalls):
             f"SELECT pg_notify('{channel}', topic) FROM unnest(CAST(:topics AS text[])) AS topic"
         )
         self._updates: dict[tuple[str, ...], Any] = {}  # statements by changed columns
+        # The hot statements, as the driver's own SQL text (exec_driver_sql: no
+        # compiling, no cache lookup), their SET and guard compiled from the
+        # core's SetRule (core.transitions.set_rule), never written here by hand.
+        compiled = str(select_tasks.compile(dialect=self._engine.dialect))
+        self._returning = compiled.removeprefix("SELECT ").split(" \nFROM ")[0]
+        self._reserve_sql = self._compile_reserve(_rule(Reserve))
+        self._set_updates: dict[type[Event], str] = {}
 
     def _update_for(self, columns: tuple[str, ...]) -> Any:
         """UPDATE ... SET <columns> WHERE task_id = :id AND record_ver = :seen (cached)."""
@@ -645,6 +669,97 @@ class SQLStore(EventCalls):
             self._updates[key] = statement
         return statement
 
+    def _param(self, name: str) -> str:
+        """A named parameter in the driver's own style (psycopg ``%(x)s``, sqlite3 ``:x``)."""
+        return f"%({name})s" if self._pg else f":{name}"
+
+    def _compile_set(self, rule: SetRule, value_of: Callable[[str], str]) -> str:
+        """The SET clause of ``rule`` (``value_of(event field)``: the SQL of a
+        value taken from the event)."""
+        table = self._tasks.name
+        parts = [f"status = '{rule.to_status.value}'"]
+        for column, effect in rule.effects.items():
+            if effect is None:
+                parts.append(f"{column} = NULL")
+            elif isinstance(effect, Increment):
+                parts.append(f"{column} = {table}.{column} + {int(effect.by)}")
+            else:
+                parts.append(f"{column} = {value_of(effect.field)}")
+        parts.append(f"record_ver = {table}.record_ver + 1")
+        parts.append(f"updated_at = {self._param('now')}")
+        return ", ".join(parts)
+
+    def _guard(self, rule: SetRule) -> str:
+        """The statuses ``rule`` moves from, as literals (the partial indexes see them)."""
+        listed = ", ".join(f"'{s.value}'" for s in rule.from_statuses)
+        column = f"{self._tasks.name}.status"
+        return f"{column} = {listed}" if len(rule.from_statuses) == 1 else f"{column} IN ({listed})"
+
+    def _compile_reserve(self, rule: SetRule) -> str:
+        """Claim the oldest ready tasks of a topic in ONE guarded UPDATE ... RETURNING.
+
+        PostgreSQL picks the rows in a subquery ``FOR UPDATE SKIP LOCKED`` (run
+        once, as an ARRAY: see ``_purge_for``), so reservers never wait for
+        each other; SQLite holds the writer lock (BEGIN IMMEDIATE). The guard
+        restates the rule, so a row that changed before it was locked is left.
+        """
+        table = self._tasks.name
+        pick = (
+            f"SELECT seq FROM {table} WHERE topic = {self._param('topic')} AND {_READY_SQL} "
+            f"ORDER BY seq LIMIT {self._param('limit')}"
+        )
+        chosen = (
+            f"{table}.seq = ANY(ARRAY({pick} FOR UPDATE SKIP LOCKED))"
+            if self._pg
+            else f"{table}.seq IN ({pick})"
+        )
+        values = self._compile_set(rule, lambda field: self._param(f"e_{field}"))
+        return (
+            f"UPDATE {table} SET {values} WHERE {chosen} AND {self._guard(rule)} "
+            f"RETURNING {self._returning}"
+        )
+
+    def _set_update_for(self, rule: SetRule) -> str:
+        """One guarded UPDATE ... RETURNING for a batch of owner events of one kind (cached).
+
+        Each row is ``(task_id, pid, attempt, *event fields)``: PostgreSQL
+        passes them as arrays (``FROM unnest(...)``: one plan whatever the batch
+        size), SQLite as one JSON array (``FROM json_each(...)``). A task is
+        changed only if it is in one of the rule's statuses and its pid and
+        attempt are the caller's: exactly when ``apply`` would accept the event.
+        """
+        statement = self._set_updates.get(rule.event)
+        if statement is not None:
+            return statement
+        table = self._tasks.name
+        columns = _event_fields(rule)
+        fields = list(columns)
+        if self._pg:
+            arrays = ["CAST(%(ids)s AS text[])", "CAST(%(pids)s AS text[])",
+                      "CAST(%(attempts)s AS integer[])"]  # fmt: skip
+            arrays += [f"CAST(%(e_{f})s AS {_PG_ARRAY_TYPES[columns[f]]}[])" for f in fields]
+            names = ", ".join(["k_id", "k_pid", "k_attempt", *(f"e_{f}" for f in fields)])
+            source = f"unnest({', '.join(arrays)}) AS v({names})"
+            key, pid, attempt = "v.k_id", "v.k_pid", "v.k_attempt"
+
+            def value_of(field: str) -> str:
+                return f"v.e_{field}"
+        else:
+            source = "json_each(:rows) AS v"
+            key, pid, attempt = "v.value ->> 0", "v.value ->> 1", "v.value ->> 2"
+
+            def value_of(field: str) -> str:
+                return f"v.value ->> {3 + fields.index(field)}"
+
+        values = self._compile_set(rule, value_of)
+        statement = (
+            f"UPDATE {table} SET {values} FROM {source} WHERE {table}.task_id = {key} "
+            f"AND {self._guard(rule)} AND {table}.pid = {pid} AND {table}.attempt = {attempt} "
+            f"RETURNING {self._returning}"
+        )
+        self._set_updates[rule.event] = statement
+        return statement
+
     def _write(self, conn: Connection, changes: Sequence[tuple[Task, Task]]) -> None:
         """Persist transitions, each as a compare-and-set on the version it was read at."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -670,38 +785,90 @@ class SQLStore(EventCalls):
         return {row[1]: (row[0], _task(row)) for row in rows}
 
     def _apply_events(self, items: Sequence[tuple[str, Event]]) -> list[Result[Task, SokkaError]]:
-        """Apply events in order, in one transaction; each element on its own."""
+        """Apply events in order, in one transaction; each element on its own.
+
+        When every element names a different task, the owner events whose
+        effects are plain data (``core.transitions.set_rule``: extend,
+        terminate, snooze, release) are applied one guarded UPDATE per kind;
+        the tasks it did not change, and every other event, then take the
+        general path (read, ``apply``, compare-and-set), which gives the exact
+        error (``NotRunning``, ``WrongOwner``, ``StaleAttempt``, ...).
+        """
         if not items:
             return []
-        ids = list(dict.fromkeys(task_id for task_id, _ in items))
+        results: list[Result[Task, SokkaError] | None] = [None] * len(items)
+        ready: set[str] = set()
+        groups = _set_groups(items)
         with self._session(write=True) as conn:
-            found = self._fetch(conn, ids)
-            original = {task_id: task for task_id, (_, task) in found.items()}
-            current = dict(original)
             now = self._clock()
-            results: list[Result[Task, SokkaError]] = []
-            for task_id, event in items:
-                task = current.get(task_id)
-                if task is None:
-                    results.append(Failure(NotFound(task_id)))
-                    continue
-                result = apply(task, event, now)
-                if isinstance(result, Success):
-                    current[task_id] = result.unwrap()
-                results.append(result)
-            changes = [(original[k], v) for k, v in current.items() if v is not original[k]]
-            self._write(conn, changes)
-            ready = sorted(
-                {
-                    new.topic
-                    for old, new in changes
-                    if new.status is Status.STARTING and old.status is not Status.STARTING
-                }
-            )
+            for rule, positions in groups:
+                rows = self._set_apply(conn, rule, [items[i] for i in positions], now)
+                changed = {row[1]: row for row in rows}
+                for i in positions:
+                    row = changed.get(items[i][0])
+                    if row is not None:
+                        results[i] = Success(_task(row))
+                        if rule.to_status is Status.STARTING:
+                            ready.add(row[3])
+            rest = [i for i, r in enumerate(results) if r is None]
+            if rest:
+                answers = self._apply_each(conn, [items[i] for i in rest], now, ready)
+                for i, answer in zip(rest, answers, strict=True):
+                    results[i] = answer
             if ready and self._pg:
-                conn.execute(self._pg_notify, {"topics": ready})
+                conn.execute(self._pg_notify, {"topics": sorted(ready)})
         if ready:
-            self._bells.ring(ready)
+            self._bells.ring(sorted(ready))
+        return [r for r in results if r is not None]
+
+    def _set_apply(
+        self, conn: Connection, rule: SetRule, items: Sequence[tuple[str, Event]], now: int
+    ) -> Sequence[Sequence[Any]]:
+        """Run ``rule``'s guarded UPDATE over ``items``; the rows it changed, as they are now."""
+        fields = _event_fields(rule)
+        owned = [(task_id, _owner_event(event)) for task_id, event in items]
+        if self._pg:
+            params: dict[str, Any] = {
+                "ids": [task_id for task_id, _ in owned],
+                "pids": [event.pid for _, event in owned],
+                "attempts": [event.attempt for _, event in owned],
+                "now": now,
+            }
+            for f in fields:
+                params[f"e_{f}"] = [getattr(event, f) for _, event in owned]
+        else:
+            rows = [
+                [task_id, event.pid, event.attempt, *(getattr(event, f) for f in fields)]
+                for task_id, event in owned
+            ]
+            params = {"rows": json.dumps(rows), "now": now}
+        return conn.exec_driver_sql(self._set_update_for(rule), params).all()
+
+    def _apply_each(
+        self, conn: Connection, items: Sequence[tuple[str, Event]], now: int, ready: set[str]
+    ) -> list[Result[Task, SokkaError]]:
+        """The general path: read the tasks, ``apply`` each event in order, compare-and-set."""
+        ids = list(dict.fromkeys(task_id for task_id, _ in items))
+        found = self._fetch(conn, ids)
+        original = {task_id: task for task_id, (_, task) in found.items()}
+        current = dict(original)
+        results: list[Result[Task, SokkaError]] = []
+        for task_id, event in items:
+            task = current.get(task_id)
+            if task is None:
+                results.append(Failure(NotFound(task_id)))
+                continue
+            result = apply(task, event, now)
+            if isinstance(result, Success):
+                current[task_id] = result.unwrap()
+            results.append(result)
+        changes = [(original[k], v) for k, v in current.items() if v is not original[k]]
+        self._write(conn, changes)
+        ready.update(
+            new.topic
+            for old, new in changes
+            if new.status is Status.STARTING and old.status is not Status.STARTING
+        )
         return results
 
     # -- creating and reading -------------------------------------------------------
@@ -749,7 +916,11 @@ class SQLStore(EventCalls):
         if caller is None:
             with self._session(write=True) as conn:
                 inserted = self._insert_tasks(conn, fresh.values())
-            self._bells.ring(task.topic for task in fresh.values() if task.task_id in inserted)
+            self._bells.ring(
+                task.topic
+                for task in fresh.values()
+                if task.task_id in inserted and task.status is Status.STARTING
+            )
         else:
             if not self._schema_checked:
                 with self._session(write=False):
@@ -947,20 +1118,54 @@ class SQLStore(EventCalls):
             with self._session(write=False) as conn:
                 if conn.execute(self._select_ready_ids, params).first() is None:
                     return []
+        # One guarded UPDATE ... RETURNING claims them, its SET compiled from the
+        # core's rule for Reserve (the same effects apply() writes).
         with self._session(write=True) as conn:
-            rows = conn.execute(self._select_ready, params).all()
-            if not rows:
-                return []
-            now = self._clock()
-            changes: list[tuple[Task, Task]] = []
-            for row in rows:
-                old = _task(row)
-                result = apply(old, event, now)
-                if isinstance(result, Failure):  # pragma: no cover - starting always reserves
-                    raise StoreError(f"cannot reserve {old.task_id}: {result.failure()}")
-                changes.append((old, result.unwrap()))
-            self._write(conn, changes)
-        return [new for _, new in changes]
+            claim = {**params, "e_pid": event.pid, "now": self._clock()}
+            rows = conn.exec_driver_sql(self._reserve_sql, claim).all()
+        return [_task(row) for row in sorted(rows, key=_SEQ)]
+
+
+_SEQ: Final = itemgetter(0)
+
+
+def _rule(kind: type[Event]) -> SetRule:
+    rule = set_rule(kind)
+    if rule is None:  # pragma: no cover - the core defines one for reserve
+        raise AssertionError(f"the core has no set rule for {kind.__name__}")
+    return rule
+
+
+def _event_fields(rule: SetRule) -> dict[str, str]:
+    """The event fields ``rule`` writes, in order, each with the column it writes."""
+    return {
+        effect.field: column
+        for column, effect in rule.effects.items()
+        if isinstance(effect, FromEvent)
+    }
+
+
+_OwnerEvent = Extend | Terminate | Snooze | Fail | Release
+
+
+def _owner_event(event: Event) -> _OwnerEvent:
+    if not isinstance(event, Extend | Terminate | Snooze | Fail | Release):  # pragma: no cover
+        raise AssertionError(f"{type(event).__name__} is not an owner event")
+    return event
+
+
+def _set_groups(items: Sequence[tuple[str, Event]]) -> list[tuple[SetRule, list[int]]]:
+    """The positions of the owner events that may go through one guarded UPDATE
+    per kind (``set_rule``), grouped by kind; none when a task appears twice (its
+    events must then be applied in order, one after another)."""
+    groups: dict[type[Event], list[int]] = {}
+    for i, (_, event) in enumerate(items):
+        rule = set_rule(type(event))
+        if rule is not None and rule.owner:
+            groups.setdefault(rule.event, []).append(i)
+    if not groups or len({task_id for task_id, _ in items}) != len(items):
+        return []
+    return [(_rule(kind), positions) for kind, positions in groups.items()]
 
 
 def ready_channel(prefix: str) -> str:

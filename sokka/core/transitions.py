@@ -47,18 +47,24 @@ from sokka.core.task import (
 
 __all__ = [
     "OWNER_EVENTS",
+    "PLAIN_EFFECTS",
     "TRANSITIONS",
     "Cancel",
+    "Effect",
     "Event",
     "Extend",
     "Fail",
+    "FromEvent",
+    "Increment",
     "Release",
     "Requeue",
     "Reserve",
     "Revoke",
+    "SetRule",
     "Snooze",
     "Terminate",
     "apply",
+    "set_rule",
 ]
 
 
@@ -217,6 +223,101 @@ TRANSITIONS: Final[Mapping[tuple[Status, type[Event]], Status]] = {
 OWNER_EVENTS: Final[frozenset[type[Event]]] = frozenset({Extend, Terminate, Snooze, Fail, Release})
 
 
+@dataclass(frozen=True, slots=True)
+class FromEvent:
+    """An effect: the column takes the value of the event's field ``field``."""
+
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class Increment:
+    """An effect: the column takes the task's own value plus ``by``."""
+
+    by: int = 1
+
+
+#: What an event writes into one column: an event field, the old value plus a
+#: constant, or ``None`` (the column is cleared).
+Effect = FromEvent | Increment | None
+
+#: The effects (besides status, record_ver and updated_at) of the events whose
+#: effects are the same data for every task they apply to: no branch on the
+#: task, no text built from it. ``apply`` evaluates this table itself, and the
+#: SQL store compiles the same table into one set-based UPDATE (``set_rule``),
+#: so these effects are written once, here.
+PLAIN_EFFECTS: Final[Mapping[type[Event], Mapping[str, Effect]]] = {
+    Reserve: {"pid": FromEvent("pid"), "attempt": Increment(1), "snooze_time_ms": None},
+    Extend: {},
+    Terminate: {},
+    Release: {"pid": None, "snooze_time_ms": None},
+    Snooze: {"snooze_time_ms": FromEvent("snooze_ms")},
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetRule:
+    """One kind of event as data: when ``apply`` accepts it and what it writes.
+
+    ``apply(task, event, now)`` succeeds exactly when ``task.status`` is in
+    ``from_statuses`` and, if ``owner``, ``task.pid == event.pid`` and
+    ``task.attempt == event.attempt``; the new task then has ``status =
+    to_status``, each column of ``effects`` evaluated (``FromEvent``: the
+    event's field; ``Increment``: the old value plus ``by``; ``None``: cleared),
+    ``record_ver + 1`` and ``updated_at = now``, and every other field
+    unchanged. A store may so apply a batch of such events as one guarded
+    UPDATE (the guard: the statuses and the owner check), and must send the
+    tasks that UPDATE did not change through ``apply`` for their exact errors.
+    """
+
+    event: type[Event]
+    from_statuses: tuple[Status, ...]
+    to_status: Status
+    owner: bool
+    effects: Mapping[str, Effect]
+
+
+def _set_rules() -> dict[type[Event], SetRule]:
+    rules = {}
+    for kind, effects in PLAIN_EFFECTS.items():
+        moves = {source: target for (source, k), target in TRANSITIONS.items() if k is kind}
+        targets = set(moves.values())
+        if len(targets) != 1:  # pragma: no cover - a destination that depends on the source
+            continue
+        rules[kind] = SetRule(
+            event=kind,
+            from_statuses=tuple(sorted(moves, key=lambda s: s.value)),
+            to_status=targets.pop(),
+            owner=kind in OWNER_EVENTS,
+            effects=effects,
+        )
+    return rules
+
+
+_SET_RULES: Final = _set_rules()
+
+
+def set_rule(kind: type[Event]) -> SetRule | None:
+    """The ``SetRule`` of an event kind, or None when its effects depend on the
+    task (fail, revoke, requeue and cancel go one task at a time through ``apply``).
+
+    >>> rule = set_rule(Terminate)
+    >>> ([s.value for s in rule.from_statuses], rule.to_status.value, rule.owner)
+    (['running', 'snoozed'], 'terminated', True)
+    >>> set_rule(Fail) is None
+    True
+    """
+    return _SET_RULES.get(kind)
+
+
+def _evaluate(effect: Effect, old: Task, event: Event, column: str) -> Any:
+    if effect is None:
+        return None
+    if isinstance(effect, Increment):
+        return getattr(old, column) + effect.by
+    return getattr(event, effect.field)
+
+
 def _remember(task: Task, error: str) -> tuple[str, ...]:
     return (*task.errors, error)[-MAX_ERROR_HISTORY:]
 
@@ -277,15 +378,10 @@ def _effects(old: Task, event: Event) -> dict[str, Any]:
 
     ``status`` is given only where it differs from the table's destination.
     """
+    plain = PLAIN_EFFECTS.get(type(event))
+    if plain is not None:
+        return {column: _evaluate(e, old, event, column) for column, e in plain.items()}
     match event:
-        case Reserve(pid=pid):
-            return {"pid": pid, "attempt": old.attempt + 1, "snooze_time_ms": None}
-        case Extend() | Terminate():
-            return {}
-        case Release():
-            return {"pid": None, "snooze_time_ms": None}
-        case Snooze(snooze_ms=snooze_ms):
-            return {"snooze_time_ms": snooze_ms}
         case Fail(error=error, retry_after_ms=retry_after_ms):
             failures = old.failures + 1
             changes: dict[str, Any] = {
@@ -331,3 +427,5 @@ def _effects(old: Task, event: Event) -> dict[str, Any]:
                 "error": error,
                 "errors": _remember(old, error),
             }
+        case _:  # pragma: no cover - every other kind is in PLAIN_EFFECTS
+            raise AssertionError(f"no effects for {type(event).__name__}")

@@ -177,6 +177,52 @@ class StoresAgree(RuleBasedStateMachine):
         batch = [Finish(task_id=t, event=events[kind](p, a)) for t, p, a, kind in outcomes]
         self.agree(lambda s: s.finish_many(batch))
 
+    @rule(
+        kinds=st.lists(st.sampled_from(["terminate", "release", "snooze", "fail"]),
+                       min_size=1, max_size=4),
+        stale=st.sampled_from([None, "pid", "attempt", "ghost"]),
+    )  # fmt: skip
+    def finish_held(self, kinds: list[str], stale: str | None) -> None:
+        """The set-based paths: a batch of distinct tasks, quoting the leases they
+        really hold (read from the reference), so most of it takes one guarded
+        UPDATE per kind; ``stale`` spoils one element so the rest of the batch
+        also meets the fallback's exact errors."""
+        held = self.reference.list_leased_tasks(None, None, 1000).tasks
+        if not held:
+            return
+        batch: list[Finish] = []
+        for task, kind in zip(held, kinds, strict=False):
+            p, a = task.pid or "p1", task.attempt
+            events: dict[str, Terminate | Release | Snooze | Fail] = {
+                "terminate": Terminate(pid=p, attempt=a),
+                "release": Release(pid=p, attempt=a),
+                "snooze": Snooze(pid=p, attempt=a, snooze_ms=300),
+                "fail": Fail(pid=p, attempt=a, error="held", retry_after_ms=100),
+            }
+            batch.append(Finish(task_id=task.task_id, event=events[kind]))
+        first = batch[0].event
+        if stale == "pid":
+            batch[0] = Finish(
+                task_id=batch[0].task_id, event=Terminate(pid="p9", attempt=first.attempt)
+            )
+        elif stale == "attempt":
+            batch[0] = Finish(task_id=batch[0].task_id, event=Terminate(pid=first.pid, attempt=9))
+        elif stale == "ghost":
+            batch.append(Finish(task_id="ghost", event=Terminate(pid="p1", attempt=1)))
+        self.agree(lambda s: s.finish_many(batch))
+
+    @rule(stale=st.booleans())
+    def extend_held(self, stale: bool) -> None:
+        """extend_leases of every lease held (one guarded UPDATE), one maybe stale."""
+        held = self.reference.list_leased_tasks(None, None, 1000).tasks
+        by_pid: dict[str, list[LeaseToken]] = {}
+        for task in held:
+            by_pid.setdefault(task.pid or "p1", []).append(LeaseToken(task.task_id, task.attempt))
+        for pid, tokens in sorted(by_pid.items()):
+            if stale:
+                tokens[0] = LeaseToken(tokens[0].task_id, tokens[0].attempt + 1)
+            self.agree(lambda s: s.extend_leases(pid, tokens))  # noqa: B023 - called at once
+
     @rule(task_id=IDS, record_ver=st.integers(0, 6))
     def revoke(self, task_id: str, record_ver: int) -> None:
         self.agree(lambda s: s.revoke_lease(task_id, record_ver))

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from returns.result import Failure
 
 from sokka.adapters.sql import SCHEMA_VERSION, SQLStore
+from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SchemaError, Throttled, Unavailable, ValidationError
 from sokka.core.task import Status, Task, TaskSpec
+from sokka.core.transitions import Snooze, Terminate
 from tests.databases import postgres_engine, postgres_url, test_prefix
 
 
@@ -278,3 +281,57 @@ def test_the_columns_read_are_task_fields_in_order(sqlite_url: str) -> None:
     assert (reserved.max_attempts, reserved.lease_time_ms, reserved.data) == (3, 500, {"a": 1})
     assert created.record_ver == 0
     store.close()
+
+
+def _statements(store: SQLStore, call: Callable[[], object]) -> list[str]:
+    """The first word (two for a claim or a set update) of every statement ``call`` sends."""
+    sent: list[str] = []
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        words = statement.split()
+        if words[0] == "UPDATE":
+            kind = "claim" if " LIMIT " in statement else "set" if " FROM " in statement else "cas"
+            sent.append(f"UPDATE {kind}")
+        else:
+            sent.append(words[0])
+
+    sa.event.listen(store.engine, "before_cursor_execute", on_execute)
+    try:
+        call()
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", on_execute)
+    return [s for s in sent if s not in ("BEGIN", "COMMIT")]
+
+
+def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -> None:
+    """Claiming is one guarded UPDATE; finishing or extending a batch, one per kind
+    of outcome; a refused element alone also takes the general path (read, apply)."""
+    url, prefix = url_and_prefix
+    with SQLStore(url, prefix=prefix) as store:
+        store.create_schema()
+        store.create_tasks([TaskSpec(topic="q", task_id=f"t{i}") for i in range(4)])
+        reserved: list[Task] = []
+        look = ["SELECT"] if store.single_writer else []  # SQLite looks before it locks
+        claim = lambda: reserved.extend(store.reserve_tasks("q", "w1", 4))  # noqa: E731
+        assert _statements(store, claim) == [*look, "UPDATE claim"]
+        assert [t.task_id for t in reserved] == ["t0", "t1", "t2", "t3"]
+        leases = [LeaseToken(t.task_id, t.attempt) for t in reserved]
+        assert _statements(store, lambda: store.extend_leases("w1", leases)) == ["UPDATE set"]
+        outcomes = [
+            Finish(task_id="t0", event=Terminate(pid="w1", attempt=1)),
+            Finish(task_id="t1", event=Snooze(pid="w1", attempt=1, snooze_ms=50)),
+            Finish(task_id="t2", event=Terminate(pid="w1", attempt=7)),  # stale: refused
+        ]
+        answers: list[object] = []
+        finish = lambda: answers.extend(store.finish_many(outcomes))  # noqa: E731
+        # Terminates and snoozes: one UPDATE each; the refused one is read to say why.
+        assert _statements(store, finish) == ["UPDATE set", "UPDATE set", "SELECT"]
+        named = [type(a.failure()).__name__ if isinstance(a, Failure) else "ok" for a in answers]
+        assert named == ["ok", "ok", "StaleAttempt"]
+        assert store.get_task("t0").status is Status.TERMINATED
+        assert store.get_task("t1").status is Status.SNOOZED
+        assert store.get_task("t2").status is Status.RUNNING
+        fail = lambda: store.fail("t3", "w1", 1, "boom")  # noqa: E731
+        # Fail's effects depend on the task (its failure budget): read, apply, compare-and-set.
+        assert _statements(store, fail) == ["SELECT", "UPDATE cas"]
+        store.drop_schema()

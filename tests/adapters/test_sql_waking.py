@@ -151,3 +151,25 @@ def test_the_listener_runs_only_while_someone_waits(pair: tuple[SQLStore, SQLSto
         assert len(listeners()) == before + 1
     finally:
         again.close()
+
+
+def test_a_delayed_task_notifies_no_waiter_on_postgres(
+    pair: tuple[SQLStore, SQLStore], url_and_prefix: tuple[str, str]
+) -> None:
+    """A task created snoozed (``delay_ms``) is not ready: neither the writer's own
+    doorbell nor the NOTIFY rings for it; the supervisor's wake will. (SQLite's
+    watcher sees every commit, ``PRAGMA data_version`` has no topic: not tested.)"""
+    if url_and_prefix[0].startswith("sqlite"):
+        pytest.skip("SQLite's data_version watcher rings for every commit of another connection")
+    waiting, writing = pair
+    there, here = waiting.ready_signal(TOPIC), writing.ready_signal(TOPIC)
+    try:
+        writing.create_task(TaskSpec(topic=TOPIC, task_id="later", delay_ms=60_000))
+        assert there.wait(300) is False
+        assert here.wait(1) is False  # a hint given before a wait is kept: none was
+        writing.create_task(TaskSpec(topic=TOPIC, task_id="now"))
+        assert there.wait(PATIENCE_MS)
+        assert here.wait(PATIENCE_MS)
+    finally:
+        there.close()
+        here.close()

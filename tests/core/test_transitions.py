@@ -6,6 +6,8 @@ import itertools
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from sokka.core.errors import (
@@ -19,19 +21,25 @@ from sokka.core.errors import (
 from sokka.core.task import MAX_ERROR_HISTORY, MAX_ERROR_LENGTH, Status, Task
 from sokka.core.transitions import (
     OWNER_EVENTS,
+    PLAIN_EFFECTS,
     TRANSITIONS,
     Cancel,
     Event,
     Extend,
     Fail,
+    FromEvent,
+    Increment,
     Release,
     Requeue,
     Reserve,
     Revoke,
+    SetRule,
     Snooze,
     Terminate,
     apply,
+    set_rule,
 )
+from sokka.testing.strategies import tasks
 
 S = Status
 PID, ATTEMPT, VER, NOW = "w1", 3, 11, 1_000
@@ -235,3 +243,71 @@ def test_release_gives_the_task_back_without_spending_an_attempt() -> None:
     task = task_in(S.RUNNING, max_attempts=1)
     new = apply(task, Release(pid=PID, attempt=ATTEMPT), NOW).unwrap()
     assert (new.status, new.pid, new.failures, new.attempt) == (S.STARTING, None, 0, ATTEMPT)
+
+
+# -- the set rules: apply as data, for the stores' set-based UPDATEs ------------------
+
+
+def _by_rule(rule: SetRule, task: Task, event: Event, now_ms: int) -> Task | None:
+    """What a store's guarded UPDATE compiled from ``rule`` does to ``task``."""
+    if task.status not in rule.from_statuses:
+        return None
+    if rule.owner and (task.pid != event.pid or task.attempt != event.attempt):  # type: ignore[union-attr]
+        return None
+    changes: dict[str, object] = {"status": rule.to_status}
+    for column, effect in rule.effects.items():
+        if effect is None:
+            changes[column] = None
+        elif isinstance(effect, Increment):
+            changes[column] = getattr(task, column) + effect.by
+        else:
+            assert isinstance(effect, FromEvent)
+            changes[column] = getattr(event, effect.field)
+    changes["record_ver"] = task.record_ver + 1
+    changes["updated_at"] = now_ms
+    return replace(task, **changes)  # type: ignore[arg-type]
+
+
+_OWNER_KINDS = (Extend, Terminate, Snooze, Release)
+
+
+@st.composite
+def _rule_cases(draw: st.DrawFn) -> tuple[Task, Event]:
+    task = draw(tasks(statuses=tuple(Status)))
+    if task.status is S.SNOOZED and draw(st.booleans()):
+        task = replace(task, pid=draw(st.sampled_from(["w1", "w2"])))  # a snooze keeps its pid
+    kind = draw(st.sampled_from([Reserve, *_OWNER_KINDS]))
+    if kind is Reserve:
+        return task, Reserve(pid=draw(st.sampled_from(["w1", "w2"])))
+    pid = draw(st.sampled_from([task.pid or "w1", "w1", "w2"]))
+    attempt = draw(st.sampled_from([max(task.attempt, 1), task.attempt + 1]))
+    if kind is Snooze:
+        return task, Snooze(pid=pid, attempt=attempt, snooze_ms=draw(st.integers(1, 10_000)))
+    return task, kind(pid=pid, attempt=attempt)
+
+
+@given(_rule_cases(), st.integers(0, 2**40))
+def test_a_set_rule_says_exactly_what_apply_does(case: tuple[Task, Event], now_ms: int) -> None:
+    """A store compiles SetRule into one guarded UPDATE: it must change a task
+    exactly when ``apply`` accepts the event, and into the same task."""
+    task, event = case
+    rule = set_rule(type(event))
+    assert rule is not None
+    expected = apply(task, event, now_ms)
+    got = _by_rule(rule, task, event, now_ms)
+    if isinstance(expected, Success):
+        assert got == expected.unwrap()
+    else:
+        assert got is None
+
+
+def test_set_rules_cover_the_plain_events_and_only_them() -> None:
+    assert {k for k in PLAIN_EFFECTS if set_rule(k) is not None} == {
+        Reserve, Extend, Terminate, Snooze, Release,
+    }  # fmt: skip
+    for kind in (Fail, Revoke, Requeue, Cancel):
+        assert set_rule(kind) is None
+    for kind, rule in ((k, set_rule(k)) for k in PLAIN_EFFECTS):
+        assert rule is not None
+        assert rule.owner == (kind in OWNER_EVENTS)
+        assert {(s, kind) for s in rule.from_statuses} == {k for k in TRANSITIONS if k[1] is kind}
