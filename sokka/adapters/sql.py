@@ -404,6 +404,7 @@ class SQLStore(EventCalls):
 
     @property
     def engine(self) -> Engine:
+        """The SQLAlchemy engine the store runs its statements on."""
         return self._engine
 
     @property
@@ -413,6 +414,7 @@ class SQLStore(EventCalls):
 
     @property
     def dialect(self) -> str:
+        """The database's kind: ``"sqlite"`` or ``"postgresql"``."""
         return self._dialect
 
     def close(self) -> None:

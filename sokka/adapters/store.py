@@ -117,6 +117,7 @@ class TaskFilter:
                 raise ValidationError(name, f"must be between -{MAX_INT} and {MAX_INT}")
 
     def matches(self, task: Task) -> bool:
+        """Whether ``task`` passes every field of the filter that is set."""
         return (
             (self.topic is None or task.topic == self.topic)
             and (self.sub_topic is None or task.sub_topic == self.sub_topic)

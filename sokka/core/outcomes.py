@@ -55,6 +55,7 @@ class SnoozedOutcome:
     ms: int
 
 
+#: What a handler returns: ``ok()``, ``failed(error)`` or ``snoozed(ms)``.
 Outcome = OkOutcome | FailedOutcome | SnoozedOutcome
 
 

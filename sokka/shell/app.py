@@ -90,6 +90,7 @@ class App:
 
     @property
     def store(self) -> TaskStore:
+        """The store the app enqueues to and its workers serve."""
         return self._store
 
     @property

@@ -26,6 +26,7 @@ class MonotonicClock:
     """``time.monotonic_ns`` in milliseconds: immune to wall-clock changes."""
 
     def now_ms(self) -> int:
+        """Milliseconds since an arbitrary start; never smaller than an earlier answer."""
         return time.monotonic_ns() // 1_000_000
 
 
@@ -44,6 +45,7 @@ class ManualClock:
         self._lock = threading.Lock()
 
     def now_ms(self) -> int:
+        """The time the clock was set or advanced to, in milliseconds."""
         with self._lock:
             return self._now
 

@@ -111,6 +111,7 @@ class SupervisorCore:
 
     @property
     def policy(self) -> LeasePolicy:
+        """The lease and default snooze times this supervisor judges leases by."""
         return self._policy
 
     def wait_ms(self) -> int:

@@ -156,6 +156,7 @@ class Context:
 
     @property
     def cancel_reason(self) -> str | None:
+        """Why the context was cancelled (for people), or None while it is not."""
         return self._reason
 
     def raise_if_cancelled(self) -> None:
@@ -416,6 +417,7 @@ class Worker(WorkerCore):
     # -- public ------------------------------------------------------------------
 
     def stats(self) -> WorkerStats:
+        """A snapshot of the worker's counters (a copy: later work does not change it)."""
         with self._lock:
             return replace(self._stats)
 
@@ -461,6 +463,7 @@ class Worker(WorkerCore):
         return thread
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until a started worker has stopped (or ``timeout`` seconds); True if it has."""
         return self._stopped.wait(timeout)
 
     # -- threads -------------------------------------------------------------------

@@ -81,6 +81,7 @@ class SteppedWorker:
 
     @property
     def pid(self) -> str:
+        """The worker's name, recorded as the owner of the tasks it reserves."""
         return self.holdings.pid
 
     def step(self) -> int:

@@ -156,6 +156,7 @@ class AsyncSQLStore:
 
     @property
     def dialect(self) -> str:
+        """The database's kind: ``"sqlite"`` or ``"postgresql"``."""
         return self._sync.dialect
 
     @property

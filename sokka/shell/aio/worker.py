@@ -167,6 +167,8 @@ class AsyncContext:
                 self._event.set()
 
 
+#: An ``async def handler(task, ctx)`` that returns ``ok()``, ``failed(error)`` or
+#: ``snoozed(ms)``; ``ctx`` is an ``AsyncContext``.
 AsyncHandler = Callable[[Task, AsyncContext], Awaitable[Outcome]]
 
 
@@ -314,6 +316,7 @@ class Worker(WorkerCore):
     # -- public ------------------------------------------------------------------
 
     def stats(self) -> WorkerStats:
+        """A snapshot of the worker's counters (a copy: later work does not change it)."""
         return replace(self._stats)
 
     def stop(self) -> None:

@@ -1,0 +1,1 @@
+"""Recipes: sokka inside Flask, FastAPI and Django applications (docs/recipes.md)."""

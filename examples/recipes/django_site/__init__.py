@@ -1,0 +1,1 @@
+"""A minimal Django site that enqueues sokka tasks: see docs/recipes.md."""
