@@ -7,7 +7,7 @@
 
 ``POST /signups`` with ``{"email": "ann@example.com"}`` stores a ``Signup``
 row and enqueues its welcome email on the same SQLAlchemy session
-(``connection=db.session()``), so both are in one transaction: the task
+(``connection=db.session``), so both are in one transaction: the task
 exists if and only if the row is committed. An address the app refuses
 after the row was added (here, one at ``example.invalid``) rolls both back.
 
@@ -66,9 +66,7 @@ def create_app() -> Flask:
         email = str((request.get_json(silent=True) or {}).get("email", ""))
         db.session.add(Signup(email=email))
         # Same session, same transaction: nothing is visible to a worker yet.
-        # db.session is a scoped_session (a registry); db.session() is this
-        # request's Session, which is what enqueue takes.
-        task = tasks.enqueue("welcome-emails", {"to": email}, connection=db.session())
+        task = tasks.enqueue("welcome-emails", {"to": email}, connection=db.session)
         if "@" not in email or email.endswith("@example.invalid"):
             db.session.rollback()  # the row and the task go together
             return {"error": f"cannot sign up {email!r}"}, 422

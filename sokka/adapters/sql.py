@@ -41,7 +41,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from sokka.adapters.listeners import DataVersionWatcher, PgListener
 from sokka.adapters.memory import wall_clock_ms
@@ -948,7 +948,12 @@ class SQLStore(EventCalls):
 
     def _caller_connection(self, connection: object) -> Connection:
         """The caller's ``Connection`` (a ``Session``'s own), if it is on this
-        store's database; else a ``ValidationError`` naming ``connection``."""
+        store's database; else a ``ValidationError`` naming ``connection``.
+
+        A ``scoped_session`` (Flask-SQLAlchemy's ``db.session``) stands for the
+        session it holds for the current scope (thread, request)."""
+        if isinstance(connection, scoped_session):
+            connection = connection()
         if isinstance(connection, Session):
             try:
                 bind = connection.get_bind()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from sokka.adapters.sql import SQLStore
 from sokka.core.errors import NotFound, ValidationError
@@ -140,6 +140,24 @@ def test_a_session_is_used_through_its_connection(world: World) -> None:
         order(world, session.connection(), "o2")
         world.store.create_task(TaskSpec(topic=TOPIC, task_id="t2"), connection=session)
         session.commit()
+    assert orders(world) == ["o2"]
+    assert world.worker.get_task("t2").status is Status.STARTING
+
+
+def test_a_scoped_session_stands_for_its_current_session(world: World) -> None:
+    # Flask-SQLAlchemy's db.session is a scoped_session: the task joins the
+    # transaction of the session it holds now, and goes with its rollback.
+    scoped = scoped_session(sessionmaker(world.app))
+    try:
+        world.store.create_task(TaskSpec(topic=TOPIC, task_id="t1"), connection=scoped)
+        unseen(world, "t1")
+        scoped.rollback()
+        unseen(world, "t1")
+        order(world, scoped.connection(), "o2")
+        world.store.create_task(TaskSpec(topic=TOPIC, task_id="t2"), connection=scoped)
+        scoped.commit()
+    finally:
+        scoped.remove()
     assert orders(world) == ["o2"]
     assert world.worker.get_task("t2").status is Status.STARTING
 
