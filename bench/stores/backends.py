@@ -195,8 +195,12 @@ class SQLiteBackend(SqlBackend):
     def plans(self) -> list[tuple[str, str, list[str]]]:
         found = []
         for label, sql, params in (
-            ("reserve_tasks: look (SELECT seq)", self.statements.ready_look, (TOPIC, BATCH, 0)),
-            ("reserve_tasks: SELECT ready", self.statements.ready, (TOPIC, BATCH, 0)),
+            (
+                "reserve_tasks: look (SELECT seq)",
+                self.statements.ready_look,
+                (TOPIC, TOPIC, BATCH, 0),
+            ),
+            ("reserve_tasks: SELECT ready", self.statements.ready, (TOPIC, TOPIC, BATCH, 0)),
             ("list_leased_tasks: SELECT leased", self.statements.leased, (0, PAGE + 1, 0)),
         ):
             rows = self.loaders["store"].execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
@@ -263,7 +267,7 @@ class PostgresBackend(SqlBackend):
     def plans(self) -> list[tuple[str, str, list[str]]]:
         found = []
         for label, sql, params in (
-            ("reserve_tasks: SELECT ready", self.statements.ready, (TOPIC, BATCH)),
+            ("reserve_tasks: SELECT ready", self.statements.ready, (TOPIC, TOPIC, BATCH)),
             ("list_leased_tasks: SELECT leased", self.statements.leased, (0, PAGE + 1)),
         ):
             # ANALYZE runs the query (and takes the row locks): roll it back.
