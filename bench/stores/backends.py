@@ -197,7 +197,11 @@ class SQLiteBackend(SqlBackend):
         found = []
         params: Sequence[Any] | dict[str, Any]
         for label, sql, params in (
-            ("reserve_tasks: look (SELECT seq)", self.statements.ready_look, (TOPIC, BATCH, 0)),
+            (
+                "reserve_tasks: look (SELECT seq)",
+                self.statements.ready_look,
+                (TOPIC, TOPIC, BATCH, 0),
+            ),
             ("reserve_tasks: claim (UPDATE ... RETURNING)", self.statements.claim, claim_params()),
             ("list_leased_tasks: SELECT leased", self.statements.leased, (0, PAGE + 1, 0)),
         ):

@@ -76,6 +76,9 @@ class Statements:
         data = f"CAST({t}.data AS TEXT) AS data" if pg else f"{t}.data"
         self.columns = ", ".join(data if c == "data" else f"{t}.{c}" for c in SELECT_COLUMNS)
         self.select = f"SELECT {self.columns} \nFROM {t} \n"
+        # The topic reserved from is not paused (its second parameter is the topic again).
+        paused = t.removesuffix("tasks") + "paused_topics"
+        not_paused = f"AND NOT EXISTS (SELECT 1 FROM {paused} WHERE topic = {'%s' if pg else '?'}) "
         if pg:
             self.leased = (
                 self.select + f"WHERE status IN ('running', 'snoozed') AND {t}.seq > %s::BIGINT "
@@ -85,7 +88,8 @@ class Statements:
             # SQLite looks for ready tasks with a read before taking the writer lock.
             self.ready_look = (
                 f"SELECT {t}.seq \nFROM {t} \nWHERE {t}.topic = ? AND status = 'starting' "
-                f"ORDER BY {t}.seq\n LIMIT ? OFFSET ?"
+                + not_paused
+                + f"ORDER BY {t}.seq\n LIMIT ? OFFSET ?"
             )
             self.leased = (
                 self.select + f"WHERE status IN ('running', 'snoozed') AND {t}.seq > ? "
@@ -97,6 +101,7 @@ class Statements:
         p = self.p
         pick = (
             f"SELECT seq FROM {t} WHERE topic = {p('topic')} AND status = 'starting' "
+            f"AND NOT EXISTS (SELECT 1 FROM {paused} WHERE topic = {p('topic')}) "
             f"ORDER BY seq LIMIT {p('limit')}"
         )
         chosen = (
@@ -215,7 +220,7 @@ class RawStore:
         return len(inserted)
 
     def reserve(self, topic: str, pid: str, limit: int) -> list[Lease]:
-        args = (topic, limit) if self.pg else (topic, limit, 0)
+        args = (topic, topic, limit) if self.pg else (topic, topic, limit, 0)
         if not self.pg:  # look first, in a read transaction, as SQLStore does
             self._begin(write=False)
             found = self._execute(self.sql.ready_look, args).fetchone()

@@ -226,6 +226,15 @@ class HTTPStore:
     def cancel(self, task_id: str, reason: str) -> Task:
         return self._send(WIRE_CALLS.cancel(task_id, reason))
 
+    def pause_topic(self, topic: str) -> bool:
+        return self._send(WIRE_CALLS.pause_topic(topic))
+
+    def resume_topic(self, topic: str) -> bool:
+        return self._send(WIRE_CALLS.resume_topic(topic))
+
+    def paused_topics(self) -> list[str]:
+        return self._send(WIRE_CALLS.paused_topics())
+
     def list_leased_tasks(
         self,
         topic: str | None = None,

@@ -35,6 +35,7 @@ from sokka.adapters.store import (
     check_leased_listing,
     check_listing,
     check_purge,
+    check_topic,
     encode_cursor,
     require_batch,
     require_limit,
@@ -89,6 +90,7 @@ class MemoryStore(EventCalls):
         # (the task moved on) are skipped when popped.
         self._ready: dict[str, list[tuple[int, str]]] = {}
         self._leased: set[str] = set()
+        self._paused: dict[str, int] = {}  # topic -> when it was paused (store clock)
         self._bells = Doorbells()  # waiters for tasks becoming ready (ready_signal)
 
     def ready_signal(self, topic: str) -> Doorbell:
@@ -256,6 +258,8 @@ class MemoryStore(EventCalls):
         require_limit("limit", limit, MAX_BATCH)
         reserved: list[Task] = []
         with self._lock:
+            if topic in self._paused:
+                return reserved
             ready = self._ready.get(topic, [])
             while ready and len(reserved) < limit:
                 seq, task_id = heapq.heappop(ready)
@@ -266,6 +270,28 @@ class MemoryStore(EventCalls):
                     continue
                 reserved.append(self._transition(task_id, event).unwrap())
         return reserved
+
+    # -- pausing topics ------------------------------------------------------
+
+    def pause_topic(self, topic: str) -> bool:
+        check_topic(topic)
+        with self._lock:
+            if topic in self._paused:
+                return False
+            self._paused[topic] = self._clock()
+            return True
+
+    def resume_topic(self, topic: str) -> bool:
+        check_topic(topic)
+        with self._lock:
+            if self._paused.pop(topic, None) is None:
+                return False
+        self._bells.ring((topic,))  # its ready tasks may be taken again
+        return True
+
+    def paused_topics(self) -> list[str]:
+        with self._lock:
+            return sorted(self._paused)
 
     def _apply_events(self, items: Sequence[tuple[str, Event]]) -> list[Result[Task, SokkaError]]:
         with self._lock:

@@ -61,6 +61,7 @@ from sokka.adapters.store import (
     check_leased_listing,
     check_listing,
     check_purge,
+    check_topic,
     encode_cursor,
     require_batch,
     require_limit,
@@ -95,7 +96,8 @@ from sokka.core.transitions import (
 __all__ = ["SCHEMA_VERSION", "SUPPORTED_URLS", "SQLStore", "ready_channel"]
 
 #: The schema this code writes and reads. A database with a newer one is refused.
-SCHEMA_VERSION: Final = 1
+#: 1: the tasks. 2: paused topics (``{prefix}paused_topics``).
+SCHEMA_VERSION: Final = 2
 
 #: Every store URL sokka accepts, for the error messages (one list, shared by
 #: every message that lists them). The http(s) URL is that of a ``sokka serve``;
@@ -387,6 +389,7 @@ class SQLStore(EventCalls):
         self._new_id = new_id
         self._schema_checked = False
         self._metadata, self._tasks, self._versions = _tables(prefix)
+        self._paused = _paused_table(self._metadata, prefix)
         # Waiters for tasks becoming ready (ready_signal), rung by this store's own
         # changes at once and by a listener thread for other processes' changes.
         self._bells = Doorbells()
@@ -496,8 +499,28 @@ class SQLStore(EventCalls):
                 )
                 found = SCHEMA_VERSION
             self._check_version(found)
+            if found < SCHEMA_VERSION:
+                self._upgrade(conn, found)
         self._schema_checked = True
         return SCHEMA_VERSION
+
+    def _upgrade(self, conn: Connection, found: int) -> None:
+        """Bring a database of schema version ``found`` up to ``SCHEMA_VERSION`` in
+        place, one step per version, in the caller's transaction (all or nothing).
+
+        Each step is idempotent: ``create_all`` has already made any table that
+        was missing, so a step only does what that cannot (alter, backfill).
+        """
+        steps = {2: self._upgrade_to_2}
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            steps[version](conn)
+        conn.execute(
+            self._versions.update().values(version=SCHEMA_VERSION, applied_at=self._clock())
+        )
+
+    def _upgrade_to_2(self, conn: Connection) -> None:
+        """Version 2: the paused topics (``pause_topic``)."""
+        self._paused.create(conn, checkfirst=True)
 
     def drop_schema(self) -> None:
         """Drop this prefix's tables (and every task in them)."""
@@ -525,6 +548,15 @@ class SQLStore(EventCalls):
                 f"({SCHEMA_VERSION}): upgrade sokka"
             )
 
+    def _require_current(self, found: int | None) -> None:
+        self._check_version(found)
+        if found is not None and found < SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database has schema version {found}, older than this sokka's "
+                f"({SCHEMA_VERSION}): run `sokka init` (SQLStore.create_schema()) to "
+                "upgrade it in place"
+            )
+
     # -- sessions and statements ------------------------------------------------
 
     @contextmanager
@@ -546,7 +578,7 @@ class SQLStore(EventCalls):
             if isinstance(translated, SchemaError):
                 self._check_version(None)
             raise translated from error
-        self._check_version(found)
+        self._require_current(found)
         self._schema_checked = True
 
     def _build_statements(self) -> None:
@@ -558,9 +590,10 @@ class SQLStore(EventCalls):
             t.c.snooze_time_ms, t.c.error, t.c.errors, t.c.created_at, t.c.updated_at,
         )  # fmt: skip
         select_tasks = sa.select(*self._columns)
+        not_paused = sa.text(_not_paused_sql(self._paused.name))
         self._select_ready_ids = (
             sa.select(t.c.seq)
-            .where(t.c.topic == sa.bindparam("topic"), sa.text(_READY_SQL))
+            .where(t.c.topic == sa.bindparam("topic"), sa.text(_READY_SQL), not_paused)
             .order_by(t.c.seq)
             .limit(sa.bindparam("limit"))
         )
@@ -708,6 +741,7 @@ class SQLStore(EventCalls):
         table = self._tasks.name
         pick = (
             f"SELECT seq FROM {table} WHERE topic = {self._param('topic')} AND {_READY_SQL} "
+            f"AND {_not_paused_sql(self._paused.name, self._param('topic'))} "
             f"ORDER BY seq LIMIT {self._param('limit')}"
         )
         chosen = (
@@ -1111,6 +1145,36 @@ class SQLStore(EventCalls):
             self._updates[key] = statement
         return statement
 
+    # -- pausing topics -------------------------------------------------------------
+
+    def pause_topic(self, topic: str) -> bool:
+        check_topic(topic)
+        insert = postgresql.insert if self._pg else sqlite.insert
+        statement = (
+            insert(self._paused)
+            .values(topic=topic, paused_at=self._clock())
+            .on_conflict_do_nothing(index_elements=[self._paused.c.topic])
+            .returning(self._paused.c.topic)  # a row back: this call paused it
+        )
+        with self._session(write=True) as conn:
+            return conn.execute(statement).first() is not None
+
+    def resume_topic(self, topic: str) -> bool:
+        check_topic(topic)
+        statement = self._paused.delete().where(self._paused.c.topic == topic)
+        with self._session(write=True) as conn:
+            resumed = bool(conn.execute(statement).rowcount)
+            if resumed and self._pg:  # wake other processes' workers, as on commit
+                conn.execute(self._pg_notify, {"topics": [topic]})
+        if resumed:
+            self._bells.ring([topic])
+        return resumed
+
+    def paused_topics(self) -> list[str]:
+        statement = sa.select(self._paused.c.topic).order_by(self._paused.c.topic)
+        with self._session(write=False) as conn:
+            return [str(topic) for topic in conn.execute(statement).scalars()]
+
     # -- leases ---------------------------------------------------------------------
 
     def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
@@ -1250,6 +1314,27 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("applied_at", sa.BigInteger, nullable=False),
     )
     return metadata, tasks, versions
+
+
+def _paused_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    """``{prefix}paused_topics`` (schema version 2): one row per paused topic."""
+    return sa.Table(
+        f"{prefix}paused_topics",
+        metadata,
+        sa.Column("topic", sa.String(128), primary_key=True),
+        sa.Column("paused_at", sa.BigInteger, nullable=False),  # store clock, informational
+    )
+
+
+def _not_paused_sql(paused_table: str, topic: str = ":topic") -> str:
+    """The reservation's pause check: the ``topic`` parameter it reserves from is not paused.
+
+    Uncorrelated (it reads the ``:topic`` parameter, not the row), so the
+    database evaluates it once per statement, as one primary-key probe,
+    before it scans any ready task: a paused topic costs nothing however many
+    tasks wait in it. A fragment of its own, to add to any claim statement.
+    """
+    return f"NOT EXISTS (SELECT 1 FROM {paused_table} WHERE topic = {topic})"
 
 
 def _task(row: Sequence[Any]) -> Task:

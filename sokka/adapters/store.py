@@ -64,6 +64,7 @@ __all__ = [
     "check_leased_listing",
     "check_listing",
     "check_purge",
+    "check_topic",
     "decode_cursor",
     "encode_cursor",
     "execute",
@@ -310,6 +311,11 @@ def decode_cursor(cursor: object) -> int:
     return int(body["after"])
 
 
+def check_topic(topic: object) -> str:
+    """Validate the ``topic`` of ``pause_topic``/``resume_topic`` (a name)."""
+    return require_name("topic", topic)
+
+
 def require_spec(spec: object) -> TaskSpec:
     """Check that a create call was given a ``TaskSpec`` (which validated itself)."""
     if not isinstance(spec, TaskSpec):
@@ -426,7 +432,8 @@ class TaskStore(Protocol):
 
         Each returned task is running, owned by ``pid``, with ``attempt``
         increased by one. A task is never handed to two callers for the same
-        attempt. An empty list when nothing is ready.
+        attempt. An empty list when nothing is ready, or when ``topic`` is
+        paused (``pause_topic``).
         """
         ...
 
@@ -483,7 +490,36 @@ class TaskStore(Protocol):
         ...
 
     def cancel(self, task_id: str, reason: str) -> Task:
-        """Administrator: fail a task nobody is running (starting or snoozed)."""
+        """Administrator: fail a starting, snoozed or running task ("cancelled: <reason>").
+
+        A running task needs no lease: its ``record_ver`` moves and its pid is
+        cleared, so its owner's next keepalive or outcome is refused with
+        ``TaskCancelled`` (the worker stops the handler and reports nothing).
+        A failed or terminated task: ``InvalidTransition``.
+        """
+        ...
+
+    def pause_topic(self, topic: str) -> bool:
+        """Administrator: from now on ``reserve_tasks(topic, ...)`` returns nothing.
+
+        Leases already held run on: their keepalives and outcomes work as
+        ever, and a supervisor still revokes and wakes the topic's tasks (they
+        wait, starting, until the topic is resumed). A topic need not have any
+        task to be paused. True if this call paused it; False if it was paused
+        already (nothing changes).
+        """
+        ...
+
+    def resume_topic(self, topic: str) -> bool:
+        """Administrator: undo ``pause_topic``; workers may reserve again, and those
+        waiting for the topic are woken (as a new task wakes them).
+
+        True if the topic was paused; False if it was not (nothing changes).
+        """
+        ...
+
+    def paused_topics(self) -> list[str]:
+        """The paused topics, sorted by name."""
         ...
 
     def list_leased_tasks(

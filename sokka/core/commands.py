@@ -116,6 +116,9 @@ class Why(enum.StrEnum):
     STOPPING = "stopping"
     #: The lease had already been given up when the handler returned.
     GONE = "gone"
+    #: An operator cancelled the task (the store refused a keepalive with
+    #: ``TaskCancelled``): the task is failed for good, nobody runs it again.
+    CANCELLED = "cancelled"
 
     @property
     def loses_lease(self) -> bool:

@@ -12,6 +12,7 @@ caller can catch exactly the family it can act on:
     ├── InvalidTransition      the status table does not allow the event
     ├── LeaseLost              the caller no longer holds the lease
     │   ├── NotRunning         the task is not running (revoked, finished, ...)
+    │   │   └── TaskCancelled  an operator cancelled the caller's attempt
     │   ├── StaleAttempt       the lease was revoked and reserved again
     │   └── WrongOwner         another pid holds the lease
     ├── RetryableError         try again later; nothing was changed
@@ -37,6 +38,7 @@ __all__ = [
     "StaleAttempt",
     "StaleRecord",
     "StoreError",
+    "TaskCancelled",
     "Throttled",
     "Unavailable",
     "ValidationError",
@@ -146,6 +148,16 @@ class NotRunning(LeaseLost):
     """The task is not running any more (its lease was revoked, or it finished)."""
 
     code = "not-running"
+
+
+class TaskCancelled(NotRunning):
+    """An operator cancelled the task while the caller held its lease: stop, report nothing.
+
+    A ``NotRunning``, so code that handles a lost lease handles this too; a
+    worker that can tell it apart says "cancelled" rather than "lost".
+    """
+
+    code = "task-cancelled"
 
 
 class StaleAttempt(LeaseLost):

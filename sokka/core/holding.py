@@ -51,7 +51,14 @@ from returns.result import Failure, Result, Success
 
 from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
-from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
+from sokka.core.errors import (
+    LeaseLost,
+    NotFound,
+    RetryableError,
+    SokkaError,
+    TaskCancelled,
+    ValidationError,
+)
 from sokka.core.outcomes import FailedOutcome, OkOutcome, SnoozedOutcome
 from sokka.core.task import Task, require_name, require_positive_ms
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
@@ -436,6 +443,8 @@ def acknowledged(
       interval after it;
     * refused (lease lost, not found): the lease is given up and its handler
       cancelled, unless its outcome is being recorded (that answer decides);
+      the reason is ``Why.CANCELLED`` when an operator cancelled the task
+      (``TaskCancelled``), ``Why.REFUSED`` otherwise;
     * any other error: nothing changes; the retry that ``due`` set stands.
 
     Answers for leases no longer held are ignored.
@@ -460,12 +469,13 @@ def acknowledged(
                     )
             case Failure(error) if _refused(error):
                 changes[key] = None
+                why = Why.CANCELLED if isinstance(error, TaskCancelled) else Why.REFUSED
                 if held.phase is Phase.RUNNING:
-                    outrun[key] = Why.REFUSED
+                    outrun[key] = why
                 cancels.append(
                     CancelHandler(
                         lease=key,
-                        why=Why.REFUSED,
+                        why=why,
                         reason=f"the store refused the keepalive: {error}",
                         discarded=held.phase is Phase.DECIDED,
                     )
@@ -626,6 +636,7 @@ _LATE_RETURN: Final[dict[Why, str]] = {
     Why.TIMED_OUT: "the attempt was timed out",
     Why.STOPPING: "the attempt was stopping",
     Why.GONE: "the lease had been given up before the handler returned",
+    Why.CANCELLED: "an operator had cancelled the task before the handler returned",
 }
 
 

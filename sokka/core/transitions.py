@@ -13,6 +13,13 @@ its ``pid`` **and** its ``attempt``. A worker whose lease was revoked and
 reserved again, even by the same pid, quotes a stale attempt and is refused
 (fencing). ``Revoke`` instead quotes the ``record_ver`` it observed
 (compare-and-set): a task that changed since is never overwritten.
+
+An operator may ``Cancel`` a running task: no lease is needed, the task
+fails at once ("cancelled: <reason>") and its ``record_ver`` moves, so the
+owner's next keepalive or outcome is refused. That refusal is
+``TaskCancelled`` (a ``NotRunning``) when the owner's attempt is the one that
+was cancelled, so a worker can tell "an operator stopped this" from "my
+lease expired" and say so.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from sokka.core.errors import (
     SokkaError,
     StaleAttempt,
     StaleRecord,
+    TaskCancelled,
     ValidationError,
     WrongOwner,
 )
@@ -46,6 +54,7 @@ from sokka.core.task import (
 )
 
 __all__ = [
+    "CANCELLED_PREFIX",
     "OWNER_EVENTS",
     "PLAIN_EFFECTS",
     "TRANSITIONS",
@@ -65,7 +74,12 @@ __all__ = [
     "Terminate",
     "apply",
     "set_rule",
+    "was_cancelled",
 ]
+
+#: How the error of a cancelled task begins (``Cancel``). Every other event that
+#: records an error begins it with "attempt N: ", so the two never collide.
+CANCELLED_PREFIX: Final = "cancelled: "
 
 
 def _require_attempt(value: object) -> int:
@@ -191,7 +205,11 @@ class Requeue:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cancel:
-    """An administrator gives up on a task nobody is running (starting or snoozed)."""
+    """An administrator gives up on a task: starting, snoozed or running.
+
+    A running task fails without its owner's lease; the owner learns it from
+    the refusal of its next keepalive or outcome (``TaskCancelled``).
+    """
 
     name: ClassVar[str] = "cancel"
     reason: str
@@ -213,6 +231,7 @@ TRANSITIONS: Final[Mapping[tuple[Status, type[Event]], Status]] = {
     (S.RUNNING, Fail): S.FAILED,  # or SNOOZED when it asks for a retry and attempts are left
     (S.RUNNING, Terminate): S.TERMINATED,
     (S.RUNNING, Release): S.STARTING,  # the owner gives it back; not a failure
+    (S.RUNNING, Cancel): S.FAILED,  # an operator; the owner's next call is refused
     (S.SNOOZED, Revoke): S.STARTING,  # waking up; never fails
     (S.SNOOZED, Fail): S.FAILED,  # or SNOOZED, as from running
     (S.SNOOZED, Terminate): S.TERMINATED,
@@ -316,6 +335,17 @@ def _evaluate(effect: Effect, old: Task, event: Event, column: str) -> Any:
     if isinstance(effect, Increment):
         return getattr(old, column) + effect.by
     return getattr(event, effect.field)
+def was_cancelled(task: Task) -> bool:
+    """True when ``task`` is failed because an operator cancelled it (``Cancel``).
+
+    >>> t = Task(task_id="t1", task_group_id="t1", topic="q")
+    >>> was_cancelled(t), was_cancelled(apply(t, Cancel(reason="no"), 1).unwrap())
+    (False, True)
+    """
+    errors = task.errors
+    return (
+        task.status is Status.FAILED and bool(errors) and errors[-1].startswith(CANCELLED_PREFIX)
+    )
 
 
 def _remember(task: Task, error: str) -> tuple[str, ...]:
@@ -352,6 +382,14 @@ revoked and reserved again)")
     if isinstance(event, Revoke) and event.record_ver != task.record_ver:
         return Failure(StaleRecord(task.task_id, event.record_ver, task.record_ver))
     if target is None:
+        if isinstance(event, _OwnerEvent) and event.attempt == task.attempt and was_cancelled(task):
+            return Failure(
+                TaskCancelled(
+                    task.task_id,
+                    f"cannot {event.name}: an operator cancelled the task ({task.error}), "
+                    "so the caller's lease is gone",
+                )
+            )
         if kind in OWNER_EVENTS:
             return Failure(
                 NotRunning(
@@ -420,7 +458,7 @@ def _effects(old: Task, event: Event) -> dict[str, Any]:
         case Requeue():
             return {"pid": None, "failures": 0, "snooze_time_ms": None}
         case Cancel(reason=reason):
-            error = f"cancelled: {reason}"
+            error = f"{CANCELLED_PREFIX}{reason}"
             return {
                 "pid": None,
                 "snooze_time_ms": None,

@@ -59,7 +59,14 @@ from sokka.adapters.store import MAX_BATCH, TaskStore, require_limit
 from sokka.core import holding
 from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
-from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
+from sokka.core.errors import (
+    LeaseLost,
+    NotFound,
+    RetryableError,
+    SokkaError,
+    TaskCancelled,
+    ValidationError,
+)
 from sokka.core.holding import Discarded, Holdings, Token, WorkerPolicy
 from sokka.core.outcomes import (
     FailedOutcome,
@@ -199,6 +206,12 @@ def handler_raised(pid: str, task: Task, error: BaseException, ran_ms: int) -> F
     return raised(error, "".join(traceback.format_exception(type(error), error, frames)))
 
 
+def log_cancelled(pid: str, task_id: str, what: str) -> None:
+    """Log that an operator cancelled a task this worker held (not a lost lease:
+    nothing is wrong with the worker, and the task will not run again)."""
+    log.info("worker %s: task %s was cancelled by an operator; %s", pid, task_id, what)
+
+
 @dataclass(slots=True)
 class WorkerStats:
     """Counters since the worker started (read them with ``Worker.stats()``)."""
@@ -211,6 +224,9 @@ class WorkerStats:
     lost: int = 0  #: leases given up: refused keepalive or outcome, or the self-fence
     fenced: int = 0  #: outcomes discarded because the lease was lost
     released: int = 0  #: leases handed back unfinished at shutdown
+    #: tasks an operator cancelled while this worker held them: the handler was
+    #: cancelled (or its outcome dropped) and nothing was reported
+    cancelled: int = 0
     store_errors: int = 0  #: retryable store errors the worker rode out
 
     # One way to count what the worker core says, for every runtime that drives it.
@@ -220,6 +236,8 @@ class WorkerStats:
         match result:
             case Success(_):
                 self.count_recorded(finish)
+            case Failure(TaskCancelled()):
+                self.cancelled += 1  # an operator's doing, not a lost lease
             case Failure(LeaseLost() | NotFound()):
                 self.lost += 1  # the lease was gone: the outcome is discarded
                 self.fenced += 1
@@ -241,7 +259,11 @@ class WorkerStats:
                 self.released += 1
 
     def count_cancel(self, cancel: CancelHandler) -> None:
-        """Count a handler the core cancelled: a lease lost, an outcome dropped, a timeout."""
+        """Count a handler the core cancelled: a lease lost, an outcome dropped, a
+        timeout, an operator's cancel."""
+        if cancel.why is Why.CANCELLED:
+            self.cancelled += 1
+            return
         if cancel.why.loses_lease:
             self.lost += 1
         if cancel.discarded:
@@ -635,6 +657,8 @@ class Worker(WorkerCore):
             for finish, result in zip(recording.finishes, results, strict=True):
                 self._stats.count_answer(finish, result)
                 match result:
+                    case Failure(TaskCancelled() as refusal):
+                        log_cancelled(self.pid, finish.task_id, f"outcome dropped: {refusal}")
                     case Failure(LeaseLost() | NotFound() as refusal):
                         log.warning(
                             "worker %s: lost the lease of %s: the store refused the outcome: %s",
@@ -818,7 +842,9 @@ class Worker(WorkerCore):
     def _apply_cancels_locked(self, cancels: Sequence[CancelHandler]) -> None:
         for cancel in cancels:
             self._stats.count_cancel(cancel)
-            if cancel.why.loses_lease:
+            if cancel.why is Why.CANCELLED:
+                log_cancelled(self.pid, cancel.lease[0], f"handler cancelled: {cancel.reason}")
+            elif cancel.why.loses_lease:
                 self._log_lost(cancel.lease, cancel.reason)
             if cancel.discarded and cancel.lease in self._outcomes:
                 self._outcomes.remove(cancel.lease)

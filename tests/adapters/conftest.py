@@ -84,7 +84,9 @@ def postgres_store(env: StoreEnv) -> Iterator[TaskStore]:
         store.create_schema()
         _pg_schema_made = True
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {_PG_PREFIX}tasks RESTART IDENTITY")
+        conn.exec_driver_sql(
+            f"TRUNCATE {_PG_PREFIX}tasks, {_PG_PREFIX}paused_topics RESTART IDENTITY"
+        )
     yield store
 
 
@@ -182,7 +184,9 @@ def postgres_async_store(env: StoreEnv) -> Iterator[TaskStore]:
         SQLStore(engine, prefix=_PG_ASYNC_PREFIX).create_schema()
         _pg_async_engine = create_async_engine(engine.url, pool_size=12, max_overflow=12)
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {_PG_ASYNC_PREFIX}tasks RESTART IDENTITY")
+        conn.exec_driver_sql(
+            f"TRUNCATE {_PG_ASYNC_PREFIX}tasks, {_PG_ASYNC_PREFIX}paused_topics RESTART IDENTITY"
+        )
     store = AsyncSQLStore(_pg_async_engine, prefix=_PG_ASYNC_PREFIX, clock=env.clock)
     yield BlockingStore(store, async_loop())
 

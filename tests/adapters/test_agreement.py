@@ -235,6 +235,11 @@ class StoresAgree(RuleBasedStateMachine):
     def cancel(self, task_id: str) -> None:
         self.agree(lambda s: s.cancel(task_id, "operator"))
 
+    @rule(topic=TOPICS, paused=st.booleans())
+    def pause_or_resume(self, topic: str, paused: bool) -> None:
+        self.agree(lambda s: s.pause_topic(topic) if paused else s.resume_topic(topic))
+        self.agree(lambda s: s.paused_topics())
+
     @rule(task_id=IDS)
     def get(self, task_id: str) -> None:
         self.agree(lambda s: s.get_task(task_id))

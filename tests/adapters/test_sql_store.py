@@ -335,3 +335,31 @@ def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -
         # Fail's effects depend on the task (its failure budget): read, apply, compare-and-set.
         assert _statements(store, fail) == ["SELECT", "UPDATE cas"]
         store.drop_schema()
+def test_create_schema_upgrades_a_version_1_database_in_place(
+    url_and_prefix: tuple[str, str],
+) -> None:
+    """A database made by sokka 0.1 (schema 1: no paused topics) keeps its tasks,
+    is refused with a clear error until `sokka init` runs, then works as new."""
+    url, prefix = url_and_prefix
+    with SQLStore(url, prefix=prefix) as store:
+        store.create_schema()
+        store.create_task(TaskSpec(topic="q", task_id="kept"))
+        with store.engine.begin() as conn:  # what version 1 had: no paused_topics
+            conn.exec_driver_sql(f"DROP TABLE {prefix}paused_topics")
+            conn.exec_driver_sql(f"UPDATE {prefix}schema_version SET version = 1")
+    with SQLStore(url, prefix=prefix) as old:
+        assert old.schema_version() == 1
+        with pytest.raises(
+            SchemaError, match=r"version 1, older than this sokka's \(2\): run `sokka init`"
+        ):
+            old.reserve_tasks("q", "w")
+        assert old.create_schema() == SCHEMA_VERSION == 2
+        assert old.schema_version() == SCHEMA_VERSION
+        assert old.get_task("kept").status is Status.STARTING
+        assert old.pause_topic("q") is True
+        assert old.reserve_tasks("q", "w") == []
+        assert old.create_schema() == SCHEMA_VERSION  # again: nothing to do
+        assert old.paused_topics() == ["q"]
+    with SQLStore(url, prefix=prefix) as fresh:  # a new process sees the upgrade
+        fresh.resume_topic("q")
+        assert [t.task_id for t in fresh.reserve_tasks("q", "w")] == ["kept"]

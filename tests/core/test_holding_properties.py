@@ -27,7 +27,7 @@ from sokka.adapters.memory import MemoryStore
 from sokka.adapters.store import execute
 from sokka.core import holding
 from sokka.core.commands import ExtendLeases, Finish, RevokeOutcome, Why
-from sokka.core.errors import LeaseLost, SokkaError, Unavailable
+from sokka.core.errors import LeaseLost, NotRunning, SokkaError, TaskCancelled, Unavailable
 from sokka.core.holding import Discarded, Holdings, Phase, WorkerPolicy
 from sokka.core.outcomes import FailedOutcome, OkOutcome, SnoozedOutcome
 from sokka.core.supervision import EMPTY, LeasePolicy, mark, settle, sweep
@@ -309,6 +309,32 @@ def test_a_refusal_for_a_lease_being_recorded_is_not_a_loss() -> None:
     assert cancels == ()
     h, again = holding.recorded(h, recording, [Success(running_task(0))])
     assert (again, len(h)) == ((), 0)
+
+
+def test_a_keepalive_refused_because_an_operator_cancelled_the_task_says_so() -> None:
+    """The store's TaskCancelled cancels the handler for Why.CANCELLED, and what
+    the handler returns afterwards is discarded for that reason, not as a loss."""
+    h = holding.take(holding.holdings("w", POLICY), [running_task(0), running_task(1)], 0)
+    h, _ = holding.started(h, ("t0", 1), 0)
+    h, command = holding.due(h, 700)
+    assert command is not None
+    refusals = [
+        Failure(TaskCancelled("t0", "an operator cancelled the task")),
+        Failure(NotRunning("t1", "revoked")),
+    ]
+    h, cancels = holding.acknowledged(h, command, refusals)
+    assert [(c.lease, c.why) for c in cancels] == [
+        (("t0", 1), Why.CANCELLED),
+        (("t1", 1), Why.REFUSED),
+    ]
+    assert not Why.CANCELLED.loses_lease  # nobody will run it again: not a lost lease
+    assert len(h) == 0
+    assert not holding.live(h, ("t0", 1), 701)
+    h, (verdict,) = holding.finished_many(h, [(("t0", 1), OkOutcome(), 800)])
+    assert isinstance(verdict, Discarded)
+    assert verdict.why is Why.CANCELLED
+    assert "operator" in verdict.reason
+    assert h.outrun == {}
 
 
 def test_live_turns_false_at_the_fence_without_a_tick() -> None:

@@ -15,6 +15,7 @@ from sokka.core.errors import (
     NotRunning,
     StaleAttempt,
     StaleRecord,
+    TaskCancelled,
     ValidationError,
     WrongOwner,
 )
@@ -38,6 +39,7 @@ from sokka.core.transitions import (
     Terminate,
     apply,
     set_rule,
+    was_cancelled,
 )
 from sokka.testing.strategies import tasks
 
@@ -54,6 +56,7 @@ EXPECTED: dict[tuple[Status, str], Status] = {
     (S.RUNNING, "fail"): S.FAILED,
     (S.RUNNING, "terminate"): S.TERMINATED,
     (S.RUNNING, "release"): S.STARTING,
+    (S.RUNNING, "cancel"): S.FAILED,
     (S.SNOOZED, "revoke"): S.STARTING,
     (S.SNOOZED, "fail"): S.FAILED,
     (S.SNOOZED, "terminate"): S.TERMINATED,
@@ -311,3 +314,39 @@ def test_set_rules_cover_the_plain_events_and_only_them() -> None:
         assert rule is not None
         assert rule.owner == (kind in OWNER_EVENTS)
         assert {(s, kind) for s in rule.from_statuses} == {k for k in TRANSITIONS if k[1] is kind}
+def test_an_operator_cancels_a_running_task_without_its_lease() -> None:
+    task = task_in(S.RUNNING, failures=1)
+    new = apply(task, Cancel(reason="customer left"), NOW).unwrap()
+    assert (new.status, new.pid, new.record_ver) == (S.FAILED, None, VER + 1)
+    assert new.error == "cancelled: customer left"
+    assert new.errors[-1] == "cancelled: customer left"
+    # not a failure of the handler: the budget is what it was; the attempt stays
+    assert (new.failures, new.attempt) == (1, ATTEMPT)
+    assert was_cancelled(new)
+
+
+@pytest.mark.parametrize("name", ["extend", "terminate", "snooze", "fail", "release"])
+def test_the_owner_of_a_cancelled_attempt_is_told_it_was_cancelled(name: str) -> None:
+    cancelled = apply(task_in(S.RUNNING), Cancel(reason="stop"), NOW).unwrap()
+    error = apply(cancelled, EVENTS[name], NOW + 1).failure()
+    assert type(error) is TaskCancelled
+    assert isinstance(error, NotRunning)  # handled wherever a lost lease is
+    assert "cancelled: stop" in str(error)
+    # an older attempt's owner is told what any stale owner is told
+    older = replace(EVENTS[name], attempt=ATTEMPT - 1)  # type: ignore[type-var]
+    assert type(apply(cancelled, older, NOW + 1).failure()) is NotRunning
+
+
+def test_only_a_cancel_makes_a_failed_task_cancelled() -> None:
+    """A handler's own error that reads "cancelled: ..." is still the handler's."""
+    failed = apply(task_in(S.RUNNING), Fail(pid=PID, attempt=ATTEMPT, error="cancelled: x"), NOW)
+    assert not was_cancelled(failed.unwrap())
+    error = apply(failed.unwrap(), EVENTS["extend"], NOW).failure()
+    assert type(error) is NotRunning
+    expired = apply(task_in(S.RUNNING, max_attempts=1), Revoke(record_ver=VER), NOW).unwrap()
+    assert expired.status is S.FAILED
+    assert not was_cancelled(expired)
+    requeued = apply(
+        apply(task_in(S.STARTING), Cancel(reason="x"), NOW).unwrap(), Requeue(), NOW
+    ).unwrap()
+    assert not was_cancelled(requeued)

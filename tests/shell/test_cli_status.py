@@ -133,3 +133,19 @@ def test_status_watch_table_frames_carry_a_header_line(db: str) -> None:
         watcher.send_signal(signal.SIGINT)
         watcher.communicate(timeout=20)
     assert watcher.returncode == 0
+
+
+def test_status_shows_the_paused_topics(db: str) -> None:
+    paused = sokka("topic", "pause", "reports", "--db", db)
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout == "topic reports paused\n"
+    done = sokka("status", "--db", db)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        "paused: reports (workers reserve nothing from it: sokka topic resume TOPIC)"
+    )
+    body = json.loads(sokka("status", "--db", db, "--json").stdout)
+    assert body["paused_topics"] == ["reports"]
+    assert {t["topic"]: t["paused"] for t in body["topics"]} == {"emails": False, "reports": True}
+    only = json.loads(sokka("status", "--db", db, "--json", "--topic", "emails").stdout)
+    assert only["paused_topics"] == []

@@ -23,6 +23,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from sokka.adapters.sql import SQLStore
+from sokka.core.commands import LeaseToken
+from sokka.core.errors import TaskCancelled
 from sokka.core.task import Status, TaskSpec
 from sokka.shell.http import create_app, serve_in_background
 from tests.browsers import chromium_path
@@ -221,9 +223,60 @@ def test_cancel_and_bulk_requeue_go_through_the_store(
     assert store.count_tasks("emails").topics[0].failed == 0
 
 
-def test_task_data_with_markup_is_shown_escaped_and_never_runs(
-    page: Any, open_server: str
+def test_cancel_a_running_task_from_its_page_fences_its_worker(
+    page: Any, open_server: str, store: SQLStore, tmp_path: Path
 ) -> None:
+    page.goto(f"{open_server}/ui/tasks/sending")
+    assert page.locator("#task-status").inner_text() == "running"
+    page.locator('input[name="reason"]').fill("recipient unsubscribed")
+    page.locator("#cancel").click()
+    page.wait_for_url(re.compile(r"/ui/tasks/sending\?done=cancelled-running$"))
+    assert "reports nothing" in page.locator(".notice").inner_text()
+    assert page.locator("#task-status").inner_text() == "failed"
+    assert page.locator("#cancel").count() == 0
+    shoot(page, tmp_path, "cancelled-running")
+    cancelled = store.get_task("sending")
+    assert (cancelled.status, cancelled.error) == (
+        Status.FAILED,
+        "cancelled: recipient unsubscribed",
+    )
+    # worker-b's next keepalive is refused, and says why
+    (kept,) = store.extend_leases("worker-b", [LeaseToken("sending", 1)])
+    assert isinstance(kept.failure(), TaskCancelled)
+
+
+def test_pause_and_resume_a_topic_from_the_overview(
+    page: Any, open_server: str, store: SQLStore, tmp_path: Path
+) -> None:
+    page.goto(f"{open_server}/ui/")
+    page.locator('tr[data-topic="reports"] button.pause-topic').click()
+    page.wait_for_url(re.compile(r"/ui/\?done=paused$"))
+    assert "Paused" in page.locator(".notice").inner_text()
+    assert store.paused_topics() == ["reports"]
+    assert cells(page, "#topics")[1][0] == "reports paused"
+    assert "reports" in page.locator("#paused-topics").inner_text()
+    shoot(page, tmp_path, "paused", docs=True)
+    store.revoke_lease("weekly", store.get_task("weekly").record_ver)  # woken: ready
+    assert store.reserve_tasks("reports", "worker-c") == []
+    page.locator('tr[data-topic="reports"] button.resume-topic').click()
+    page.wait_for_url(re.compile(r"/ui/\?done=resumed$"))
+    assert store.paused_topics() == []
+    assert page.locator("#paused-topics").count() == 0
+    assert [t.task_id for t in store.reserve_tasks("reports", "worker-c")] == ["weekly"]
+
+
+def test_a_paused_topic_without_tasks_is_listed_and_can_be_resumed(
+    page: Any, open_server: str, store: SQLStore
+) -> None:
+    store.pause_topic("invoices")
+    page.goto(f"{open_server}/ui/")
+    assert "invoices" in page.locator("#paused-topics").inner_text()
+    page.locator("#paused-topics button.resume-topic").click()
+    page.wait_for_url(re.compile(r"done=resumed$"))
+    assert store.paused_topics() == []
+
+
+def test_task_data_with_markup_is_shown_escaped_and_never_runs(page: Any, open_server: str) -> None:
     page.goto(f"{open_server}/ui/tasks/hostile")
     shown = page.locator("#task-data").inner_text()
     assert "<script>window.__pwned = 1</script>" in shown

@@ -197,6 +197,15 @@ class AsyncHTTPStore:
     async def cancel(self, task_id: str, reason: str) -> Task:
         return await self._send(WIRE_CALLS.cancel(task_id, reason))
 
+    async def pause_topic(self, topic: str) -> bool:
+        return await self._send(WIRE_CALLS.pause_topic(topic))
+
+    async def resume_topic(self, topic: str) -> bool:
+        return await self._send(WIRE_CALLS.resume_topic(topic))
+
+    async def paused_topics(self) -> list[str]:
+        return await self._send(WIRE_CALLS.paused_topics())
+
     async def list_leased_tasks(
         self,
         topic: str | None = None,

@@ -113,6 +113,15 @@ class AsyncMemoryStore:
     async def cancel(self, task_id: str, reason: str) -> Task:
         return self.sync.cancel(task_id, reason)
 
+    async def pause_topic(self, topic: str) -> bool:
+        return self.sync.pause_topic(topic)
+
+    async def resume_topic(self, topic: str) -> bool:
+        return self.sync.resume_topic(topic)
+
+    async def paused_topics(self) -> list[str]:
+        return self.sync.paused_topics()
+
     async def list_leased_tasks(
         self,
         topic: str | None = None,

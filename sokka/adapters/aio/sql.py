@@ -277,6 +277,15 @@ class AsyncSQLStore:
     async def cancel(self, task_id: str, reason: str) -> Task:
         return await self._run(self._sync.cancel, task_id, reason)
 
+    async def pause_topic(self, topic: str) -> bool:
+        return await self._run(self._sync.pause_topic, topic)
+
+    async def resume_topic(self, topic: str) -> bool:
+        return await self._run(self._sync.resume_topic, topic)
+
+    async def paused_topics(self) -> list[str]:
+        return await self._run(self._sync.paused_topics)
+
     async def list_leased_tasks(
         self,
         topic: str | None = None,

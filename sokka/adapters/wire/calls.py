@@ -113,7 +113,14 @@ _WAIT_MS: Final[JSONObject] = {
     "description": "milliseconds the server may hold an empty answer, waiting for a "
     "task to become ready (0: answer at once)",
 }
-_OWNER = ("invalid-input", "not-found", "not-running", "stale-attempt", "wrong-owner")
+_OWNER = (
+    "invalid-input",
+    "not-found",
+    "not-running",
+    "task-cancelled",
+    "stale-attempt",
+    "wrong-owner",
+)
 _TASK_ID = Param("task_id", _NAME)
 _PID = Param("pid", _NAME)
 _ATTEMPT_PARAM = Param("attempt", _ATTEMPT)
@@ -230,11 +237,26 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     ),
     Operation(
         "cancel",
-        "Administrator: fail a task nobody is running",
+        "Administrator: fail a task that is starting, snoozed or running (its owner's "
+        "next keepalive or outcome is then refused: task-cancelled)",
         (_TASK_ID, Param("reason", _TEXT)),
         "task",
         ("invalid-input", "not-found", "invalid-transition"),
     ),
+    Operation(
+        "pause_topic",
+        "Administrator: workers reserve nothing from the topic until it is resumed "
+        "(leases already held run on)",
+        (Param("topic", _NAME),),
+        "changed",
+    ),
+    Operation(
+        "resume_topic",
+        "Administrator: workers may reserve from the topic again (waiting ones are woken)",
+        (Param("topic", _NAME),),
+        "changed",
+    ),
+    Operation("paused_topics", "The paused topics, sorted by name", (), "topics"),
     Operation(
         "list_leased_tasks",
         "One page of running and snoozed tasks (of one topic, or all)",

@@ -38,6 +38,7 @@ from sokka.adapters.store import (
 from sokka.adapters.urls import is_http_url
 from sokka.adapters.wire.calls import MAX_WAIT_MS, OPERATIONS_BY_NAME
 from sokka.adapters.wire.codec import (
+    changed_from_json,
     counts_from_json,
     filter_to_json,
     lease_to_json,
@@ -47,6 +48,7 @@ from sokka.adapters.wire.codec import (
     results_from_json,
     spec_to_json,
     task_from_json,
+    topics_from_json,
 )
 from sokka.adapters.wire.problems import error_from_problem
 from sokka.adapters.wire.values import PROBLEM_JSON
@@ -368,6 +370,15 @@ class WireCalls:
     def cancel(self, task_id: str, reason: str) -> Request[Task]:
         clipped = Cancel(reason=reason).reason  # as fail's error, for the same reason
         return Request("cancel", {"task_id": task_id, "reason": clipped}, task_from_json)
+
+    def pause_topic(self, topic: str) -> Request[bool]:
+        return Request("pause_topic", {"topic": topic}, changed_from_json)
+
+    def resume_topic(self, topic: str) -> Request[bool]:
+        return Request("resume_topic", {"topic": topic}, changed_from_json)
+
+    def paused_topics(self) -> Request[list[str]]:
+        return Request("paused_topics", {}, topics_from_json)
 
     def list_leased_tasks(
         self,

@@ -82,6 +82,10 @@ def answer_text(returns: Returns, answer: Any) -> str:
         return _dumps(counts_to_json(answer))
     if returns == "purged":
         return _dumps({"deleted": answer.deleted, "more": answer.more})
+    if returns == "changed":
+        return _dumps({"changed": bool(answer)})
+    if returns == "topics":
+        return _dumps({"topics": list(answer)})
     if returns == "page":
         tasks = ",".join(task_json_text(t) for t in answer.tasks)
         return f'{{"tasks":[{tasks}],"next_cursor":{_dumps(answer.next_cursor)}}}'
@@ -131,8 +135,7 @@ def counts_to_json(counts: Counts) -> JSONObject:
         "now": counts.now,
         "failed_within_ms": counts.failed_within_ms,
         "topics": [
-            {name: getattr(topic, name) for name in _TOPIC_COUNTS_FIELDS}
-            for topic in counts.topics
+            {name: getattr(topic, name) for name in _TOPIC_COUNTS_FIELDS} for topic in counts.topics
         ],
     }
 
@@ -157,6 +160,31 @@ def counts_from_json(value: object) -> Counts:
         )
     except TypeError:
         raise malformed from None
+
+
+def changed_from_json(value: object) -> bool:
+    """The answer of ``pause_topic``/``resume_topic``: ``{"changed": bool}``
+    (``StoreError`` if it is not one)."""
+    if (
+        not isinstance(value, dict)
+        or value.keys() != {"changed"}
+        or type(value["changed"]) is not bool
+    ):
+        raise StoreError("the server sent something that is not a pause's or resume's answer")
+    return value["changed"]
+
+
+def topics_from_json(value: object) -> list[str]:
+    """The answer of ``paused_topics``: ``{"topics": [name, ...]}`` (``StoreError``
+    if it is not one)."""
+    if (
+        not isinstance(value, dict)
+        or value.keys() != {"topics"}
+        or not isinstance(value["topics"], list)
+        or not all(isinstance(topic, str) for topic in value["topics"])
+    ):
+        raise StoreError("the server sent something that is not a list of topics")
+    return list(value["topics"])
 
 
 def purged_from_json(value: object) -> Purged:
@@ -313,5 +341,3 @@ def _each(decode: Callable[[object], object]) -> Callable[[object], object]:
         return [decode(item) for item in value] if isinstance(value, list) else value
 
     return decode_all
-
-

@@ -71,6 +71,10 @@ def _returns_schema(operation: Operation) -> dict[str, Any]:
             return {"$ref": "#/components/schemas/Counts"}
         case "purged":
             return {"$ref": "#/components/schemas/Purged"}
+        case "changed":
+            return {"$ref": "#/components/schemas/Changed"}
+        case "topics":
+            return {"$ref": "#/components/schemas/Topics"}
         case "results":
             return {"type": "array", "items": {"$ref": "#/components/schemas/Result"}}
 

@@ -20,6 +20,7 @@ from sokka.core.errors import (
     StaleAttempt,
     StaleRecord,
     StoreError,
+    TaskCancelled,
     Throttled,
     Unavailable,
     ValidationError,
@@ -75,6 +76,9 @@ _TYPES: tuple[ProblemType, ...] = (
         InvalidTransition,
     ),
     ProblemType("not-running", 409, "Task not running", ("task_id", "reason"), NotRunning),
+    ProblemType(
+        "task-cancelled", 409, "Task cancelled by an operator", ("task_id", "reason"), TaskCancelled
+    ),
     ProblemType("stale-attempt", 403, "Stale attempt", ("task_id", "reason"), StaleAttempt),
     ProblemType("wrong-owner", 403, "Wrong lease owner", ("task_id", "reason"), WrongOwner),
     ProblemType("lease-lost", 409, "Lease lost", ("task_id", "reason"), LeaseLost),

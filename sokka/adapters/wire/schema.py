@@ -161,6 +161,20 @@ SCHEMAS: Final[Mapping[str, JSONObject]] = {
         },
         ["deleted", "more"],
     ),
+    "Changed": _closed(
+        {
+            "changed": {
+                "type": "boolean",
+                "description": "true if this call changed the topic's state; false if it "
+                "was in that state already",
+            }
+        },
+        ["changed"],
+    ),
+    "Topics": _closed(
+        {"topics": {"type": "array", "items": {"type": "string"}, "description": "sorted"}},
+        ["topics"],
+    ),
     "Result": {
         "oneOf": [
             _closed({"task": _ref("Task")}, ["task"]),

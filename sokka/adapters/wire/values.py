@@ -10,4 +10,4 @@ __all__ = ["PROBLEM_JSON", "JSONObject", "Returns"]
 PROBLEM_JSON: Final = "application/problem+json"
 JSONObject = dict[str, Any]
 #: What a call answers with, as the codec writes it.
-Returns = Literal["task", "tasks", "page", "results", "counts", "purged"]
+Returns = Literal["task", "tasks", "page", "results", "counts", "purged", "changed", "topics"]

@@ -68,14 +68,28 @@ from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.adapters.store import MAX_BATCH
 from sokka.core import holding
 from sokka.core.backoff import Backoff
-from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken
-from sokka.core.errors import LeaseLost, NotFound, RetryableError, SokkaError, ValidationError
+from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
+from sokka.core.errors import (
+    LeaseLost,
+    NotFound,
+    RetryableError,
+    SokkaError,
+    TaskCancelled,
+    ValidationError,
+)
 from sokka.core.holding import Discarded, Token
 from sokka.core.outcomes import FailedOutcome, Outcome
 from sokka.core.task import Task
 from sokka.shell.aio.supervisor import Supervisor
 from sokka.shell.clock import Clock
-from sokka.shell.worker import Cancelled, Context, WorkerCore, WorkerStats, handler_raised
+from sokka.shell.worker import (
+    Cancelled,
+    Context,
+    WorkerCore,
+    WorkerStats,
+    handler_raised,
+    log_cancelled,
+)
 
 __all__ = ["AsyncContext", "AsyncHandler", "Worker"]
 
@@ -791,6 +805,8 @@ class Worker(WorkerCore):
         for finish, result in zip(recording.finishes, results, strict=True):
             self._stats.count_answer(finish, result)
             match result:
+                case Failure(TaskCancelled() as refusal):
+                    log_cancelled(self.pid, finish.task_id, f"outcome dropped: {refusal}")
                 case Failure(LeaseLost() | NotFound() as refusal):
                     log.warning(
                         "worker %s: lost the lease of %s: the store refused the outcome: %s",
@@ -859,7 +875,9 @@ class Worker(WorkerCore):
     def _apply_cancels(self, cancels: Sequence[CancelHandler]) -> None:
         for cancel in cancels:
             self._stats.count_cancel(cancel)
-            if cancel.why.loses_lease:
+            if cancel.why is Why.CANCELLED:
+                log_cancelled(self.pid, cancel.lease[0], f"handler cancelled: {cancel.reason}")
+            elif cancel.why.loses_lease:
                 self._log_lost(cancel.lease, cancel.reason)
             if cancel.discarded and cancel.lease in self._outcomes:
                 self._outcomes.remove(cancel.lease)

@@ -1,5 +1,5 @@
-"""The ``sokka`` command: init, task, status, purge, worker, supervise, scheduler, serve,
-dashboard, demo, simulate.
+"""The ``sokka`` command: init, task, topic, status, purge, worker, supervise, scheduler,
+serve, dashboard, demo, simulate.
 
 The store comes from ``--db`` or ``SOKKA_DB`` (default ``sqlite:///sokka.db``):
 an SQLite or PostgreSQL URL, or the ``http(s)://`` URL of a ``sokka serve``
@@ -25,6 +25,7 @@ from sokka.shell.cli import (  # noqa: F401  (they add the commands)
     simulate,
     status,
     tasks,
+    topics,
 )
 from sokka.shell.cli.common import DEFAULT_DB, cli, load_handler, parse_duration
 

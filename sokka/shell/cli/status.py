@@ -1,18 +1,19 @@
 """``sokka status``: how many tasks each topic has in each status, how long the
 oldest ready task has waited, and the failures of the last hour, from one
-``count_tasks`` call (no task is listed)."""
+``count_tasks`` call (no task is listed); and which topics are paused."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from sokka.adapters.store import Counts
+from sokka.adapters.store import Counts, TaskStore
 from sokka.core.task import Status
 from sokka.shell.ages import format_age
 from sokka.shell.cli.common import DURATION, _db, _json, _prefix, _store, cli
@@ -26,8 +27,19 @@ def _window(ms: int) -> str:
     return format_age(ms).replace("1h00m", "1h")
 
 
-def status_table(counts: Counts) -> str:
-    """The counts as a table, one row per topic and a total row."""
+def status_table(counts: Counts, paused: Sequence[str] = ()) -> str:
+    """The counts as a table, one row per topic and a total row; then the
+    ``paused`` topics (``pause_topic``), if any, on a line of their own."""
+    table = _counts_table(counts)
+    if not paused:
+        return table
+    return (
+        f"{table}\npaused: {', '.join(paused)} (workers reserve nothing from "
+        f"{'it' if len(paused) == 1 else 'them'}: sokka topic resume TOPIC)"
+    )
+
+
+def _counts_table(counts: Counts) -> str:
     header = list(_COLUMNS)
     header[-1] = f"FAILED {_window(counts.failed_within_ms).upper()}"
     rows: list[list[str]] = []
@@ -66,14 +78,17 @@ def status_table(counts: Counts) -> str:
     )
 
 
-def status_json(counts: Counts) -> dict[str, Any]:
-    """The counts for scripts: the store clock, the window, and per topic every count."""
+def status_json(counts: Counts, paused: Sequence[str] = ()) -> dict[str, Any]:
+    """The counts for scripts: the store clock, the window, per topic every count
+    and whether it is paused, and every paused topic (with tasks or not)."""
     return {
         "now": counts.now,
         "failed_within_ms": counts.failed_within_ms,
+        "paused_topics": list(paused),
         "topics": [
             {
                 "topic": t.topic,
+                "paused": t.topic in paused,
                 "counts": {s.value: t.count(s) for s in Status},
                 "leased": t.leased,
                 "oldest_ready_at": t.oldest_ready_at,
@@ -102,7 +117,8 @@ def status(
     """Count the tasks per topic and status (ages are on the store's clock)."""
     with _store(db, prefix) as store:
         if not watch:
-            _show(store.count_tasks(topic, None, failed_within), as_json, indent=2)
+            counts = store.count_tasks(topic, None, failed_within)
+            _show(counts, _paused(store, topic), as_json, indent=2)
             return
         clear = sys.stdout.isatty() and not as_json
         try:
@@ -113,7 +129,7 @@ def status(
                 if not as_json:
                     shown = datetime.now(tz=UTC).strftime("%H:%M:%S")
                     click.echo(f"-- {shown} UTC, every {format_age(every)} (Ctrl-C to stop)")
-                _show(counts, as_json)
+                _show(counts, _paused(store, topic), as_json)
                 sys.stdout.flush()
                 time.sleep(every / 1000)
         except KeyboardInterrupt:
@@ -121,9 +137,14 @@ def status(
             return
 
 
-def _show(counts: Counts, as_json: bool, indent: int | None = None) -> None:
+def _paused(store: TaskStore, topic: str | None) -> list[str]:
+    paused = store.paused_topics()
+    return paused if topic is None else [p for p in paused if p == topic]
+
+
+def _show(counts: Counts, paused: Sequence[str], as_json: bool, indent: int | None = None) -> None:
     if as_json:
         # --watch --json: one line per frame, a stream of JSON lines.
-        click.echo(json.dumps(status_json(counts), indent=indent))
+        click.echo(json.dumps(status_json(counts, paused), indent=indent))
         return
-    click.echo(status_table(counts))
+    click.echo(status_table(counts, paused))

@@ -1,5 +1,5 @@
 """``sokka init`` and ``sokka task ...``: create the schema; create, inspect,
-requeue and cancel tasks."""
+requeue and cancel tasks (a running one too)."""
 
 from __future__ import annotations
 
@@ -222,6 +222,19 @@ def task_requeue(
 @click.argument("task_id")
 @click.option("--reason", default="cancelled by an operator", show_default=True)
 def task_cancel(db: str, prefix: str, as_json: bool, task_id: str, reason: str) -> None:
-    """Fail a task that nobody is running (starting or snoozed)."""
+    """Fail a task that is starting, snoozed or running.
+
+    A running task's worker learns it at its next keepalive (within ~0.7 of
+    its lease): it stops the handler (an async one is cancelled; a thread
+    one is told through ctx.cancelled) and reports nothing.
+    """
     with _store(db, prefix) as store:
-        _show([store.cancel(task_id, reason)], as_json)
+        before = store.get_task(task_id)
+        cancelled = store.cancel(task_id, reason)
+        _show([cancelled], as_json)
+    if before.status is Status.RUNNING:
+        click.echo(
+            f"task {task_id} was running (worker {before.pid}, attempt {before.attempt}): "
+            "that worker stops its handler at its next keepalive and reports nothing",
+            err=True,
+        )

@@ -155,9 +155,7 @@ def _environment() -> jinja2.Environment:
 _env: jinja2.Environment | None = None
 
 
-def _render(
-    request: Request, name: str, status_code: int = 200, **context: Any
-) -> HTMLResponse:
+def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     global _env
     if _env is None:
         _env = _environment()
@@ -284,8 +282,14 @@ def _back(path: str, **query: str | int) -> RedirectResponse:
 
 
 async def _overview(request: Request) -> Response:
-    counts = await run_in_threadpool(_store(request).count_tasks)
-    return _render(request, "overview.html", counts=counts, notice=_notice(request))
+    store = _store(request)
+    counts = await run_in_threadpool(store.count_tasks)
+    paused: list[str] = await run_in_threadpool(store.paused_topics)
+    counted = {t.topic for t in counts.topics}
+    return _render(
+        request, "overview.html", counts=counts, paused=set(paused),
+        paused_without_tasks=[p for p in paused if p not in counted], notice=_notice(request),
+    )  # fmt: skip
 
 
 def _optional(request: Request, name: str) -> str | None:
@@ -326,6 +330,10 @@ async def _leased(request: Request) -> Response:
 _NOTICES: Final = {
     "requeued": "Requeued: the task is ready again, with a fresh failure budget.",
     "cancelled": "Cancelled: the task is failed with your reason.",
+    "cancelled-running": "Cancelled: the task is failed with your reason. Its worker stops "
+    "the handler at its next keepalive and reports nothing.",
+    "paused": "Paused: workers reserve nothing from the topic; leases already held run on.",
+    "resumed": "Resumed: workers reserve from the topic again.",
 }
 
 
@@ -353,8 +361,21 @@ async def _requeue(request: Request, form: dict[str, str]) -> Response:
 async def _cancel(request: Request, form: dict[str, str]) -> Response:
     task_id = form.get("task_id", "")
     reason = form.get("reason", "").strip() or "cancelled from the dashboard"
-    await run_in_threadpool(_store(request).cancel, task_id, reason)
-    return _back(f"/ui/tasks/{quote(task_id, safe='')}", done="cancelled")
+    store = _store(request)
+    before: Task = await run_in_threadpool(store.get_task, task_id)
+    await run_in_threadpool(store.cancel, task_id, reason)
+    done = "cancelled-running" if before.status is Status.RUNNING else "cancelled"
+    return _back(f"/ui/tasks/{quote(task_id, safe='')}", done=done)
+
+
+async def _pause_topic(request: Request, form: dict[str, str]) -> Response:
+    await run_in_threadpool(_store(request).pause_topic, form.get("topic", ""))
+    return _back("/ui/", done="paused")
+
+
+async def _resume_topic(request: Request, form: dict[str, str]) -> Response:
+    await run_in_threadpool(_store(request).resume_topic, form.get("topic", ""))
+    return _back("/ui/", done="resumed")
 
 
 async def _requeue_failed_action(request: Request, form: dict[str, str]) -> Response:
@@ -445,5 +466,7 @@ def dashboard_routes() -> list[BaseRoute]:
         Route("/ui/logout", _action(_logout), methods=["POST"]),
         Route("/ui/actions/requeue", _action(_requeue), methods=["POST"]),
         Route("/ui/actions/cancel", _action(_cancel), methods=["POST"]),
+        Route("/ui/actions/pause-topic", _action(_pause_topic), methods=["POST"]),
+        Route("/ui/actions/resume-topic", _action(_resume_topic), methods=["POST"]),
         Route("/ui/actions/requeue-failed", _action(_requeue_failed_action), methods=["POST"]),
     ]

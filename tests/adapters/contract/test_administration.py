@@ -7,17 +7,21 @@ import pytest
 from sokka.adapters.store import (
     TaskStore,
 )
+from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import (
     InvalidTransition,
     StaleAttempt,
+    TaskCancelled,
 )
 from sokka.core.task import (
     Status,
 )
+from sokka.core.transitions import Terminate
 from tests.adapters.contract.helpers import (
     PID,
     TOPIC,
     create,
+    failure,
     leased,
     refused,
     running,
@@ -88,10 +92,8 @@ def test_cancel_fails_a_task_nobody_is_running(store: TaskStore, state: str) -> 
     assert store.reserve_tasks(TOPIC, PID) == []
 
 
-@pytest.mark.parametrize("state", ["running", "failed", "terminated"])
-def test_cancel_of_a_running_or_finished_task_raises_invalid_transition(
-    store: TaskStore, state: str
-) -> None:
+@pytest.mark.parametrize("state", ["failed", "terminated"])
+def test_cancel_of_a_finished_task_raises_invalid_transition(store: TaskStore, state: str) -> None:
     running(store, "t1")
     if state == "failed":
         store.fail("t1", PID, 1, "boom")
@@ -99,3 +101,30 @@ def test_cancel_of_a_running_or_finished_task_raises_invalid_transition(
         store.terminate("t1", PID, 1)
     with refused(store, InvalidTransition):
         store.cancel("t1", "stop")
+
+
+def test_cancel_of_a_running_task_fails_it_and_fences_its_owner(store: TaskStore) -> None:
+    """No lease is needed: the task fails at once and its record_ver moves, so the
+    owner's keepalive and outcome are refused with TaskCancelled, and nothing changes."""
+    task = running(store, "t1")
+    cancelled = store.cancel("t1", "customer left")
+    assert cancelled.status is Status.FAILED
+    assert cancelled.error == "cancelled: customer left"
+    assert cancelled.pid is None
+    assert cancelled.record_ver == task.record_ver + 1
+    assert leased(store) == []
+    (kept,) = store.extend_leases(PID, [LeaseToken("t1", task.attempt)])
+    assert isinstance(failure(kept), TaskCancelled)
+    with refused(store, TaskCancelled):
+        store.terminate("t1", PID, task.attempt)
+    (outcome,) = store.finish_many(
+        [Finish(task_id="t1", event=Terminate(pid=PID, attempt=task.attempt))]
+    )
+    assert isinstance(failure(outcome), TaskCancelled)
+    assert store.get_task("t1") == cancelled
+    # an operator may give it another go; the old owner stays fenced
+    store.requeue("t1")
+    again = start(store, "t1")
+    assert again.attempt == task.attempt + 1
+    with refused(store, StaleAttempt):
+        store.terminate("t1", PID, task.attempt)

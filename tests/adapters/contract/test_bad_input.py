@@ -209,9 +209,12 @@ REFUSALS: list[Any] = [
     bad(lambda s: s.cancel("s1", 5), V, "reason", id="cancel-reason-int"),
     bad(lambda s: s.cancel("", "x"), V, "task_id", id="cancel-task_id-empty"),
     bad(lambda s: s.cancel("ghost", "x"), NotFound, id="cancel-unknown"),
-    bad(lambda s: s.cancel("r1", "x"), InvalidTransition, id="cancel-running"),
     bad(lambda s: s.cancel("f1", "x"), InvalidTransition, id="cancel-failed"),
     bad(lambda s: s.cancel("t1", "x"), InvalidTransition, id="cancel-terminated"),
+    # pause / resume a topic
+    bad(lambda s: s.pause_topic(""), V, "topic", id="pause-topic-empty"),
+    bad(lambda s: s.pause_topic(None), V, "topic", id="pause-topic-None"),
+    bad(lambda s: s.resume_topic(5), V, "topic", id="resume-topic-int"),
 ]
 
 

@@ -61,7 +61,7 @@ def test_record_ver_bumps_by_exactly_one_on_every_write_and_never_on_a_refusal(
     write(lambda: success(store.extend_leases(PID, [LeaseToken("a", 1)])[0]))
     refuse(lambda: store.terminate("a", OTHER_PID, 1), WrongOwner)
     refuse(lambda: store.terminate("a", PID, 2), StaleAttempt)
-    refuse(lambda: store.cancel("a", "no"), InvalidTransition)
+    refuse(lambda: store.requeue("a"), InvalidTransition)
     write(lambda: store.snooze("a", PID, 1, 100))
     refuse(lambda: failure_of(store.extend_leases(PID, [LeaseToken("a", 1)])), NotRunning)
     write(lambda: store.revoke_lease("a", version))  # wake up

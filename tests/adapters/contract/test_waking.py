@@ -102,6 +102,17 @@ def test_a_waiter_wakes_when_a_lease_is_released(store: TaskStore) -> None:
         signal.close()
 
 
+def test_a_waiter_wakes_when_its_paused_topic_is_resumed(store: TaskStore) -> None:
+    create(store, "t1")
+    store.pause_topic(TOPIC)
+    signal = signal_of(store)
+    try:
+        assert woken_by(signal, lambda: store.resume_topic(TOPIC))
+    finally:
+        signal.close()
+    assert [t.task_id for t in store.reserve_tasks(TOPIC, PID)] == ["t1"]
+
+
 def test_a_hint_that_came_before_the_wait_is_kept(store: TaskStore) -> None:
     signal = signal_of(store)
     try:

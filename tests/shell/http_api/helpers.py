@@ -41,7 +41,14 @@ STORE_CALLS = tuple(
     if inspect.isfunction(value) and not name.startswith("_")
 )
 READ_ONLY_CALLS = frozenset(
-    {"get_task", "tasks_in_group", "list_tasks", "list_leased_tasks", "count_tasks"}
+    {
+        "get_task",
+        "tasks_in_group",
+        "list_tasks",
+        "list_leased_tasks",
+        "count_tasks",
+        "paused_topics",
+    }
 )
 
 
@@ -50,7 +57,7 @@ READ_ONLY_CALLS = frozenset(
 
 def seeded_store() -> MemoryStore:
     """Three tasks: t-starting (starting), t-running (running, pid w1, attempt 1,
-    record_ver 1) and t-failed (failed: cancelled)."""
+    record_ver 1) and t-failed (failed: cancelled); the topic "held" is paused."""
     clock = ManualClock(start_ms=START_MS)
     store = MemoryStore(clock=clock)
     store.create_task(TaskSpec(topic="seed", task_id="t-starting", data={"n": 0}))
@@ -61,6 +68,7 @@ def seeded_store() -> MemoryStore:
     clock.advance(10)
     store.create_task(TaskSpec(topic="gone", task_id="t-failed"))
     assert store.cancel("t-failed", "seeded").status == Status.FAILED
+    assert store.pause_topic("held")
     return store
 
 
@@ -155,6 +163,9 @@ def valid_bodies(store: MemoryStore) -> dict[str, dict[str, Any]]:
         "revoke_lease": {"task_id": "t-running", "record_ver": running.record_ver},
         "requeue": {"task_id": "t-failed"},
         "cancel": {"task_id": "t-starting", "reason": "not needed any more"},
+        "pause_topic": {"topic": "seed"},
+        "resume_topic": {"topic": "held"},
+        "paused_topics": {},
         "list_leased_tasks": {"topic": "run"},
         "count_tasks": {"topic": "run", "status": "running", "failed_within_ms": 60000},
         "purge": {"statuses": ["failed"], "older_than_ms": 0, "topic": "gone", "limit": 10},

@@ -67,15 +67,15 @@ def test_every_v1_endpoint_refuses_a_call_without_the_token_and_carries_it_out_w
     http: httpx.Client, backing: MemoryStore, operation: Any
 ) -> None:
     body = valid_bodies(backing)[operation.name]
-    before = snapshot(backing)
+    before = (snapshot(backing), backing.paused_topics())
     refused = post(http, operation.name, body, headers=dict(JSON_BODY))
     assert_problem(refused, 401, "unauthorized")
     assert "www-authenticate" in refused.headers
-    assert snapshot(backing) == before
+    assert (snapshot(backing), backing.paused_topics()) == before
     accepted = post(http, operation.name, body)
     assert accepted.status_code == 200, accepted.text
     assert accepted.headers["content-type"] == "application/json"
-    changed = snapshot(backing) != before
+    changed = (snapshot(backing), backing.paused_topics()) != before
     assert changed == (operation.name not in READ_ONLY_CALLS)
 
 

@@ -86,6 +86,26 @@ def test_a_held_reserve_ignores_other_topics_and_answers_empty_when_the_wait_pas
     assert store.get_task("t1").status is Status.STARTING
 
 
+def test_a_held_reserve_on_a_paused_topic_answers_when_the_topic_is_resumed(
+    client: HTTPStore, behind: Callable[[TaskStore], None], tmp_path
+) -> None:
+    """A ready task of a paused topic is not handed out; a resume made on another
+    connection wakes the held reserve, as a new task would."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    served, other = SQLStore(url), SQLStore(url)
+    served.create_schema()
+    served.create_task(TaskSpec(topic=TOPIC, task_id="t1"))
+    served.pause_topic(TOPIC)
+    behind(served)
+    try:
+        assert reserved_while(client, 300, lambda: None) == []
+        got = reserved_while(client, 10_000, lambda: other.resume_topic(TOPIC))
+        assert got == ["t1"]
+    finally:
+        other.close()
+        served.close()
+
+
 def test_many_held_reserves_hand_out_each_task_once(
     client: HTTPStore, behind: Callable[[TaskStore], None]
 ) -> None:

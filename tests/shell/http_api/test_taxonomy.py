@@ -109,11 +109,11 @@ REAL_ERRORS: list[
     (
         "invalid transition: cancel",
         "cancel",
-        {"task_id": "t-running", "reason": "r"},
-        lambda s: s.cancel("t-running", "r"),
+        {"task_id": "t-failed", "reason": "r"},
+        lambda s: s.cancel("t-failed", "r"),
         409,
         "invalid-transition",
-        {"task_id": "t-running", "task_status": "running", "event": "cancel"},
+        {"task_id": "t-failed", "task_status": "failed", "event": "cancel"},
     ),
     (
         "not running",
