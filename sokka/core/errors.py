@@ -14,6 +14,9 @@ caller can catch exactly the family it can act on:
     │   ├── NotRunning         the task is not running (revoked, finished, ...)
     │   ├── StaleAttempt       the lease was revoked and reserved again
     │   └── WrongOwner         another pid holds the lease
+    ├── TaskFailed             asked for a result: the task failed (its error)
+    ├── NotFinished            asked for a result: the task has not finished
+    │   └── ResultTimeout      ... and did not finish within the wait
     ├── RetryableError         try again later; nothing was changed
     │   ├── Throttled          the store is busy (lock timeout, rate limit)
     │   └── Unavailable        the store cannot be reached
@@ -29,14 +32,17 @@ __all__ = [
     "AlreadyExists",
     "InvalidTransition",
     "LeaseLost",
+    "NotFinished",
     "NotFound",
     "NotRunning",
+    "ResultTimeout",
     "RetryableError",
     "SchemaError",
     "SokkaError",
     "StaleAttempt",
     "StaleRecord",
     "StoreError",
+    "TaskFailed",
     "Throttled",
     "Unavailable",
     "ValidationError",
@@ -158,6 +164,57 @@ class WrongOwner(LeaseLost):
     """Another pid holds the lease."""
 
     code = "wrong-owner"
+
+
+class TaskFailed(SokkaError):
+    """Asked for the result of a task that failed: it has none, only ``error``.
+
+    >>> str(TaskFailed("t1", "ValueError: no such user"))
+    "task 't1' failed: ValueError: no such user"
+    """
+
+    code = "task-failed"
+
+    def __init__(self, task_id: str, error: str) -> None:
+        super().__init__(f"task {task_id!r} failed: {error}")
+        self.task_id = task_id
+        self.error = error
+
+    def __reduce__(self) -> tuple[type[TaskFailed], tuple[str, str]]:
+        return (type(self), (self.task_id, self.error))
+
+
+class NotFinished(SokkaError):
+    """Asked for the result of a task that has not finished (``status`` is
+    starting, running or snoozed): there is none yet."""
+
+    code = "not-finished"
+
+    def __init__(self, task_id: str, status: str, message: str | None = None) -> None:
+        super().__init__(message or f"task {task_id!r} has not finished yet (it is {status})")
+        self.task_id = task_id
+        self.status = status
+
+    def __reduce__(self) -> tuple[type[NotFinished], tuple[str, str, str]]:
+        return (type(self), (self.task_id, self.status, str(self)))
+
+
+class ResultTimeout(NotFinished, TimeoutError):
+    """The task did not finish within the time its result was waited for.
+
+    >>> str(ResultTimeout("t1", "running", 30_000))
+    "task 't1' did not finish within 30000 ms (it is running)"
+    """
+
+    code = "result-timeout"
+
+    def __init__(self, task_id: str, status: str, waited_ms: int) -> None:
+        message = f"task {task_id!r} did not finish within {waited_ms} ms (it is {status})"
+        super().__init__(task_id, status, message)
+        self.waited_ms = waited_ms
+
+    def __reduce__(self) -> tuple[type[ResultTimeout], tuple[str, str, int]]:  # type: ignore[override]
+        return (type(self), (self.task_id, self.status, self.waited_ms))
 
 
 class RetryableError(SokkaError):

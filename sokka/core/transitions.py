@@ -18,7 +18,7 @@ reserved again, even by the same pid, quotes a stale attempt and is refused
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from returns.result import Failure, Result, Success
@@ -38,6 +38,7 @@ from sokka.core.task import (
     MAX_ERROR_LENGTH,
     Status,
     Task,
+    encode_result,
     evolve,
     require_at_most_max_int,
     require_name,
@@ -110,9 +111,22 @@ class Extend(_OwnerEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Terminate(_OwnerEvent):
-    """The owner finished the task successfully."""
+    """The owner finished the task successfully, with an optional ``result``.
+
+    ``result`` is a JSON value (``None``: no result) of at most
+    ``MAX_RESULT_BYTES`` encoded, checked and encoded here (``result_json``):
+    a bad one is a ``ValidationError`` naming ``result``, so no store ever
+    sees it. The terminated task keeps ``result_json``.
+    """
 
     name: ClassVar[str] = "terminate"
+    result: Any = field(default=None, compare=False, hash=False)
+    result_json: str | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _OwnerEvent.__post_init__(self)
+        if self.result is not None:
+            object.__setattr__(self, "result_json", encode_result(self.result))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -280,6 +294,8 @@ def _effects(old: Task, event: Event) -> dict[str, Any]:
     match event:
         case Reserve(pid=pid):
             return {"pid": pid, "attempt": old.attempt + 1, "snooze_time_ms": None}
+        case Terminate(result_json=result_json) if result_json is not None:
+            return {"result_json": result_json}
         case Extend() | Terminate():
             return {}
         case Release():
