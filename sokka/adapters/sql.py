@@ -84,8 +84,9 @@ from sokka.core.transitions import (
 
 __all__ = ["SCHEMA_VERSION", "SUPPORTED_URLS", "SQLStore", "ready_channel"]
 
-#: The schema this code writes and reads. A database with a newer one is refused.
-SCHEMA_VERSION: Final = 1
+#: The schema this code writes and reads. A database with a newer one is refused;
+#: an older one is upgraded in place by ``create_schema`` (``_MIGRATIONS``).
+SCHEMA_VERSION: Final = 2
 
 #: Every store URL sokka accepts, for the error messages (one list, shared by
 #: every message that lists them). The http(s) URL is that of a ``sokka serve``;
@@ -112,6 +113,7 @@ _MUTABLE: Final = (
     "error",
     "errors",
     "updated_at",
+    "result",
 )
 _STATUS: Final = {s.value: s for s in Status}
 _INSERT_ARRAY_TYPES: Final = {
@@ -134,6 +136,7 @@ _INSERT_ARRAY_TYPES: Final = {
     "errors": "text",
     "created_at": "bigint",
     "updated_at": "bigint",
+    "result": "json",
 }
 _PG_ARRAY_TYPES: Final = {
     "status": "text",
@@ -145,6 +148,7 @@ _PG_ARRAY_TYPES: Final = {
     "error": "text",
     "errors": "text",
     "updated_at": "bigint",
+    "result": "json",
 }
 
 
@@ -465,11 +469,14 @@ class SQLStore(EventCalls):
     # -- schema --------------------------------------------------------------
 
     def create_schema(self) -> int:
-        """Create the tables and indexes if missing; return the schema version.
+        """Create the tables and indexes if missing, or upgrade an older schema in
+        place; return the schema version.
 
         Idempotent and safe to run from several processes at once. A database
-        whose schema is newer than this code knows is refused (``SchemaError``),
-        never downgraded.
+        of an older schema is upgraded step by step (``_MIGRATIONS``), in one
+        transaction: it ends at ``SCHEMA_VERSION``, or, if a step fails, as it
+        was. A database whose schema is newer than this code knows is refused
+        (``SchemaError``), never downgraded.
         """
         with self._session(write=True, check_schema=False) as conn:
             if self._pg:
@@ -483,7 +490,12 @@ class SQLStore(EventCalls):
                     self._versions.insert().values(version=SCHEMA_VERSION, applied_at=self._clock())
                 )
                 found = SCHEMA_VERSION
-            self._check_version(found)
+            self._check_version(found, upgrading=True)
+            while found < SCHEMA_VERSION:
+                _MIGRATIONS[found](conn, self._tasks)
+                found += 1
+                step = {"version": found, "applied_at": self._clock()}
+                conn.execute(self._versions.update().values(step))
         self._schema_checked = True
         return SCHEMA_VERSION
 
@@ -501,7 +513,7 @@ class SQLStore(EventCalls):
             found = conn.execute(sa.select(self._versions.c.version)).scalar()
             return None if found is None else int(found)
 
-    def _check_version(self, found: int | None) -> None:
+    def _check_version(self, found: int | None, *, upgrading: bool = False) -> None:
         if found is None:
             raise SchemaError(
                 f"no sokka schema under the prefix {self._prefix!r}: run `sokka init` "
@@ -511,6 +523,12 @@ class SQLStore(EventCalls):
             raise SchemaError(
                 f"the database has schema version {found}, newer than this sokka knows "
                 f"({SCHEMA_VERSION}): upgrade sokka"
+            )
+        if found < SCHEMA_VERSION and not upgrading:
+            raise SchemaError(
+                f"the database has schema version {found}, older than this sokka's "
+                f"({SCHEMA_VERSION}): run `sokka init` (or SQLStore.create_schema()) to "
+                "upgrade it in place"
             )
 
     # -- sessions and statements ------------------------------------------------
@@ -544,6 +562,7 @@ class SQLStore(EventCalls):
             t.c.description, t.c.data, t.c.status, t.c.pid, t.c.record_ver, t.c.attempt,
             t.c.failures, t.c.max_attempts, t.c.lease_time_ms, t.c.timeout_ms,
             t.c.snooze_time_ms, t.c.error, t.c.errors, t.c.created_at, t.c.updated_at,
+            t.c.result,
         )  # fmt: skip
         select_tasks = sa.select(*self._columns)
         ready = (
@@ -1006,6 +1025,9 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("errors", sa.Text, nullable=False),  # JSON list of strings
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
+        # Schema version 2: what ok(result) keeps on a terminated task (JSON text,
+        # NULL for none). _add_result_column adds it to a version 1 table.
+        sa.Column("result", data_type, nullable=True),
         sa.CheckConstraint(
             "status IN ('starting', 'running', 'snoozed', 'failed', 'terminated')",
             name=f"{prefix}tasks_status",
@@ -1040,6 +1062,24 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     return metadata, tasks, versions
 
 
+def _add_result_column(conn: Connection, tasks: sa.Table) -> None:
+    """Schema 1 -> 2: add the nullable ``result`` column, as ``_tables`` defines it.
+
+    A nullable column without a default: existing tasks read as having no
+    result, and neither SQLite nor PostgreSQL rewrites the table to add it.
+    """
+    column = sa.schema.CreateColumn(tasks.c.result).compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE {tasks.name} ADD COLUMN {column}"))
+
+
+#: The schema's upgrade steps: ``_MIGRATIONS[n](conn, tasks)`` takes a database
+#: of version ``n`` to ``n + 1``, inside ``create_schema``'s transaction (which
+#: then records the new version).
+_MIGRATIONS: Final[Mapping[int, Callable[[Connection, sa.Table], None]]] = {
+    1: _add_result_column,
+}
+
+
 def _task(row: Sequence[Any]) -> Task:
     """A Task from a row of ``SQLStore._columns`` (seq first)."""
     errors = row[17]
@@ -1052,6 +1092,7 @@ def _task(row: Sequence[Any]) -> Task:
             () if errors == "[]" else tuple(json.loads(errors)),
             row[18],
             row[19],
+            row[20],
         )
     )
 
@@ -1063,8 +1104,12 @@ def _page(rows: Sequence[Sequence[Any]], limit: int) -> Page:
     return Page(tuple(_task(r) for r in rows), None)
 
 
+#: The Task field each column holds, where their names differ.
+_FIELD_OF: Final = {"data": "data_json", "result": "result_json"}
+
+
 def _column_value(task: Task, column: str) -> Any:
-    value = getattr(task, column)
+    value = getattr(task, _FIELD_OF.get(column, column))
     if column == "status":
         return value.value
     if column == "errors":
@@ -1072,11 +1117,15 @@ def _column_value(task: Task, column: str) -> Any:
     return value
 
 
+#: (column, Task field) of every column a transition may change.
+_MUTABLE_FIELDS: Final = tuple((column, _FIELD_OF.get(column, column)) for column in _MUTABLE)
+
+
 def _changed_columns(old: Task, new: Task) -> dict[str, Any]:
     return {
         column: _column_value(new, column)
-        for column in _MUTABLE
-        if getattr(old, column) != getattr(new, column)
+        for column, field in _MUTABLE_FIELDS
+        if getattr(old, field) != getattr(new, field)
     }
 
 

@@ -264,10 +264,12 @@ def test_postgres_reservation_plan_uses_the_ready_index(pg_url: str) -> None:
 
 def test_the_columns_read_are_task_fields_in_order(sqlite_url: str) -> None:
     """Rows become tasks by position (``task_from_values``): the selected columns,
-    after seq, must be Task's fields in declaration order (data is data_json)."""
+    after seq, must be Task's fields in declaration order (data is data_json, result
+    is result_json)."""
     store = SQLStore(sqlite_url)
     names = [c.name for c in store._columns][1:]
-    assert ["data_json" if n == "data" else n for n in names] == [
+    stored_as = {"data": "data_json", "result": "result_json"}
+    assert [stored_as.get(n, n) for n in names] == [
         f.name for f in dataclasses.fields(Task)
     ]
     store.create_schema()

@@ -32,7 +32,8 @@ __all__ = ["init", "task"]
 @_db
 @_prefix
 def init(db: str, prefix: str) -> None:
-    """Create the store's schema if it is missing (safe to run again)."""
+    """Create the store's schema if it is missing, or upgrade an older one in place
+    (safe to run again)."""
     from sokka.adapters.sql import SQLStore
 
     if _is_http(db):
@@ -42,7 +43,12 @@ def init(db: str, prefix: str) -> None:
         found = store.schema_version()
         created = store.create_schema()
         url = store.engine.url.render_as_string(hide_password=True)
-    what = "created" if found is None else "already there"
+    if found is None:
+        what = "created"
+    elif found < created:
+        what = f"upgraded from version {found}"
+    else:
+        what = "already there"
     click.echo(f"sokka schema version {created} {what} in {url} (prefix {prefix!r})")
 
 
