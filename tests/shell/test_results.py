@@ -8,7 +8,9 @@ SQLite and PostgreSQL and wait for what they need.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +31,7 @@ from sokka.shell.clock import ManualClock
 from sokka.shell.results import async_wait_for_result, wait_for_result
 from sokka.shell.worker import Context
 from tests.shell.test_app import Running, sql_store, wait_until
+from tests.shell.test_cli import sokka
 
 __all__ = ["sql_store"]  # the fixture, shared with test_app
 
@@ -271,3 +274,29 @@ def test_a_handler_returning_a_result_too_large_fails_its_attempt_and_stores_not
     )
     with pytest.raises(TaskFailed, match="result: must be at most"):
         app.result(too_big.task_id)
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def test_sokka_task_get_shows_the_result(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    with SQLStore(url) as store:
+        store.create_schema()
+        running(store, "kept")
+        store.terminate("kept", PID, 1, {"sent": 3, "to": "ann"})
+        running(store, "plain")
+        store.terminate("plain", PID, 1)
+    env = {"SOKKA_DB": url}
+    got = sokka("task", "get", "kept", env=env)
+    assert got.returncode == 0, got.stderr
+    assert 'result: {"sent":3,"to":"ann"}' in got.stdout.splitlines()
+    as_json = sokka("task", "get", "kept", "--json", env=env)
+    assert json.loads(as_json.stdout)["result"] == {"sent": 3, "to": "ann"}
+    plain = sokka("task", "get", "plain", env=env)
+    assert "result:" not in plain.stdout
+    assert json.loads(sokka("task", "get", "plain", "--json", env=env).stdout)["result"] is None
+    listed = sokka("task", "list", "--json", env=env)
+    assert [t["result"] for t in json.loads(listed.stdout)["tasks"]] == [
+        {"sent": 3, "to": "ann"}, None,
+    ]  # fmt: skip

@@ -122,7 +122,7 @@ def task_create(
 @_json
 @click.argument("task_id")
 def task_get(db: str, prefix: str, as_json: bool, task_id: str) -> None:
-    """Show one task."""
+    """Show one task, with its data and, once it terminated, the result its handler kept."""
     with _store(db, prefix) as store:
         found = store.get_task(task_id)
     if as_json:
@@ -130,6 +130,8 @@ def task_get(db: str, prefix: str, as_json: bool, task_id: str) -> None:
         return
     click.echo(_table([found]))
     click.echo(f"data: {found.data_json}")
+    if found.result_json is not None:
+        click.echo(f"result: {found.result_json}")
     for line in found.errors:
         click.echo(f"error: {line}")
 
