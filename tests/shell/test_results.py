@@ -18,6 +18,8 @@ import pytest
 from sokka import App, MemoryStore, SQLStore, Status, Task, TaskSpec, failed, ok
 from sokka.adapters.aio.memory import AsyncMemoryStore
 from sokka.adapters.store import TaskStore
+from sokka.asyncio import AsyncContext
+from sokka.asyncio import Worker as AsyncWorker
 from sokka.core.errors import (
     NotFinished,
     NotFound,
@@ -300,3 +302,33 @@ def test_sokka_task_get_shows_the_result(tmp_path: Path) -> None:
     assert [t["result"] for t in json.loads(listed.stdout)["tasks"]] == [
         {"sent": 3, "to": "ann"}, None,
     ]  # fmt: skip
+
+
+# -- the asyncio runtime keeps results the same way ---------------------------------------
+
+
+def test_an_async_handler_keeps_its_result_and_a_too_large_one_fails_its_attempt() -> None:
+    store = AsyncMemoryStore()
+    store.sync.create_task(TaskSpec(topic="q", task_id="small", data=3))
+    store.sync.create_task(TaskSpec(topic="q", task_id="huge", data=10**5, max_attempts=1))
+
+    async def handler(task: Task, ctx: AsyncContext) -> Any:
+        await asyncio.sleep(0)
+        return ok(list(range(task.data)))
+
+    async def main() -> list[Any]:
+        worker = AsyncWorker(store, "q", handler, lease_time_ms=5_000)
+        running_worker = asyncio.create_task(worker.run())
+        try:
+            small = await async_wait_for_result(store, "small", "30s")
+            with pytest.raises(TaskFailed) as raised:
+                await async_wait_for_result(store, "huge", "30s")
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running_worker, 30)
+        return [small, raised.value.error.splitlines()[0]]
+
+    small, error = asyncio.run(main())
+    assert small == [0, 1, 2]
+    assert error.startswith(f"ValidationError: result: must be at most {MAX_RESULT_BYTES} bytes")
+    assert store.sync.get_task("huge").result_json is None
