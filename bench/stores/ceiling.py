@@ -35,13 +35,13 @@ from bench.stores.common import INSERT_COLUMNS, Lease, Row, now_ms
 PG_INSERT_CASTS: Final = (
     "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "", "VARCHAR", "VARCHAR",
     "BIGINT", "INTEGER", "INTEGER", "INTEGER", "BIGINT", "BIGINT", "BIGINT",
-    "VARCHAR", "VARCHAR", "BIGINT", "BIGINT",
+    "VARCHAR", "VARCHAR", "BIGINT", "BIGINT", "",
 )  # fmt: skip
 #: PostgreSQL: the array type of each column in the batch INSERT ... FROM unnest(...).
 PG_INSERT_ARRAYS: Final = (
     "text", "text", "text", "text", "text", "json", "text", "text",
     "bigint", "integer", "integer", "integer", "bigint", "bigint", "bigint",
-    "text", "text", "bigint", "bigint",
+    "text", "text", "bigint", "bigint", "json",
 )  # fmt: skip
 #: The columns each write changes, in SQLStore's order (``_MUTABLE``).
 RESERVE_COLUMNS: Final = ("status", "pid", "record_ver", "attempt", "updated_at")
@@ -55,6 +55,8 @@ PG_ARRAYS: Final = {"status": "text", "pid": "text", "record_ver": "bigint",
                     "attempt": "integer", "updated_at": "bigint"}  # fmt: skip
 #: The columns SQLStore selects (seq first); row indexes below follow this order.
 SELECT_COLUMNS: Final = ("seq", *INSERT_COLUMNS)
+#: The columns of PostgreSQL's json type (SQLStore reads them as text).
+_JSON_COLUMNS: Final = frozenset({"data", "result"})
 R_ID, R_STATUS, R_PID, R_VER, R_ATTEMPT = 1, 7, 8, 9, 10
 
 
@@ -72,8 +74,11 @@ class Statements:
         # (SQLStore.ready_signal's listeners), as part of its RETURNING.
         channel = t.removesuffix("tasks") + "ready"
         self.notify = f", pg_notify('{channel}', topic)" if pg else ""
-        data = f"CAST({t}.data AS TEXT) AS data" if pg else f"{t}.data"
-        self.columns = ", ".join(data if c == "data" else f"{t}.{c}" for c in SELECT_COLUMNS)
+        # The JSON columns (data, result) are read as text on PostgreSQL.
+        self.columns = ", ".join(
+            f"CAST({t}.{c} AS TEXT) AS {c}" if pg and c in _JSON_COLUMNS else f"{t}.{c}"
+            for c in SELECT_COLUMNS
+        )
         self.select = f"SELECT {self.columns} \nFROM {t} \n"
         if pg:
             self.ready = (
@@ -240,7 +245,7 @@ class RawStore:
         for data in datas:
             task_id = uuid.uuid4().hex
             params += (task_id, task_id, topic, "default", "", data, "starting", None,
-                       0, 0, 0, None, None, None, None, None, "[]", now, now)  # fmt: skip
+                       0, 0, 0, None, None, None, None, None, "[]", now, now, None)  # fmt: skip
         self._begin(write=True)
         if self.pg and len(datas) > 1:
             width = len(INSERT_COLUMNS)
@@ -321,7 +326,7 @@ class MinimalLoop:
         self.pg = pg
         t = table
         columns = ", ".join(
-            "CAST(data AS TEXT) AS data" if pg and c == "data" else c for c in SELECT_COLUMNS
+            f"CAST({c} AS TEXT) AS {c}" if pg and c in _JSON_COLUMNS else c for c in SELECT_COLUMNS
         )
         p = "%s" if pg else "?"
         claim_set = (
