@@ -37,21 +37,23 @@ from bench.stores.common import INSERT_COLUMNS, Lease, Row, now_ms
 PG_INSERT_CASTS: Final = (
     "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "", "VARCHAR", "VARCHAR",
     "BIGINT", "INTEGER", "INTEGER", "INTEGER", "BIGINT", "BIGINT", "BIGINT",
-    "VARCHAR", "VARCHAR", "BIGINT", "BIGINT",
+    "VARCHAR", "VARCHAR", "BIGINT", "BIGINT", "",
 )  # fmt: skip
 #: PostgreSQL: the array type of each column in the batch INSERT ... FROM unnest(...).
 PG_INSERT_ARRAYS: Final = (
     "text", "text", "text", "text", "text", "json", "text", "text",
     "bigint", "integer", "integer", "integer", "bigint", "bigint", "bigint",
-    "text", "text", "bigint", "bigint",
+    "text", "text", "bigint", "bigint", "json",
 )  # fmt: skip
 #: The columns SQLStore selects (seq first); row indexes below follow this order.
 SELECT_COLUMNS: Final = ("seq", *INSERT_COLUMNS)
+#: The columns of PostgreSQL's json type (SQLStore reads them as text).
+_JSON_COLUMNS: Final = frozenset({"data", "result"})
 R_ID, R_ATTEMPT = 1, 10
 #: The effects each guarded UPDATE writes (SQLStore compiles them from the core's
 #: SetRule: core.transitions.set_rule), and the statuses it moves from.
 RESERVE_SET = "status = 'running', pid = {e_pid}, attempt = {t}.attempt + 1, snooze_time_ms = NULL"
-TERMINATE_SET = "status = 'terminated'"
+TERMINATE_SET = "status = 'terminated', result = {e_result_json}"  # None: no result
 EXTEND_SET = "status = 'running'"
 TERMINATE_FROM = "IN ('running', 'snoozed')"
 EXTEND_FROM = "= 'running'"
@@ -73,8 +75,11 @@ class Statements:
         self.notify = (
             f", CASE WHEN status = 'starting' THEN pg_notify('{channel}', topic) END" if pg else ""
         )
-        data = f"CAST({t}.data AS TEXT) AS data" if pg else f"{t}.data"
-        self.columns = ", ".join(data if c == "data" else f"{t}.{c}" for c in SELECT_COLUMNS)
+        # The JSON columns (data, result) are read as text on PostgreSQL.
+        self.columns = ", ".join(
+            f"CAST({t}.{c} AS TEXT) AS {c}" if pg and c in _JSON_COLUMNS else f"{t}.{c}"
+            for c in SELECT_COLUMNS
+        )
         self.select = f"SELECT {self.columns} \nFROM {t} \n"
         # The topic reserved from is not paused (its second parameter is the topic again).
         paused = t.removesuffix("tasks") + "paused_topics"
@@ -115,22 +120,27 @@ class Statements:
             f"updated_at = {p('now')} WHERE {chosen} AND {t}.status = 'starting' "
             f"RETURNING {self.columns}"
         )
-        self.terminate = self._finish(TERMINATE_SET, TERMINATE_FROM)
+        self.terminate = self._finish(TERMINATE_SET, TERMINATE_FROM, with_result=True)
         self.extend = self._finish(EXTEND_SET, EXTEND_FROM)
 
-    def _finish(self, effects: str, statuses: str) -> str:
+    def _finish(self, effects: str, statuses: str, *, with_result: bool = False) -> str:
         """One guarded UPDATE ... RETURNING for a batch of owner events: rows
-        ``(task_id, pid, attempt)`` as arrays (PostgreSQL) or one JSON array (SQLite)."""
+        ``(task_id, pid, attempt[, result])`` as arrays (PostgreSQL) or one JSON
+        array (SQLite)."""
         t = self.table
         if self.pg:
+            result = ", CAST(%(e_result_json)s AS json[])" if with_result else ""
+            named = ", e_result_json" if with_result else ""
             source = (
                 "unnest(CAST(%(ids)s AS text[]), CAST(%(pids)s AS text[]), "
-                "CAST(%(attempts)s AS integer[])) AS v(k_id, k_pid, k_attempt)"
+                f"CAST(%(attempts)s AS integer[]){result}) AS v(k_id, k_pid, k_attempt{named})"
             )
             key, pid, attempt = "v.k_id", "v.k_pid", "v.k_attempt"
+            effects = effects.format(e_result_json="v.e_result_json")
         else:
             source = "json_each(:rows) AS v"
             key, pid, attempt = "v.value ->> 0", "v.value ->> 1", "v.value ->> 2"
+            effects = effects.format(e_result_json="v.value ->> 3")
         return (
             f"UPDATE {t} SET {effects}, record_ver = {t}.record_ver + 1, updated_at = "
             f"{self.p('now')} FROM {source} WHERE {t}.task_id = {key} AND {t}.status "
@@ -208,7 +218,7 @@ class RawStore:
         for data in datas:
             task_id = uuid.uuid4().hex
             params += (task_id, task_id, topic, "default", "", data, "starting", None,
-                       0, 0, 0, None, None, None, None, None, "[]", now, now)  # fmt: skip
+                       0, 0, 0, None, None, None, None, None, "[]", now, now, None)  # fmt: skip
         self._begin(write=True)
         if self.pg and len(datas) > 1:
             width = len(INSERT_COLUMNS)
@@ -233,22 +243,28 @@ class RawStore:
         self._commit()
         return [(r[R_ID], r[R_ATTEMPT]) for r in rows]
 
-    def _finish(self, statement: str, pid: str, leases: Sequence[Lease]) -> int:
-        """One guarded UPDATE for every lease; each must have been held."""
+    def _finish(
+        self, statement: str, pid: str, leases: Sequence[Lease], *, with_result: bool = False
+    ) -> int:
+        """One guarded UPDATE for every lease; each must have been held. A
+        terminate carries each task's result (none here, as a no-op handler's)."""
         self._begin(write=True)
         params: dict[str, Any] = {"now": now_ms()}
         if self.pg:
             params.update(ids=[t for t, _ in leases], pids=[pid] * len(leases),
                           attempts=[a for _, a in leases])  # fmt: skip
+            if with_result:
+                params["e_result_json"] = [None] * len(leases)
         else:
-            params["rows"] = json.dumps([[t, pid, a] for t, a in leases])
+            extra = [None] if with_result else []
+            params["rows"] = json.dumps([[t, pid, a, *extra] for t, a in leases])
         rows = self._execute(statement, params).fetchall()
         self._commit()
         check(len(rows) == len(leases), f"raw: {len(leases) - len(rows)} leases lost")
         return len(rows)
 
     def terminate(self, pid: str, leases: Sequence[Lease]) -> int:
-        return self._finish(self.sql.terminate, pid, leases)
+        return self._finish(self.sql.terminate, pid, leases, with_result=True)
 
     def extend(self, pid: str, leases: Sequence[Lease]) -> int:
         return self._finish(self.sql.extend, pid, leases)
@@ -272,7 +288,7 @@ class MinimalLoop:
         self.pg = pg
         t = table
         columns = ", ".join(
-            "CAST(data AS TEXT) AS data" if pg and c == "data" else c for c in SELECT_COLUMNS
+            f"CAST({c} AS TEXT) AS {c}" if pg and c in _JSON_COLUMNS else c for c in SELECT_COLUMNS
         )
         p = "%s" if pg else "?"
         claim_set = (

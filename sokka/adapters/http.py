@@ -198,8 +198,8 @@ class HTTPStore:
     ) -> list[Result[Task, SokkaError]]:
         return self._send(WIRE_CALLS.extend_leases(pid, leases))
 
-    def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
-        return self._send(WIRE_CALLS.terminate(task_id, pid, attempt))
+    def terminate(self, task_id: str, pid: str, attempt: int, result: Any = None) -> Task:
+        return self._send(WIRE_CALLS.terminate(task_id, pid, attempt, result))
 
     def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
         return self._send(WIRE_CALLS.snooze(task_id, pid, attempt, snooze_ms))

@@ -95,8 +95,9 @@ from sokka.core.transitions import (
 
 __all__ = ["SCHEMA_VERSION", "SUPPORTED_URLS", "SQLStore", "ready_channel"]
 
-#: The schema this code writes and reads. A database with a newer one is refused.
-#: 1: the tasks. 2: paused topics (``{prefix}paused_topics``).
+#: The schema this code writes and reads. A database with a newer one is refused;
+#: an older one is upgraded in place by ``create_schema`` (``_upgrade``).
+#: 1: the tasks. 2: the tasks' ``result``, and paused topics (``{prefix}paused_topics``).
 SCHEMA_VERSION: Final = 2
 
 #: Every store URL sokka accepts, for the error messages (one list, shared by
@@ -124,6 +125,7 @@ _MUTABLE: Final = (
     "error",
     "errors",
     "updated_at",
+    "result",
 )
 _STATUS: Final = {s.value: s for s in Status}
 _INSERT_ARRAY_TYPES: Final = {
@@ -146,6 +148,7 @@ _INSERT_ARRAY_TYPES: Final = {
     "errors": "text",
     "created_at": "bigint",
     "updated_at": "bigint",
+    "result": "json",
 }
 _PG_ARRAY_TYPES: Final = {
     "status": "text",
@@ -157,6 +160,7 @@ _PG_ARRAY_TYPES: Final = {
     "error": "text",
     "errors": "text",
     "updated_at": "bigint",
+    "result": "json",
 }
 
 
@@ -480,11 +484,14 @@ class SQLStore(EventCalls):
     # -- schema --------------------------------------------------------------
 
     def create_schema(self) -> int:
-        """Create the tables and indexes if missing; return the schema version.
+        """Create the tables and indexes if missing, or upgrade an older schema in
+        place; return the schema version.
 
         Idempotent and safe to run from several processes at once. A database
-        whose schema is newer than this code knows is refused (``SchemaError``),
-        never downgraded.
+        of an older schema is upgraded step by step (``_upgrade``), in one
+        transaction: it ends at ``SCHEMA_VERSION``, or, if a step fails, as it
+        was. A database whose schema is newer than this code knows is refused
+        (``SchemaError``), never downgraded.
         """
         with self._session(write=True, check_schema=False) as conn:
             if self._pg:
@@ -498,7 +505,7 @@ class SQLStore(EventCalls):
                     self._versions.insert().values(version=SCHEMA_VERSION, applied_at=self._clock())
                 )
                 found = SCHEMA_VERSION
-            self._check_version(found)
+            self._check_version(found, upgrading=True)
             if found < SCHEMA_VERSION:
                 self._upgrade(conn, found)
         self._schema_checked = True
@@ -519,7 +526,9 @@ class SQLStore(EventCalls):
         )
 
     def _upgrade_to_2(self, conn: Connection) -> None:
-        """Version 2: the paused topics (``pause_topic``)."""
+        """Version 2: the tasks' ``result`` (``ok(result)``) and the paused topics
+        (``pause_topic``)."""
+        _add_result_column(conn, self._tasks)
         self._paused.create(conn, checkfirst=True)
 
     def drop_schema(self) -> None:
@@ -536,7 +545,7 @@ class SQLStore(EventCalls):
             found = conn.execute(sa.select(self._versions.c.version)).scalar()
             return None if found is None else int(found)
 
-    def _check_version(self, found: int | None) -> None:
+    def _check_version(self, found: int | None, *, upgrading: bool = False) -> None:
         if found is None:
             raise SchemaError(
                 f"no sokka schema under the prefix {self._prefix!r}: run `sokka init` "
@@ -547,13 +556,10 @@ class SQLStore(EventCalls):
                 f"the database has schema version {found}, newer than this sokka knows "
                 f"({SCHEMA_VERSION}): upgrade sokka"
             )
-
-    def _require_current(self, found: int | None) -> None:
-        self._check_version(found)
-        if found is not None and found < SCHEMA_VERSION:
+        if found < SCHEMA_VERSION and not upgrading:
             raise SchemaError(
                 f"the database has schema version {found}, older than this sokka's "
-                f"({SCHEMA_VERSION}): run `sokka init` (SQLStore.create_schema()) to "
+                f"({SCHEMA_VERSION}): run `sokka init` (or SQLStore.create_schema()) to "
                 "upgrade it in place"
             )
 
@@ -578,7 +584,7 @@ class SQLStore(EventCalls):
             if isinstance(translated, SchemaError):
                 self._check_version(None)
             raise translated from error
-        self._require_current(found)
+        self._check_version(found)
         self._schema_checked = True
 
     def _build_statements(self) -> None:
@@ -588,6 +594,7 @@ class SQLStore(EventCalls):
             t.c.description, t.c.data, t.c.status, t.c.pid, t.c.record_ver, t.c.attempt,
             t.c.failures, t.c.max_attempts, t.c.lease_time_ms, t.c.timeout_ms,
             t.c.snooze_time_ms, t.c.error, t.c.errors, t.c.created_at, t.c.updated_at,
+            t.c.result,
         )  # fmt: skip
         select_tasks = sa.select(*self._columns)
         not_paused = sa.text(_not_paused_sql(self._paused.name))
@@ -713,7 +720,8 @@ class SQLStore(EventCalls):
         value taken from the event)."""
         table = self._tasks.name
         parts = [f"status = '{rule.to_status.value}'"]
-        for column, effect in rule.effects.items():
+        for field, effect in rule.effects.items():
+            column = _COLUMN_OF.get(field, field)
             if effect is None:
                 parts.append(f"{column} = NULL")
             elif isinstance(effect, Increment):
@@ -1210,8 +1218,8 @@ def _rule(kind: type[Event]) -> SetRule:
 def _event_fields(rule: SetRule) -> dict[str, str]:
     """The event fields ``rule`` writes, in order, each with the column it writes."""
     return {
-        effect.field: column
-        for column, effect in rule.effects.items()
+        effect.field: _COLUMN_OF.get(field, field)
+        for field, effect in rule.effects.items()
         if isinstance(effect, FromEvent)
     }
 
@@ -1282,6 +1290,9 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("errors", sa.Text, nullable=False),  # JSON list of strings
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
+        # Schema version 2: what ok(result) keeps on a terminated task (JSON text,
+        # NULL for none). _add_result_column adds it to a version 1 table.
+        sa.Column("result", data_type, nullable=True),
         sa.CheckConstraint(
             "status IN ('starting', 'running', 'snoozed', 'failed', 'terminated')",
             name=f"{prefix}tasks_status",
@@ -1337,6 +1348,17 @@ def _not_paused_sql(paused_table: str, topic: str = ":topic") -> str:
     return f"NOT EXISTS (SELECT 1 FROM {paused_table} WHERE topic = {topic})"
 
 
+def _add_result_column(conn: Connection, tasks: sa.Table) -> None:
+    """Schema 1 -> 2: add the nullable ``result`` column, as ``_tables`` defines it.
+
+    A nullable column without a default: existing tasks read as having no
+    result, and neither SQLite nor PostgreSQL rewrites the table to add it.
+    """
+    column = sa.schema.CreateColumn(tasks.c.result).compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE {tasks.name} ADD COLUMN {column}"))
+
+
+
 def _task(row: Sequence[Any]) -> Task:
     """A Task from a row of ``SQLStore._columns`` (seq first)."""
     errors = row[17]
@@ -1349,6 +1371,7 @@ def _task(row: Sequence[Any]) -> Task:
             () if errors == "[]" else tuple(json.loads(errors)),
             row[18],
             row[19],
+            row[20],
         )
     )
 
@@ -1360,8 +1383,15 @@ def _page(rows: Sequence[Sequence[Any]], limit: int) -> Page:
     return Page(tuple(_task(r) for r in rows), None)
 
 
+#: The Task field each column holds, where their names differ.
+_FIELD_OF: Final = {"data": "data_json", "result": "result_json"}
+#: The column of each Task field whose column has another name (the core's
+#: effects name Task fields).
+_COLUMN_OF: Final = {field: column for column, field in _FIELD_OF.items()}
+
+
 def _column_value(task: Task, column: str) -> Any:
-    value = getattr(task, column)
+    value = getattr(task, _FIELD_OF.get(column, column))
     if column == "status":
         return value.value
     if column == "errors":
@@ -1369,11 +1399,15 @@ def _column_value(task: Task, column: str) -> Any:
     return value
 
 
+#: (column, Task field) of every column a transition may change.
+_MUTABLE_FIELDS: Final = tuple((column, _FIELD_OF.get(column, column)) for column in _MUTABLE)
+
+
 def _changed_columns(old: Task, new: Task) -> dict[str, Any]:
     return {
         column: _column_value(new, column)
-        for column in _MUTABLE
-        if getattr(old, column) != getattr(new, column)
+        for column, field in _MUTABLE_FIELDS
+        if getattr(old, field) != getattr(new, field)
     }
 
 

@@ -28,7 +28,7 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 from returns.result import Failure, Result, Success
 
@@ -447,8 +447,14 @@ class TaskStore(Protocol):
         """
         ...
 
-    def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
-        """The owner finished the task: it becomes terminated."""
+    def terminate(self, task_id: str, pid: str, attempt: int, result: Any = None) -> Task:
+        """The owner finished the task: it becomes terminated, keeping ``result``.
+
+        ``result``: a JSON value of at most ``MAX_RESULT_BYTES`` encoded, kept
+        as the task's ``result`` (``None``: no result). A value that is not
+        JSON or is too large: ``ValidationError`` naming ``result``, and the
+        task is left as it was.
+        """
         ...
 
     def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
@@ -472,6 +478,7 @@ class TaskStore(Protocol):
 
         ``Release`` gives a running task back unfinished: it is ready again at
         once and the attempt does not count as a failure (a graceful shutdown).
+        A ``Terminate`` keeps its ``result`` on the task, as ``terminate`` does.
         """
         ...
 
@@ -618,8 +625,8 @@ class EventCalls:
             [(lease.task_id, Extend(pid=pid, attempt=lease.attempt)) for lease in leases]
         )
 
-    def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
-        return self._apply_event(task_id, Terminate(pid=pid, attempt=attempt))
+    def terminate(self, task_id: str, pid: str, attempt: int, result: Any = None) -> Task:
+        return self._apply_event(task_id, Terminate(pid=pid, attempt=attempt, result=result))
 
     def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
         return self._apply_event(task_id, Snooze(pid=pid, attempt=attempt, snooze_ms=snooze_ms))

@@ -15,6 +15,9 @@ caller can catch exactly the family it can act on:
     │   │   └── TaskCancelled  an operator cancelled the caller's attempt
     │   ├── StaleAttempt       the lease was revoked and reserved again
     │   └── WrongOwner         another pid holds the lease
+    ├── TaskFailed             asked for a result: the task failed (its error)
+    ├── NotFinished            asked for a result: the task has not finished
+    │   └── ResultTimeout      ... and did not finish within the wait
     ├── RetryableError         try again later; nothing was changed
     │   ├── Throttled          the store is busy (lock timeout, rate limit)
     │   └── Unavailable        the store cannot be reached
@@ -30,8 +33,10 @@ __all__ = [
     "AlreadyExists",
     "InvalidTransition",
     "LeaseLost",
+    "NotFinished",
     "NotFound",
     "NotRunning",
+    "ResultTimeout",
     "RetryableError",
     "SchemaError",
     "SokkaError",
@@ -39,6 +44,7 @@ __all__ = [
     "StaleRecord",
     "StoreError",
     "TaskCancelled",
+    "TaskFailed",
     "Throttled",
     "Unavailable",
     "ValidationError",
@@ -170,6 +176,57 @@ class WrongOwner(LeaseLost):
     """Another pid holds the lease."""
 
     code = "wrong-owner"
+
+
+class TaskFailed(SokkaError):
+    """Asked for the result of a task that failed: it has none, only ``error``.
+
+    >>> str(TaskFailed("t1", "ValueError: no such user"))
+    "task 't1' failed: ValueError: no such user"
+    """
+
+    code = "task-failed"
+
+    def __init__(self, task_id: str, error: str) -> None:
+        super().__init__(f"task {task_id!r} failed: {error}")
+        self.task_id = task_id
+        self.error = error
+
+    def __reduce__(self) -> tuple[type[TaskFailed], tuple[str, str]]:
+        return (type(self), (self.task_id, self.error))
+
+
+class NotFinished(SokkaError):
+    """Asked for the result of a task that has not finished (``status`` is
+    starting, running or snoozed): there is none yet."""
+
+    code = "not-finished"
+
+    def __init__(self, task_id: str, status: str, message: str | None = None) -> None:
+        super().__init__(message or f"task {task_id!r} has not finished yet (it is {status})")
+        self.task_id = task_id
+        self.status = status
+
+    def __reduce__(self) -> tuple[type[NotFinished], tuple[str, str, str]]:
+        return (type(self), (self.task_id, self.status, str(self)))
+
+
+class ResultTimeout(NotFinished, TimeoutError):
+    """The task did not finish within the time its result was waited for.
+
+    >>> str(ResultTimeout("t1", "running", 30_000))
+    "task 't1' did not finish within 30000 ms (it is running)"
+    """
+
+    code = "result-timeout"
+
+    def __init__(self, task_id: str, status: str, waited_ms: int) -> None:
+        message = f"task {task_id!r} did not finish within {waited_ms} ms (it is {status})"
+        super().__init__(task_id, status, message)
+        self.waited_ms = waited_ms
+
+    def __reduce__(self) -> tuple[type[ResultTimeout], tuple[str, str, int]]:  # type: ignore[override]
+        return (type(self), (self.task_id, self.status, self.waited_ms))
 
 
 class RetryableError(SokkaError):

@@ -516,8 +516,13 @@ def _terminate(pid: str, attempt: int) -> Terminate:
 def _finish_for(holdings: Holdings, held: Held, outcome: object) -> Finish:
     task, pid = held.task, holdings.pid
     match outcome:
-        case OkOutcome():
+        case OkOutcome(result_json=None):
             return Finish(task_id=task.task_id, event=_terminate(pid, task.attempt))
+        case OkOutcome():
+            # The result as ok() encoded it (a copy: the handler may have changed
+            # its own value since), so it is valid and this cannot raise.
+            event = Terminate(pid=pid, attempt=task.attempt, result=outcome.stored_result())
+            return Finish(task_id=task.task_id, event=event)
         case SnoozedOutcome(ms=ms):
             return Finish(
                 task_id=task.task_id, event=Snooze(pid=pid, attempt=task.attempt, snooze_ms=ms)

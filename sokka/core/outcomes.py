@@ -12,10 +12,11 @@ store records is an *event* of ``core.transitions`` (``Terminate``, ``Fail``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final
 
-from sokka.core.task import MAX_ERROR_LENGTH, require_positive_ms
+from sokka.core.task import MAX_ERROR_LENGTH, encode_result, require_positive_ms
 
 __all__ = [
     "FailedOutcome",
@@ -36,7 +37,25 @@ _CLIPPED_FRAMES: Final = "... (earlier lines of the traceback clipped)\n"
 
 @dataclass(frozen=True, slots=True)
 class OkOutcome:
-    """The task is done."""
+    """The task is done, with an optional ``result`` (a JSON value) to keep on it.
+
+    The result is checked and encoded when the outcome is made (``result_json``,
+    canonical JSON text): a value that is not JSON, or is over
+    ``MAX_RESULT_BYTES`` encoded, is a ``ValidationError`` naming ``result``,
+    raised where the handler calls ``ok(...)``, so its attempt fails as any
+    raising handler's does, and nothing is stored. Changing the value after
+    ``ok(value)`` changes nothing: what is stored was encoded then.
+    """
+
+    result: Any = field(default=None, compare=False, hash=False)
+    result_json: str | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "result_json", encode_result(self.result))
+
+    def stored_result(self) -> Any:
+        """The result as it will be stored: decoded afresh from ``result_json``."""
+        return None if self.result_json is None else json.loads(self.result_json)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +78,24 @@ class SnoozedOutcome:
 Outcome = OkOutcome | FailedOutcome | SnoozedOutcome
 
 
-def ok() -> OkOutcome:
-    """The handler's answer for a task that is done."""
-    return OkOutcome()
+_OK: Final = OkOutcome()
+
+
+def ok(result: Any = None) -> OkOutcome:
+    """The handler's answer for a task that is done, keeping ``result`` on the task.
+
+    ``result`` is any JSON value of at most ``MAX_RESULT_BYTES`` (64 KiB)
+    encoded; ``None``, the default, stores no result. Anything else is a
+    ``ValidationError`` naming ``result``, raised here.
+
+    >>> ok({"sent": 2}).result_json
+    '{"sent":2}'
+    >>> ok(b"bytes")
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: result: result is a bytes, which is not a JSON value
+    """
+    return _OK if result is None else OkOutcome(result)
 
 
 def failed(error: str | BaseException, *, retry: bool = True) -> FailedOutcome:

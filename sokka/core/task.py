@@ -14,6 +14,8 @@ naming the field and the rule):
 * ``data``: a JSON value (``None``, bool, int, finite float, str, list/tuple,
   dict with str keys), nested at most 64 deep, at most 256 KiB once encoded
   as compact UTF-8 JSON.
+* ``result`` (what ``ok(result)`` stores on a terminated task): a JSON value
+  as ``data`` is, at most 64 KiB once encoded (``MAX_RESULT_BYTES``).
 * no string may hold a NUL character (U+0000) or a lone surrogate:
   PostgreSQL cannot store the first, UTF-8 cannot encode the second.
 * every time (``lease_time_ms``, ``timeout_ms``, snooze times): a positive
@@ -45,11 +47,13 @@ __all__ = [
     "MAX_ERROR_LENGTH",
     "MAX_INT",
     "MAX_NAME_LENGTH",
+    "MAX_RESULT_BYTES",
     "JsonValue",
     "Status",
     "Task",
     "TaskSpec",
     "encode_data",
+    "encode_result",
     "evolve",
     "require_at_most_max_int",
     "require_name",
@@ -62,6 +66,9 @@ MAX_NAME_LENGTH: Final = 128
 MAX_DESCRIPTION_LENGTH: Final = 1024
 MAX_DATA_BYTES: Final = 256 * 1024
 MAX_DATA_DEPTH: Final = 64
+#: A task's result is read back by whoever waits for it (and shown by
+#: ``sokka task get``): a summary, not a payload, hence a quarter of ``data``'s.
+MAX_RESULT_BYTES: Final = 64 * 1024
 #: Errors longer than this are cut (with a marker) so one bad handler
 #: cannot bloat the store.
 MAX_ERROR_LENGTH: Final = 4000
@@ -226,24 +233,27 @@ def _optional_delay_ms(value: object) -> None:
     require_at_most_max_int("delay_ms", value)
 
 
-def _too_large(size: str) -> ValidationError:
-    return ValidationError("data", f"must be at most {MAX_DATA_BYTES} bytes as JSON (got {size})")
+def _too_large(field: str, limit: int, size: str) -> ValidationError:
+    return ValidationError(field, f"must be at most {limit} bytes as JSON (got {size})")
 
 
 class _Walk:
-    """One check of a data value: its types, depth and strings, and a lower bound
-    of its encoded size that stops the walk as soon as it passes the limit, so
-    data far over the limit costs the limit, not its own size.
+    """One check of a JSON value (a task's ``data`` or ``result``): its types,
+    depth and strings, and a lower bound of its encoded size that stops the walk
+    as soon as it passes the limit, so a value far over the limit costs the
+    limit, not its own size.
 
     ``trail`` holds the keys and indices down to the value being checked; it
     becomes a path only when there is an error to report (building one per value
     made the check cost values x path length: seconds for long nested keys).
     """
 
-    __slots__ = ("left", "trail")
+    __slots__ = ("field", "left", "limit", "trail")
 
-    def __init__(self) -> None:
-        self.left = MAX_DATA_BYTES
+    def __init__(self, field: str = "data", limit: int = MAX_DATA_BYTES) -> None:
+        self.field = field
+        self.limit = limit
+        self.left = limit
         self.trail: list[str | int] = []
 
     def where(self) -> str:
@@ -252,33 +262,34 @@ class _Walk:
         >>> walk = _Walk(); walk.trail[:] = ["to", 0, "id"]; walk.where()
         "data['to'][0]['id']"
         """
-        return "data" + "".join(f"[{step!r}]" for step in self.trail)
+        return self.field + "".join(f"[{step!r}]" for step in self.trail)
 
     def spend(self, size: int) -> None:
         """Count ``size`` bytes the value takes at least, once encoded."""
         self.left -= size
         if self.left < 0:
-            raise _too_large(f"more than {MAX_DATA_BYTES}")
+            raise _too_large(self.field, self.limit, f"more than {self.limit}")
 
     def check(self, value: object, depth: int) -> None:
+        field = self.field
         if depth > MAX_DATA_DEPTH:
-            raise ValidationError("data", f"must be nested at most {MAX_DATA_DEPTH} levels deep")
+            raise ValidationError(field, f"must be nested at most {MAX_DATA_DEPTH} levels deep")
         if isinstance(value, str):
             self.spend(len(value) + 2)  # before reading it: it may be huge
-            _require_utf8("data", value)
+            _require_utf8(field, value)
         elif value is None or isinstance(value, bool):
             self.spend(4)
         elif isinstance(value, int):
             self.spend(1)
             if value.bit_length() > _LONGEST_JSON_INT_BITS:
                 raise ValidationError(
-                    "data", f"{self.where()} is {shown(value)}, too long to write as JSON"
+                    field, f"{self.where()} is {shown(value)}, too long to write as JSON"
                 )
         elif isinstance(value, float):
             self.spend(3)
             if not math.isfinite(value):
                 rule = f"is {value!r}, which JSON cannot hold"
-                raise ValidationError("data", f"{self.where()} {rule}")
+                raise ValidationError(field, f"{self.where()} {rule}")
         elif isinstance(value, list | tuple):
             self.spend(1)
             for i, item in enumerate(value):
@@ -291,16 +302,25 @@ class _Walk:
             for key, item in value.items():
                 if not isinstance(key, str):
                     rule = f"has a key {key!r} that is not a string (JSON keys are strings)"
-                    raise ValidationError("data", f"{self.where()} {rule}")
+                    raise ValidationError(field, f"{self.where()} {rule}")
                 self.spend(len(key) + 4)  # quotes, colon, and a comma or the brace
-                _require_utf8("data", key)
+                _require_utf8(field, key)
                 self.trail.append(key)
                 self.check(item, depth + 1)
                 self.trail.pop()
         else:
             raise ValidationError(
-                "data", f"{self.where()} is a {type(value).__name__}, which is not a JSON value"
+                field, f"{self.where()} is a {type(value).__name__}, which is not a JSON value"
             )
+
+
+def _encode_json(value: object, field: str, limit: int) -> str:
+    _Walk(field, limit).check(value, 0)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    size = len(text.encode("utf-8"))
+    if size > limit:
+        raise _too_large(field, limit, str(size))
+    return text
 
 
 def encode_data(value: object) -> str:
@@ -318,12 +338,27 @@ def encode_data(value: object) -> str:
     sokka.core.errors.ValidationError: data: data has a key 1 that is not a string (JSON keys \
 are strings)
     """
-    _Walk().check(value, 0)
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    size = len(text.encode("utf-8"))
-    if size > MAX_DATA_BYTES:
-        raise _too_large(str(size))
-    return text
+    return _encode_json(value, "data", MAX_DATA_BYTES)
+
+
+def encode_result(value: object) -> str | None:
+    """Validate a task's result and return its canonical compact encoding;
+    ``None`` (no result) stays ``None``.
+
+    The rules are ``data``'s, with a bound of ``MAX_RESULT_BYTES``; an error
+    names the field ``result``.
+
+    >>> encode_result({"sent": 3}), encode_result(None)
+    ('{"sent":3}', None)
+    >>> encode_result("x" * 70_000)
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: result: must be at most 65536 bytes as JSON \
+(got more than 65536)
+    """
+    if value is None:
+        return None
+    return _encode_json(value, "result", MAX_RESULT_BYTES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -430,17 +465,28 @@ class Task:
     errors: tuple[str, ...] = ()
     created_at: int = 0
     updated_at: int = 0
+    #: What the handler's ``ok(result)`` gave, as canonical JSON text; None when
+    #: there is none (only a terminated task has one).
+    result_json: str | None = None
 
     @property
     def data(self) -> Any:
         """The task's JSON data, decoded afresh (a copy the caller may mutate)."""
         return json.loads(self.data_json)
 
+    @property
+    def result(self) -> Any:
+        """The result the handler gave with ``ok(result)``, decoded afresh; None
+        when it gave none (or the task has not terminated)."""
+        return None if self.result_json is None else json.loads(self.result_json)
+
     def as_record(self) -> dict[str, Any]:
-        """Every field as a plain value: ``data`` as its JSON text, ``status`` as its
-        name, ``errors`` as a list (what a store row or a JSON document holds)."""
+        """Every field as a plain value: ``data`` and ``result`` as their JSON text
+        (``result`` None when there is none), ``status`` as its name, ``errors``
+        as a list (what a store row or a JSON document holds)."""
         record = {f.name: getattr(self, f.name) for f in fields(self)}
         record["data"] = record.pop("data_json")
+        record["result"] = record.pop("result_json")
         record["status"] = self.status.value
         record["errors"] = list(self.errors)
         return record
@@ -482,7 +528,7 @@ def task_from_values(values: Sequence[Any]) -> Task:
     without the keyword ``__init__``: the stores build one per row read.
 
     >>> task_from_values(["t1", "t1", "q", "default", "", "null", Status.STARTING, None,
-    ...                   0, 0, 0, None, None, None, None, None, (), 0, 0]).task_id
+    ...                   0, 0, 0, None, None, None, None, None, (), 0, 0, None]).task_id
     't1'
     """
     if len(values) != len(_TASK_FIELDS):

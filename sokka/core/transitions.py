@@ -25,7 +25,7 @@ lease expired" and say so.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from returns.result import Failure, Result, Success
@@ -46,6 +46,7 @@ from sokka.core.task import (
     MAX_ERROR_LENGTH,
     Status,
     Task,
+    encode_result,
     evolve,
     require_at_most_max_int,
     require_name,
@@ -130,9 +131,22 @@ class Extend(_OwnerEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Terminate(_OwnerEvent):
-    """The owner finished the task successfully."""
+    """The owner finished the task successfully, with an optional ``result``.
+
+    ``result`` is a JSON value (``None``: no result) of at most
+    ``MAX_RESULT_BYTES`` encoded, checked and encoded here (``result_json``):
+    a bad one is a ``ValidationError`` naming ``result``, so no store ever
+    sees it. The terminated task keeps ``result_json``.
+    """
 
     name: ClassVar[str] = "terminate"
+    result: Any = field(default=None, compare=False, hash=False)
+    result_json: str | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _OwnerEvent.__post_init__(self)
+        if self.result is not None:
+            object.__setattr__(self, "result_json", encode_result(self.result))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,7 +282,7 @@ Effect = FromEvent | Increment | None
 PLAIN_EFFECTS: Final[Mapping[type[Event], Mapping[str, Effect]]] = {
     Reserve: {"pid": FromEvent("pid"), "attempt": Increment(1), "snooze_time_ms": None},
     Extend: {},
-    Terminate: {},
+    Terminate: {"result_json": FromEvent("result_json")},  # None: no result
     Release: {"pid": None, "snooze_time_ms": None},
     Snooze: {"snooze_time_ms": FromEvent("snooze_ms")},
 }

@@ -9,8 +9,9 @@ An application names its store once and registers a handler per topic::
         ...
         return ok()
 
-    app.enqueue("emails", {"to": "ann@example.com"}, delay="10m")
+    task = app.enqueue("emails", {"to": "ann@example.com"}, delay="10m")
     app.run_worker()  # every registered topic, until SIGTERM or SIGINT
+    app.result(task.task_id, wait="30s")  # elsewhere: what ok(result) kept
 
 ``enqueue`` fills a ``TaskSpec`` from the topic's handler: its
 ``max_attempts``, lease and timeout are written on the task, so any worker
@@ -43,6 +44,7 @@ from sokka.core.schedule import CatchUp, require_schedule_name
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Task, TaskSpec, require_name
 from sokka.shell.clock import Clock
+from sokka.shell.results import wait_for_result
 from sokka.shell.scheduler import Schedule, Scheduler
 from sokka.shell.supervisor import Supervisor
 from sokka.shell.worker import Handler, Worker, WorkerStats
@@ -320,6 +322,24 @@ class App:
                 f"{type(self._store).__name__})",
             )
         return self._store.create_task(spec, connection=connection)
+
+    # -- results -------------------------------------------------------------------
+
+    def result(self, task_id: str, wait: int | str | None = None) -> Any:
+        """The result of task ``task_id``: the JSON value its handler kept with
+        ``ok(result)`` (None when it kept none).
+
+        A task that failed: ``TaskFailed``, carrying its error. No such task:
+        ``NotFound``. A task that has not finished (starting, running or
+        snoozed): without ``wait``, ``NotFinished`` at once; with ``wait`` (ms,
+        or a string like ``"30s"``), the task is read again, soon at first and
+        then at most every second, until it finishes; once ``wait`` has passed,
+        ``ResultTimeout`` (a ``NotFinished`` and a ``TimeoutError``) naming the
+        task and its status. While waiting, a retryable store error is ridden
+        out until the wait is over. A task's result is read from any store: the
+        task need not have a handler in this app.
+        """
+        return wait_for_result(self._store, task_id, wait)
 
     # -- running -------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from sokka.core.task import Status, Task, TaskSpec
+from sokka.core.task import Status, Task, TaskSpec, encode_result
 
 __all__ = ["KeepaliveFate", "LeaseSchedule", "lease_schedules", "task_specs", "tasks"]
 
@@ -70,6 +70,12 @@ def tasks(
         error=(
             draw(st.text(safe_text, min_size=1, max_size=40))
             if status is Status.FAILED
+            else None
+        ),
+        # What ok(result) kept: only a terminated task may have one.
+        result_json=(
+            draw(st.none() | json_values.map(encode_result))
+            if status is Status.TERMINATED
             else None
         ),
     )

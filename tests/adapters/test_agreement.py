@@ -49,6 +49,7 @@ IDS = st.sampled_from(["a1", "a2", "a3", "b1", "b2", "ghost"])
 TOPICS = st.sampled_from(["alpha", "beta"])
 PIDS = st.sampled_from(["p1", "p2"])
 ATTEMPTS = st.integers(1, 3)
+RESULTS = st.sampled_from([None, 0, "done", {"sent": [1, 2.5]}, "x" * 70_000])  # the last: refused
 STATUSES = st.sampled_from([None, *Status])
 
 #: The stores compared with the reference, by name.
@@ -147,9 +148,9 @@ class StoresAgree(RuleBasedStateMachine):
         tokens = [LeaseToken(task_id, attempt) for task_id, attempt in leases]
         self.agree(lambda s: s.extend_leases(pid, tokens))
 
-    @rule(task_id=IDS, pid=PIDS, attempt=ATTEMPTS)
-    def terminate(self, task_id: str, pid: str, attempt: int) -> None:
-        self.agree(lambda s: s.terminate(task_id, pid, attempt))
+    @rule(task_id=IDS, pid=PIDS, attempt=ATTEMPTS, result=RESULTS)
+    def terminate(self, task_id: str, pid: str, attempt: int, result: object) -> None:
+        self.agree(lambda s: s.terminate(task_id, pid, attempt, result))
 
     @rule(task_id=IDS, pid=PIDS, attempt=ATTEMPTS, ms=st.integers(1, 5_000))
     def snooze(self, task_id: str, pid: str, attempt: int, ms: int) -> None:
@@ -169,7 +170,7 @@ class StoresAgree(RuleBasedStateMachine):
     )
     def finish_many(self, outcomes: list[tuple[str, str, int, str]]) -> None:
         events: dict[str, Callable[[str, int], Terminate | Release | Fail | Snooze]] = {
-            "terminate": lambda p, a: Terminate(pid=p, attempt=a),
+            "terminate": lambda p, a: Terminate(pid=p, attempt=a, result={"by": p}),
             "release": lambda p, a: Release(pid=p, attempt=a),
             "fail": lambda p, a: Fail(pid=p, attempt=a, error="bad", retry_after_ms=100),
             "snooze": lambda p, a: Snooze(pid=p, attempt=a, snooze_ms=250),

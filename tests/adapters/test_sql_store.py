@@ -267,10 +267,12 @@ def test_postgres_reservation_plan_uses_the_ready_index(pg_url: str) -> None:
 
 def test_the_columns_read_are_task_fields_in_order(sqlite_url: str) -> None:
     """Rows become tasks by position (``task_from_values``): the selected columns,
-    after seq, must be Task's fields in declaration order (data is data_json)."""
+    after seq, must be Task's fields in declaration order (data is data_json, result
+    is result_json)."""
     store = SQLStore(sqlite_url)
     names = [c.name for c in store._columns][1:]
-    assert ["data_json" if n == "data" else n for n in names] == [
+    stored_as = {"data": "data_json", "result": "result_json"}
+    assert [stored_as.get(n, n) for n in names] == [
         f.name for f in dataclasses.fields(Task)
     ]
     store.create_schema()
@@ -338,14 +340,15 @@ def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -
 def test_create_schema_upgrades_a_version_1_database_in_place(
     url_and_prefix: tuple[str, str],
 ) -> None:
-    """A database made by sokka 0.1 (schema 1: no paused topics) keeps its tasks,
+    """A database made by sokka 0.1 (schema 1: no paused topics, no results) keeps its tasks,
     is refused with a clear error until `sokka init` runs, then works as new."""
     url, prefix = url_and_prefix
     with SQLStore(url, prefix=prefix) as store:
         store.create_schema()
         store.create_task(TaskSpec(topic="q", task_id="kept"))
-        with store.engine.begin() as conn:  # what version 1 had: no paused_topics
+        with store.engine.begin() as conn:  # what version 1 had: no paused_topics, no result
             conn.exec_driver_sql(f"DROP TABLE {prefix}paused_topics")
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}tasks DROP COLUMN result")
             conn.exec_driver_sql(f"UPDATE {prefix}schema_version SET version = 1")
     with SQLStore(url, prefix=prefix) as old:
         assert old.schema_version() == 1

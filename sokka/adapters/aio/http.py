@@ -169,8 +169,8 @@ class AsyncHTTPStore:
     ) -> list[Result[Task, SokkaError]]:
         return await self._send(WIRE_CALLS.extend_leases(pid, leases))
 
-    async def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
-        return await self._send(WIRE_CALLS.terminate(task_id, pid, attempt))
+    async def terminate(self, task_id: str, pid: str, attempt: int, result: Any = None) -> Task:
+        return await self._send(WIRE_CALLS.terminate(task_id, pid, attempt, result))
 
     async def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
         return await self._send(WIRE_CALLS.snooze(task_id, pid, attempt, snooze_ms))

@@ -8,6 +8,7 @@ each call runs inline on the event loop; it is the same ``MemoryStore``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from returns.result import Result
 
@@ -85,8 +86,8 @@ class AsyncMemoryStore:
     ) -> list[Result[Task, SokkaError]]:
         return self.sync.extend_leases(pid, leases)
 
-    async def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
-        return self.sync.terminate(task_id, pid, attempt)
+    async def terminate(self, task_id: str, pid: str, attempt: int, result: Any = None) -> Task:
+        return self.sync.terminate(task_id, pid, attempt, result)
 
     async def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
         return self.sync.snooze(task_id, pid, attempt, snooze_ms)

@@ -249,8 +249,8 @@ class AsyncSQLStore:
     ) -> list[Result[Task, SokkaError]]:
         return await self._run(self._sync.extend_leases, pid, leases)
 
-    async def terminate(self, task_id: str, pid: str, attempt: int) -> Task:
-        return await self._run(self._sync.terminate, task_id, pid, attempt)
+    async def terminate(self, task_id: str, pid: str, attempt: int, result: Any = None) -> Task:
+        return await self._run(self._sync.terminate, task_id, pid, attempt, result)
 
     async def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task:
         return await self._run(self._sync.snooze, task_id, pid, attempt, snooze_ms)

@@ -10,7 +10,7 @@ is awaited.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from returns.result import Result
 
@@ -58,7 +58,9 @@ class AsyncTaskStore(Protocol):
         self, pid: str, leases: Sequence[LeaseToken]
     ) -> list[Result[Task, SokkaError]]: ...
 
-    async def terminate(self, task_id: str, pid: str, attempt: int) -> Task: ...
+    async def terminate(
+        self, task_id: str, pid: str, attempt: int, result: Any = None
+    ) -> Task: ...
 
     async def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Task: ...
 

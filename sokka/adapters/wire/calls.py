@@ -43,6 +43,7 @@ from sokka.adapters.wire.schema import (
     _MS,
     _NAME,
     _RECORD_VER,
+    _RESULT,
     _STATUS,
     _TEXT,
     _limit,
@@ -193,7 +194,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "results",
     ),
     Operation(
-        "terminate", "The owner finished the task", (_TASK_ID, _PID, _ATTEMPT_PARAM), "task", _OWNER
+        "terminate",
+        "The owner finished the task, keeping an optional result on it",
+        (_TASK_ID, _PID, _ATTEMPT_PARAM, Param("result", _RESULT, False)),
+        "task",
+        _OWNER,
     ),
     Operation(
         "snooze",

@@ -55,7 +55,7 @@ from sokka.adapters.wire.values import PROBLEM_JSON
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError, StoreError, Unavailable, ValidationError
 from sokka.core.task import Status, Task, TaskSpec, shown
-from sokka.core.transitions import Cancel, Fail
+from sokka.core.transitions import Cancel, Fail, Terminate
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -327,8 +327,16 @@ class WireCalls:
         wire = [lease_to_json(lease) for lease in leases]
         return Request("extend_leases", {"pid": pid, "leases": wire}, results_from_json)
 
-    def terminate(self, task_id: str, pid: str, attempt: int) -> Request[Task]:
-        arguments = {"task_id": task_id, "pid": pid, "attempt": attempt}
+    def terminate(
+        self, task_id: str, pid: str, attempt: int, result: Any = None
+    ) -> Request[Task]:
+        arguments: dict[str, Any] = {"task_id": task_id, "pid": pid, "attempt": attempt}
+        if result is not None:
+            # Checked here as a store checks it (a bad result names ``result`` and
+            # never travels); sent only when there is one, so a plain terminate
+            # is still accepted by a server older than results.
+            event = Terminate(pid=pid, attempt=attempt, result=result)
+            arguments["result"] = json.loads(event.result_json or "null")
         return Request("terminate", arguments, task_from_json)
 
     def snooze(self, task_id: str, pid: str, attempt: int, snooze_ms: int) -> Request[Task]:

@@ -34,7 +34,13 @@ from sokka.core.transitions import Fail, Release, Snooze, Terminate
 # -- tasks, pages and batch results --------------------------------------------------
 
 _TASK_FIELDS: Final = tuple(f.name for f in fields(Task))
-_WIRE_TASK_FIELDS: Final = frozenset(("data", *(f for f in _TASK_FIELDS if f != "data_json")))
+#: A task's JSON members: its fields, with ``data`` and ``result`` as JSON values
+#: (not their stored text).
+_WIRE_TASK_FIELDS: Final = frozenset(
+    ("data", "result", *(f for f in _TASK_FIELDS if f not in ("data_json", "result_json")))
+)
+#: What a server older than results sends: every member but ``result``.
+_OLDER_WIRE_TASK_FIELDS: Final = _WIRE_TASK_FIELDS - {"result"}
 
 
 # Shared encoders: json.dumps with options builds a new encoder on every call.
@@ -46,21 +52,26 @@ _STATUSES: Final = {status.value: status for status in Status}
 
 
 def task_to_json(task: Task) -> JSONObject:
-    """A task as a JSON object: every field, ``data`` as the JSON value itself."""
+    """A task as a JSON object: every field, ``data`` and ``result`` as the JSON
+    values themselves (``result`` null when the task has none)."""
     record = task.as_record()
     record["data"] = task.data
+    record["result"] = task.result
     return record
 
 
 _dumps: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-_HEAD_FIELDS: Final = tuple(name for name in _TASK_FIELDS if name != "data_json")
+_HEAD_FIELDS: Final = tuple(
+    name for name in _TASK_FIELDS if name not in ("data_json", "result_json")
+)
 
 
 def task_json_text(task: Task) -> str:
     """``task_to_json(task)`` written as JSON text, with the stored ``data_json``
-    spliced in as it is (the server's path: no decoding and re-encoding of data).
+    and ``result_json`` spliced in as they are (the server's path: no decoding
+    and re-encoding of data).
 
     >>> from sokka.core.task import TaskSpec
     >>> text = task_json_text(TaskSpec(topic="t", data={"n": [1, 2.5]}).to_task("t1", 5))
@@ -69,7 +80,8 @@ def task_json_text(task: Task) -> str:
     """
     head = {name: getattr(task, name) for name in _HEAD_FIELDS}
     head["status"] = task.status.value
-    return f'{_dumps(head)[:-1]},"data":{task.data_json}}}'
+    result = "null" if task.result_json is None else task.result_json
+    return f'{_dumps(head)[:-1]},"data":{task.data_json},"result":{result}}}'
 
 
 def answer_text(returns: Returns, answer: Any) -> str:
@@ -102,14 +114,20 @@ def answer_text(returns: Returns, answer: Any) -> str:
 def task_from_json(value: object) -> Task:
     """The task a JSON object from ``task_to_json`` describes (``StoreError`` if it is not one).
 
-    ``data`` is re-encoded canonically, which gives back the store's
-    ``data_json`` exactly: stores only ever hold canonical JSON.
+    ``data`` and ``result`` are re-encoded canonically, which gives back the
+    store's ``data_json`` and ``result_json`` exactly: stores only ever hold
+    canonical JSON. A task from a server older than results (no ``result``
+    member) has none.
     """
-    if not isinstance(value, dict) or value.keys() != _WIRE_TASK_FIELDS:
+    if not isinstance(value, dict) or (
+        value.keys() != _WIRE_TASK_FIELDS and value.keys() != _OLDER_WIRE_TASK_FIELDS
+    ):
         raise StoreError("the server sent something that is not a task")
     try:
         record = dict(value)
         record["data_json"] = _canonical_json(record.pop("data"))
+        result = record.pop("result", None)
+        record["result_json"] = None if result is None else _canonical_json(result)
         record["status"] = _STATUSES[record["status"]]
         record["errors"] = tuple(record["errors"])
         return Task(**record)
@@ -304,11 +322,15 @@ _OUTCOME_EVENTS: Final[Mapping[str, type[Terminate | Snooze | Fail | Release]]] 
     "release": Release,
 }
 _OUTCOME_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
-    "terminate": ("pid", "attempt"),
+    "terminate": ("pid", "attempt", "result"),
     "release": ("pid", "attempt"),
     "snooze": ("pid", "attempt", "snooze_ms"),
     "fail": ("pid", "attempt", "error", "retry_after_ms"),
 }
+
+
+#: Members of an outcome that may be left out.
+_OPTIONAL: Final = frozenset({"retry_after_ms", "result"})
 
 
 def outcome_from_json(value: object) -> Finish:
@@ -319,16 +341,25 @@ def outcome_from_json(value: object) -> Finish:
     if not isinstance(kind, str) or kind not in _OUTCOME_EVENTS:
         raise ValidationError("outcome", f"must be one of {', '.join(_OUTCOME_EVENTS)}")
     allowed = ("task_id", "outcome", *_OUTCOME_FIELDS[kind])
-    required = ("task_id", *(f for f in _OUTCOME_FIELDS[kind] if f != "retry_after_ms"))
+    required = ("task_id", *(f for f in _OUTCOME_FIELDS[kind] if f not in _OPTIONAL))
     body = _object(f"a {kind} outcome", value, allowed, required)
     event_args = {k: v for k, v in body.items() if k not in ("task_id", "outcome")}
     return Finish(task_id=body["task_id"], event=_OUTCOME_EVENTS[kind](**event_args))
 
 
 def outcome_to_json(outcome: Finish) -> JSONObject:
+    """A ``Finish`` as the JSON object ``outcome_from_json`` reads. A terminate's
+    ``result`` is sent only when there is one (as its stored value, decoded
+    from ``result_json``), so a plain terminate is still accepted by a server
+    older than results."""
     event = outcome.event
     body: JSONObject = {"task_id": outcome.task_id, "outcome": event.name}
     for name in _OUTCOME_FIELDS[event.name]:
+        if name == "result":
+            assert isinstance(event, Terminate)
+            if event.result_json is not None:
+                body[name] = json.loads(event.result_json)
+            continue
         body[name] = getattr(event, name)
     return body
 

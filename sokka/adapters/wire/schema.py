@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from sokka.adapters.wire.codec import _OUTCOME_EVENTS, _OUTCOME_FIELDS, _WIRE_TASK_FIELDS
+from sokka.adapters.wire.codec import (
+    _OPTIONAL,
+    _OUTCOME_EVENTS,
+    _OUTCOME_FIELDS,
+    _WIRE_TASK_FIELDS,
+)
 from sokka.adapters.wire.problems import PROBLEM_TYPES, problem_type_uri
 from sokka.adapters.wire.values import JSONObject
 from sokka.core.task import (
@@ -14,6 +19,7 @@ from sokka.core.task import (
     MAX_DESCRIPTION_LENGTH,
     MAX_INT,
     MAX_NAME_LENGTH,
+    MAX_RESULT_BYTES,
     Status,
 )
 
@@ -39,6 +45,11 @@ _MS: Final[JSONObject] = {"type": "integer", "minimum": 1, "maximum": MAX_INT}
 _ATTEMPT: Final[JSONObject] = {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS}
 _RECORD_VER: Final[JSONObject] = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 _TEXT: Final[JSONObject] = {"type": "string", "description": "clipped to 4000 characters"}
+#: A terminate's result, as a caller sends it.
+_RESULT: Final[JSONObject] = {
+    "description": f"the task's result: any JSON value, at most {MAX_RESULT_BYTES // 1024} KiB "
+    f"encoded, {MAX_DATA_DEPTH} deep; null or absent: no result",
+}
 _CURSOR: Final[JSONObject] = _nullable(
     {"type": "string", "description": "next_cursor of the previous page, unchanged"}
 )
@@ -69,7 +80,9 @@ def _outcome_schema(kind: str) -> JSONObject:
     if kind == "fail":
         properties["error"] = _TEXT
         properties["retry_after_ms"] = _nullable(_MS)
-    required = ["task_id", "outcome", *(p for p in _OUTCOME_FIELDS[kind] if p != "retry_after_ms")]
+    if kind == "terminate":
+        properties["result"] = _RESULT
+    required = ["task_id", "outcome", *(p for p in _OUTCOME_FIELDS[kind] if p not in _OPTIONAL)]
     return _closed(properties, required)
 
 
@@ -127,6 +140,10 @@ SCHEMAS: Final[Mapping[str, JSONObject]] = {
             "errors": {"type": "array", "items": {"type": "string"}},
             "created_at": _INT,
             "updated_at": _INT,
+            "result": {
+                "description": "what the handler's ok(result) kept on the terminated task; "
+                "null when there is none",
+            },
         },
         sorted(_WIRE_TASK_FIELDS),
     ),

@@ -32,7 +32,8 @@ __all__ = ["init", "task"]
 @_db
 @_prefix
 def init(db: str, prefix: str) -> None:
-    """Create the store's schema if it is missing (safe to run again)."""
+    """Create the store's schema if it is missing, or upgrade an older one in place
+    (safe to run again)."""
     from sokka.adapters.sql import SQLStore
 
     if _is_http(db):
@@ -42,7 +43,12 @@ def init(db: str, prefix: str) -> None:
         found = store.schema_version()
         created = store.create_schema()
         url = store.engine.url.render_as_string(hide_password=True)
-    what = "created" if found is None else "already there"
+    if found is None:
+        what = "created"
+    elif found < created:
+        what = f"upgraded from version {found}"
+    else:
+        what = "already there"
     click.echo(f"sokka schema version {created} {what} in {url} (prefix {prefix!r})")
 
 
@@ -116,7 +122,7 @@ def task_create(
 @_json
 @click.argument("task_id")
 def task_get(db: str, prefix: str, as_json: bool, task_id: str) -> None:
-    """Show one task."""
+    """Show one task, with its data and, once it terminated, the result its handler kept."""
     with _store(db, prefix) as store:
         found = store.get_task(task_id)
     if as_json:
@@ -124,6 +130,8 @@ def task_get(db: str, prefix: str, as_json: bool, task_id: str) -> None:
         return
     click.echo(_table([found]))
     click.echo(f"data: {found.data_json}")
+    if found.result_json is not None:
+        click.echo(f"result: {found.result_json}")
     for line in found.errors:
         click.echo(f"error: {line}")
 

@@ -313,7 +313,10 @@ async def _task(request: Request) -> Response:
     task: Task = await run_in_threadpool(_store(request).get_task, request.path_params["task_id"])
     errors = [(e.partition("\n")[0], e.partition("\n")[2]) for e in task.errors]
     data = json.dumps(task.data, indent=2, ensure_ascii=False)
-    return _render(request, "task.html", task=task, data=data, errors=errors,
+    result = None
+    if task.result_json is not None:  # what the handler's ok(result) kept
+        result = json.dumps(task.result, indent=2, ensure_ascii=False)
+    return _render(request, "task.html", task=task, data=data, result=result, errors=errors,
                    notice=_notice(request))  # fmt: skip
 
 
