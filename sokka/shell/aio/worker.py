@@ -75,7 +75,14 @@ from sokka.core.outcomes import FailedOutcome, Outcome
 from sokka.core.task import Task
 from sokka.shell.aio.supervisor import Supervisor
 from sokka.shell.clock import Clock
-from sokka.shell.worker import Cancelled, Context, WorkerCore, WorkerStats, handler_raised
+from sokka.shell.worker import (
+    _STORE_CALLS,
+    Cancelled,
+    Context,
+    WorkerCore,
+    WorkerStats,
+    handler_raised,
+)
 
 __all__ = ["AsyncContext", "AsyncHandler", "Worker"]
 
@@ -278,7 +285,6 @@ class Worker(WorkerCore):
         self._timeouts = self.policy.timeout_ms is not None
         self._recording = 0  # finish_many calls in flight
         self._keepalive: asyncio.Task[None] | None = None
-        self._stats = WorkerStats()
         self._stopping = False  # no more reservations
         self._draining = False  # stopping: the recorder records at once
         self._halting = False  # run() is ending: its tasks are cancelled
@@ -299,7 +305,7 @@ class Worker(WorkerCore):
         self._timer = asyncio.Event()  # the scheduler: the next wake-up moved
         self._recorder = asyncio.Event()  # the recorder: a batch is ready
         self._settled = asyncio.Event()  # the drain: something was recorded
-        self._supervisor = (
+        self._supervisor: Supervisor | None = (
             Supervisor(
                 store,
                 topic,
@@ -529,7 +535,7 @@ class Worker(WorkerCore):
         return len(self._ready) + self._running
 
     def _note_store_error(self, what: str, error: SokkaError) -> None:
-        self._stats.store_errors += 1
+        self._count_store_errors(_STORE_CALLS[what])
         self._errors.failed(what, error)
 
     # -- handlers ------------------------------------------------------------------
@@ -582,6 +588,7 @@ class Worker(WorkerCore):
         ctx = self._contexts[token]
         outcome: object
         began = self._clock.now_ms()
+        self.observer.started(ctx.task)
         try:
             outcome = await self._handler(ctx.task, ctx)
         except asyncio.CancelledError:
@@ -596,6 +603,7 @@ class Worker(WorkerCore):
         except BaseException as error:  # a handler's exception is its failure (even
             # SystemExit); the worker lives on
             outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
+        self._count_ran(ctx.task, outcome, began, cancelled=outcome is _CANCELLED)
         self._handler_returned(token, ctx, outcome)
 
     def _plain_loop(self) -> None:
@@ -622,7 +630,10 @@ class Worker(WorkerCore):
                 continue
             if self._timeouts:
                 self._call_soon(self._timer.set)  # its timeout runs from now
+            began = clock.now_ms()
+            self.observer.started(ctx.task)
             outcome = self._call_plain(ctx)
+            self._count_ran(ctx.task, outcome, began, cancelled=outcome is _CANCELLED)
             self._plain_returned(token, outcome, clock.now_ms())
 
     def _plain_returned(self, token: Token, outcome: object, now: int) -> None:
@@ -720,7 +731,7 @@ class Worker(WorkerCore):
                 case Finish(task_id=task_id, event=event):
                     self._outcomes.append((task_id, event.attempt))
                 case Discarded():
-                    self._stats.count_discarded(verdict)
+                    self._count_discarded(verdict)
                     if verdict.gave_up:
                         self._log_lost(verdict.lease, verdict.reason)
 
@@ -785,8 +796,8 @@ class Worker(WorkerCore):
         if again and not self._outcomes:
             self._first_outcome_ms = self._clock.now_ms()
         self._outcomes.extend(again)
-        for finish, result in zip(recording.finishes, results, strict=True):
-            self._stats.count_answer(finish, result)
+        for finish, held, result in zip(recording.finishes, recording.held, results, strict=True):
+            self._count_answer(held, finish, result)
             match result:
                 case Failure(LeaseLost() | NotFound() as refusal):
                     log.warning(
@@ -841,13 +852,9 @@ class Worker(WorkerCore):
                     continue  # the core has set a retry
                 self._errors.succeeded("keepalive")
                 self._fold()  # a refusal for a lease whose handler returned is no loss
+                self._count_keepalive(chunk, results)
                 self._holdings, cancels = holding.acknowledged(self._holdings, chunk, results)
                 self._apply_cancels(cancels)
-                self._stats.store_errors += sum(
-                    1
-                    for r in results
-                    if isinstance(r, Failure) and isinstance(r.failure(), RetryableError)
-                )
         except Exception:  # a bug or a foreign error: the core's retry stands
             log.exception("worker %s: keepalive failed", self.pid)
         finally:
@@ -855,7 +862,7 @@ class Worker(WorkerCore):
 
     def _apply_cancels(self, cancels: Sequence[CancelHandler]) -> None:
         for cancel in cancels:
-            self._stats.count_cancel(cancel)
+            self._count_cancel(cancel)
             if cancel.why.loses_lease:
                 self._log_lost(cancel.lease, cancel.reason)
             if cancel.discarded and cancel.lease in self._outcomes:
@@ -868,9 +875,6 @@ class Worker(WorkerCore):
             task = self._handlers.get(cancel.lease)
             if task is not None and self._is_async:
                 task.cancel(cancel.reason)
-
-    def _log_lost(self, token: Token, reason: str) -> None:
-        log.warning("worker %s: lost the lease of %s: %s", self.pid, token[0], reason)
 
     # -- graceful stop ---------------------------------------------------------------
 
