@@ -454,7 +454,8 @@ class WorkerCore:
         )
 
     def _count_ran(self, task: Task, outcome: object, began_ms: int, *, cancelled: bool) -> None:
-        """A handler returned ``outcome`` (``cancelled``: it stopped because it was told)."""
+        """A handler returned ``outcome`` (``cancelled``: it had been told to stop: its
+        lease was lost, its timeout passed, or the worker is stopping)."""
         observer = self.observer
         if observer is NO_WORKER_OBSERVER:
             return
@@ -869,7 +870,8 @@ class Worker(WorkerCore):
         except BaseException as error:  # a handler's exception is its failure; the
             # thread must live on (even after sys.exit())
             outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - started)
-        self._count_ran(ctx.task, outcome, started, cancelled=outcome is _CANCELLED)
+        cancelled = outcome is _CANCELLED or ctx.cancelled
+        self._count_ran(ctx.task, outcome, started, cancelled=cancelled)
         self._handler_returned(token, ctx, outcome)
 
     def _handler_returned(self, token: Token, ctx: Context, outcome: object) -> None:

@@ -603,7 +603,8 @@ class Worker(WorkerCore):
         except BaseException as error:  # a handler's exception is its failure (even
             # SystemExit); the worker lives on
             outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
-        self._count_ran(ctx.task, outcome, began, cancelled=outcome is _CANCELLED)
+        cancelled = outcome is _CANCELLED or ctx.cancelled
+        self._count_ran(ctx.task, outcome, began, cancelled=cancelled)
         self._handler_returned(token, ctx, outcome)
 
     def _plain_loop(self) -> None:
@@ -633,7 +634,8 @@ class Worker(WorkerCore):
             began = clock.now_ms()
             self.observer.started(ctx.task)
             outcome = self._call_plain(ctx)
-            self._count_ran(ctx.task, outcome, began, cancelled=outcome is _CANCELLED)
+            cancelled = outcome is _CANCELLED or ctx.cancelled
+            self._count_ran(ctx.task, outcome, began, cancelled=cancelled)
             self._plain_returned(token, outcome, clock.now_ms())
 
     def _plain_returned(self, token: Token, outcome: object, now: int) -> None:
