@@ -46,16 +46,21 @@ POLICY = LeasePolicy(lease_time_ms=LEASE_MS, default_snooze_ms=LEASE_MS)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
+def samples_of(text: str) -> Samples:
+    """Every sample of a Prometheus text exposition, by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def scrape(url: str) -> Samples:
     """Every sample the endpoint serves, by name and labels."""
     answer = httpx.get(url, timeout=5)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(answer.text)
-        for sample in family.samples
-    }
+    return samples_of(answer.text)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
