@@ -20,6 +20,7 @@ token. docs/operations.md lists every metric.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,8 +40,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from returns.result import Failure, Success
 
+from sokka.adapters.store import Counts
 from sokka.core.commands import RevokeOutcome
-from sokka.core.errors import NotFound, RetryableError
+from sokka.core.errors import NotFound, RetryableError, SokkaError
 from sokka.core.task import Status, Task
 from sokka.shell.observers import (
     HandlerResult,
@@ -63,6 +65,8 @@ __all__ = [
     "revoke_outcome",
     "serve_metrics",
 ]
+
+_log = logging.getLogger("sokka.metrics")
 
 #: The media type of ``exposition``'s answer (Prometheus' text format).
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
@@ -353,6 +357,13 @@ class ServerMetrics:
             registry=registry,
         )
 
+    def watch_queue(self, count: Callable[[], Counts]) -> None:
+        """Read the queue at each scrape with ``count`` (``store.count_tasks``): tasks
+        by topic and status, the age of each topic's oldest ready task, and the
+        failures of the last hour. One store call per scrape; run the exposition
+        off the event loop."""
+        self.registry.register(_QueueCollector(count))
+
     def call_of(self, path: str) -> str:
         """The ``call`` label of a request for ``path``."""
         call = self._calls.get(path)
@@ -399,6 +410,56 @@ class _Metered:
             self.metrics.count(
                 self.metrics.call_of(scope["path"]), status, time.perf_counter() - began
             )
+
+
+class _QueueCollector(Collector):
+    """The gauges read from the store's counts at each scrape."""
+
+    def __init__(self, count: Callable[[], Counts]) -> None:
+        self._count = count
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        up, tasks, oldest, failed = self._families()
+        try:
+            counts = self._count()
+        except SokkaError as error:
+            _log.warning("metrics: counting the queue failed: %s", error)
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        for topic in counts.topics:
+            for status in Status:
+                tasks.add_metric([topic.topic, str(status)], getattr(topic, status.value))
+            age = counts.oldest_ready_age_ms(topic)
+            oldest.add_metric([topic.topic], 0 if age is None else age / 1000)
+            failed.add_metric([topic.topic], topic.failed_recently)
+        return [up, tasks, oldest, failed]
+
+    @staticmethod
+    def _families() -> tuple[
+        GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily
+    ]:
+        up = GaugeMetricFamily(
+            "sokka_queue_counted", "1 when the store answered this scrape's count, else 0."
+        )
+        tasks = GaugeMetricFamily(
+            "sokka_queue_tasks", "Tasks in the store, by topic and status.",
+            labels=["topic", "status"],
+        )  # fmt: skip
+        oldest = GaugeMetricFamily(
+            "sokka_queue_oldest_ready_age_seconds",
+            "How long the topic's longest-waiting ready task has waited (0: none "
+            "ready), on the store's clock.",
+            labels=["topic"],
+        )
+        failed = GaugeMetricFamily(
+            "sokka_queue_failed_last_hour", "Tasks of the topic that failed in the last hour.",
+            labels=["topic"],
+        )  # fmt: skip
+        return up, tasks, oldest, failed
 
 
 # -- exposing a registry --------------------------------------------------------------------

@@ -190,6 +190,11 @@ def test_serve_answers_metrics_only_with_the_token_and_counts_requests(tmp_path:
     assert value(samples, "sokka_http_requests_total", call="create_tasks", status="200") == 1
     assert value(samples, "sokka_http_requests_total", call="health", status="200") >= 1
     assert value(samples, "sokka_http_request_duration_seconds_count", call="create_tasks") == 1
+    # The queue, counted by the store at the scrape.
+    assert value(samples, "sokka_queue_counted") == 1
+    assert value(samples, "sokka_queue_tasks", topic="mail", status="starting") == 2
+    assert value(samples, "sokka_queue_tasks", topic="mail", status="running") == 0
+    assert ("sokka_queue_oldest_ready_age_seconds", frozenset({("topic", "mail")})) in samples
     # --log-format json: every line the server wrote is an object of its own.
     lines = [json.loads(line) for line in served.output.splitlines()]
     assert any("token required" in line["message"] for line in lines)

@@ -141,6 +141,11 @@ def _is_json(content_type: str | None) -> bool:
 # -- the application ----------------------------------------------------------------------
 
 
+def _store_of(app: Starlette) -> TaskStore:
+    store: TaskStore = app.state.store
+    return store
+
+
 def _store(request: Request) -> TaskStore:
     store: TaskStore = request.app.state.store
     return store
@@ -259,7 +264,9 @@ async def _metrics(request: Request) -> Response:
         return _problem_response(problem)
     from sokka.shell.metrics import CONTENT_TYPE, exposition
 
-    return Response(exposition(metrics.registry), 200, media_type=CONTENT_TYPE)
+    # Off the loop: a scrape counts the queue with a store call.
+    body = await run_in_threadpool(exposition, metrics.registry)
+    return Response(body, 200, media_type=CONTENT_TYPE)
 
 
 async def _openapi(request: Request) -> Response:
@@ -409,6 +416,8 @@ def create_app(
     app.state.max_answer_bytes = max_answer_bytes
     app.state.openapi = openapi_document(secured=token is not None)
     app.state.metrics = server_metrics
+    if server_metrics is not None:
+        server_metrics.watch_queue(lambda: _store_of(app).count_tasks())
     if dashboard:
         app.state.ui_sessions = Sessions(token)
     return app
