@@ -199,3 +199,41 @@ def test_serve_answers_metrics_only_with_the_token_and_counts_requests(tmp_path:
     lines = [json.loads(line) for line in served.output.splitlines()]
     assert any("token required" in line["message"] for line in lines)
     assert all(line["time"].endswith("Z") for line in lines)
+
+
+APP = """
+import os
+
+import sokka
+
+app = sokka.App(os.environ["SOKKA_DB"])
+app.handler("emails")(lambda task, ctx: sokka.ok())
+app.handler("reports")(lambda task, ctx: sokka.ok())
+"""
+
+
+def test_an_apps_worker_serves_every_topic_and_its_supervisor_on_one_endpoint(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "myapp.py").write_text(APP)
+    db = f"sqlite:///{tmp_path / 'app.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    with SQLStore(db) as store:
+        store.create_tasks([TaskSpec(topic="emails") for _ in range(3)])
+        store.create_tasks([TaskSpec(topic="reports") for _ in range(2)])
+        worker = _start("worker", "--app", "myapp:app", "--supervise", "--metrics-port", "0",
+                        "--log-format", "json", cwd=tmp_path, env={"SOKKA_DB": db})  # fmt: skip
+        try:
+            url = _url(_json_lines(worker, until="metrics on "))
+
+            def succeeded(topic: str) -> float:
+                return value(scrape(url), "sokka_worker_outcomes_total", topic=topic,
+                             outcome="succeeded")  # fmt: skip
+
+            _until(lambda: (succeeded("emails"), succeeded("reports")) == (3, 2))
+            samples = scrape(url)
+        finally:
+            code, rest = _stop(worker)
+    assert code == 0, rest
+    assert value(samples, "sokka_worker_leases_held", topic="emails") == 0
+    assert value(samples, "sokka_supervisor_cycle_duration_seconds_count") >= 1

@@ -259,10 +259,9 @@ def worker(
     _need_metrics_extra(metrics_port)
     if app_path is not None:
         _app_usage(handler_path)
-        if metrics_port is not None:
-            raise click.UsageError("--metrics-port is not served with --app yet: use --handler")
         _logging(log_level, log_format)
-        _run_app(app_path, topics, supervise, grace, stats_file)
+        _run_app(app_path, topics, supervise, grace, stats_file,
+                 functools.partial(_exposed, metrics_host, metrics_port))  # fmt: skip
         return
     if handler_path is None:
         raise click.UsageError(
@@ -333,8 +332,11 @@ def _app_usage(handler_path: str | None) -> None:
 
 
 def _run_app(
-    app_path: str, topics: tuple[str, ...], supervise: bool, grace: int, stats_file: str | None
-) -> None:
+    app_path: str, topics: tuple[str, ...], supervise: bool, grace: int, stats_file: str | None,
+    exposing: Callable[
+        [Sequence[WorkerCore], Sequence[SupervisorCore]], contextlib.AbstractContextManager[None]
+    ],
+) -> None:  # fmt: skip
     """``sokka worker --app``: ``app.run_worker`` for the topics asked (all: none asked)."""
     from dataclasses import asdict
 
@@ -343,7 +345,13 @@ def _run_app(
     app = load_object(app_path, "app", "package.module:app")
     if not isinstance(app, App):
         raise click.UsageError(f"--app {app_path} is a {type(app).__name__}, not a sokka.App")
-    stats = app.run_worker(list(topics) or None, supervise=supervise, grace=grace)
+    with ExitStack() as exposed:
+        stats = app.run_worker(
+            list(topics) or None, supervise=supervise, grace=grace,
+            observe=lambda workers, supervisors: exposed.enter_context(
+                exposing(workers, supervisors)
+            ),
+        )  # fmt: skip
     if stats_file:
         with open(stats_file, "w", encoding="utf-8") as out:
             json.dump({topic: asdict(s) for topic, s in stats.items()}, out)
