@@ -10,6 +10,9 @@ vanished. Then it scrapes the metrics endpoint and checks every count by topic.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,19 +22,23 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from returns.result import Failure, Success
 
 from sokka.adapters.aio.sql import AsyncSQLStore
 from sokka.adapters.memory import MemoryStore
 from sokka.adapters.sql import SQLStore
-from sokka.core.errors import Unavailable
+from sokka.core.commands import RevokeLease, RevokeOutcome
+from sokka.core.errors import NotFound, StaleRecord, Throttled, Unavailable
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Status, Task, TaskSpec
 from sokka.shell.aio import supervisor as aio_supervisor
 from sokka.shell.aio import worker as aio_worker
+from sokka.shell.jsonlog import JSONFormatter
 from sokka.shell.metrics import (
     SupervisorMetrics,
     WorkerMetrics,
     new_registry,
+    revoke_outcome,
     serve_metrics,
 )
 from sokka.shell.supervisor import Supervisor
@@ -341,3 +348,50 @@ def test_two_registries_in_one_process_keep_their_counts_apart() -> None:
         finally:
             server.stop()
     assert counts == [1, 3]
+
+
+def _revoke(status: Status, result: Any) -> RevokeOutcome:
+    command = RevokeLease(task_id="t1", record_ver=3, status=status, overdue_ms=5)
+    return RevokeOutcome(command=command, result=result)
+
+
+def _task(status: Status) -> Task:
+    return Task(task_id="t1", task_group_id="t1", topic=TOPIC, status=status, attempt=1)
+
+
+@pytest.mark.parametrize(
+    ("seen", "result", "labelled"),
+    [
+        (Status.RUNNING, Success(_task(Status.STARTING)), ("revoke", "revoked")),
+        (Status.RUNNING, Success(_task(Status.FAILED)), ("revoke", "failed")),
+        (Status.RUNNING, Failure(StaleRecord("t1", 3, 4)), ("revoke", "conflict")),
+        (Status.RUNNING, Failure(NotFound("t1")), ("revoke", "not_found")),
+        (Status.RUNNING, Failure(Unavailable("down")), ("revoke", "error")),
+        (Status.SNOOZED, Success(_task(Status.STARTING)), ("wake", "woken")),
+        (Status.SNOOZED, Failure(StaleRecord("t1", 3, 4)), ("wake", "conflict")),
+        (Status.SNOOZED, Failure(Throttled("slow down")), ("wake", "error")),
+    ],
+)
+def test_each_revoke_outcome_has_its_label(
+    seen: Status, result: Any, labelled: tuple[str, str]
+) -> None:
+    assert revoke_outcome(_revoke(seen, result)) == labelled
+
+
+def test_json_log_lines_carry_the_records_fields_and_its_traceback() -> None:
+    formatter = JSONFormatter()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.getLogger("sokka.worker").makeRecord(
+            "sokka.worker", logging.WARNING, __file__, 1, "task %s failed", ("t1",),
+            sys.exc_info(), extra={"task_id": "t1", "topic": TOPIC, "at": object()},
+        )  # fmt: skip
+    line = json.loads(formatter.format(record))
+    assert (line["level"], line["logger"], line["message"]) == (
+        "WARNING", "sokka.worker", "task t1 failed"
+    )  # fmt: skip
+    assert (line["task_id"], line["topic"]) == ("t1", TOPIC)
+    assert line["at"].startswith("<object object at ")  # not JSON: its str
+    assert line["exception"].endswith("ValueError: boom")
+    assert not {"args", "msg", "levelno"} & set(line)  # a record's own attributes stay out
