@@ -92,6 +92,21 @@ def exposition(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
+class _Children:
+    """A labelled metric's children, kept by label values: a dict lookup per event
+    instead of ``labels()``'s checks and lock (a worker counts several events per task)."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 # -- the worker ---------------------------------------------------------------------------
 
 
@@ -151,6 +166,10 @@ class WorkerMetrics(WorkerObserver):
             buckets=_CALL_BUCKETS,
             registry=registry,
         )
+        # The events of every task: their children looked up once.
+        self._started_in = _Children(self._started)
+        self._outcome_in = _Children(self._outcomes)
+        self._duration_in = _Children(self._durations)
         self._workers: list[WorkerCore] = []
         self._lock = threading.Lock()
         registry.register(_HoldingsCollector(self._watched))
@@ -171,13 +190,13 @@ class WorkerMetrics(WorkerObserver):
     # -- WorkerObserver
 
     def started(self, task: Task) -> None:
-        self._started.labels(task.topic).inc()
+        self._started_in(task.topic).inc()
 
     def finished(self, task: Task, result: HandlerResult, duration_ms: int) -> None:
-        self._durations.labels(task.topic, result).observe(duration_ms / 1000)
+        self._duration_in(task.topic, result).observe(duration_ms / 1000)
 
     def recorded(self, topic: str, outcome: Recorded) -> None:
-        self._outcomes.labels(topic, outcome).inc()
+        self._outcome_in(topic, outcome).inc()
 
     def timed_out(self, topic: str) -> None:
         self._timeouts.labels(topic).inc()

@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from returns.result import Failure, Result, Success
 
@@ -264,6 +264,16 @@ class WorkerStats:
             self.fenced += 1  # the outcome of a lease that was lost (not timed out or released)
 
 
+class _Ran(Protocol):
+    """What ``WorkerCore._count_ran`` reads of a handler's context (either runtime's)."""
+
+    @property
+    def task(self) -> Task: ...
+
+    @property
+    def cancelled(self) -> bool: ...
+
+
 class WorkerCore:
     """What every runtime's worker checks and keeps before it runs: the options.
 
@@ -453,15 +463,17 @@ class WorkerCore:
             ),
         )
 
-    def _count_ran(self, task: Task, outcome: object, began_ms: int, *, cancelled: bool) -> None:
-        """A handler returned ``outcome`` (``cancelled``: it had been told to stop: its
-        lease was lost, its timeout passed, or the worker is stopping)."""
+    def _count_ran(
+        self, ctx: _Ran, outcome: object, began_ms: int, *, raised_cancelled: bool
+    ) -> None:
+        """A handler returned ``outcome``: ``cancelled`` if it raised so or had been told
+        to stop (its lease lost, its timeout passed, the worker stopping)."""
         observer = self.observer
         if observer is NO_WORKER_OBSERVER:
-            return
+            return  # not even ctx.cancelled: it reads the clock
         result: HandlerResult
         match outcome:
-            case _ if cancelled:
+            case _ if raised_cancelled or ctx.cancelled:
                 result = "cancelled"
             case OkOutcome():
                 result = "ok"
@@ -469,7 +481,7 @@ class WorkerCore:
                 result = "snoozed"
             case _:  # a failure, an exception, or a value that is no outcome
                 result = "failed"
-        observer.finished(task, result, self._clock.now_ms() - began_ms)
+        observer.finished(ctx.task, result, self._clock.now_ms() - began_ms)
 
 
 _STORE_CALLS: dict[str, StoreCall] = {
@@ -870,8 +882,7 @@ class Worker(WorkerCore):
         except BaseException as error:  # a handler's exception is its failure; the
             # thread must live on (even after sys.exit())
             outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - started)
-        cancelled = outcome is _CANCELLED or ctx.cancelled
-        self._count_ran(ctx.task, outcome, started, cancelled=cancelled)
+        self._count_ran(ctx, outcome, started, raised_cancelled=outcome is _CANCELLED)
         self._handler_returned(token, ctx, outcome)
 
     def _handler_returned(self, token: Token, ctx: Context, outcome: object) -> None:

@@ -603,8 +603,7 @@ class Worker(WorkerCore):
         except BaseException as error:  # a handler's exception is its failure (even
             # SystemExit); the worker lives on
             outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
-        cancelled = outcome is _CANCELLED or ctx.cancelled
-        self._count_ran(ctx.task, outcome, began, cancelled=cancelled)
+        self._count_ran(ctx, outcome, began, raised_cancelled=outcome is _CANCELLED)
         self._handler_returned(token, ctx, outcome)
 
     def _plain_loop(self) -> None:
@@ -631,11 +630,9 @@ class Worker(WorkerCore):
                 continue
             if self._timeouts:
                 self._call_soon(self._timer.set)  # its timeout runs from now
-            began = clock.now_ms()
             self.observer.started(ctx.task)
             outcome = self._call_plain(ctx)
-            cancelled = outcome is _CANCELLED or ctx.cancelled
-            self._count_ran(ctx.task, outcome, began, cancelled=cancelled)
+            self._count_ran(ctx, outcome, now, raised_cancelled=outcome is _CANCELLED)
             self._plain_returned(token, outcome, clock.now_ms())
 
     def _plain_returned(self, token: Token, outcome: object, now: int) -> None:
