@@ -220,48 +220,71 @@ class WorkerStats:
     released: int = 0  #: leases handed back unfinished at shutdown
     store_errors: int = 0  #: retryable store errors the worker rode out
 
-    # One way to count what the worker core says, for every runtime that drives it.
+    # One way to count what the worker core says, for every runtime that drives it;
+    # an observer, when given, is told the same events with the task's topic.
 
-    def count_answer(self, finish: Finish, result: Result[Task, SokkaError]) -> None:
+    def count_answer(
+        self, finish: Finish, result: Result[Task, SokkaError],
+        observer: WorkerObserver = NO_WORKER_OBSERVER, topic: str = "",
+    ) -> None:  # fmt: skip
         """Count the store's answer to one recorded outcome."""
         match result:
             case Success(_):
-                self.count_recorded(finish)
+                self.count_recorded(finish, observer, topic)
             case Failure(LeaseLost() | NotFound()):
                 self.lost += 1  # the lease was gone: the outcome is discarded
                 self.fenced += 1
+                observer.lost(topic)
+                observer.fenced(topic)
             case Failure(RetryableError()):
                 self.store_errors += 1
+                observer.store_error("finish_many")
             case _:
                 pass
 
-    def count_recorded(self, finish: Finish) -> None:
+    def count_recorded(
+        self, finish: Finish, observer: WorkerObserver = NO_WORKER_OBSERVER, topic: str = ""
+    ) -> None:
         """Count an outcome the store recorded, by its kind."""
         match finish.event:
             case Terminate():
                 self.succeeded += 1
+                observer.recorded(topic, "succeeded")
             case Fail():
                 self.failed += 1
+                observer.recorded(topic, "failed")
             case Snooze():
                 self.snoozed += 1
+                observer.recorded(topic, "snoozed")
             case Release():
                 self.released += 1
+                observer.recorded(topic, "released")
 
-    def count_cancel(self, cancel: CancelHandler) -> None:
+    def count_cancel(
+        self, cancel: CancelHandler, observer: WorkerObserver = NO_WORKER_OBSERVER,
+        topic: str = "",
+    ) -> None:  # fmt: skip
         """Count a handler the core cancelled: a lease lost, an outcome dropped, a timeout."""
         if cancel.why.loses_lease:
             self.lost += 1
+            observer.lost(topic)
         if cancel.discarded:
             self.fenced += 1
+            observer.fenced(topic)
         if cancel.why is Why.TIMED_OUT:
             self.timed_out += 1
+            observer.timed_out(topic)
 
-    def count_discarded(self, verdict: Discarded) -> None:
+    def count_discarded(
+        self, verdict: Discarded, observer: WorkerObserver = NO_WORKER_OBSERVER, topic: str = ""
+    ) -> None:
         """Count a handler's outcome the core refused to report."""
         if verdict.gave_up:
             self.lost += 1
+            observer.lost(topic)
         if verdict.gave_up or verdict.why in (Why.FENCED, Why.REFUSED, Why.GONE):
             self.fenced += 1  # the outcome of a lease that was lost (not timed out or released)
+            observer.fenced(topic)
 
 
 class _Ran(Protocol):
@@ -392,55 +415,19 @@ class WorkerCore:
 
     def _count_answer(self, held: Held, finish: Finish, result: Result[Task, SokkaError]) -> None:
         """The store's answer to one recorded outcome (``held`` was its lease)."""
-        self._stats.count_answer(finish, result)
-        observer = self.observer
-        if observer is NO_WORKER_OBSERVER:
-            return
-        topic = held.task.topic
-        match result:
-            case Success(_):
-                match finish.event:
-                    case Terminate():
-                        observer.recorded(topic, "succeeded")
-                    case Fail():
-                        observer.recorded(topic, "failed")
-                    case Snooze():
-                        observer.recorded(topic, "snoozed")
-                    case Release():
-                        observer.recorded(topic, "released")
-            case Failure(LeaseLost() | NotFound()):
-                observer.lost(topic)
-                observer.fenced(topic)
-            case Failure(RetryableError()):
-                observer.store_error("finish_many")
-            case _:
-                pass
+        self._stats.count_answer(finish, result, self.observer, held.task.topic)
 
     def _count_cancel(self, cancel: CancelHandler) -> None:
-        """A handler the core cancelled (call it before the lease's entry may go)."""
-        self._stats.count_cancel(cancel)
+        """A handler the core cancelled."""
         observer = self.observer
-        if observer is NO_WORKER_OBSERVER:
-            return
-        topic = self._topic_of(cancel.lease)
-        if cancel.why.loses_lease:
-            observer.lost(topic)
-        if cancel.discarded:
-            observer.fenced(topic)
-        if cancel.why is Why.TIMED_OUT:
-            observer.timed_out(topic)
+        topic = "" if observer is NO_WORKER_OBSERVER else self._topic_of(cancel.lease)
+        self._stats.count_cancel(cancel, observer, topic)
 
     def _count_discarded(self, verdict: Discarded) -> None:
         """A handler's outcome the core refused to report."""
-        self._stats.count_discarded(verdict)
         observer = self.observer
-        if observer is NO_WORKER_OBSERVER:
-            return
-        topic = self._topic_of(verdict.lease)
-        if verdict.gave_up:
-            observer.lost(topic)
-        if verdict.gave_up or verdict.why in (Why.FENCED, Why.REFUSED, Why.GONE):
-            observer.fenced(topic)
+        topic = "" if observer is NO_WORKER_OBSERVER else self._topic_of(verdict.lease)
+        self._stats.count_discarded(verdict, observer, topic)
 
     def _count_store_errors(self, call: StoreCall, count: int = 1) -> None:
         """Retryable store errors the worker rides out."""
