@@ -64,18 +64,21 @@ from sokka.core.task import Task, require_name, require_positive_ms
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
 
 __all__ = [
+    "NOTHING_HELD",
     "Discarded",
     "Held",
     "Holdings",
     "Phase",
     "Recording",
     "Token",
+    "TopicLeases",
     "WorkerPolicy",
     "acknowledged",
     "due",
     "finished",
     "finished_many",
     "holdings",
+    "leases_by_topic",
     "live",
     "next_wakeup",
     "record",
@@ -843,3 +846,33 @@ def next_wakeup(holdings: Holdings, *, keepalives: bool = True) -> int | None:
         if earliest is None or when < earliest:
             earliest = when
     return earliest
+
+
+class TopicLeases(NamedTuple):
+    """What a worker holds of one topic, for a gauge: how many leases, and the
+    longest time one of them has gone since its last successful keepalive (or its
+    reserve) was sent. That lag nears ``fence_ratio`` of the lease just before the
+    worker gives a lease up: the early warning of a keepalive in trouble."""
+
+    held: int
+    keepalive_lag_ms: int
+
+
+NOTHING_HELD: Final = TopicLeases(0, 0)
+
+
+def leases_by_topic(holdings: Holdings, now_ms: int) -> dict[str, TopicLeases]:
+    """The leases held, by their task's topic (a topic with none is absent).
+
+    >>> from sokka.core.task import Status
+    >>> t = Task(task_id="t1", task_group_id="t1", topic="q", status=Status.RUNNING, attempt=1)
+    >>> h = take(holdings("w1", WorkerPolicy(lease_time_ms=1_000)), [t], sent_ms=100)
+    >>> leases_by_topic(h, 400)
+    {'q': TopicLeases(held=1, keepalive_lag_ms=300)}
+    """
+    found: dict[str, TopicLeases] = {}
+    for held in holdings.leases.values():
+        topic = held.task.topic
+        count, lag = found.get(topic, NOTHING_HELD)
+        found[topic] = TopicLeases(count + 1, max(lag, now_ms - held.ok_sent_ms))
+    return found

@@ -350,6 +350,7 @@ class App:
         supervise: bool = False,
         grace: int | str = 30_000,
         install_signal_handlers: bool = True,
+        observe: Callable[[Sequence[Worker], Sequence[Supervisor]], object] | None = None,
     ) -> dict[str, WorkerStats]:
         """Serve ``topics`` (default: every registered one) until ``stop()``, SIGTERM
         or SIGINT; then drain every topic's worker and return their stats by topic.
@@ -361,6 +362,8 @@ class App:
         handlers are installed only on the main thread. ``grace``: how long
         in-flight handlers may take to finish once stopping. If a worker
         stops with an error, the others are stopped too and the error raised.
+        ``observe(workers, supervisors)`` is called once they are made, before
+        any runs: to watch them (``sokka.shell.metrics``'s ``watch``).
         """
         served = self._served(topics)
         grace_ms = duration_ms(grace, "grace", zero=True)
@@ -399,6 +402,13 @@ class App:
             if self._workers:
                 raise ValidationError("run_worker", "this app's worker is already running")
             self._workers = list(workers.values())
+        if observe is not None:
+            try:
+                observe(list(workers.values()), [supervisor] if supervisor else [])
+            except BaseException:
+                with self._lock:
+                    self._workers = []
+                raise
         restore = self._install_signals() if install_signal_handlers else {}
         threads = [
             threading.Thread(target=run, args=(topic, worker), name=f"sokka-app-{topic}")

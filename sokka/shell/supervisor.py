@@ -32,6 +32,7 @@ from sokka.core.supervision import (
 from sokka.core.task import Status, Task, require_name, require_positive_ms
 from sokka.shell.clock import Clock, MonotonicClock
 from sokka.shell.errorlog import RepeatedErrors
+from sokka.shell.observers import NO_SUPERVISOR_OBSERVER, SupervisorObserver
 
 __all__ = ["Supervisor", "SupervisorCore", "SupervisorReport", "build_report", "log_outcome"]
 
@@ -103,6 +104,9 @@ class SupervisorCore:
         self._rand = rand
         self._monitored: Monitored = EMPTY
         self.last_report: SupervisorReport | None = None
+        #: Told what each cycle did (``sokka.shell.observers``): set it before the
+        #: loop runs; ``sokka.shell.metrics.SupervisorMetrics.watch`` does.
+        self.observer: SupervisorObserver = NO_SUPERVISOR_OBSERVER
 
     @property
     def monitored(self) -> Monitored:
@@ -169,6 +173,7 @@ class SupervisorCore:
             self._clock.now_ms() - started_ms,
             len(self._monitored),
         )
+        self.observer.cycle(self.last_report, outcomes)
         return self.last_report
 
 
@@ -316,9 +321,13 @@ def build_report(
 def log_outcome(outcome: RevokeOutcome) -> None:
     """Log what a revoke gave (every runtime)."""
     command = outcome.command
+    fields = {"task_id": command.task_id, "record_ver": command.record_ver}
     match outcome.result:
         case Success(task) if command.status is Status.SNOOZED:
-            log.info("woke snoozed task %s (record_ver %d)", command.task_id, command.record_ver)
+            log.info(
+                "woke snoozed task %s (record_ver %d)", command.task_id, command.record_ver,
+                extra={**fields, "topic": task.topic},
+            )  # fmt: skip
         case Success(task):
             log.info(
                 "revoked the lease of task %s (record_ver %d, %d ms overdue): now %s",
@@ -326,8 +335,12 @@ def log_outcome(outcome: RevokeOutcome) -> None:
                 command.record_ver,
                 command.overdue_ms,
                 task.status,
-            )
+                extra={**fields, "topic": task.topic, "overdue_ms": command.overdue_ms,
+                       "status": str(task.status)},
+            )  # fmt: skip
         case Failure(RetryableError() as error):
-            log.warning("revoke of task %s will be retried: %s", command.task_id, error)
+            log.warning(
+                "revoke of task %s will be retried: %s", command.task_id, error, extra=fields
+            )
         case Failure(error):
-            log.info("revoke of task %s not needed: %s", command.task_id, error)
+            log.info("revoke of task %s not needed: %s", command.task_id, error, extra=fields)

@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from returns.result import Failure, Result, Success
 
@@ -67,7 +67,7 @@ from sokka.core.errors import (
     TaskCancelled,
     ValidationError,
 )
-from sokka.core.holding import Discarded, Holdings, Token, WorkerPolicy
+from sokka.core.holding import Discarded, Held, Holdings, Token, WorkerPolicy
 from sokka.core.outcomes import (
     FailedOutcome,
     OkOutcome,
@@ -84,7 +84,13 @@ from sokka.core.task import Task, require_name
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
 from sokka.shell.clock import Clock, MonotonicClock
 from sokka.shell.errorlog import RepeatedErrors
-from sokka.shell.supervisor import Supervisor
+from sokka.shell.observers import (
+    NO_WORKER_OBSERVER,
+    HandlerResult,
+    StoreCall,
+    WorkerObserver,
+)
+from sokka.shell.supervisor import Supervisor, SupervisorCore
 
 __all__ = [
     "Cancelled",
@@ -200,6 +206,8 @@ def handler_raised(pid: str, task: Task, error: BaseException, ran_ms: int) -> F
     log.warning(
         "worker %s: task %s (attempt %d) raised after %d ms: %s",
         pid, task.task_id, task.attempt, ran_ms, describe(error), exc_info=error,
+        extra={"worker": pid, "task_id": task.task_id, "topic": task.topic,
+               "attempt": task.attempt, "duration_ms": ran_ms},
     )  # fmt: skip
     tb = error.__traceback__
     frames = tb.tb_next if tb is not None and tb.tb_next is not None else tb  # not the runtime's
@@ -229,54 +237,89 @@ class WorkerStats:
     cancelled: int = 0
     store_errors: int = 0  #: retryable store errors the worker rode out
 
-    # One way to count what the worker core says, for every runtime that drives it.
+    # One way to count what the worker core says, for every runtime that drives it;
+    # an observer, when given, is told the same events with the task's topic.
 
-    def count_answer(self, finish: Finish, result: Result[Task, SokkaError]) -> None:
+    def count_answer(
+        self, finish: Finish, result: Result[Task, SokkaError],
+        observer: WorkerObserver = NO_WORKER_OBSERVER, topic: str = "",
+    ) -> None:  # fmt: skip
         """Count the store's answer to one recorded outcome."""
         match result:
             case Success(_):
-                self.count_recorded(finish)
+                self.count_recorded(finish, observer, topic)
             case Failure(TaskCancelled()):
                 self.cancelled += 1  # an operator's doing, not a lost lease
+                observer.operator_cancelled(topic)
             case Failure(LeaseLost() | NotFound()):
                 self.lost += 1  # the lease was gone: the outcome is discarded
                 self.fenced += 1
+                observer.lost(topic)
+                observer.fenced(topic)
             case Failure(RetryableError()):
                 self.store_errors += 1
+                observer.store_error("finish_many")
             case _:
                 pass
 
-    def count_recorded(self, finish: Finish) -> None:
+    def count_recorded(
+        self, finish: Finish, observer: WorkerObserver = NO_WORKER_OBSERVER, topic: str = ""
+    ) -> None:
         """Count an outcome the store recorded, by its kind."""
         match finish.event:
             case Terminate():
                 self.succeeded += 1
+                observer.recorded(topic, "succeeded")
             case Fail():
                 self.failed += 1
+                observer.recorded(topic, "failed")
             case Snooze():
                 self.snoozed += 1
+                observer.recorded(topic, "snoozed")
             case Release():
                 self.released += 1
+                observer.recorded(topic, "released")
 
-    def count_cancel(self, cancel: CancelHandler) -> None:
+    def count_cancel(
+        self, cancel: CancelHandler, observer: WorkerObserver = NO_WORKER_OBSERVER,
+        topic: str = "",
+    ) -> None:  # fmt: skip
         """Count a handler the core cancelled: a lease lost, an outcome dropped, a
         timeout, an operator's cancel."""
         if cancel.why is Why.CANCELLED:
             self.cancelled += 1
+            observer.operator_cancelled(topic)
             return
         if cancel.why.loses_lease:
             self.lost += 1
+            observer.lost(topic)
         if cancel.discarded:
             self.fenced += 1
+            observer.fenced(topic)
         if cancel.why is Why.TIMED_OUT:
             self.timed_out += 1
+            observer.timed_out(topic)
 
-    def count_discarded(self, verdict: Discarded) -> None:
+    def count_discarded(
+        self, verdict: Discarded, observer: WorkerObserver = NO_WORKER_OBSERVER, topic: str = ""
+    ) -> None:
         """Count a handler's outcome the core refused to report."""
         if verdict.gave_up:
             self.lost += 1
+            observer.lost(topic)
         if verdict.gave_up or verdict.why in (Why.FENCED, Why.REFUSED, Why.GONE):
             self.fenced += 1  # the outcome of a lease that was lost (not timed out or released)
+            observer.fenced(topic)
+
+
+class _Ran(Protocol):
+    """What ``WorkerCore._count_ran`` reads of a handler's context (either runtime's)."""
+
+    @property
+    def task(self) -> Task: ...
+
+    @property
+    def cancelled(self) -> bool: ...
 
 
 class WorkerCore:
@@ -333,6 +376,30 @@ class WorkerCore:
         # repeats are summarised (and the dispatcher backs off as on empty polls).
         self._errors = RepeatedErrors(log, f"worker {self.pid}", self._clock)
         self._holdings: Holdings = holding.holdings(self.pid, self.policy)
+        self._stats = WorkerStats()
+        #: Told what the worker does (``sokka.shell.observers``): set it before
+        #: ``run()``; ``sokka.shell.metrics.WorkerMetrics.watch`` does.
+        self.observer: WorkerObserver = NO_WORKER_OBSERVER
+
+    #: The supervisor the worker embeds (``supervise=True``), set by each runtime.
+    _supervisor: SupervisorCore | None
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics this worker reserves from."""
+        return (self._topic,)
+
+    @property
+    def supervisor(self) -> SupervisorCore | None:
+        """The supervisor this worker runs beside itself (``supervise=True``), or None."""
+        return self._supervisor
+
+    def leases_by_topic(self) -> dict[str, holding.TopicLeases]:
+        """The leases held now, by topic: how many, and the longest time one of them
+        has gone since its last successful keepalive was sent (every served topic is
+        there, with zeros when nothing is held)."""
+        held = holding.leases_by_topic(self._holdings, self._clock.now_ms())
+        return {**dict.fromkeys(self.topics, holding.NOTHING_HELD), **held}
 
     @property
     def holdings(self) -> Holdings:
@@ -356,6 +423,84 @@ class WorkerCore:
         if hints or isinstance(max_wait, bool) or not isinstance(max_wait, int):
             return 0
         return self.policy.reserve_wait_ms(max_wait)  # the cap is a lease rule: the core's
+
+    # -- counting: the stats and the observer, told at the same points in every runtime
+
+    def _topic_of(self, lease: Token) -> str:
+        """The topic of a lease's task (the worker's topic once the lease is gone)."""
+        held = self._holdings.get(lease)
+        return self._topic if held is None else held.task.topic
+
+    def _log_lost(self, token: Token, reason: str) -> None:
+        log.warning(
+            "worker %s: lost the lease of %s: %s", self.pid, token[0], reason,
+            extra={"worker": self.pid, "task_id": token[0], "attempt": token[1],
+                   "topic": self._topic_of(token)},
+        )  # fmt: skip
+
+    def _count_answer(self, held: Held, finish: Finish, result: Result[Task, SokkaError]) -> None:
+        """The store's answer to one recorded outcome (``held`` was its lease)."""
+        self._stats.count_answer(finish, result, self.observer, held.task.topic)
+
+    def _count_cancel(self, cancel: CancelHandler) -> None:
+        """A handler the core cancelled."""
+        observer = self.observer
+        topic = "" if observer is NO_WORKER_OBSERVER else self._topic_of(cancel.lease)
+        self._stats.count_cancel(cancel, observer, topic)
+
+    def _count_discarded(self, verdict: Discarded) -> None:
+        """A handler's outcome the core refused to report."""
+        observer = self.observer
+        topic = "" if observer is NO_WORKER_OBSERVER else self._topic_of(verdict.lease)
+        self._stats.count_discarded(verdict, observer, topic)
+
+    def _count_store_errors(self, call: StoreCall, count: int = 1) -> None:
+        """Retryable store errors the worker rides out."""
+        if count:
+            self._stats.store_errors += count
+            self.observer.store_error(call, count)
+
+    def _count_keepalive(
+        self, chunk: ExtendLeases, results: Sequence[Result[Task, SokkaError]]
+    ) -> None:
+        """A keepalive's answers: its round trip, and the leases it could not extend
+        for a retryable reason."""
+        self.observer.keepalive(len(chunk.leases), self._clock.now_ms() - chunk.sent_ms)
+        self._count_store_errors(
+            "extend_leases",
+            sum(
+                1
+                for r in results
+                if isinstance(r, Failure) and isinstance(r.failure(), RetryableError)
+            ),
+        )
+
+    def _count_ran(
+        self, ctx: _Ran, outcome: object, began_ms: int, *, raised_cancelled: bool
+    ) -> None:
+        """A handler returned ``outcome``: ``cancelled`` if it raised so or had been told
+        to stop (its lease lost, its timeout passed, the worker stopping)."""
+        observer = self.observer
+        if observer is NO_WORKER_OBSERVER:
+            return  # not even ctx.cancelled: it reads the clock
+        result: HandlerResult
+        match outcome:
+            case _ if raised_cancelled or ctx.cancelled:
+                result = "cancelled"
+            case OkOutcome():
+                result = "ok"
+            case SnoozedOutcome():
+                result = "snoozed"
+            case _:  # a failure, an exception, or a value that is no outcome
+                result = "failed"
+        observer.finished(ctx.task, result, self._clock.now_ms() - began_ms)
+
+
+_STORE_CALLS: dict[str, StoreCall] = {
+    "reserve": "reserve_tasks",
+    "keepalive": "extend_leases",
+    "record outcomes": "finish_many",
+}
 
 
 class Worker(WorkerCore):
@@ -413,7 +558,6 @@ class Worker(WorkerCore):
         # decision that depends on them: a map write per event, not per thread.
         self._starts: list[tuple[Token, int]] = []
         self._returns: list[tuple[Token, object, int]] = []
-        self._stats = WorkerStats()
         self._stopping = threading.Event()  # no more reservations
         self._halt = threading.Event()  # the keepalive thread ends
         self._stopped = threading.Event()  # run() has returned
@@ -424,7 +568,7 @@ class Worker(WorkerCore):
         # still bounding each wait (a lost hint costs one poll, never a task).
         self._signal: ReadySignal | None = None
         self._max_long_poll_ms = self._long_poll_ms(store, hints=isinstance(store, Wakeable))
-        self._supervisor = (
+        self._supervisor: Supervisor | None = (
             Supervisor(
                 store,
                 topic,
@@ -654,8 +798,10 @@ class Worker(WorkerCore):
             if again and not self._outcomes:
                 self._first_outcome_ms = self._clock.now_ms()
             self._outcomes.extend(again)
-            for finish, result in zip(recording.finishes, results, strict=True):
-                self._stats.count_answer(finish, result)
+            for finish, held, result in zip(
+                recording.finishes, recording.held, results, strict=True
+            ):
+                self._count_answer(held, finish, result)
                 match result:
                     case Failure(TaskCancelled() as refusal):
                         log_cancelled(self.pid, finish.task_id, f"outcome dropped: {refusal}")
@@ -673,7 +819,7 @@ class Worker(WorkerCore):
 
     def _note_store_error(self, what: str, error: SokkaError) -> None:
         with self._lock:
-            self._stats.store_errors += 1
+            self._count_store_errors(_STORE_CALLS[what])
         self._errors.failed(what, error)
 
     def _waiting_locked(self) -> int:
@@ -717,7 +863,7 @@ class Worker(WorkerCore):
                 case Finish(task_id=task_id, event=event):
                     self._outcomes.append((task_id, event.attempt))
                 case Discarded():
-                    self._stats.count_discarded(verdict)
+                    self._count_discarded(verdict)
                     if verdict.gave_up:
                         self._log_lost(verdict.lease, verdict.reason)
 
@@ -744,6 +890,7 @@ class Worker(WorkerCore):
     def _run_one(self, token: Token, ctx: Context) -> None:
         outcome: object
         started = self._clock.now_ms()
+        self.observer.started(ctx.task)
         try:
             outcome = self._handler(ctx.task, ctx)
         except Cancelled:
@@ -751,6 +898,7 @@ class Worker(WorkerCore):
         except BaseException as error:  # a handler's exception is its failure; the
             # thread must live on (even after sys.exit())
             outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - started)
+        self._count_ran(ctx, outcome, started, raised_cancelled=outcome is _CANCELLED)
         self._handler_returned(token, ctx, outcome)
 
     def _handler_returned(self, token: Token, ctx: Context, outcome: object) -> None:
@@ -805,13 +953,9 @@ class Worker(WorkerCore):
                 continue  # the core has set a retry
             self._errors.succeeded("keepalive")
             with self._lock:
+                self._count_keepalive(chunk, results)
                 self._holdings, cancels = holding.acknowledged(self._holdings, chunk, results)
                 self._apply_cancels_locked(cancels)
-                self._stats.store_errors += sum(
-                    1
-                    for r in results
-                    if isinstance(r, Failure) and isinstance(r.failure(), RetryableError)
-                )
 
     def _watchdog_loop(self) -> None:
         """Fences and timeouts, on a thread of their own: a keepalive call stuck in
@@ -841,7 +985,7 @@ class Worker(WorkerCore):
 
     def _apply_cancels_locked(self, cancels: Sequence[CancelHandler]) -> None:
         for cancel in cancels:
-            self._stats.count_cancel(cancel)
+            self._count_cancel(cancel)
             if cancel.why is Why.CANCELLED:
                 log_cancelled(self.pid, cancel.lease[0], f"handler cancelled: {cancel.reason}")
             elif cancel.why.loses_lease:
@@ -854,9 +998,6 @@ class Worker(WorkerCore):
             ctx = self._contexts.get(cancel.lease)
             if ctx is not None:
                 ctx._set_cancelled(cancel.reason)
-
-    def _log_lost(self, token: Token, reason: str) -> None:
-        log.warning("worker %s: lost the lease of %s: %s", self.pid, token[0], reason)
 
     # -- graceful stop ---------------------------------------------------------------
 

@@ -141,6 +141,21 @@ def openapi_document(*, secured: bool) -> dict[str, Any]:
             "responses": _responses(any_json, ("misdirected-request",), secured),
         }
     }
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics: requests by call and status, the queue's counts "
+            "(404 when the server has no prometheus-client)",
+            "responses": _responses(
+                {
+                    "description": "Prometheus' text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                ("unknown-endpoint", "misdirected-request"),
+                secured,
+            ),
+        }
+    }
     paths["/problems/{code}"] = {
         "get": {
             "operationId": "problem_type",

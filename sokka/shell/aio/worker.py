@@ -83,6 +83,7 @@ from sokka.core.task import Task
 from sokka.shell.aio.supervisor import Supervisor
 from sokka.shell.clock import Clock
 from sokka.shell.worker import (
+    _STORE_CALLS,
     Cancelled,
     Context,
     WorkerCore,
@@ -294,7 +295,6 @@ class Worker(WorkerCore):
         self._timeouts = self.policy.timeout_ms is not None
         self._recording = 0  # finish_many calls in flight
         self._keepalive: asyncio.Task[None] | None = None
-        self._stats = WorkerStats()
         self._stopping = False  # no more reservations
         self._draining = False  # stopping: the recorder records at once
         self._halting = False  # run() is ending: its tasks are cancelled
@@ -315,7 +315,7 @@ class Worker(WorkerCore):
         self._timer = asyncio.Event()  # the scheduler: the next wake-up moved
         self._recorder = asyncio.Event()  # the recorder: a batch is ready
         self._settled = asyncio.Event()  # the drain: something was recorded
-        self._supervisor = (
+        self._supervisor: Supervisor | None = (
             Supervisor(
                 store,
                 topic,
@@ -546,7 +546,7 @@ class Worker(WorkerCore):
         return len(self._ready) + self._running
 
     def _note_store_error(self, what: str, error: SokkaError) -> None:
-        self._stats.store_errors += 1
+        self._count_store_errors(_STORE_CALLS[what])
         self._errors.failed(what, error)
 
     # -- handlers ------------------------------------------------------------------
@@ -599,6 +599,7 @@ class Worker(WorkerCore):
         ctx = self._contexts[token]
         outcome: object
         began = self._clock.now_ms()
+        self.observer.started(ctx.task)
         try:
             outcome = await self._handler(ctx.task, ctx)
         except asyncio.CancelledError:
@@ -613,6 +614,7 @@ class Worker(WorkerCore):
         except BaseException as error:  # a handler's exception is its failure (even
             # SystemExit); the worker lives on
             outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
+        self._count_ran(ctx, outcome, began, raised_cancelled=outcome is _CANCELLED)
         self._handler_returned(token, ctx, outcome)
 
     def _plain_loop(self) -> None:
@@ -639,7 +641,9 @@ class Worker(WorkerCore):
                 continue
             if self._timeouts:
                 self._call_soon(self._timer.set)  # its timeout runs from now
+            self.observer.started(ctx.task)
             outcome = self._call_plain(ctx)
+            self._count_ran(ctx, outcome, now, raised_cancelled=outcome is _CANCELLED)
             self._plain_returned(token, outcome, clock.now_ms())
 
     def _plain_returned(self, token: Token, outcome: object, now: int) -> None:
@@ -737,7 +741,7 @@ class Worker(WorkerCore):
                 case Finish(task_id=task_id, event=event):
                     self._outcomes.append((task_id, event.attempt))
                 case Discarded():
-                    self._stats.count_discarded(verdict)
+                    self._count_discarded(verdict)
                     if verdict.gave_up:
                         self._log_lost(verdict.lease, verdict.reason)
 
@@ -802,8 +806,8 @@ class Worker(WorkerCore):
         if again and not self._outcomes:
             self._first_outcome_ms = self._clock.now_ms()
         self._outcomes.extend(again)
-        for finish, result in zip(recording.finishes, results, strict=True):
-            self._stats.count_answer(finish, result)
+        for finish, held, result in zip(recording.finishes, recording.held, results, strict=True):
+            self._count_answer(held, finish, result)
             match result:
                 case Failure(TaskCancelled() as refusal):
                     log_cancelled(self.pid, finish.task_id, f"outcome dropped: {refusal}")
@@ -860,13 +864,9 @@ class Worker(WorkerCore):
                     continue  # the core has set a retry
                 self._errors.succeeded("keepalive")
                 self._fold()  # a refusal for a lease whose handler returned is no loss
+                self._count_keepalive(chunk, results)
                 self._holdings, cancels = holding.acknowledged(self._holdings, chunk, results)
                 self._apply_cancels(cancels)
-                self._stats.store_errors += sum(
-                    1
-                    for r in results
-                    if isinstance(r, Failure) and isinstance(r.failure(), RetryableError)
-                )
         except Exception:  # a bug or a foreign error: the core's retry stands
             log.exception("worker %s: keepalive failed", self.pid)
         finally:
@@ -874,7 +874,7 @@ class Worker(WorkerCore):
 
     def _apply_cancels(self, cancels: Sequence[CancelHandler]) -> None:
         for cancel in cancels:
-            self._stats.count_cancel(cancel)
+            self._count_cancel(cancel)
             if cancel.why is Why.CANCELLED:
                 log_cancelled(self.pid, cancel.lease[0], f"handler cancelled: {cancel.reason}")
             elif cancel.why.loses_lease:
@@ -889,9 +889,6 @@ class Worker(WorkerCore):
             task = self._handlers.get(cancel.lease)
             if task is not None and self._is_async:
                 task.cancel(cancel.reason)
-
-    def _log_lost(self, token: Token, reason: str) -> None:
-        log.warning("worker %s: lost the lease of %s: %s", self.pid, token[0], reason)
 
     # -- graceful stop ---------------------------------------------------------------
 

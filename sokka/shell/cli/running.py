@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -14,13 +15,13 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from sokka.core.errors import RetryableError
+from sokka.core.errors import RetryableError, ValidationError
 from sokka.core.supervision import LeasePolicy
 from sokka.shell.cli.common import (
     DURATION,
@@ -37,7 +38,8 @@ from sokka.shell.cli.purging import periodic_purge_options, retention_policy
 
 if TYPE_CHECKING:
     from sokka.shell.retention import RetentionPolicy
-    from sokka.shell.worker import WorkerStats
+    from sokka.shell.supervisor import SupervisorCore
+    from sokka.shell.worker import WorkerCore, WorkerStats
 
 __all__ = ["demo", "serve", "supervise", "worker"]
 
@@ -50,20 +52,24 @@ _LIBRARY_LOGGERS = ("httpx", "httpcore", "uvicorn", "starlette", "sqlalchemy", "
                     "asyncio")  # fmt: skip
 
 
-def _logging(level: str) -> None:
+def _logging(level: str, log_format: str = "text") -> None:
     """sokka's loggers (and a handler's own) at ``level``; the libraries sokka uses
-    at WARNING, unless ``SOKKA_LIBRARY_LOG_LEVEL`` asks for more."""
+    at WARNING, unless ``SOKKA_LIBRARY_LOG_LEVEL`` asks for more. ``log_format``
+    ``json``: one JSON object per line (``sokka.shell.jsonlog``)."""
     library_level = os.environ.get(LIBRARY_LOG_LEVEL_ENV, "").strip().lower() or "warning"
     if library_level not in _LEVELS:
         raise click.BadParameter(
             f"{library_level!r} is not one of {', '.join(_LEVELS)}",
             param_hint=f"${LIBRARY_LOG_LEVEL_ENV}",
         )
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from sokka.shell.jsonlog import JSONFormatter
+
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(getattr(logging, library_level.upper()))
 
@@ -74,6 +80,78 @@ _log_level = click.option(
     f"SQLAlchemy, psycopg) log warnings and errors only: set ${LIBRARY_LOG_LEVEL_ENV} "
     "to debug or info to see more of theirs.",
 )  # fmt: skip
+_log_format = click.option(
+    "--log-format", type=click.Choice(("text", "json")), default="text", show_default=True,
+    help="text: a line of text per record; json: one JSON object per line (time, level, "
+    "logger, message, and fields such as task_id and topic where the record has them).",
+)  # fmt: skip
+
+
+def _metrics_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--metrics-port`` and ``--metrics-host``, for the long-running commands."""
+    command = click.option(
+        "--metrics-host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+        help="The address the metrics endpoint listens on (0.0.0.0 for every interface).",
+    )(command)  # fmt: skip
+    return click.option(
+        "--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+        help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: a free port, "
+        "logged); needs the metrics extra: pip install 'sokka[metrics]'.",
+    )(command)  # fmt: skip
+
+
+def _need_metrics_extra(port: int | None) -> None:
+    """Refuse --metrics-port before anything runs when prometheus-client is missing."""
+    if port is None:
+        return
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ValidationError(
+            "--metrics-port",
+            "needs prometheus-client, which is not installed: pip install 'sokka[metrics]'",
+        ) from None
+
+
+@contextlib.contextmanager
+def _exposed(
+    host: str, port: int | None, workers: Sequence[WorkerCore] = (),
+    supervisors: Sequence[SupervisorCore] = (),
+) -> Iterator[None]:  # fmt: skip
+    """Count what ``workers`` and ``supervisors`` (and the workers' embedded
+    supervisors) do, and serve it at ``/metrics`` on ``host:port`` while the block runs
+    (nothing when ``port`` is None)."""
+    if port is None:
+        yield
+        return
+    from sokka.shell.metrics import SupervisorMetrics, WorkerMetrics, new_registry, serve_metrics
+
+    registry = new_registry()
+    embedded = [w.supervisor for w in workers if w.supervisor is not None]
+    if workers:
+        worker_metrics = WorkerMetrics(registry)
+        for one in workers:
+            worker_metrics.watch(one)
+    if supervisors or embedded:
+        supervisor_metrics = SupervisorMetrics(registry)
+        for supervisor in (*supervisors, *embedded):
+            supervisor_metrics.watch(supervisor)
+    try:
+        server = serve_metrics(registry, host, port)
+    except OSError as error:
+        why = (
+            "the port is in use (choose another with --metrics-port)"
+            if error.errno == errno.EADDRINUSE
+            else error.strerror or str(error)
+        )
+        raise click.ClickException(
+            f"cannot serve metrics on {_address(host, port)}: {why}"
+        ) from None
+    logging.getLogger("sokka.metrics").info("metrics on %s", server.url)
+    try:
+        yield
+    finally:
+        server.stop()
 
 
 @cli.command()
@@ -166,12 +244,15 @@ _log_level = click.option(
     default=None,
     help="Write the worker's counters here as JSON when it stops.",
 )
+@_metrics_options
 @_log_level
+@_log_format
 def worker(
     db: str, prefix: str, topics: tuple[str, ...], handler_path: str | None,
     app_path: str | None, runtime: str, concurrency: int, batch_size: int | None,
     lease_time: int, timeout: int | None, grace: int, max_poll: int, supervise: bool,
-    schedule: bool, pid: str | None, stats_file: str | None, log_level: str,
+    schedule: bool, pid: str | None, stats_file: str | None, metrics_port: int | None,
+    metrics_host: str, log_level: str, log_format: str,
 ) -> None:  # fmt: skip
     """Run tasks of a topic with a handler (or every topic of an app) until SIGTERM
     or SIGINT (then exit 0)."""
@@ -181,10 +262,12 @@ def worker(
     from sokka.shell.aio.worker import _is_coroutine_function
     from sokka.shell.worker import Worker
 
+    _need_metrics_extra(metrics_port)
     if app_path is not None:
         _app_usage(handler_path)
-        _logging(log_level)
-        _run_app(app_path, topics, supervise, grace, stats_file, schedule)
+        _logging(log_level, log_format)
+        _run_app(app_path, topics, supervise, grace, stats_file,
+                 functools.partial(_exposed, metrics_host, metrics_port), schedule)  # fmt: skip
         return
     if schedule:
         raise click.UsageError("--scheduler runs an app's schedules: it needs --app MODULE:APP")
@@ -198,7 +281,7 @@ def worker(
             "to serve several topics in one process, use --app"
         )
     (topic,) = topics
-    _logging(log_level)
+    _logging(log_level, log_format)
     handler = load_handler(handler_path)
     is_coroutine = _is_coroutine_function(handler)
     if runtime == "threads" and is_coroutine:
@@ -212,16 +295,21 @@ def worker(
         "supervise": supervise, "poll_backoff": Backoff(base_ms=min(20, max_poll), cap_ms=max_poll),
     }  # fmt: skip
     log = logging.getLogger("sokka.worker")
+    exposing = functools.partial(_exposed, metrics_host, metrics_port)
     if runtime == "asyncio" or (runtime == "auto" and is_coroutine):
-        name, stats = asyncio.run(_work_on_asyncio(db, prefix, topic, handler, options))
+        name, stats = asyncio.run(
+            _work_on_asyncio(db, prefix, topic, handler, options, exposing)
+        )
     else:
         with _store(db, prefix) as store:
             runner = Worker(store, topic, handler, **options)
             log.info(
                 "worker %s on topic %r (concurrency %d, lease %d ms)",
                 runner.pid, topic, concurrency, lease_time,
+                extra={"worker": runner.pid, "topic": topic},
             )  # fmt: skip
-            name, stats = runner.pid, runner.run()
+            with exposing([runner]):
+                name, stats = runner.pid, runner.run()
     if stats_file:
         with open(stats_file, "w", encoding="utf-8") as out:
             json.dump({"pid": name, **asdict(stats)}, out)
@@ -253,6 +341,9 @@ def _app_usage(handler_path: str | None) -> None:
 
 def _run_app(
     app_path: str, topics: tuple[str, ...], supervise: bool, grace: int, stats_file: str | None,
+    exposing: Callable[
+        [Sequence[WorkerCore], Sequence[SupervisorCore]], contextlib.AbstractContextManager[None]
+    ],
     schedule: bool = False,
 ) -> None:  # fmt: skip
     """``sokka worker --app``: ``app.run_worker`` for the topics asked (all: none asked),
@@ -262,8 +353,13 @@ def _run_app(
     from sokka.shell.cli.scheduling import load_app, scheduling
 
     app = load_app(app_path)
-    with scheduling(app, schedule):
-        stats = app.run_worker(list(topics) or None, supervise=supervise, grace=grace)
+    with scheduling(app, schedule), ExitStack() as exposed:
+        stats = app.run_worker(
+            list(topics) or None, supervise=supervise, grace=grace,
+            observe=lambda workers, supervisors: exposed.enter_context(
+                exposing(workers, supervisors)
+            ),
+        )  # fmt: skip
     if stats_file:
         with open(stats_file, "w", encoding="utf-8") as out:
             json.dump({topic: asdict(s) for topic, s in stats.items()}, out)
@@ -273,8 +369,9 @@ def _run_app(
 
 
 async def _work_on_asyncio(
-    db: str, prefix: str, topic: str, handler: Callable[..., Any], options: dict[str, Any]
-) -> tuple[str, WorkerStats]:
+    db: str, prefix: str, topic: str, handler: Callable[..., Any], options: dict[str, Any],
+    exposing: Callable[[Sequence[WorkerCore]], contextlib.AbstractContextManager[None]],
+) -> tuple[str, WorkerStats]:  # fmt: skip
     """``sokka worker`` on the asyncio runtime: its pid and its stats once it stopped."""
     from sokka.shell.aio.worker import Worker
 
@@ -283,8 +380,10 @@ async def _work_on_asyncio(
         logging.getLogger("sokka.worker").info(
             "worker %s on topic %r (asyncio, concurrency %d, lease %d ms)",
             runner.pid, topic, options["concurrency"], options["lease_time_ms"],
+            extra={"worker": runner.pid, "topic": topic},
         )  # fmt: skip
-        return runner.pid, await runner.run(install_signal_handlers=True)
+        with exposing([runner]):
+            return runner.pid, await runner.run(install_signal_handlers=True)
 
 
 @cli.command()
@@ -317,20 +416,27 @@ async def _work_on_asyncio(
     help="threads: the supervisor on a thread of its own; asyncio: on an event loop.",
 )
 @periodic_purge_options
+@_metrics_options
 @_log_level
+@_log_format
 def supervise(
     db: str, prefix: str, topics: tuple[str, ...], lease_time: int, interval: int | None,
-    runtime: str, purge_after: int | None, purge_every: int, log_level: str,
+    runtime: str, purge_after: int | None, purge_every: int, metrics_port: int | None,
+    metrics_host: str, log_level: str, log_format: str,
 ) -> None:  # fmt: skip
     """Revoke the leases nobody keeps alive, until SIGTERM or SIGINT (then exit 0)."""
     from sokka.shell.retention import periodic_purge
     from sokka.shell.supervisor import Supervisor
 
-    _logging(log_level)
+    _need_metrics_extra(metrics_port)
+    _logging(log_level, log_format)
     policy = LeasePolicy(lease_time_ms=lease_time, default_snooze_ms=lease_time)
     retention = retention_policy(purge_after, purge_every)
+    exposing = functools.partial(_exposed, metrics_host, metrics_port, ())
     if runtime == "asyncio":
-        asyncio.run(_supervise_on_asyncio(db, prefix, topics, policy, interval, retention))
+        asyncio.run(
+            _supervise_on_asyncio(db, prefix, topics, policy, interval, retention, exposing)
+        )
         return
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -340,9 +446,10 @@ def supervise(
         with contextlib.suppress(RetryableError):  # the loop rides out a store that is down
             store.list_leased_tasks(limit=1)  # a missing schema is an error, not a retry
         _log_supervising(topics, lease_time)
-        supervisor.start()
-        stop.wait()
-        supervisor.stop()
+        with exposing([supervisor]):
+            supervisor.start()
+            stop.wait()
+            supervisor.stop()
 
 
 def _log_supervising(topics: tuple[str, ...], lease_time: int) -> None:
@@ -354,6 +461,8 @@ def _log_supervising(topics: tuple[str, ...], lease_time: int) -> None:
 async def _supervise_on_asyncio(
     db: str, prefix: str, topics: tuple[str, ...], policy: LeasePolicy, interval: int | None,
     retention: RetentionPolicy | None = None,
+    exposing: Callable[[Sequence[SupervisorCore]], contextlib.AbstractContextManager[None]]
+    | None = None,
 ) -> None:  # fmt: skip
     """``sokka supervise`` on the asyncio runtime, until SIGTERM or SIGINT."""
     from sokka.shell.aio.supervisor import Supervisor
@@ -368,7 +477,8 @@ async def _supervise_on_asyncio(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, supervisor.stop)
         try:
-            await supervisor.run()  # an in-flight cycle ends first
+            with exposing([supervisor]) if exposing else contextlib.nullcontext():
+                await supervisor.run()  # an in-flight cycle ends first
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
@@ -434,10 +544,12 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 )
 @periodic_purge_options
 @_log_level
+@_log_format
 def serve(
     db: str, prefix: str, host: str, port: int, token_file: str | None, allow_no_token: bool,
     allow_hosts: tuple[str, ...], max_body: int | None, max_concurrency: int,
     shutdown_timeout: int, purge_after: int | None, purge_every: int, log_level: str,
+    log_format: str,
 ) -> None:  # fmt: skip
     """Serve the store over HTTP (JSON, problem+json errors, OpenAPI at /openapi.json)."""
     _need_http_extra()
@@ -445,7 +557,7 @@ def serve(
     from sokka.shell.http.protocol import bounded_server
     from sokka.shell.retention import periodic_purge
 
-    _logging(log_level)
+    _logging(log_level, log_format)
     retention = retention_policy(purge_after, purge_every)
     token = _read_token_file(token_file, "--token-file") if token_file else None
     token = token or os.environ.get("SOKKA_TOKEN") or None

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -68,6 +68,9 @@ from sokka.shell.http.limits import (
     MIN_TOKEN_LENGTH,
     _log,
 )
+
+if TYPE_CHECKING:
+    from sokka.shell.metrics import ServerMetrics
 
 __all__ = ["create_app"]
 
@@ -136,6 +139,11 @@ def _is_json(content_type: str | None) -> bool:
 
 
 # -- the application ----------------------------------------------------------------------
+
+
+def _store_of(app: Starlette) -> TaskStore:
+    store: TaskStore = app.state.store
+    return store
 
 
 def _store(request: Request) -> TaskStore:
@@ -246,6 +254,21 @@ async def _health(request: Request) -> Response:
     return Response(_json_bytes({"status": "ok"}), 200, media_type="application/json")
 
 
+async def _metrics(request: Request) -> Response:
+    metrics = request.app.state.metrics
+    if metrics is None:
+        problem = _protocol_problem(
+            "unknown-endpoint",
+            "metrics need prometheus-client, which is not installed: pip install 'sokka[metrics]'",
+        )
+        return _problem_response(problem)
+    from sokka.shell.metrics import CONTENT_TYPE, exposition
+
+    # Off the loop: a scrape counts the queue with a store call.
+    body = await run_in_threadpool(exposition, metrics.registry)
+    return Response(body, 200, media_type=CONTENT_TYPE)
+
+
 async def _openapi(request: Request) -> Response:
     return Response(_json_bytes(request.app.state.openapi), 200, media_type="application/json")
 
@@ -273,6 +296,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _problem_response(problem)
 
 
+def _server_metrics() -> ServerMetrics | None:
+    """Request metrics on a registry of this application's own, or None without
+    prometheus-client."""
+    try:
+        from sokka.shell.metrics import ServerMetrics, new_registry
+    except ImportError:
+        return None
+    calls = {op.path: op.name for op in OPERATIONS}
+    calls.update({"/health": "health", "/openapi.json": "openapi", "/metrics": "metrics"})
+    return ServerMetrics(new_registry(), calls)
+
+
 def create_app(
     store: TaskStore,
     *,
@@ -284,6 +319,7 @@ def create_app(
     body_timeout_s: float = BODY_TIMEOUT_S,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     dashboard: bool = True,
+    metrics: bool = True,
 ) -> Starlette:
     """The ASGI application serving ``store``.
 
@@ -302,6 +338,9 @@ def create_app(
     ``body_timeout_s``: the time a request's whole body may take to arrive
     (408 after it). ``max_concurrency``: requests served at once (503 with
     ``Retry-After`` above it; ``/health`` is always answered).
+    ``metrics``: count requests by call and status, and answer ``GET /metrics``
+    (Prometheus' text format, behind the token like every other call) when
+    prometheus-client is installed (the ``metrics`` extra).
     """
     if token is not None:
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
@@ -339,6 +378,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/health", _health, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
+        Route("/metrics", _metrics, methods=["GET"]),
         Route("/problems/{code}", _problem_type, methods=["GET"]),
         *(Route(op.path, _endpoint(op), methods=["POST"]) for op in OPERATIONS),
     ]
@@ -350,9 +390,12 @@ def create_app(
             dashboard = False
         else:
             routes.extend(dashboard_routes())
+    server_metrics = _server_metrics() if metrics else None
     app = Starlette(
         routes=routes,
         middleware=[
+            # Outermost: refusals (a missing token, a busy server) are counted too.
+            *([Middleware(server_metrics.middleware)] if server_metrics is not None else []),
             Middleware(
                 _Guard,
                 token=token,
@@ -372,6 +415,9 @@ def create_app(
     app.state.max_body_bytes = max_body_bytes
     app.state.max_answer_bytes = max_answer_bytes
     app.state.openapi = openapi_document(secured=token is not None)
+    app.state.metrics = server_metrics
+    if server_metrics is not None:
+        server_metrics.watch_queue(lambda: _store_of(app).count_tasks())
     if dashboard:
         app.state.ui_sessions = Sessions(token)
     return app
