@@ -100,8 +100,9 @@ _log_level = click.option(
     "app_path",
     default=None,
     metavar="MODULE:APP",
-    help="A sokka.App: serve its topics in this process, each with its handler's "
-    "concurrency, lease and timeout, on the app's store (instead of --handler).",
+    help="A sokka.App or sokka.asyncio.App: serve its topics in one worker, each with "
+    "its handler's concurrency, lease and timeout, on the app's store (instead of "
+    "--handler); the runtime is the app's.",
 )
 @click.option(
     "--runtime",
@@ -110,7 +111,7 @@ _log_level = click.option(
     show_default=True,
     help="threads: --concurrency handler threads; asyncio: one event loop (a plain "
     "handler runs in a pool of --concurrency threads); auto: asyncio for an async def "
-    "handler, threads otherwise.",
+    "handler or a sokka.asyncio.App, threads otherwise.",
 )
 @click.option(
     "--concurrency",
@@ -178,7 +179,7 @@ def worker(
     if app_path is not None:
         _app_usage(handler_path)
         _logging(log_level)
-        _run_app(app_path, topics, supervise, grace, stats_file)
+        _run_app(app_path, topics, runtime, supervise, grace, pid, stats_file)
         return
     if handler_path is None:
         raise click.UsageError(
@@ -221,8 +222,8 @@ def worker(
 
 
 #: The options of ``sokka worker`` that --app takes from the app's handlers instead.
-_PER_HANDLER_OPTIONS = ("db", "prefix", "runtime", "concurrency", "batch_size", "lease_time",
-                        "timeout", "max_poll", "pid")  # fmt: skip
+_PER_HANDLER_OPTIONS = ("db", "prefix", "concurrency", "batch_size", "lease_time", "timeout",
+                        "max_poll")  # fmt: skip
 
 
 def _app_usage(handler_path: str | None) -> None:
@@ -244,23 +245,36 @@ def _app_usage(handler_path: str | None) -> None:
 
 
 def _run_app(
-    app_path: str, topics: tuple[str, ...], supervise: bool, grace: int, stats_file: str | None
-) -> None:
-    """``sokka worker --app``: ``app.run_worker`` for the topics asked (all: none asked)."""
+    app_path: str, topics: tuple[str, ...], runtime: str, supervise: bool, grace: int,
+    pid: str | None, stats_file: str | None,
+) -> None:  # fmt: skip
+    """``sokka worker --app``: ``app.run_worker`` for the topics asked (all: none asked),
+    on the app's runtime (a ``--runtime`` that is not the app's is a usage error)."""
     from dataclasses import asdict
 
+    from sokka.shell.aio.app import App as AsyncApp
     from sokka.shell.app import App
 
     app = load_object(app_path, "app", "package.module:app")
-    if not isinstance(app, App):
-        raise click.UsageError(f"--app {app_path} is a {type(app).__name__}, not a sokka.App")
-    stats = app.run_worker(list(topics) or None, supervise=supervise, grace=grace)
+    if not isinstance(app, App | AsyncApp):
+        raise click.UsageError(
+            f"--app {app_path} is a {type(app).__name__}, not a sokka.App or sokka.asyncio.App"
+        )
+    own = "asyncio" if isinstance(app, AsyncApp) else "threads"
+    if runtime not in ("auto", own):
+        kind = "sokka.asyncio.App" if own == "asyncio" else "sokka.App"
+        raise click.UsageError(
+            f"--runtime {runtime} cannot run {app_path}: it is a {kind}, which runs on {own}"
+        )
+    served = list(topics) or None
+    if isinstance(app, AsyncApp):
+        stats = asyncio.run(app.run_worker(served, supervise=supervise, grace=grace, pid=pid))
+    else:
+        stats = app.run_worker(served, supervise=supervise, grace=grace, pid=pid)
     if stats_file:
         with open(stats_file, "w", encoding="utf-8") as out:
-            json.dump({topic: asdict(s) for topic, s in stats.items()}, out)
-    log = logging.getLogger("sokka.worker")
-    for topic, s in stats.items():
-        log.info("topic %r stopped: %s", topic, s)
+            json.dump(asdict(stats), out)
+    logging.getLogger("sokka.worker").info("worker stopped: %s", stats)
 
 
 async def _work_on_asyncio(
