@@ -127,22 +127,23 @@ def test_a_handler_is_registered_with_its_options_as_milliseconds() -> None:
     assert (reports.concurrency, reports.lease_time_ms, reports.timeout_ms) == (1, 2_500, None)
 
 
-@pytest.mark.parametrize(
-    ("options", "field"),
-    [
-        ({"lease": "30"}, "lease"),
-        ({"lease": "soon"}, "lease"),
-        ({"lease": 0}, "lease"),
-        ({"lease": 1.5}, "lease"),
-        ({"timeout": "-5m"}, "timeout"),
-        ({"timeout": -1}, "timeout"),
-        ({"concurrency": 0}, "concurrency"),
-        ({"concurrency": 2000}, "concurrency"),
-        ({"concurrency": True}, "concurrency"),
-        ({"max_attempts": 0}, "max_attempts"),
-        ({"topic": ""}, "topic"),
-    ],
-)
+#: Bad options of ``@app.handler`` and the field each error names (both apps).
+BAD_HANDLER_OPTIONS = [
+    ({"lease": "30"}, "lease"),
+    ({"lease": "soon"}, "lease"),
+    ({"lease": 0}, "lease"),
+    ({"lease": 1.5}, "lease"),
+    ({"timeout": "-5m"}, "timeout"),
+    ({"timeout": -1}, "timeout"),
+    ({"concurrency": 0}, "concurrency"),
+    ({"concurrency": 2000}, "concurrency"),
+    ({"concurrency": True}, "concurrency"),
+    ({"max_attempts": 0}, "max_attempts"),
+    ({"topic": ""}, "topic"),
+]
+
+
+@pytest.mark.parametrize(("options", "field"), BAD_HANDLER_OPTIONS)
 def test_bad_handler_options_are_refused_naming_the_option(
     options: dict[str, Any], field: str
 ) -> None:
