@@ -19,9 +19,12 @@ Threads of one ``Worker``:
 * a recorder: records outcomes in batches (``finish_many``) on a connection
   of its own while the next batch runs (on a ``single_writer`` store such as
   SQLite the dispatcher records them itself);
-* ``concurrency`` handler threads;
-* one keepalive thread for all the worker's leases: it sends the one
-  ``extend_leases`` call that ``holding.due`` asks for;
+* ``concurrency`` handler threads per topic served (a worker serves one
+  topic, or several: ``routes=``, each ``Route`` with its own handler,
+  concurrency, lease and timeout; what to reserve next, topic by topic, is
+  the core's ``sokka.core.polling``);
+* one keepalive thread for all the worker's leases, of every topic: it sends
+  the one ``extend_leases`` call that ``holding.due`` asks for;
 * a watchdog: ``holding.tick`` (timeouts, the self-fence, the end of a stop's
   grace period), on a thread of its own so that a store call stuck on the
   keepalive thread cannot delay it;

@@ -11,13 +11,15 @@ exactly as in the threaded runtime; this module only carries it out. One
 event loop holds the ``Holdings`` value (no lock: only the loop writes it),
 and runs these asyncio tasks:
 
-* the dispatcher (``run()`` itself): reserves in batches into a queue of
-  waiting leases; with room and nothing to reserve, it waits for the store's
-  hint (``subscribe_ready``, rung onto the loop) or, over ``AsyncHTTPStore``,
+* the dispatcher (``run()`` itself): reserves in batches, topic by topic as
+  ``sokka.core.polling`` says, into each topic's queue of waiting leases;
+  with room and nothing to reserve, it waits for the store's hint
+  (``subscribe_ready``, rung onto the loop) or, over ``AsyncHTTPStore``,
   long-polls, the poll backoff bounding either;
-* ``concurrency`` runners: each takes the next waiting lease, awaits its
-  handler and takes the next; cancelling a handler cancels its runner's
-  current await. For a plain handler, ``concurrency`` threads instead: each
+* ``concurrency`` runners per topic served (one, or several: ``routes=``):
+  each takes its topic's next waiting lease, awaits its handler and takes
+  the next; cancelling a handler cancels its runner's current await. For a
+  plain handler, ``concurrency`` threads instead: each
   takes the next lease handed to it, runs the handler and queues its return;
   the loop collects the returns queued meanwhile in one callback, woken once
   for them all, not once per handler;
