@@ -324,8 +324,6 @@ class WorkerCore:
         #: The routes by topic, in the order given.
         self._routes: dict[str, Route] = {route.topic: route for route in routes}
         self._topics: tuple[str, ...] = tuple(self._routes)
-        self._topic = self._topics[0]
-        self._concurrency = sum(route.concurrency for route in routes)
         # Outcomes recorded per call: up to one batch of every topic.
         self._batch = min(sum(route.batch_size or route.concurrency for route in routes), MAX_BATCH)
         # Leases held at once per topic, waiting or running (decided outcomes do not count).
@@ -333,7 +331,6 @@ class WorkerCore:
             route.topic: max(route.batch_size or route.concurrency, route.concurrency)
             for route in routes
         }
-        self._capacity = sum(self._capacity_of.values())
         own = {
             route.topic: TopicPolicy(
                 lease_time_ms=route.lease_time_ms or lease_time_ms,
