@@ -2,7 +2,9 @@
 
 ``Worker`` and ``Supervisor`` drive the same pure cores as the threaded
 runtime (``sokka.Worker``, ``sokka.Supervisor``), awaiting an
-``AsyncTaskStore``; see docs/asyncio.md.
+``AsyncTaskStore``; ``App`` is ``sokka.App``'s surface with ``async def``
+handlers, an awaitable ``enqueue`` and ``await app.run_worker()``; see
+docs/asyncio.md.
 
 >>> import asyncio
 >>> from sokka.asyncio import AsyncMemoryStore, Supervisor
@@ -25,9 +27,10 @@ from sokka.core.outcomes import (
     ok,
     snoozed,
 )
+from sokka.shell.aio.app import App
 from sokka.shell.aio.supervisor import Supervisor, SupervisorReport
 from sokka.shell.aio.worker import AsyncContext, AsyncHandler, Worker
-from sokka.shell.worker import Cancelled, Context, WorkerStats
+from sokka.shell.worker import Cancelled, Context, Route, WorkerStats
 
 if TYPE_CHECKING:
     from sokka.adapters.aio.http import AsyncHTTPStore
@@ -43,6 +46,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "App",
     "AsyncContext",
     "AsyncHTTPStore",
     "AsyncHandler",
@@ -54,6 +58,7 @@ __all__ = [
     "FailedOutcome",
     "OkOutcome",
     "Outcome",
+    "Route",
     "SnoozedOutcome",
     "Supervisor",
     "SupervisorReport",

@@ -72,6 +72,7 @@ __all__ = [
     "Recording",
     "Token",
     "TopicLeases",
+    "TopicPolicy",
     "WorkerPolicy",
     "acknowledged",
     "due",
@@ -98,10 +99,35 @@ _DEFAULT_RETRY: Final = Backoff(base_ms=1_000, cap_ms=300_000)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TopicPolicy:
+    """One topic's lease settings, where they differ from the worker's.
+
+    A worker serving several topics holds leases of each under its topic's
+    ``lease_time_ms`` and ``timeout_ms`` (a task's own values still win).
+
+    >>> TopicPolicy(lease_time_ms=5_000)
+    TopicPolicy(lease_time_ms=5000, timeout_ms=None)
+    """
+
+    lease_time_ms: int
+    timeout_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        require_positive_ms("lease_time_ms", self.lease_time_ms)
+        if self.timeout_ms is not None:
+            require_positive_ms("timeout_ms", self.timeout_ms)
+
+
+_NO_TOPICS: Final[PMap[str, TopicPolicy]] = pmap()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerPolicy:
     """The worker's lease settings.
 
-    ``lease_time_ms`` applies to tasks without their own; keepalives go out
+    ``lease_time_ms`` applies to tasks without their own; ``topics`` gives a
+    topic its own lease and timeout (a worker serving several topics), which
+    then apply to that topic's tasks without their own. Keepalives go out
     every ``keepalive_ratio`` of a lease, and a lease is given up once
     ``fence_ratio`` of it has passed without a successful keepalive.
     ``timeout_ms`` bounds a handler (a task's own ``timeout_ms`` wins);
@@ -122,9 +148,14 @@ fence_ratio < 1 (got 0.95 and 0.9)
     timeout_ms: int | None = None
     grace_ms: int = 30_000
     retry_backoff: Backoff = _DEFAULT_RETRY
+    topics: PMap[str, TopicPolicy] = _NO_TOPICS
 
     def __post_init__(self) -> None:
         require_positive_ms("lease_time_ms", self.lease_time_ms)
+        if not isinstance(self.topics, PMap) or not all(
+            isinstance(k, str) and isinstance(v, TopicPolicy) for k, v in self.topics.items()
+        ):
+            raise ValidationError("topics", "must be a PMap of topic names to TopicPolicy")
         ratios = (self.keepalive_ratio, self.fence_ratio)
         if not all(isinstance(r, int | float) and not isinstance(r, bool) for r in ratios) or not (
             0 < self.keepalive_ratio < self.fence_ratio < 1
@@ -148,6 +179,28 @@ fence_ratio < 1 (got 0.95 and 0.9)
         if not isinstance(self.retry_backoff, Backoff):
             raise ValidationError("retry_backoff", "must be a Backoff")
 
+    def lease_ms_of(self, topic: str) -> int:
+        """The lease of ``topic``'s tasks that carry none of their own.
+
+        >>> p = WorkerPolicy(lease_time_ms=1_000, topics=pmap({"b": TopicPolicy(lease_time_ms=5)}))
+        >>> p.lease_ms_of("a"), p.lease_ms_of("b")
+        (1000, 5)
+        """
+        own = self.topics.get(topic) if self.topics else None
+        return self.lease_time_ms if own is None else own.lease_time_ms
+
+    def timeout_ms_of(self, topic: str) -> int | None:
+        """The timeout of ``topic``'s handlers for tasks that carry none of their own."""
+        own = self.topics.get(topic) if self.topics else None
+        return self.timeout_ms if own is None else own.timeout_ms
+
+    @property
+    def shortest_lease_ms(self) -> int:
+        """The shortest default lease of any topic (the worker's own included)."""
+        if not self.topics:
+            return self.lease_time_ms
+        return min(self.lease_time_ms, *(t.lease_time_ms for t in self.topics.values()))
+
     def keepalive_ms(self, lease_ms: int) -> int:
         """How long after a keepalive was sent the next one is due."""
         return max(int(lease_ms * self.keepalive_ratio), 1)
@@ -165,17 +218,19 @@ fence_ratio < 1 (got 0.95 and 0.9)
 
         A lease counts from when the reserve was *sent* (``take``), so a call
         the store held for ``w`` ms hands over leases already ``w`` ms old: the
-        wait is capped at a tenth of the lease, and at what the store allows.
+        wait is capped at a tenth of the (shortest) lease, and at what the
+        store allows.
 
         >>> WorkerPolicy(lease_time_ms=30_000).reserve_wait_ms(15_000)
         3000
         """
-        return max(0, min(store_max_ms, self.lease_time_ms // 10))
+        return max(0, min(store_max_ms, self.shortest_lease_ms // 10))
 
     @property
     def window_ms(self) -> int:
-        """Leases due within this long of a due one are extended in the same call."""
-        return max(self.lease_time_ms // 10, 1)
+        """Leases due within this long of a due one are extended in the same call
+        (a tenth of the shortest lease: extending a little early is safe)."""
+        return max(self.shortest_lease_ms // 10, 1)
 
 
 class Phase(enum.Enum):
@@ -304,8 +359,11 @@ def take(
     """Add the leases of ``tasks``, reserved by a call sent at ``sent_ms``.
 
     Each lease counts from the reserve's *send* time, the latest instant at
-    which the store can have written it. ``jitters`` (one draw in [0, 1) per
-    task, in order; 0.5 when missing) spread the retries of failed attempts.
+    which the store can have written it. A task's lease and timeout are its
+    own, else its topic's (``policy.topics``), else the worker's: leases of
+    several topics live in one map, kept alive by the one ``due``. ``jitters``
+    (one draw in [0, 1) per task, in order; 0.5 when missing) spread the
+    retries of failed attempts.
 
     >>> from sokka.core.task import Status
     >>> t = Task(task_id="t1", task_group_id="t1", topic="q", status=Status.RUNNING, attempt=1)
@@ -314,10 +372,13 @@ def take(
     (<Phase.WAITING: 'waiting'>, 800)
     """
     policy = holdings.policy
+    topics = policy.topics
     evolver = holdings.leases.evolver()
     timings: dict[int, tuple[int, int]] = {}  # lease -> (keepalive, fence): few distinct
     for index, task in enumerate(tasks):
-        lease_ms = task.lease_time_ms or policy.lease_time_ms
+        lease_ms = task.lease_time_ms or (
+            policy.lease_ms_of(task.topic) if topics else policy.lease_time_ms
+        )
         timing = timings.get(lease_ms)
         if timing is None:
             timing = timings[lease_ms] = (policy.keepalive_ms(lease_ms), policy.fence_ms(lease_ms))
@@ -330,7 +391,7 @@ def take(
             fence_ms,
             sent_ms,
             sent_ms + keepalive_ms,
-            task.timeout_ms or policy.timeout_ms,
+            task.timeout_ms or (policy.timeout_ms_of(task.topic) if topics else policy.timeout_ms),
             None,
             jitters[index] if index < len(jitters) else 0.5,
             None,

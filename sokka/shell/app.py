@@ -1,4 +1,4 @@
-"""``App``: handlers by topic, enqueueing, and one worker process for every topic.
+"""``App``: handlers by topic, enqueueing, and one worker for every topic.
 
 An application names its store once and registers a handler per topic::
 
@@ -17,11 +17,15 @@ An application names its store once and registers a handler per topic::
 ``max_attempts``, lease and timeout are written on the task, so any worker
 and any supervisor (not only this app's) treat the task as the handler asks.
 
-``run_worker`` runs one threaded ``Worker`` per topic, each on a thread of
-its own with its own concurrency, all on the app's store, and an embedded
-``Supervisor`` for the served topics when asked. Each ``Worker`` keeps its
-own leases alive, so a process serving three topics makes three keepalive
-calls per round, not one.
+``run_worker`` runs ONE threaded ``Worker`` for every served topic, a
+``Route`` each (the topic's handler threads, concurrency, lease and
+timeout): one keepalive call per round keeps every lease of the process
+alive, and, when asked, one embedded ``Supervisor`` covers the served topics.
+
+``AppCore`` is what this ``App`` and the asyncio one
+(``sokka.shell.aio.app.App``) share, so that both check alike: the registry
+of handlers and the checks of their options, the task an ``enqueue`` makes,
+and the routes of the one worker.
 """
 
 from __future__ import annotations
@@ -41,15 +45,14 @@ from sokka.adapters.store import TaskStore
 from sokka.core.durations import duration_ms
 from sokka.core.errors import ValidationError
 from sokka.core.schedule import CatchUp, require_schedule_name
-from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Task, TaskSpec, require_name
 from sokka.shell.clock import Clock
 from sokka.shell.results import wait_for_result
 from sokka.shell.scheduler import Schedule, Scheduler
-from sokka.shell.supervisor import Supervisor
-from sokka.shell.worker import Handler, Worker, WorkerStats
+from sokka.shell.supervisor import SupervisorCore
+from sokka.shell.worker import Route, Worker, WorkerStats
 
-__all__ = ["App", "TopicHandler"]
+__all__ = ["App", "AppCore", "TopicHandler"]
 
 log = logging.getLogger("sokka.app")
 
@@ -61,39 +64,26 @@ class TopicHandler:
     """A registered handler and how its topic's tasks are run."""
 
     topic: str
-    handler: Handler
+    handler: Callable[..., Any]
     concurrency: int
     lease_time_ms: int
     timeout_ms: int | None
     max_attempts: int | None
 
 
-class App:
-    """Handlers by topic on one store. See the module docstring.
+class AppCore:
+    """The registry of an app's handlers, and what both runtimes' apps check alike.
 
-    ``url_or_store``: a store URL as ``sokka.connect`` reads it
-    (``sqlite:///app.db``, ``postgresql+psycopg://...``, ``http://...``,
-    ``memory://``), with ``options`` for it, or a ``TaskStore``.
+    ``handler`` registers; ``_spec`` makes the task of an ``enqueue``;
+    ``_routes`` gives the routes of the one worker serving some topics. A
+    subclass says which handlers it runs (``_check_handler``), and how it
+    calls its store and runs its worker.
     """
 
-    def __init__(self, url_or_store: str | TaskStore, **options: Any) -> None:
-        if isinstance(url_or_store, str):
-            self._store: TaskStore = connect(url_or_store, **options)
-        elif options:
-            raise ValidationError(
-                next(iter(options)), "store options go with a URL, not with a store object"
-            )
-        else:
-            self._store = url_or_store
+    def __init__(self) -> None:
         self._handlers: dict[str, TopicHandler] = {}
         self._schedules: dict[str, Schedule] = {}
         self._lock = threading.Lock()
-        self._workers: list[Worker] = []
-
-    @property
-    def store(self) -> TaskStore:
-        """The store the app enqueues to and its workers serve."""
-        return self._store
 
     @property
     def handlers(self) -> Mapping[str, TopicHandler]:
@@ -129,16 +119,9 @@ class App:
         TaskSpec(topic=topic, max_attempts=max_attempts)
 
         def register(function: _H) -> _H:
-            from sokka.shell.aio.worker import _is_coroutine_function
-
             if not callable(function):
                 raise ValidationError("handler", "must be callable as handler(task, ctx)")
-            if _is_coroutine_function(function):
-                raise ValidationError(
-                    "handler",
-                    f"{_name(function)} is a coroutine function (async def): App runs "
-                    "handlers on threads; use sokka.asyncio's Worker for it",
-                )
+            self._check_handler(function)
             with self._lock:
                 if topic in self._handlers:
                     known = _name(self._handlers[topic].handler)
@@ -150,6 +133,123 @@ class App:
             return function
 
         return register
+
+    def _check_handler(self, function: Callable[..., Any]) -> None:
+        """Refuse, with a ``ValidationError``, a handler this app's runtime cannot run."""
+
+    # -- enqueueing ----------------------------------------------------------------
+
+    def _spec(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        task_id: str | None,
+        delay: int | str | None,
+        group: str | None,
+        max_attempts: int | None,
+        description: str,
+        sub_topic: str,
+    ) -> TaskSpec:
+        """The task ``enqueue`` creates: the topic handler's defaults, and what was given."""
+        registered = self._handlers.get(topic)
+        if registered is None:
+            require_name("topic", topic)
+            raise ValidationError("topic", f"{topic!r} has no handler in this app {self._known()}")
+        return TaskSpec(
+            topic=topic,
+            data=data,
+            task_id=task_id,
+            task_group_id=group,
+            sub_topic=sub_topic,
+            description=description,
+            max_attempts=registered.max_attempts if max_attempts is None else max_attempts,
+            lease_time_ms=registered.lease_time_ms,
+            timeout_ms=registered.timeout_ms,
+            delay_ms=None if delay is None else duration_ms(delay, "delay", zero=True),
+        )
+
+    def _known(self) -> str:
+        known = ", ".join(repr(t) for t in sorted(self._handlers)) or "none"
+        return f"(its topics: {known})"
+
+    # -- running -------------------------------------------------------------------
+
+    def _served(self, topics: Sequence[str] | None) -> list[TopicHandler]:
+        """The handlers of ``topics`` (every registered one with None), checked."""
+        if isinstance(topics, str):
+            topics = [topics]
+        if topics is None:
+            topics = sorted(self._handlers)
+        if not topics:
+            raise ValidationError("topics", "this app has no handler to run")
+        served = []
+        for topic in dict.fromkeys(topics):
+            if topic not in self._handlers:
+                raise ValidationError(
+                    "topics", f"{topic!r} has no handler in this app {self._known()}"
+                )
+            served.append(self._handlers[topic])
+        return served
+
+    def _routes(self, topics: Sequence[str] | None) -> list[Route]:
+        """The routes of the one worker serving ``topics`` (default: every topic)."""
+        return [
+            Route(
+                topic=h.topic,
+                handler=h.handler,
+                concurrency=h.concurrency,
+                lease_time_ms=h.lease_time_ms,
+                timeout_ms=h.timeout_ms,
+            )
+            for h in self._served(topics)
+        ]
+
+    @staticmethod
+    def _log_start(pid: str, routes: Sequence[Route], runtime: str) -> None:
+        for route in routes:
+            log.info(
+                "worker %s on topic %r (%s, concurrency %d, lease %s ms)",
+                pid, route.topic, runtime, route.concurrency, route.lease_time_ms,
+            )  # fmt: skip
+
+
+class App(AppCore):
+    """Handlers by topic on one store, run on threads. See the module docstring.
+
+    ``url_or_store``: a store URL as ``sokka.connect`` reads it
+    (``sqlite:///app.db``, ``postgresql+psycopg://...``, ``http://...``,
+    ``memory://``), with ``options`` for it, or a ``TaskStore``.
+    """
+
+    def __init__(self, url_or_store: str | TaskStore, **options: Any) -> None:
+        super().__init__()
+        if isinstance(url_or_store, str):
+            self._store: TaskStore = connect(url_or_store, **options)
+        elif options:
+            raise ValidationError(
+                next(iter(options)), "store options go with a URL, not with a store object"
+            )
+        else:
+            self._store = url_or_store
+        self._worker: Worker | None = None
+
+    @property
+    def store(self) -> TaskStore:
+        """The store the app enqueues to and its worker serves."""
+        return self._store
+
+    def _check_handler(self, function: Callable[..., Any]) -> None:
+        from sokka.shell.aio.worker import _is_coroutine_function
+
+        if _is_coroutine_function(function):
+            raise ValidationError(
+                "handler",
+                f"{_name(function)} is a coroutine function (async def): App runs "
+                "handlers on threads; register it with sokka.asyncio.App",
+            )
+
+    # -- periodic schedules ---------------------------------------------------------
 
     def periodic(
         self,
@@ -294,25 +394,10 @@ class App:
         (``SQLStore`` only). Bad input is a ``ValidationError`` naming the
         field, and nothing is created.
         """
-        registered = self._handlers.get(topic)
-        if registered is None:
-            require_name("topic", topic)
-            known = ", ".join(repr(t) for t in sorted(self._handlers)) or "none"
-            raise ValidationError(
-                "topic", f"{topic!r} has no handler in this app (its topics: {known})"
-            )
-        spec = TaskSpec(
-            topic=topic,
-            data=data,
-            task_id=task_id,
-            task_group_id=group,
-            sub_topic=sub_topic,
-            description=description,
-            max_attempts=registered.max_attempts if max_attempts is None else max_attempts,
-            lease_time_ms=registered.lease_time_ms,
-            timeout_ms=registered.timeout_ms,
-            delay_ms=None if delay is None else duration_ms(delay, "delay", zero=True),
-        )
+        spec = self._spec(
+            topic, data, task_id=task_id, delay=delay, group=group, max_attempts=max_attempts,
+            description=description, sub_topic=sub_topic,
+        )  # fmt: skip
         if connection is None:
             return self._store.create_task(spec)
         if not isinstance(self._store, SQLStore):
@@ -349,135 +434,55 @@ class App:
         *,
         supervise: bool = False,
         grace: int | str = 30_000,
+        pid: str | None = None,
         install_signal_handlers: bool = True,
-        observe: Callable[[Sequence[Worker], Sequence[Supervisor]], object] | None = None,
-    ) -> dict[str, WorkerStats]:
+        observe: Callable[[Sequence[Worker], Sequence[SupervisorCore]], object] | None = None,
+    ) -> WorkerStats:
         """Serve ``topics`` (default: every registered one) until ``stop()``, SIGTERM
-        or SIGINT; then drain every topic's worker and return their stats by topic.
+        or SIGINT; then drain and return the worker's stats.
 
-        One ``Worker`` per topic, on a thread of its own, with the handler's
-        concurrency, lease and timeout; ``supervise``: also one ``Supervisor``
-        for the served topics (its default lease the longest of theirs, since
-        a task without a lease of its own must not be revoked early). Signal
-        handlers are installed only on the main thread. ``grace``: how long
-        in-flight handlers may take to finish once stopping. If a worker
-        stops with an error, the others are stopped too and the error raised.
-        ``observe(workers, supervisors)`` is called once they are made, before
-        any runs: to watch them (``sokka.shell.metrics``'s ``watch``).
+        ONE ``Worker`` serves them all: each topic with its handler's
+        concurrency (handler threads of its own), lease and timeout, and one
+        keepalive call per round for every lease held. ``supervise``: the
+        worker also runs a ``Supervisor`` for the served topics (its default
+        lease the longest of theirs, since a task without a lease of its own
+        must not be revoked early). Signal handlers are installed only on the
+        main thread. ``grace``: how long in-flight handlers may take to
+        finish once stopping. A worker that stops on an error raises it here.
+        ``observe(workers, supervisors)`` is called once the worker is made,
+        before it runs: to watch it and its supervisor
+        (``sokka.shell.metrics``'s ``watch``).
         """
-        served = self._served(topics)
-        grace_ms = duration_ms(grace, "grace", zero=True)
-        workers = {
-            h.topic: Worker(
-                self._store,
-                h.topic,
-                h.handler,
-                concurrency=h.concurrency,
-                lease_time_ms=h.lease_time_ms,
-                timeout_ms=h.timeout_ms,
-                grace_ms=grace_ms,
-            )
-            for h in served
-        }
-        supervisor = None
-        if supervise:
-            longest = max(h.lease_time_ms for h in served)
-            supervisor = Supervisor(
-                self._store,
-                [h.topic for h in served],
-                LeasePolicy(lease_time_ms=longest, default_snooze_ms=longest),
-            )
-        stats: dict[str, WorkerStats] = {}
-        errors: list[BaseException] = []
-
-        def run(topic: str, worker: Worker) -> None:
-            try:
-                stats[topic] = worker.run(install_signal_handlers=False)
-            except BaseException as error:  # reported by run_worker, after the others stop
-                log.error("worker %s of topic %r stopped with %r", worker.pid, topic, error)
-                errors.append(error)
-                self.stop()
-
+        routes = self._routes(topics)
+        worker = Worker(
+            self._store, routes=routes, pid=pid, supervise=supervise,
+            grace_ms=duration_ms(grace, "grace", zero=True),
+        )  # fmt: skip
         with self._lock:
-            if self._workers:
+            if self._worker is not None:
                 raise ValidationError("run_worker", "this app's worker is already running")
-            self._workers = list(workers.values())
+            self._worker = worker
         if observe is not None:
             try:
-                observe(list(workers.values()), [supervisor] if supervisor else [])
+                observe([worker], [] if worker.supervisor is None else [worker.supervisor])
             except BaseException:
                 with self._lock:
-                    self._workers = []
+                    self._worker = None
                 raise
-        restore = self._install_signals() if install_signal_handlers else {}
-        threads = [
-            threading.Thread(target=run, args=(topic, worker), name=f"sokka-app-{topic}")
-            for topic, worker in workers.items()
-        ]
+        self._log_start(worker.pid, routes, "threads")
         try:
-            for topic, worker in workers.items():
-                h = self._handlers[topic]
-                log.info(
-                    "worker %s on topic %r (concurrency %d, lease %d ms)",
-                    worker.pid, topic, h.concurrency, h.lease_time_ms,
-                )  # fmt: skip
-            if supervisor is not None:
-                supervisor.start()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                # A join with a timeout, so that the main thread runs signal handlers.
-                while thread.is_alive():
-                    thread.join(0.2)
+            return worker.run(install_signal_handlers=install_signal_handlers)
         finally:
-            self.stop()
-            for thread in threads:
-                if thread.ident is not None:
-                    thread.join()
-            if supervisor is not None:
-                supervisor.stop()
-            for signum, previous in restore.items():
-                signal.signal(signum, previous)
             with self._lock:
-                self._workers = []
-        if errors:
-            raise errors[0]
-        return stats
+                self._worker = None
 
     def stop(self) -> None:
-        """Ask a running ``run_worker`` to stop: every topic's worker drains, then
+        """Ask a running ``run_worker`` to stop: its worker drains, then
         ``run_worker`` returns. Safe from any thread, and when nothing runs."""
         with self._lock:
-            workers = list(self._workers)
-        for worker in workers:
+            worker = self._worker
+        if worker is not None:
             worker.stop()
-
-    def _served(self, topics: Sequence[str] | None) -> list[TopicHandler]:
-        if isinstance(topics, str):
-            topics = [topics]
-        if topics is None:
-            topics = sorted(self._handlers)
-        if not topics:
-            raise ValidationError("topics", "this app has no handler to run")
-        served = []
-        for topic in dict.fromkeys(topics):
-            if topic not in self._handlers:
-                known = ", ".join(repr(t) for t in sorted(self._handlers)) or "none"
-                raise ValidationError(
-                    "topics", f"{topic!r} has no handler in this app (its topics: {known})"
-                )
-            served.append(self._handlers[topic])
-        return served
-
-    def _install_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("got signal %d, stopping every topic's worker", signum)
-            self.stop()
-
-        return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _name(function: object) -> str:

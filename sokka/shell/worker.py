@@ -19,9 +19,12 @@ Threads of one ``Worker``:
 * a recorder: records outcomes in batches (``finish_many``) on a connection
   of its own while the next batch runs (on a ``single_writer`` store such as
   SQLite the dispatcher records them itself);
-* ``concurrency`` handler threads;
-* one keepalive thread for all the worker's leases: it sends the one
-  ``extend_leases`` call that ``holding.due`` asks for;
+* ``concurrency`` handler threads per topic served (a worker serves one
+  topic, or several: ``routes=``, each ``Route`` with its own handler,
+  concurrency, lease and timeout; what to reserve next, topic by topic, is
+  the core's ``sokka.core.polling``);
+* one keepalive thread for all the worker's leases, of every topic: it sends
+  the one ``extend_leases`` call that ``holding.due`` asks for;
 * a watchdog: ``holding.tick`` (timeouts, the self-fence, the end of a stop's
   grace period), on a thread of its own so that a store call stuck on the
   keepalive thread cannot delay it;
@@ -38,6 +41,7 @@ refuses (revoked, wrong owner, stale attempt, not found) does the same.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -52,11 +56,12 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, Protocol
 
+from pyrsistent import pmap
 from returns.result import Failure, Result, Success
 
-from sokka.adapters.ready import ReadySignal, Wakeable
+from sokka.adapters.ready import Doorbell, ReadySignal, Wakeable
 from sokka.adapters.store import MAX_BATCH, TaskStore, require_limit
-from sokka.core import holding
+from sokka.core import holding, polling
 from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
 from sokka.core.errors import (
@@ -67,7 +72,7 @@ from sokka.core.errors import (
     TaskCancelled,
     ValidationError,
 )
-from sokka.core.holding import Discarded, Held, Holdings, Token, WorkerPolicy
+from sokka.core.holding import Discarded, Held, Holdings, Token, TopicPolicy, WorkerPolicy
 from sokka.core.outcomes import (
     FailedOutcome,
     OkOutcome,
@@ -79,8 +84,9 @@ from sokka.core.outcomes import (
     raised,
     snoozed,
 )
+from sokka.core.polling import Polls
 from sokka.core.supervision import LeasePolicy
-from sokka.core.task import Task, require_name
+from sokka.core.task import Task, require_name, require_positive_ms
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
 from sokka.shell.clock import Clock, MonotonicClock
 from sokka.shell.errorlog import RepeatedErrors
@@ -99,6 +105,7 @@ __all__ = [
     "Handler",
     "OkOutcome",
     "Outcome",
+    "Route",
     "SnoozedOutcome",
     "Worker",
     "WorkerCore",
@@ -322,20 +329,46 @@ class _Ran(Protocol):
     def cancelled(self) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """One topic a worker serves: its handler, its concurrency, and, where they
+    differ from the worker's, its lease and timeout.
+
+    ``concurrency``: handlers of the topic running at once; ``batch_size``:
+    the most tasks of it one reserve asks for (default ``concurrency``);
+    ``lease_time_ms`` / ``timeout_ms``: for the topic's tasks that carry none
+    of their own (None: the worker's). Checked when the worker is made.
+    """
+
+    topic: str
+    handler: Callable[..., Any]
+    concurrency: int = 1
+    batch_size: int | None = None
+    lease_time_ms: int | None = None
+    timeout_ms: int | None = None
+
+
 class WorkerCore:
     """What every runtime's worker checks and keeps before it runs: the options.
 
     The threaded ``Worker`` and the asyncio one (``sokka.shell.aio.worker``)
     take the same options with the same checks and errors; each adds only how
     it runs handlers and calls the store. Every lease decision is the core's
-    (``sokka.core.holding``), under ``policy``.
+    (``sokka.core.holding``), under ``policy``, and what to reserve next is
+    the core's too (``sokka.core.polling``).
+
+    A worker serves one topic (``topic``, ``handler`` and the options) or
+    several (``routes``: one ``Route`` each, with its own handler, concurrency,
+    lease and timeout). Either way it holds every lease in one ``Holdings``
+    value and keeps them all alive with one keepalive call per round.
     """
 
     def __init__(
         self,
-        topic: str,
+        topic: str | None,
         handler: object,
         *,
+        routes: Sequence[Route] | None = None,
         pid: str | None,
         concurrency: int,
         batch_size: int | None,
@@ -350,16 +383,28 @@ class WorkerCore:
         clock: Clock | None,
         rand: Callable[[], float],
     ) -> None:
-        self._topic = require_name("topic", topic)
-        if not callable(handler):
-            raise ValidationError("handler", "must be callable as handler(task, ctx)")
+        routes = self._check_routes(topic, handler, routes, concurrency, batch_size)
         self.pid = require_name(
             "pid", pid or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         )
-        self._concurrency = require_limit("concurrency", concurrency, 1024)
-        self._batch = require_limit("batch_size", batch_size or concurrency, MAX_BATCH)
-        # Leases held at once, waiting or running (decided outcomes do not count).
-        self._capacity = max(self._batch, self._concurrency)
+        #: The routes by topic, in the order given.
+        self._routes: dict[str, Route] = {route.topic: route for route in routes}
+        self._topics: tuple[str, ...] = tuple(self._routes)
+        # Outcomes recorded per call: up to one batch of every topic.
+        self._batch = min(sum(route.batch_size or route.concurrency for route in routes), MAX_BATCH)
+        # Leases held at once per topic, waiting or running (decided outcomes do not count).
+        self._capacity_of = {
+            route.topic: max(route.batch_size or route.concurrency, route.concurrency)
+            for route in routes
+        }
+        own = {
+            route.topic: TopicPolicy(
+                lease_time_ms=route.lease_time_ms or lease_time_ms,
+                timeout_ms=route.timeout_ms or timeout_ms,
+            )
+            for route in routes
+            if route.lease_time_ms is not None or route.timeout_ms is not None
+        }
         self.policy = WorkerPolicy(
             lease_time_ms=lease_time_ms,
             keepalive_ratio=keepalive_ratio,
@@ -367,8 +412,16 @@ class WorkerCore:
             timeout_ms=timeout_ms,
             grace_ms=_non_negative("grace_ms", grace_ms),
             retry_backoff=retry_backoff or Backoff(base_ms=1_000, cap_ms=300_000),
+            topics=pmap(own),
         )
         self._poll = poll_backoff or Backoff(base_ms=20, cap_ms=2_000)
+        self._polls: Polls = polling.polls(
+            [
+                (route.topic, self._capacity_of[route.topic], route.batch_size or route.concurrency)
+                for route in routes
+            ],
+            self._poll,
+        )
         self._linger_ms = _non_negative("linger_ms", linger_ms)
         self._clock: Clock = clock or MonotonicClock()
         self._rand = rand
@@ -385,11 +438,6 @@ class WorkerCore:
     _supervisor: SupervisorCore | None
 
     @property
-    def topics(self) -> tuple[str, ...]:
-        """The topics this worker reserves from."""
-        return (self._topic,)
-
-    @property
     def supervisor(self) -> SupervisorCore | None:
         """The supervisor this worker runs beside itself (``supervise=True``), or None."""
         return self._supervisor
@@ -401,6 +449,52 @@ class WorkerCore:
         held = holding.leases_by_topic(self._holdings, self._clock.now_ms())
         return {**dict.fromkeys(self.topics, holding.NOTHING_HELD), **held}
 
+    @staticmethod
+    def _check_routes(
+        topic: str | None,
+        handler: object,
+        routes: Sequence[Route] | None,
+        concurrency: int,
+        batch_size: int | None,
+    ) -> tuple[Route, ...]:
+        """The routes served, checked: ``routes``, or the one of ``topic``."""
+        if routes is None:
+            if topic is None:
+                raise ValidationError("topic", "give a topic and its handler, or routes")
+            routes = (
+                Route(topic=topic, handler=handler,  # type: ignore[arg-type]  # checked below
+                      concurrency=concurrency, batch_size=batch_size),
+            )  # fmt: skip
+        elif topic is not None or handler is not None:
+            raise ValidationError("routes", "give either routes or one topic and its handler")
+        given: object = routes  # callers may pass anything
+        if isinstance(given, str | bytes) or not isinstance(given, Sequence) or not given:
+            raise ValidationError("routes", "must be a non-empty sequence of Route")
+        checked = []
+        seen: set[str] = set()
+        for route in routes:
+            if not isinstance(route, Route):
+                raise ValidationError("routes", f"must hold Route values (got {route!r})")
+            require_name("topic", route.topic)
+            if route.topic in seen:
+                raise ValidationError("routes", f"topic {route.topic!r} is routed twice")
+            seen.add(route.topic)
+            if not callable(route.handler):
+                raise ValidationError("handler", "must be callable as handler(task, ctx)")
+            count = require_limit("concurrency", route.concurrency, 1024)
+            require_limit("batch_size", route.batch_size or count, MAX_BATCH)
+            if route.lease_time_ms is not None:
+                require_positive_ms("lease_time_ms", route.lease_time_ms)
+            if route.timeout_ms is not None:
+                require_positive_ms("timeout_ms", route.timeout_ms)
+            checked.append(route)
+        return tuple(checked)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics this worker serves, in the order given."""
+        return self._topics
+
     @property
     def holdings(self) -> Holdings:
         """The leases held, as the core's immutable value (handler starts and
@@ -408,8 +502,11 @@ class WorkerCore:
         return self._holdings
 
     def _embedded_policy(self) -> LeasePolicy:
-        """The lease policy of the supervisor a worker embeds (``supervise=True``)."""
-        lease = self.policy.lease_time_ms
+        """The lease policy of the supervisor a worker embeds (``supervise=True``):
+        the longest lease of the topics served, since a task without a lease of
+        its own must not be revoked before its topic's lease has passed."""
+        policy = self.policy
+        lease = max(policy.lease_ms_of(topic) for topic in self._topics)
         return LeasePolicy(lease_time_ms=lease, default_snooze_ms=lease)
 
     def _long_poll_ms(self, store: object, *, hints: bool) -> int:
@@ -422,14 +519,19 @@ class WorkerCore:
         max_wait = getattr(store, "max_wait_ms", 0)
         if hints or isinstance(max_wait, bool) or not isinstance(max_wait, int):
             return 0
+        if len(self._topics) > 1:
+            return 0  # a reserve held on one topic would hold up every other one
         return self.policy.reserve_wait_ms(max_wait)  # the cap is a lease rule: the core's
 
     # -- counting: the stats and the observer, told at the same points in every runtime
 
     def _topic_of(self, lease: Token) -> str:
-        """The topic of a lease's task (the worker's topic once the lease is gone)."""
+        """The topic of a lease's task; once the lease is gone, the worker's topic
+        if it serves one, else "" (a lease token does not name its topic)."""
         held = self._holdings.get(lease)
-        return self._topic if held is None else held.task.topic
+        if held is not None:
+            return held.task.topic
+        return self.topics[0] if len(self.topics) == 1 else ""
 
     def _log_lost(self, token: Token, reason: str) -> None:
         log.warning(
@@ -504,14 +606,21 @@ _STORE_CALLS: dict[str, StoreCall] = {
 
 
 class Worker(WorkerCore):
-    """Runs ``handler`` on the tasks of ``topic``. See the module docstring."""
+    """Runs ``handler`` on the tasks of ``topic``. See the module docstring.
+
+    Or serves several topics at once: ``Worker(store, routes=[Route(topic=...,
+    handler=..., concurrency=...), ...])``, each topic with its own handler
+    threads, slots and poll backoff, and every lease kept alive by the one
+    keepalive thread. The other options are then the defaults of the routes.
+    """
 
     def __init__(
         self,
         store: TaskStore,
-        topic: str,
-        handler: Handler,
+        topic: str | None = None,
+        handler: Handler | None = None,
         *,
+        routes: Sequence[Route] | None = None,
         pid: str | None = None,
         concurrency: int = 1,
         batch_size: int | None = None,
@@ -529,18 +638,18 @@ class Worker(WorkerCore):
         rand: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(
-            topic, handler, pid=pid, concurrency=concurrency, batch_size=batch_size,
-            lease_time_ms=lease_time_ms, keepalive_ratio=keepalive_ratio,
+            topic, handler, routes=routes, pid=pid, concurrency=concurrency,
+            batch_size=batch_size, lease_time_ms=lease_time_ms, keepalive_ratio=keepalive_ratio,
             fence_ratio=fence_ratio, timeout_ms=timeout_ms, retry_backoff=retry_backoff,
             poll_backoff=poll_backoff, grace_ms=grace_ms, linger_ms=linger_ms, clock=clock,
             rand=rand,
         )  # fmt: skip
         self._store = store
-        self._handler = handler
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the dispatcher waits on it
-        self._work = threading.Condition(self._lock)  # the handler threads wait on it
+        # Each topic's handler threads wait on their topic's condition.
+        self._work_of = {topic: threading.Condition(self._lock) for topic in self._topics}
         self._record = threading.Condition(self._lock)  # the recorder waits on it
         # A store with one writer at a time (SQLite) gains nothing from recording
         # on a second connection while reserving: the two would queue for the lock.
@@ -549,8 +658,13 @@ class Worker(WorkerCore):
         # keyed by (task_id, attempt). Replaced, never mutated, under the lock; read
         # without it by ``Context.cancelled``.
         self._contexts: dict[Token, Context] = {}
-        self._ready: deque[tuple[Token, Context]] = deque()
-        self._running = 0
+        # Per topic: the leases waiting for a handler thread, and the handlers running.
+        self._ready_of: dict[str, deque[tuple[Token, Context]]] = {
+            topic: deque() for topic in self._topics
+        }
+        self._running_of = dict.fromkeys(self._topics, 0)
+        self._waiting_count = 0  # leases waiting, every topic
+        self._running = 0  # handlers running, every topic
         self._outcomes: list[Token] = []  # decided, in the order they were decided
         self._first_outcome_ms = 0  # when the oldest of them (or of the returns) was decided
         # Handler starts and returns, queued by the handler threads and folded into
@@ -567,11 +681,13 @@ class Worker(WorkerCore):
         # dispatcher waits on it instead of sleeping blind, the poll backoff
         # still bounding each wait (a lost hint costs one poll, never a task).
         self._signal: ReadySignal | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._hinted: set[str] = set()  # topics the store hinted at since the last round
         self._max_long_poll_ms = self._long_poll_ms(store, hints=isinstance(store, Wakeable))
         self._supervisor: Supervisor | None = (
             Supervisor(
                 store,
-                topic,
+                list(self._topics),
                 self._embedded_policy(),
                 self._clock,
                 interval_ms=supervisor_interval_ms,
@@ -592,7 +708,8 @@ class Worker(WorkerCore):
         self._stopping.set()
         with self._wake:
             self._wake_dispatcher_locked(every=True)
-            self._work.notify_all()
+            for work in self._work_of.values():
+                work.notify_all()
 
     def run(self, *, install_signal_handlers: bool = True) -> WorkerStats:
         """Work until ``stop()`` (or SIGTERM / SIGINT), then drain and return the stats.
@@ -604,13 +721,13 @@ class Worker(WorkerCore):
         restore = self._install_signals() if install_signal_handlers else {}
         try:
             if isinstance(self._store, Wakeable):
-                self._signal = self._store.ready_signal(self._topic)
+                self._signal = self._subscribe(self._store)
             self._start_threads()
             self._dispatch()
             self._drain()
         finally:
-            if self._signal is not None:
-                self._signal.close()
+            for unsubscribe in self._unsubscribe:
+                unsubscribe()
             self._shutdown_threads()
             for signum, previous in restore.items():
                 signal.signal(signum, previous)
@@ -644,9 +761,28 @@ class Worker(WorkerCore):
 
         return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
+    def _subscribe(self, store: Wakeable) -> ReadySignal:
+        """One signal for the hints of every topic served; each hint marks its topic,
+        whose poll backoff then ends (``polling.hinted``)."""
+        signal = Doorbell()
+
+        def ringer(topic: str) -> Callable[[], None]:
+            def ring() -> None:  # on the ringing thread: quick, and must not raise
+                self._hinted.add(topic)
+                signal.wake()
+
+            return ring
+
+        for topic in self._topics:
+            self._unsubscribe.append(store.subscribe_ready(topic, ringer(topic)))
+        return signal
+
     def _start_threads(self) -> None:
-        for n in range(self._concurrency):
-            self._spawn(self._handle_loop, f"sokka-handler-{n}")
+        n = 0
+        for route in self._routes.values():
+            for _ in range(route.concurrency):
+                self._spawn(functools.partial(self._handle_loop, route), f"sokka-handler-{n}")
+                n += 1
         self._spawn(self._keepalive_loop, "sokka-keepalive")
         self._spawn(self._watchdog_loop, "sokka-watchdog")
         if not self._single_writer:
@@ -673,37 +809,64 @@ class Worker(WorkerCore):
     # -- the dispatcher ------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        empty_polls = 0
         long_poll_ms = 0  # the next reserve's wait at the server (HTTPStore), 0: none
         while not self._stopping.is_set():
             if self._single_writer:
                 self._flush()  # one writer at a time: record from this thread too
             with self._lock:
-                room = self._unsettled_locked() < self._capacity
-            if room:
-                got = self._reserve(long_poll_ms)
-                if got:
-                    empty_polls = long_poll_ms = 0
-                    continue
-                empty_polls += 1  # an empty poll or a failed one: back off alike
-                wait_ms = self._poll.delay_ms(min(empty_polls, 30), self._rand())
-                if got is not None and self._max_long_poll_ms:
+                unsettled = self._unsettled_by_topic_locked()
+                for topic in self._take_hints():
+                    self._polls = polling.hinted(self._polls, topic)
+                plan = polling.to_reserve(self._polls, unsettled, self._clock.now_ms())
+            got_any = False
+            for reserve in plan:  # every topic with free slots, in this round's order
+                if self._stopping.is_set():
+                    break
+                got = self._reserve(reserve.topic, reserve.limit, long_poll_ms)
+                got_any = got_any or bool(got)
+                with self._lock:
+                    self._polls = polling.reserved(
+                        self._polls, reserve.topic, None if got is None else len(got),
+                        self._clock.now_ms(), self._rand(),
+                    )  # fmt: skip
+                if got is not None and not got and self._max_long_poll_ms:
                     # The server holds the next reserve until a task is ready, the
-                    # backoff at most: no sleep here.
-                    long_poll_ms = max(1, min(wait_ms, self._max_long_poll_ms))
-                    continue
-                long_poll_ms = 0
-                signal = self._signal
-                if signal is not None and not self._stopping.is_set():
-                    # Idle with room: wait for the store's hint (or for this worker's
-                    # own reasons to wake, which ring it too), the backoff at most.
-                    signal.wait(max(wait_ms, 1))
-                    continue
-            else:
-                wait_ms = self._linger_ms
+                    # backoff at most: no sleep here (one topic only).
+                    long_poll_ms = max(1, min(self._wait_ms()[0], self._max_long_poll_ms))
+                    self._polls = polling.hinted(self._polls, reserve.topic)
+                else:
+                    long_poll_ms = 0
+            if got_any or long_poll_ms:
+                continue
+            wait_ms, room = self._wait_ms()
+            if not wait_ms:
+                continue
+            signal = self._signal
+            if signal is not None and room and not self._stopping.is_set():
+                # Idle with room: wait for the store's hint (or for this worker's
+                # own reasons to wake, which ring it too), the backoff at most.
+                signal.wait(wait_ms)
+                continue
             with self._wake:
                 if not (self._single_writer and self._waiting_locked() >= self._batch):
                     self._wake.wait(max(wait_ms, 1) / 1000)
+
+    def _take_hints(self) -> list[str]:
+        hinted = list(self._hinted)
+        for topic in hinted:
+            self._hinted.discard(topic)
+        return hinted
+
+    def _wait_ms(self) -> tuple[int, bool]:
+        """How long the dispatcher may sleep (the core's ``polling.wait_ms``), and
+        whether some topic has room (a hint may then end the sleep)."""
+        with self._lock:
+            unsettled = self._unsettled_by_topic_locked()
+            now = self._clock.now_ms()
+            room = any(
+                unsettled[topic] < capacity for topic, capacity in self._capacity_of.items()
+            )
+            return polling.wait_ms(self._polls, unsettled, now, self._linger_ms), room
 
     def _record_loop(self) -> None:
         """Record outcomes on a thread of their own, on another connection, so a
@@ -718,19 +881,17 @@ class Worker(WorkerCore):
                 log.exception("worker %s: recording outcomes failed", self.pid)
                 self._stopping.wait(0.1)
 
-    def _reserve(self, wait_ms: int = 0) -> list[Task] | None:
-        """Reserve a batch (a long poll of ``wait_ms`` when given); None when the store
-        failed (already logged)."""
-        with self._lock:
-            limit = max(1, min(self._batch, self._capacity - self._unsettled_locked()))
+    def _reserve(self, topic: str, limit: int, wait_ms: int = 0) -> list[Task] | None:
+        """Reserve up to ``limit`` tasks of ``topic`` (a long poll of ``wait_ms`` when
+        given); None when the store failed (already logged)."""
         sent = self._clock.now_ms()
         tasks: list[Task]
         try:
             if wait_ms:
                 reserve: Any = self._store.reserve_tasks  # HTTPStore's, with wait_ms
-                tasks = reserve(self._topic, self.pid, limit, wait_ms=wait_ms)
+                tasks = reserve(topic, self.pid, limit, wait_ms=wait_ms)
             else:
-                tasks = self._store.reserve_tasks(self._topic, self.pid, limit)
+                tasks = self._store.reserve_tasks(topic, self.pid, limit)
         except RetryableError as error:
             self._note_store_error("reserve", error)
             return None
@@ -747,12 +908,14 @@ class Worker(WorkerCore):
         with self._lock:
             self._stats.reserved += len(tasks)
             self._holdings = holding.take(self._holdings, tasks, sent, jitters)
+            ready = self._ready_of[topic]
             for task in tasks:
                 token = (task.task_id, task.attempt)
                 ctx = Context(task, self._live_check(token))
                 self._contexts[token] = ctx
-                self._ready.append((token, ctx))
-            self._work.notify(len(tasks))
+                ready.append((token, ctx))
+            self._waiting_count += len(tasks)
+            self._work_of[topic].notify(len(tasks))
         return tasks
 
     def _live_check(self, token: Token) -> Callable[[], bool]:
@@ -761,7 +924,12 @@ class Worker(WorkerCore):
 
     def _unsettled_locked(self) -> int:
         """Leases held whose outcome is not decided yet (waiting or running)."""
-        return len(self._ready) + self._running
+        return self._waiting_count + self._running
+
+    def _unsettled_by_topic_locked(self) -> dict[str, int]:
+        """``_unsettled_locked`` per topic."""
+        running = self._running_of
+        return {topic: len(ready) + running[topic] for topic, ready in self._ready_of.items()}
 
     def _flush(self, *, force: bool = False) -> None:
         """Record decided outcomes in one call (when enough are waiting, or they waited)."""
@@ -769,7 +937,7 @@ class Worker(WorkerCore):
             if not self._outcomes and not self._returns:
                 return
             now = self._clock.now_ms()
-            idle = self._running == 0 and not self._ready
+            idle = self._running == 0 and not self._waiting_count
             if not (force or idle or self._waiting_locked() >= self._batch) and (
                 now - self._first_outcome_ms < self._linger_ms
             ):
@@ -869,15 +1037,19 @@ class Worker(WorkerCore):
 
     # -- handler threads -------------------------------------------------------------
 
-    def _handle_loop(self) -> None:
+    def _handle_loop(self, route: Route) -> None:
+        """A handler thread of ``route``'s topic: run its waiting leases, one at a time."""
+        topic, handler = route.topic, route.handler
+        ready, work = self._ready_of[topic], self._work_of[topic]
         while True:
             with self._wake:
                 # Once stopping, no new task starts: the drain releases what waits.
-                while not self._ready or self._stopping.is_set():
+                while not ready or self._stopping.is_set():
                     if self._halt.is_set():
                         return
-                    self._work.wait(0.1)
-                token, ctx = self._ready.popleft()
+                    work.wait(0.1)
+                token, ctx = ready.popleft()
+                self._waiting_count -= 1
                 now = self._clock.now_ms()
                 if not holding.live(self._holdings, token, now):
                     # given up while it waited (its keepalives failed): never started
@@ -885,14 +1057,15 @@ class Worker(WorkerCore):
                     continue
                 self._starts.append((token, now))  # folded in before the next tick
                 self._running += 1
-            self._run_one(token, ctx)
+                self._running_of[topic] += 1
+            self._run_one(handler, token, ctx)
 
-    def _run_one(self, token: Token, ctx: Context) -> None:
+    def _run_one(self, handler: Callable[..., Any], token: Token, ctx: Context) -> None:
         outcome: object
         started = self._clock.now_ms()
         self.observer.started(ctx.task)
         try:
-            outcome = self._handler(ctx.task, ctx)
+            outcome = handler(ctx.task, ctx)
         except Cancelled:
             outcome = _CANCELLED
         except BaseException as error:  # a handler's exception is its failure; the
@@ -904,9 +1077,13 @@ class Worker(WorkerCore):
     def _handler_returned(self, token: Token, ctx: Context, outcome: object) -> None:
         with self._wake:
             self._running -= 1
-            if self._running == 0 and not self._ready:
-                self._wake_dispatcher_locked()  # idle: the dispatcher reserves
-                self._record.notify()  # and the recorder records
+            topic = ctx.task.topic
+            self._running_of[topic] -= 1
+            if self._running == 0 and not self._waiting_count:
+                self._record.notify()  # idle: the recorder records
+            if not self._running_of[topic] and not self._ready_of[topic]:
+                self._hinted.add(topic)  # this topic is idle: reserve for it at once
+                self._wake_dispatcher_locked()
             self._contexts.pop(token, None)
             now = self._clock.now_ms()
             if outcome is _CANCELLED:
@@ -1014,9 +1191,11 @@ class Worker(WorkerCore):
         with self._lock:
             self._fold_locked()  # a handler that started is not released as waiting
             self._holdings, released = holding.stopping(self._holdings, self._clock.now_ms())
-            for token, _ctx in self._ready:
-                self._contexts.pop(token, None)
-            self._ready.clear()
+            for ready in self._ready_of.values():
+                for token, _ctx in ready:
+                    self._contexts.pop(token, None)
+                ready.clear()
+            self._waiting_count = 0
             for token in released:
                 self._decided_locked(token)
         while True:

@@ -12,6 +12,7 @@ from sokka.adapters.aio.memory import AsyncMemoryStore
 from sokka.adapters.aio.sql import AsyncSQLStore
 from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.adapters.http import HTTPStore
+from sokka.adapters.sql import SQLStore
 from sokka.adapters.store import TaskStore
 from tests.adapters.blocking import CALLS
 
@@ -29,7 +30,9 @@ def test_the_calls_are_the_ports_calls() -> None:
     [
         (AsyncTaskStore, TaskStore),
         (AsyncMemoryStore, TaskStore),
-        (AsyncSQLStore, TaskStore),
+        # The SQL stores add the caller's transaction after the port's arguments
+        # (create_task's and create_tasks's connection=), the same on both.
+        (AsyncSQLStore, SQLStore),
         # The HTTP stores add the wire's own arguments after the port's (reserve_tasks's
         # wait_ms), the same on both (tests/adapters/test_aio_http.py).
         (AsyncHTTPStore, HTTPStore),

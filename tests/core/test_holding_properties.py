@@ -16,11 +16,12 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
+from pyrsistent import pmap
 from returns.result import Failure, Result, Success
 
 from sokka.adapters.memory import MemoryStore
@@ -28,7 +29,7 @@ from sokka.adapters.store import execute
 from sokka.core import holding
 from sokka.core.commands import ExtendLeases, Finish, RevokeOutcome, Why
 from sokka.core.errors import LeaseLost, NotRunning, SokkaError, TaskCancelled, Unavailable
-from sokka.core.holding import Discarded, Holdings, Phase, WorkerPolicy
+from sokka.core.holding import Discarded, Holdings, Phase, TopicPolicy, WorkerPolicy
 from sokka.core.outcomes import FailedOutcome, OkOutcome, SnoozedOutcome
 from sokka.core.supervision import EMPTY, LeasePolicy, mark, settle, sweep
 from sokka.core.task import Status, Task, TaskSpec
@@ -38,12 +39,16 @@ LEASE_MS = 1_000
 POLICY = WorkerPolicy(lease_time_ms=LEASE_MS, keepalive_ratio=0.7, fence_ratio=0.9)
 
 
-def running_task(n: int, **fields: int | None) -> Task:
+def running_task(n: int, topic: str = "q", **fields: int | None) -> Task:
     task_id = f"t{n}"
     return Task(
-        task_id=task_id, task_group_id=task_id, topic="q", status=Status.RUNNING,
+        task_id=task_id, task_group_id=task_id, topic=topic, status=Status.RUNNING,
         pid="w", attempt=1, record_ver=1, **fields,  # type: ignore[arg-type]
     )  # fmt: skip
+
+
+#: The topics of a schedule: one worker holds leases of all of them at once.
+TOPICS = ("q", "r", "s")
 
 
 # -- a schedule against the core alone ------------------------------------------------
@@ -59,6 +64,7 @@ class Schedule:
     outcomes: list[object]
     answers: list[tuple[Answer, int]]  #: per keepalive call in turn: answer and delay
     timeouts: list[int | None]
+    policy: WorkerPolicy = POLICY  #: with a lease and timeout of its own for some topics
 
 
 @st.composite
@@ -66,10 +72,13 @@ def schedules(draw: st.DrawFn) -> Schedule:
     n = draw(st.integers(min_value=1, max_value=4))
     timeouts = draw(st.lists(st.none() | st.integers(100, 3_000), min_size=n, max_size=n))
     lease_times = draw(st.lists(st.none() | st.integers(200, 3_000), min_size=n, max_size=n))
+    topics = draw(st.lists(st.sampled_from(TOPICS), min_size=n, max_size=n))
     tasks = [
-        running_task(i, timeout_ms=timeouts[i], lease_time_ms=lease_times[i]) for i in range(n)
+        running_task(i, topics[i], timeout_ms=timeouts[i], lease_time_ms=lease_times[i])
+        for i in range(n)
     ]
     return Schedule(
+        policy=draw(policies()),
         tasks=tasks,
         starts=draw(st.lists(st.integers(0, 1_500), min_size=n, max_size=n)),
         durations=draw(st.lists(st.integers(1, 6_000), min_size=n, max_size=n)),
@@ -95,6 +104,22 @@ def schedules(draw: st.DrawFn) -> Schedule:
     )
 
 
+@st.composite
+def policies(draw: st.DrawFn) -> WorkerPolicy:
+    """``POLICY``, with a lease and timeout of their own for some of the topics."""
+    own = draw(
+        st.dictionaries(
+            st.sampled_from(TOPICS),
+            st.builds(
+                TopicPolicy,
+                lease_time_ms=st.integers(200, 3_000),
+                timeout_ms=st.none() | st.integers(100, 3_000),
+            ),
+        )
+    )
+    return replace(POLICY, topics=pmap(own))
+
+
 @dataclass
 class Trace:
     """What the core said during one run, for the properties to read."""
@@ -110,7 +135,7 @@ class Trace:
 
 def run_schedule(schedule: Schedule, *, skip_wakeups: bool = False) -> Trace:
     """Drive the core through ``schedule``, as a runtime would, and record what it said."""
-    trace = Trace(holding.take(holding.holdings("w", POLICY), schedule.tasks, 0))
+    trace = Trace(holding.take(holding.holdings("w", schedule.policy), schedule.tasks, 0))
     events: list[tuple[int, int, Callable[[int], None]]] = []
     seq = itertools.count()
     answers = iter(schedule.answers)
@@ -130,6 +155,7 @@ def run_schedule(schedule: Schedule, *, skip_wakeups: bool = False) -> Trace:
                 trace.timed_out.add(cancel.lease)
         h, command = holding.due(h, now)
         trace.holdings = h
+        check_one_pass_covers_every_due_lease(trace, now)
         if command is not None:
             trace.extends.append(command)
             answer, delay = next(answers, ("ok", 0))
@@ -216,6 +242,13 @@ def check_a_keepalive_was_sent_in_time(
         trace.violations.append(f"{key} fenced without a keepalive sent in time")
 
 
+def check_one_pass_covers_every_due_lease(trace: Trace, now: int) -> None:
+    """After ``due``, no lease of any topic is left due: one call covered them all."""
+    for key, held in trace.holdings.leases.items():
+        if held.extend_at_ms <= now and now <= held.fence_at_ms:
+            trace.violations.append(f"{key} ({held.task.topic}) due at {now}, left out")
+
+
 def check_held_leases_are_within_their_fence(trace: Trace, now: int) -> None:
     for key, held in trace.holdings.leases.items():
         if now > held.fence_at_ms + 1:
@@ -253,7 +286,7 @@ def test_next_wakeup_is_never_later_than_the_next_decision(schedule, probe) -> N
     """Before ``next_wakeup``, ``due`` sends nothing and ``tick`` cancels nothing, and
     ``live`` does not change: sleeping until then misses no decision."""
     trace = run_schedule(schedule, skip_wakeups=True)
-    h = holding.take(holding.holdings("w", POLICY), schedule.tasks, 0)
+    h = holding.take(holding.holdings("w", schedule.policy), schedule.tasks, 0)
     for key in list(h.leases)[: len(h.leases) // 2]:
         h, _ = holding.started(h, key, 0)
     for state in (h, trace.holdings):
@@ -276,7 +309,7 @@ def test_next_wakeup_without_keepalives_misses_no_tick(schedule, probe) -> None:
     ``next_wakeup(keepalives=False)``, ``tick`` cancels nothing and ``live`` does
     not change; and it is never earlier than ``next_wakeup``."""
     trace = run_schedule(schedule, skip_wakeups=True)
-    h = holding.take(holding.holdings("w", POLICY), schedule.tasks, 0)
+    h = holding.take(holding.holdings("w", schedule.policy), schedule.tasks, 0)
     for key in list(h.leases)[: len(h.leases) // 2]:
         h, _ = holding.started(h, key, 0)
     for state in (h, trace.holdings):
@@ -291,6 +324,38 @@ def test_next_wakeup_without_keepalives_misses_no_tick(schedule, probe) -> None:
         assert holding.tick(state, before)[1] == ()
         for key in state.leases:
             assert holding.live(state, key, before) == holding.live(state, key, wakeup - 1)
+
+
+@given(schedules())
+def test_every_held_lease_of_every_topic_is_kept_alive_by_the_one_keepalive_pass(
+    schedule,
+) -> None:
+    """Leases of several topics, each with its own lease: when every keepalive is
+    answered at once and well, no lease of any topic is ever given up (only
+    timeouts end a handler early), and each round is ONE call (never two sent
+    at one instant) that holds every lease then due, whatever its topic."""
+    schedule.answers = []  # every keepalive answered "ok" at once
+    trace = run_schedule(schedule)
+    note(repr(trace.violations))
+    assert trace.violations == []
+    lost = {key for key in trace.given_up if key not in trace.timed_out}
+    assert lost == set()
+    sent = [command.sent_ms for command in trace.extends]
+    assert len(sent) == len(set(sent))
+
+
+@given(schedules())
+def test_a_lease_and_timeout_are_the_tasks_else_its_topics_else_the_workers(schedule) -> None:
+    policy = schedule.policy
+    h = holding.take(holding.holdings("w", policy), schedule.tasks, 0)
+    for task in schedule.tasks:
+        held = h.leases[(task.task_id, task.attempt)]
+        own = policy.topics.get(task.topic)
+        assert held.lease_ms == (
+            task.lease_time_ms or (own.lease_time_ms if own else policy.lease_time_ms)
+        )
+        assert held.timeout_ms == (task.timeout_ms or (own.timeout_ms if own else None))
+        assert held.fence_ms == policy.fence_ms(held.lease_ms)
 
 
 def test_a_refusal_for_a_lease_being_recorded_is_not_a_loss() -> None:

@@ -91,7 +91,9 @@ class LoopThread:
 class AsyncWorkerInThread:
     """The asyncio ``Worker`` behind the threaded ``Worker``'s surface."""
 
-    def __init__(self, store: Any, topic: str, handler: Any, **options: Any) -> None:
+    def __init__(
+        self, store: Any, topic: str | None = None, handler: Any = None, **options: Any
+    ) -> None:
         self.worker = aio_worker.Worker(Awaited(store), topic, handler, **options)
         self.pid = self.worker.pid
         self.error: BaseException | None = None

@@ -67,7 +67,7 @@ class Running:
 
     def __init__(self, app: App, **options: Any) -> None:
         self.app = app
-        self.result: dict[str, WorkerStats] | BaseException | None = None
+        self.result: WorkerStats | BaseException | None = None
         self.thread = threading.Thread(target=self._run, kwargs=options, daemon=True)
         self.thread.start()
 
@@ -77,11 +77,11 @@ class Running:
         except BaseException as error:
             self.result = error
 
-    def stop(self) -> dict[str, WorkerStats]:
+    def stop(self) -> WorkerStats:
         self.app.stop()
         self.thread.join(PATIENCE_S)
         assert not self.thread.is_alive(), "run_worker did not return after stop()"
-        assert isinstance(self.result, dict), self.result
+        assert isinstance(self.result, WorkerStats), self.result
         return self.result
 
 
@@ -127,22 +127,23 @@ def test_a_handler_is_registered_with_its_options_as_milliseconds() -> None:
     assert (reports.concurrency, reports.lease_time_ms, reports.timeout_ms) == (1, 2_500, None)
 
 
-@pytest.mark.parametrize(
-    ("options", "field"),
-    [
-        ({"lease": "30"}, "lease"),
-        ({"lease": "soon"}, "lease"),
-        ({"lease": 0}, "lease"),
-        ({"lease": 1.5}, "lease"),
-        ({"timeout": "-5m"}, "timeout"),
-        ({"timeout": -1}, "timeout"),
-        ({"concurrency": 0}, "concurrency"),
-        ({"concurrency": 2000}, "concurrency"),
-        ({"concurrency": True}, "concurrency"),
-        ({"max_attempts": 0}, "max_attempts"),
-        ({"topic": ""}, "topic"),
-    ],
-)
+#: Bad options of ``@app.handler`` and the field each error names (both apps).
+BAD_HANDLER_OPTIONS = [
+    ({"lease": "30"}, "lease"),
+    ({"lease": "soon"}, "lease"),
+    ({"lease": 0}, "lease"),
+    ({"lease": 1.5}, "lease"),
+    ({"timeout": "-5m"}, "timeout"),
+    ({"timeout": -1}, "timeout"),
+    ({"concurrency": 0}, "concurrency"),
+    ({"concurrency": 2000}, "concurrency"),
+    ({"concurrency": True}, "concurrency"),
+    ({"max_attempts": 0}, "max_attempts"),
+    ({"topic": ""}, "topic"),
+]
+
+
+@pytest.mark.parametrize(("options", "field"), BAD_HANDLER_OPTIONS)
 def test_bad_handler_options_are_refused_naming_the_option(
     options: dict[str, Any], field: str
 ) -> None:
@@ -290,8 +291,7 @@ def test_run_worker_serves_every_topic_each_with_its_concurrency(sql_store: SQLS
     wait_until(terminated(sql_store, "emails", 6), "6 emails done")
     wait_until(terminated(sql_store, "reports", 4), "4 reports done")
     stats = running.stop()
-    assert sorted(stats) == ["emails", "reports"]
-    assert (stats["emails"].succeeded, stats["reports"].succeeded) == (6, 4)
+    assert stats.succeeded == 10
     assert len(seen["emails"]) == 3
     assert len(seen["reports"]) == 1
 
@@ -304,7 +304,7 @@ def test_run_worker_serves_only_the_topics_asked_for(sql_store: SQLStore) -> Non
     app.enqueue("reports", task_id="r1")
     running = Running(app, topics=["reports"])
     wait_until(terminated(sql_store, "reports", 1), "the report done")
-    assert sorted(running.stop()) == ["reports"]
+    assert running.stop().succeeded == 1
     assert sql_store.get_task("e1").status is Status.STARTING
 
 

@@ -33,13 +33,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from returns.result import Result
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from sokka.adapters.memory import wall_clock_ms
@@ -56,7 +56,7 @@ from sokka.adapters.store import (
     TaskFilter,
 )
 from sokka.core.commands import Finish, LeaseToken
-from sokka.core.errors import SokkaError
+from sokka.core.errors import SokkaError, ValidationError
 from sokka.core.task import Status, Task, TaskSpec
 
 __all__ = ["AsyncSQLStore"]
@@ -221,11 +221,51 @@ class AsyncSQLStore:
 
     # -- AsyncTaskStore --------------------------------------------------------
 
-    async def create_task(self, spec: TaskSpec) -> Task:
-        return await self._run(self._sync.create_task, spec)
+    async def create_task(self, spec: TaskSpec, *, connection: object = None) -> Task:
+        """``AsyncTaskStore.create_task``; with ``connection``, in the caller's transaction.
 
-    async def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Result[Task, SokkaError]]:
-        return await self._run(self._sync.create_tasks, specs)
+        ``connection``: a SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` on
+        this store's database (aiosqlite, psycopg's async driver, ...). The
+        insert then runs on it, in the caller's transaction, and the store
+        neither commits nor rolls back: the task exists if and only if the
+        caller commits. A connection to another database, or anything else,
+        is a ``ValidationError`` naming ``connection``, and nothing is written
+        (``SQLStore.create_task``'s rules, checked by its own code).
+        """
+        if connection is None:
+            return await self._run(self._sync.create_task, spec)
+        run_sync = await self._caller(connection)
+        return await run_sync(lambda sync: self._sync.create_task(spec, connection=sync))
+
+    async def create_tasks(
+        self, specs: Sequence[TaskSpec], *, connection: object = None
+    ) -> list[Result[Task, SokkaError]]:
+        """``AsyncTaskStore.create_tasks``; ``connection`` as for ``create_task``."""
+        if connection is None:
+            return await self._run(self._sync.create_tasks, specs)
+        run_sync = await self._caller(connection)
+        return await run_sync(lambda sync: self._sync.create_tasks(specs, connection=sync))
+
+    async def _caller(self, connection: object) -> Callable[[Callable[[Any], _T]], Awaitable[_T]]:
+        """How to run ``SQLStore``'s code on the caller's ``AsyncConnection`` or
+        ``AsyncSession``: its ``run_sync``, which hands that code the sync face
+        (a ``Connection`` or ``Session``) inside the caller's transaction."""
+        if not isinstance(connection, AsyncConnection | AsyncSession):
+            raise ValidationError(
+                "connection",
+                "must be a SQLAlchemy AsyncConnection or AsyncSession on the store's "
+                f"database (got {type(connection).__name__})",
+            )
+        if not self._sync._schema_checked:
+            # On a connection of the store's own, off the loop, before the caller's
+            # transaction is touched: a missing schema is SQLStore's SchemaError.
+            await self._run(self._check_schema)
+        run_sync: Callable[[Callable[[Any], _T]], Awaitable[_T]] = connection.run_sync
+        return run_sync
+
+    def _check_schema(self) -> None:
+        with self._sync._session(write=False):
+            pass
 
     async def get_task(self, task_id: str) -> Task:
         return await self._run(self._sync.get_task, task_id)

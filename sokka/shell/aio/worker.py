@@ -11,13 +11,15 @@ exactly as in the threaded runtime; this module only carries it out. One
 event loop holds the ``Holdings`` value (no lock: only the loop writes it),
 and runs these asyncio tasks:
 
-* the dispatcher (``run()`` itself): reserves in batches into a queue of
-  waiting leases; with room and nothing to reserve, it waits for the store's
-  hint (``subscribe_ready``, rung onto the loop) or, over ``AsyncHTTPStore``,
+* the dispatcher (``run()`` itself): reserves in batches, topic by topic as
+  ``sokka.core.polling`` says, into each topic's queue of waiting leases;
+  with room and nothing to reserve, it waits for the store's hint
+  (``subscribe_ready``, rung onto the loop) or, over ``AsyncHTTPStore``,
   long-polls, the poll backoff bounding either;
-* ``concurrency`` runners: each takes the next waiting lease, awaits its
-  handler and takes the next; cancelling a handler cancels its runner's
-  current await. For a plain handler, ``concurrency`` threads instead: each
+* ``concurrency`` runners per topic served (one, or several: ``routes=``):
+  each takes its topic's next waiting lease, awaits its handler and takes
+  the next; cancelling a handler cancels its runner's current await. For a
+  plain handler, ``concurrency`` threads instead: each
   takes the next lease handed to it, runs the handler and queues its return;
   the loop collects the returns queued meanwhile in one callback, woken once
   for them all, not once per handler;
@@ -66,7 +68,7 @@ from returns.result import Failure
 
 from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.adapters.store import MAX_BATCH
-from sokka.core import holding
+from sokka.core import holding, polling
 from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
 from sokka.core.errors import (
@@ -86,6 +88,7 @@ from sokka.shell.worker import (
     _STORE_CALLS,
     Cancelled,
     Context,
+    Route,
     WorkerCore,
     WorkerStats,
     handler_raised,
@@ -217,14 +220,20 @@ class Worker(WorkerCore):
     The options are the threaded ``Worker``'s, with the same validation.
     ``await worker.run()`` works until ``worker.stop()`` (callable from any
     thread) and returns the stats. See the module docstring.
+
+    Or serves several topics at once: ``routes=[Route(topic=..., handler=...,
+    concurrency=...), ...]`` (``sokka.shell.worker.Route``), each topic with
+    its own runners (or handler threads, for a plain handler), slots and poll
+    backoff, and every lease kept alive by the one keepalive call per round.
     """
 
     def __init__(
         self,
         store: AsyncTaskStore,
-        topic: str,
-        handler: AsyncHandler | Callable[[Task, Context], Outcome],
+        topic: str | None = None,
+        handler: AsyncHandler | Callable[[Task, Context], Outcome] | None = None,
         *,
+        routes: Sequence[Route] | None = None,
         pid: str | None = None,
         concurrency: int = 1,
         batch_size: int | None = None,
@@ -248,15 +257,18 @@ class Worker(WorkerCore):
                 "a TaskStore runs with sokka.shell.worker.Worker",
             )
         super().__init__(
-            topic, handler, pid=pid, concurrency=concurrency, batch_size=batch_size,
-            lease_time_ms=lease_time_ms, keepalive_ratio=keepalive_ratio,
+            topic, handler, routes=routes, pid=pid, concurrency=concurrency,
+            batch_size=batch_size, lease_time_ms=lease_time_ms, keepalive_ratio=keepalive_ratio,
             fence_ratio=fence_ratio, timeout_ms=timeout_ms, retry_backoff=retry_backoff,
             poll_backoff=poll_backoff, grace_ms=grace_ms, linger_ms=linger_ms, clock=clock,
             rand=rand,
         )  # fmt: skip
         self._store = store
-        self._handler: Callable[..., Any] = handler
-        self._is_async = _is_coroutine_function(handler)
+        # Per topic: is its handler a coroutine function (run by runners on the
+        # loop), or plain (run on handler threads)?
+        self._async_of = {
+            topic: _is_coroutine_function(route.handler) for topic, route in self._routes.items()
+        }
         # A store with one writer at a time (SQLite): the reserve and the recording
         # of outcomes take turns instead of queueing for the database's lock.
         self._writer = asyncio.Lock() if getattr(store, "single_writer", False) else None
@@ -282,8 +294,13 @@ class Worker(WorkerCore):
         self._contexts: dict[Token, AsyncContext | Context] = {}
         # The runner now running each lease's handler: cancelling it cancels the handler.
         self._handlers: dict[Token, asyncio.Task[None]] = {}
-        self._ready: deque[Token] = deque()
-        self._running = 0
+        # Per topic: the leases waiting for a runner, and the handlers running (or
+        # handed to a handler thread).
+        self._ready_of: dict[str, deque[Token]] = {topic: deque() for topic in self._topics}
+        self._running_of = dict.fromkeys(self._topics, 0)
+        self._waiting_count = 0  # leases waiting, every topic
+        self._running = 0  # handlers running, every topic
+        self._hinted: set[str] = set()  # topics the store hinted at since the last round
         self._outcomes: list[Token] = []  # decided, in the order they were decided
         self._first_outcome_ms = 0  # when the oldest of them (or of the returns) was decided
         # Handler starts and returns, queued by the runners and folded into the
@@ -292,7 +309,9 @@ class Worker(WorkerCore):
         self._returns: list[tuple[Token, object, int]] = []
         # Whether a lease may have a timeout: only then can a handler's start
         # bring the scheduler's next wake-up forward.
-        self._timeouts = self.policy.timeout_ms is not None
+        self._timeouts = self.policy.timeout_ms is not None or any(
+            topic.timeout_ms is not None for topic in self.policy.topics.values()
+        )
         self._recording = 0  # finish_many calls in flight
         self._keepalive: asyncio.Task[None] | None = None
         self._stopping = False  # no more reservations
@@ -305,20 +324,23 @@ class Worker(WorkerCore):
         # from the fold, so that the drain never releases a lease as waiting
         # while its handler starts.
         self._threads: list[threading.Thread] = []
-        self._handed: queue.SimpleQueue[Token | None] = queue.SimpleQueue()
-        self._done: deque[tuple[Token, object, int]] = deque()
+        self._handed_of: dict[str, queue.SimpleQueue[Token | None]] = {
+            topic: queue.SimpleQueue() for topic in self._topics
+        }
+        self._done: deque[tuple[Token, str, object, int]] = deque()
         self._collecting = False
         self._lock = threading.Lock()
         # Events the loop's tasks sleep on (bound to the loop on first use).
         self._room = asyncio.Event()  # the dispatcher: stop, or idle
-        self._work = asyncio.Event()  # the runners: leases wait to be run
+        # Each topic's runners: leases of the topic wait to be run.
+        self._work_of = {topic: asyncio.Event() for topic in self._topics}
         self._timer = asyncio.Event()  # the scheduler: the next wake-up moved
         self._recorder = asyncio.Event()  # the recorder: a batch is ready
         self._settled = asyncio.Event()  # the drain: something was recorded
         self._supervisor: Supervisor | None = (
             Supervisor(
                 store,
-                topic,
+                list(self._topics),
                 self._embedded_policy(),
                 self._clock,
                 interval_ms=supervisor_interval_ms,
@@ -368,15 +390,20 @@ class Worker(WorkerCore):
             loop.create_task(self._schedule(), name="sokka-scheduler"),
             loop.create_task(self._record_loop(), name="sokka-recorder"),
         ]
-        for i in range(self._concurrency):
-            if self._is_async:
-                background.append(loop.create_task(self._runner(), name=f"sokka-runner-{i}"))
-            else:
-                thread = threading.Thread(
-                    target=self._plain_loop, name=f"sokka-handler-{i}", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
+        i = 0
+        for route in self._routes.values():
+            for _ in range(route.concurrency):
+                if self._async_of[route.topic]:
+                    runner = self._runner(route)
+                    background.append(loop.create_task(runner, name=f"sokka-runner-{i}"))
+                else:
+                    thread = threading.Thread(
+                        target=self._plain_loop, args=(route,), name=f"sokka-handler-{i}",
+                        daemon=True,
+                    )  # fmt: skip
+                    thread.start()
+                    self._threads.append(thread)
+                i += 1
         supervising = (
             loop.create_task(self._supervisor.run(), name="sokka-supervisor")
             if self._supervisor is not None
@@ -402,8 +429,10 @@ class Worker(WorkerCore):
             await asyncio.gather(*others, return_exceptions=True)
             # A plain handler still running after the grace period cannot be
             # interrupted: its lease is released, and its thread left to end.
-            for _thread in self._threads:
-                self._handed.put(None)
+            for route in self._routes.values():
+                if not self._async_of[route.topic]:
+                    for _ in range(route.concurrency):
+                        self._handed_of[route.topic].put(None)
             for signum in installed:
                 loop.remove_signal_handler(signum)
         if self._fatal is not None:
@@ -438,67 +467,112 @@ class Worker(WorkerCore):
         if subscribe is None:
             return None
 
-        def hinted() -> None:
-            if self._hinting:
-                self._room.set()
+        def ringer(topic: str) -> Callable[[], None]:
+            def hinted() -> None:
+                if self._hinting:
+                    self._hinted.add(topic)  # its poll backoff ends (polling.hinted)
+                    self._room.set()
 
-        def ring() -> None:  # on the ringing thread: quick, and must not raise
-            if self._hinting:
-                with contextlib.suppress(RuntimeError):  # the loop has closed
-                    loop.call_soon_threadsafe(hinted)
+            def ring() -> None:  # on the ringing thread: quick, and must not raise
+                if self._hinting:
+                    with contextlib.suppress(RuntimeError):  # the loop has closed
+                        loop.call_soon_threadsafe(hinted)
+
+            return ring
+
+        def subscribe_all() -> list[Callable[[], None]]:
+            leave = []
+            try:
+                for topic in self._topics:
+                    leave.append(subscribe(topic, ringer(topic)))
+            except BaseException:
+                for unsubscribe in leave:
+                    unsubscribe()
+                raise
+            return leave
 
         try:
             # A thread: subscribing may wait for the store's listener to connect.
-            return await asyncio.to_thread(subscribe, self._topic, ring)
+            leave = await asyncio.to_thread(subscribe_all)
         except Exception:  # a hint is an optimisation: without it, the worker polls
             log.exception("worker %s: cannot subscribe to the store's hints; polling", self.pid)
             return None
 
+        def unsubscribe_all() -> None:
+            for unsubscribe in leave:
+                unsubscribe()
+
+        return unsubscribe_all
+
     def _wake_all(self) -> None:
-        for event in (self._room, self._work, self._timer, self._recorder, self._settled):
+        for event in (self._room, self._timer, self._recorder, self._settled):
             event.set()
+        for work in self._work_of.values():
+            work.set()
 
     async def _dispatch(self) -> None:
-        empty_polls = 0
         long_poll_ms = 0  # the next reserve's wait at the server (AsyncHTTPStore), 0: none
         while not self._stopping:
-            if self._unsettled() < self._capacity:
-                # With room, the store's hints wake the dispatcher from now on: a
-                # task made ready during this reserve, and not seen by it, rings.
-                self._hinting = self._subscribe is not None
-                got = await self._reserve(long_poll_ms)
-                if got:
-                    empty_polls = long_poll_ms = 0
-                    continue
-                empty_polls += 1  # an empty poll or a failed one: back off alike
-                wait_ms = self._poll.delay_ms(min(empty_polls, 30), self._rand())
-                if got is not None and self._max_long_poll_ms:
+            unsettled = self._unsettled_by_topic()
+            if self._hinted:
+                for topic in self._hinted:
+                    self._polls = polling.hinted(self._polls, topic)
+                self._hinted.clear()
+            plan = polling.to_reserve(self._polls, unsettled, self._clock.now_ms())
+            # With room, the store's hints wake the dispatcher from now on: a task
+            # made ready during this reserve, and not seen by it, rings.
+            self._hinting = self._subscribe is not None and self._has_room(unsettled)
+            got_any = False
+            for reserve in plan:  # every topic with free slots, in this round's order
+                if self._is_stopping():
+                    break
+                got = await self._reserve(reserve.topic, reserve.limit, long_poll_ms)
+                got_any = got_any or bool(got)
+                self._polls = polling.reserved(
+                    self._polls, reserve.topic, None if got is None else len(got),
+                    self._clock.now_ms(), self._rand(),
+                )  # fmt: skip
+                if got is not None and not got and self._max_long_poll_ms:
                     # The server holds the next reserve until a task is ready, the
-                    # backoff at most: no sleep here.
-                    long_poll_ms = max(1, min(wait_ms, self._max_long_poll_ms))
-                    continue
-                long_poll_ms = 0
-            else:
+                    # backoff at most: no sleep here (one topic only).
+                    long_poll_ms = max(1, min(self._wait_ms(), self._max_long_poll_ms))
+                    self._polls = polling.hinted(self._polls, reserve.topic)
+                else:
+                    long_poll_ms = 0
+            if got_any or long_poll_ms:
+                continue
+            unsettled = self._unsettled_by_topic()
+            if not self._has_room(unsettled):
                 self._hinting = False  # at capacity: a settled lease wakes it (linger)
-                wait_ms = self._linger_ms
-            if not self._stopping:
+            wait_ms = self._wait_ms()
+            if wait_ms and not self._stopping:
                 await _wait(self._room, wait_ms)
 
-    async def _reserve(self, wait_ms: int = 0) -> list[Task] | None:
-        """Reserve a batch (a long poll of ``wait_ms`` when given); None when the store
-        failed (already logged)."""
-        limit = max(1, min(self._batch, self._capacity - self._unsettled()))
+    def _is_stopping(self) -> bool:
+        return self._stopping  # read again after an await (stop() may have run)
+
+    def _has_room(self, unsettled: dict[str, int]) -> bool:
+        return any(unsettled[topic] < cap for topic, cap in self._capacity_of.items())
+
+    def _wait_ms(self) -> int:
+        """How long the dispatcher may sleep: the core's ``polling.wait_ms``."""
+        unsettled = self._unsettled_by_topic()
+        return polling.wait_ms(self._polls, unsettled, self._clock.now_ms(), self._linger_ms)
+
+    async def _reserve(self, topic: str, limit: int, wait_ms: int = 0) -> list[Task] | None:
+        """Reserve up to ``limit`` tasks of ``topic`` (a long poll of ``wait_ms`` when
+        given); None when the store failed (already logged)."""
         sent = self._clock.now_ms()  # the lease counts from here, a long poll's wait too
         tasks: list[Task]
         try:
             if wait_ms:
                 reserve: Any = self._store.reserve_tasks  # AsyncHTTPStore's, with wait_ms
-                tasks = await reserve(self._topic, self.pid, limit, wait_ms=wait_ms)
+                tasks = await reserve(topic, self.pid, limit, wait_ms=wait_ms)
             elif self._writer is None:
-                tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
+                tasks = await self._store.reserve_tasks(topic, self.pid, limit)
             else:
                 async with self._writer:
-                    tasks = await self._store.reserve_tasks(self._topic, self.pid, limit)
+                    tasks = await self._store.reserve_tasks(topic, self.pid, limit)
         except RetryableError as error:
             self._note_store_error("reserve", error)
             return None
@@ -514,19 +588,22 @@ class Worker(WorkerCore):
         jitters = [rand() for _ in tasks]
         self._stats.reserved += len(tasks)
         self._holdings = holding.take(self._holdings, tasks, sent, jitters)
-        contexts, ready, is_async = self._contexts, self._ready, self._is_async
+        contexts, ready, is_async = self._contexts, self._ready_of[topic], self._async_of[topic]
+        handed = self._handed_of[topic]
         for task in tasks:
             token = (task.task_id, task.attempt)
             self._timeouts = self._timeouts or task.timeout_ms is not None
             if is_async:
                 contexts[token] = AsyncContext(task, functools.partial(self._is_live_here, token))
                 ready.append(token)
+                self._waiting_count += 1
             else:
                 contexts[token] = Context(task, functools.partial(self._is_live, token))
                 self._running += 1  # handed to the threads: counted as running until it returns
-                self._handed.put(token)
+                self._running_of[topic] += 1
+                handed.put(token)
         self._timer.set()  # new leases: new keepalive and fence times
-        self._work.set()
+        self._work_of[topic].set()
         return tasks
 
     def _is_live(self, token: Token) -> bool:
@@ -543,7 +620,12 @@ class Worker(WorkerCore):
 
     def _unsettled(self) -> int:
         """Leases held whose outcome is not decided yet (waiting or running)."""
-        return len(self._ready) + self._running
+        return self._waiting_count + self._running
+
+    def _unsettled_by_topic(self) -> dict[str, int]:
+        """``_unsettled`` per topic."""
+        running = self._running_of
+        return {topic: len(ready) + running[topic] for topic, ready in self._ready_of.items()}
 
     def _note_store_error(self, what: str, error: SokkaError) -> None:
         self._count_store_errors(_STORE_CALLS[what])
@@ -551,19 +633,21 @@ class Worker(WorkerCore):
 
     # -- handlers ------------------------------------------------------------------
 
-    async def _runner(self) -> None:
-        """Run waiting handlers one after another, one at a time: ``concurrency``
-        runners bound how many run at once, without a task per handler call."""
+    async def _runner(self, route: Route) -> None:
+        """Run waiting handlers of ``route``'s topic one after another, one at a time:
+        the topic's ``concurrency`` runners bound how many run at once, without a
+        task per handler call."""
         me = asyncio.current_task()
         assert me is not None
-        ready, clock = self._ready, self._clock
+        topic, handler = route.topic, route.handler
+        ready, work, clock = self._ready_of[topic], self._work_of[topic], self._clock
         streak = 0
         while True:
             if not ready or self._stopping:
                 # Once stopping, no new handler starts: the drain releases what waits.
-                self._work.clear()
+                work.clear()
                 try:
-                    await self._work.wait()
+                    await work.wait()
                 except asyncio.CancelledError:
                     if self._halting:
                         raise
@@ -571,6 +655,7 @@ class Worker(WorkerCore):
                 streak = 0
                 continue
             token = ready.popleft()
+            self._waiting_count -= 1
             now = clock.now_ms()
             if not holding.live(self._holdings, token, now):
                 # given up while it waited (its keepalives failed): never started
@@ -578,10 +663,11 @@ class Worker(WorkerCore):
                 continue
             self._starts.append((token, now))  # folded in before the next decision
             self._running += 1
+            self._running_of[topic] += 1
             self._handlers[token] = me
             if self._timeouts:
                 self._timer.set()  # its timeout runs from now
-            await self._run_one(token, me)
+            await self._run_one(handler, token, me)
             streak += 1
             if me.cancelling() or streak >= _RUNNER_STREAK:
                 # Let the loop's other tasks in between handlers that never
@@ -595,13 +681,15 @@ class Worker(WorkerCore):
                 while me.cancelling():
                     me.uncancel()
 
-    async def _run_one(self, token: Token, me: asyncio.Task[None]) -> None:
+    async def _run_one(
+        self, handler: Callable[..., Any], token: Token, me: asyncio.Task[None]
+    ) -> None:
         ctx = self._contexts[token]
         outcome: object
         began = self._clock.now_ms()
         self.observer.started(ctx.task)
         try:
-            outcome = await self._handler(ctx.task, ctx)
+            outcome = await handler(ctx.task, ctx)
         except asyncio.CancelledError:
             if self._halting:
                 raise
@@ -617,12 +705,14 @@ class Worker(WorkerCore):
         self._count_ran(ctx, outcome, began, raised_cancelled=outcome is _CANCELLED)
         self._handler_returned(token, ctx, outcome)
 
-    def _plain_loop(self) -> None:
-        """A handler thread: run the plain handlers of the leases handed to it."""
+    def _plain_loop(self, route: Route) -> None:
+        """A handler thread of ``route``'s topic: run the plain handler on the leases
+        handed to it."""
         clock, loop = self._clock, self._loop
         assert loop is not None
+        topic, handed = route.topic, self._handed_of[route.topic]
         while True:
-            token = self._handed.get()
+            token = handed.get()
             if token is None:  # the worker is ending
                 return
             ctx = self._contexts.get(token)
@@ -637,18 +727,18 @@ class Worker(WorkerCore):
                     self._starts.append((token, now))  # folded in before the next decision
             if ctx is None or not start:
                 # Stopping (the drain releases it), or given up while it waited.
-                self._plain_returned(token, _UNSTARTED, now)
+                self._plain_returned(token, topic, _UNSTARTED, now)
                 continue
             if self._timeouts:
                 self._call_soon(self._timer.set)  # its timeout runs from now
             self.observer.started(ctx.task)
-            outcome = self._call_plain(ctx)
+            outcome = self._call_plain(route.handler, ctx)
             self._count_ran(ctx, outcome, now, raised_cancelled=outcome is _CANCELLED)
-            self._plain_returned(token, outcome, clock.now_ms())
+            self._plain_returned(token, topic, outcome, clock.now_ms())
 
-    def _plain_returned(self, token: Token, outcome: object, now: int) -> None:
+    def _plain_returned(self, token: Token, topic: str, outcome: object, now: int) -> None:
         """On a handler thread: queue a return; wake the loop unless it is woken already."""
-        self._done.append((token, outcome, now))
+        self._done.append((token, topic, outcome, now))
         if not self._collecting:
             self._collecting = True
             self._call_soon(self._collect)
@@ -664,23 +754,24 @@ class Worker(WorkerCore):
         self._collecting = False  # before taking them: a later return wakes us again
         done = self._done
         while done:
-            token, outcome, when = done.popleft()
+            token, topic, outcome, when = done.popleft()
             ctx = self._contexts.get(token)
             if outcome is _UNSTARTED or ctx is None:
                 self._running -= 1
+                self._running_of[topic] -= 1
                 self._contexts.pop(token, None)
-                if self._running == 0 and not self._ready:
+                if self._running == 0 and not self._waiting_count:
                     self._room.set()
                     self._recorder.set()
                 continue
             self._handler_returned(token, ctx, outcome, when)
 
-    def _call_plain(self, ctx: AsyncContext | Context) -> object:
+    def _call_plain(self, handler: Callable[..., Any], ctx: AsyncContext | Context) -> object:
         """Run a plain handler, on a handler thread; its exception is its outcome
         (caught here, so that its traceback holds the handler's frames only)."""
         began = self._clock.now_ms()
         try:
-            outcome = self._handler(ctx.task, ctx)
+            outcome = handler(ctx.task, ctx)
         except Cancelled:
             return _CANCELLED
         except BaseException as error:  # even SystemExit: the worker lives on
@@ -698,6 +789,8 @@ class Worker(WorkerCore):
     ) -> None:
         """On the loop: the handler of ``token`` returned ``outcome`` (at ``when``)."""
         self._running -= 1
+        topic = ctx.task.topic
+        self._running_of[topic] -= 1
         self._handlers.pop(token, None)
         self._contexts.pop(token, None)
         now = self._clock.now_ms() if when is None else when
@@ -713,7 +806,10 @@ class Worker(WorkerCore):
         if not self._waiting():
             self._first_outcome_ms = now
         self._returns.append((token, outcome, now))  # folded in before recording
-        if self._running == 0 and not self._ready:
+        if not self._running_of[topic] and not self._ready_of[topic]:
+            self._hinted.add(topic)  # this topic is idle: reserve for it at once
+            self._room.set()
+        if self._running == 0 and not self._waiting_count:
             self._room.set()  # idle: the dispatcher reserves
             self._recorder.set()  # and the recorder records
         elif self._draining or self._waiting() >= self._batch:
@@ -770,7 +866,7 @@ class Worker(WorkerCore):
         if not self._outcomes and not self._returns:
             return
         now = self._clock.now_ms()
-        idle = self._running == 0 and not self._ready
+        idle = self._running == 0 and not self._waiting_count
         if not (force or idle or self._waiting() >= self._batch) and (
             now - self._first_outcome_ms < self._linger_ms
         ):
@@ -887,7 +983,7 @@ class Worker(WorkerCore):
             if ctx is not None:
                 ctx._set_cancelled(cancel.reason)
             task = self._handlers.get(cancel.lease)
-            if task is not None and self._is_async:
+            if task is not None:  # a runner's: only coroutine handlers have one
                 task.cancel(cancel.reason)
 
     # -- graceful stop ---------------------------------------------------------------
@@ -903,17 +999,21 @@ class Worker(WorkerCore):
         with self._lock:  # no handler thread starts one meanwhile: they see _stopping
             self._fold_locked()  # a handler that started is not released as waiting
             self._holdings, released = holding.stopping(self._holdings, self._clock.now_ms())
-        for token in self._ready:
-            self._contexts.pop(token, None)
-        self._ready.clear()
-        while True:  # handed to the handler threads, not started: released too
-            try:
-                handed = self._handed.get_nowait()
-            except queue.Empty:
-                break
-            if handed is not None:
-                self._running -= 1
-                self._contexts.pop(handed, None)
+        for ready in self._ready_of.values():
+            for token in ready:
+                self._contexts.pop(token, None)
+            ready.clear()
+        self._waiting_count = 0
+        for topic, handed_queue in self._handed_of.items():
+            while True:  # handed to the handler threads, not started: released too
+                try:
+                    handed = handed_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if handed is not None:
+                    self._running -= 1
+                    self._running_of[topic] -= 1
+                    self._contexts.pop(handed, None)
         for token in released:
             self._decided(token)
         self._timer.set()  # the end of the grace period is a new wake-up

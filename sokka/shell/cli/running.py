@@ -33,6 +33,7 @@ from sokka.shell.cli.common import (
     _store,
     cli,
     load_handler,
+    load_object,
 )
 from sokka.shell.cli.purging import periodic_purge_options, retention_policy
 
@@ -177,8 +178,9 @@ def _exposed(
     "app_path",
     default=None,
     metavar="MODULE:APP",
-    help="A sokka.App: serve its topics in this process, each with its handler's "
-    "concurrency, lease and timeout, on the app's store (instead of --handler).",
+    help="A sokka.App or sokka.asyncio.App: serve its topics in one worker, each with "
+    "its handler's concurrency, lease and timeout, on the app's store (instead of "
+    "--handler); the runtime is the app's.",
 )
 @click.option(
     "--runtime",
@@ -187,7 +189,7 @@ def _exposed(
     show_default=True,
     help="threads: --concurrency handler threads; asyncio: one event loop (a plain "
     "handler runs in a pool of --concurrency threads); auto: asyncio for an async def "
-    "handler, threads otherwise.",
+    "handler or a sokka.asyncio.App, threads otherwise.",
 )
 @click.option(
     "--concurrency",
@@ -266,7 +268,7 @@ def worker(
     if app_path is not None:
         _app_usage(handler_path)
         _logging(log_level, log_format)
-        _run_app(app_path, topics, supervise, grace, stats_file,
+        _run_app(app_path, topics, runtime, supervise, grace, pid, stats_file,
                  functools.partial(_exposed, metrics_host, metrics_port), schedule)  # fmt: skip
         return
     if schedule:
@@ -317,8 +319,8 @@ def worker(
 
 
 #: The options of ``sokka worker`` that --app takes from the app's handlers instead.
-_PER_HANDLER_OPTIONS = ("db", "prefix", "runtime", "concurrency", "batch_size", "lease_time",
-                        "timeout", "max_poll", "pid")  # fmt: skip
+_PER_HANDLER_OPTIONS = ("db", "prefix", "concurrency", "batch_size", "lease_time", "timeout",
+                        "max_poll")  # fmt: skip
 
 
 def _app_usage(handler_path: str | None) -> None:
@@ -340,32 +342,57 @@ def _app_usage(handler_path: str | None) -> None:
 
 
 def _run_app(
-    app_path: str, topics: tuple[str, ...], supervise: bool, grace: int, stats_file: str | None,
+    app_path: str, topics: tuple[str, ...], runtime: str, supervise: bool, grace: int,
+    pid: str | None, stats_file: str | None,
     exposing: Callable[
         [Sequence[WorkerCore], Sequence[SupervisorCore]], contextlib.AbstractContextManager[None]
     ],
     schedule: bool = False,
 ) -> None:  # fmt: skip
     """``sokka worker --app``: ``app.run_worker`` for the topics asked (all: none asked),
-    and the app's scheduler beside it with ``--scheduler``."""
+    on the app's runtime (a ``--runtime`` that is not the app's is a usage error), and
+    the app's scheduler beside it with ``--scheduler``."""
     from dataclasses import asdict
 
-    from sokka.shell.cli.scheduling import load_app, scheduling
+    from sokka.shell.aio.app import App as AsyncApp
+    from sokka.shell.app import App
+    from sokka.shell.cli.scheduling import scheduling
 
-    app = load_app(app_path)
-    with scheduling(app, schedule), ExitStack() as exposed:
-        stats = app.run_worker(
-            list(topics) or None, supervise=supervise, grace=grace,
-            observe=lambda workers, supervisors: exposed.enter_context(
-                exposing(workers, supervisors)
-            ),
-        )  # fmt: skip
+    app = load_object(app_path, "app", "package.module:app")
+    if not isinstance(app, App | AsyncApp):
+        raise click.UsageError(
+            f"--app {app_path} is a {type(app).__name__}, not a sokka.App or sokka.asyncio.App"
+        )
+    own = "asyncio" if isinstance(app, AsyncApp) else "threads"
+    if runtime not in ("auto", own):
+        kind = "sokka.asyncio.App" if own == "asyncio" else "sokka.App"
+        raise click.UsageError(
+            f"--runtime {runtime} cannot run {app_path}: it is a {kind}, which runs on {own}"
+        )
+    if schedule and isinstance(app, AsyncApp):
+        raise click.UsageError(
+            "--scheduler runs a sokka.App's schedules; a sokka.asyncio.App has none "
+            "(run `sokka scheduler --app` with a sokka.App on the same store)"
+        )
+    served = list(topics) or None
+    with ExitStack() as exposed:
+
+        def observe(workers: Sequence[WorkerCore], supervisors: Sequence[SupervisorCore]) -> None:
+            exposed.enter_context(exposing(workers, supervisors))
+
+        if isinstance(app, AsyncApp):
+            stats = asyncio.run(
+                app.run_worker(served, supervise=supervise, grace=grace, pid=pid, observe=observe)
+            )
+        else:
+            with scheduling(app, schedule):
+                stats = app.run_worker(
+                    served, supervise=supervise, grace=grace, pid=pid, observe=observe
+                )
     if stats_file:
         with open(stats_file, "w", encoding="utf-8") as out:
-            json.dump({topic: asdict(s) for topic, s in stats.items()}, out)
-    log = logging.getLogger("sokka.worker")
-    for topic, s in stats.items():
-        log.info("topic %r stopped: %s", topic, s)
+            json.dump(asdict(stats), out)
+    logging.getLogger("sokka.worker").info("worker stopped: %s", stats)
 
 
 async def _work_on_asyncio(

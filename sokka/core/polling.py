@@ -1,0 +1,193 @@
+"""Which topics a worker reserves from next, and how many tasks of each.
+
+A worker may serve several topics, each with its own handler and its own
+slots: ``capacity`` leases held at once (waiting or running), reserved at
+most ``batch`` at a time. The worker's ``Polls`` value keeps, per topic (a
+``Lane``), how many polls in a row came back empty and so when the topic
+may be polled again (the poll backoff). The shell asks ``to_reserve`` what
+to reserve now, makes those calls, and folds each answer in with
+``reserved``; it sleeps ``wait_ms``, or until a hint (``hinted``) or a
+handler's return wakes it.
+
+Two rules live here, so that every runtime keeps them alike:
+
+* **slots**: a topic is never asked for more tasks than its free slots
+  (``capacity`` less the leases it holds undecided), so a topic never holds
+  more than its capacity, however the store answers;
+* **fairness**: every round offers every topic with free slots and no
+  backoff pending its reserve, starting with the topic after the one that
+  went first last time; a topic that always has work cannot starve another,
+  and a topic that is empty backs off on its own, without slowing the rest.
+
+Pure: time (``now_ms``) and the random draw of the backoff's jitter are
+parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from sokka.core.backoff import Backoff
+from sokka.core.errors import ValidationError
+from sokka.core.task import require_name
+
+__all__ = ["Lane", "Polls", "Reserve", "hinted", "polls", "reserved", "to_reserve", "wait_ms"]
+
+#: Empty polls beyond this many do not lengthen the backoff further (its cap rules).
+_MAX_STREAK = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lane:
+    """One topic's slots and poll state.
+
+    ``capacity``: leases of the topic held at once, waiting or running;
+    ``batch``: the most tasks one reserve asks for; ``empty_polls``: polls in
+    a row that found nothing (or failed); ``poll_at_ms``: not polled before
+    this instant of the worker's clock.
+    """
+
+    topic: str
+    capacity: int
+    batch: int
+    empty_polls: int = 0
+    poll_at_ms: int | None = None  #: None: at once
+
+    def free(self, unsettled: int) -> int:
+        """Free slots, given the leases of this topic held undecided."""
+        return max(0, self.capacity - unsettled)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reserve:
+    """Reserve up to ``limit`` tasks of ``topic`` now."""
+
+    topic: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Polls:
+    """Every lane of a worker, the poll backoff, and whose turn is first.
+
+    >>> p = polls([("a", 2, 2), ("b", 1, 1)], Backoff(base_ms=20, cap_ms=2_000))
+    >>> [(r.topic, r.limit) for r in to_reserve(p, {"a": 1}, now_ms=0)]
+    [('a', 1), ('b', 1)]
+    """
+
+    lanes: tuple[Lane, ...]
+    backoff: Backoff
+    first: int = 0  #: the index of the lane offered first in the next round
+
+    def lane(self, topic: str) -> Lane:
+        for lane in self.lanes:
+            if lane.topic == topic:
+                return lane
+        raise ValidationError("topic", f"{topic!r} is not served by this worker")
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(lane.topic for lane in self.lanes)
+
+
+def polls(lanes: Sequence[tuple[str, int, int]], backoff: Backoff) -> Polls:
+    """A worker's poll state: one lane per ``(topic, capacity, batch)``, in order.
+
+    The topics must be distinct, and capacity and batch positive.
+    """
+    if not lanes:
+        raise ValidationError("topics", "a worker serves at least one topic")
+    seen: set[str] = set()
+    made = []
+    for topic, capacity, batch in lanes:
+        require_name("topic", topic)
+        if topic in seen:
+            raise ValidationError("topics", f"{topic!r} is served twice")
+        seen.add(topic)
+        for name, value in (("capacity", capacity), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(name, f"must be a positive integer (got {value!r})")
+        made.append(Lane(topic=topic, capacity=capacity, batch=batch))
+    return Polls(tuple(made), backoff)
+
+
+def _due(lane: Lane, now_ms: int) -> bool:
+    return lane.poll_at_ms is None or lane.poll_at_ms <= now_ms
+
+
+def to_reserve(polls: Polls, unsettled: Mapping[str, int], now_ms: int) -> tuple[Reserve, ...]:
+    """What to reserve now: every topic with free slots whose backoff is over, in
+    this round's order, each for at most its batch and its free slots.
+
+    ``unsettled``: the leases each topic holds undecided (missing: none).
+    """
+    lanes = polls.lanes
+    count = len(lanes)
+    plan = []
+    for step in range(count):
+        lane = lanes[(polls.first + step) % count]
+        free = lane.free(unsettled.get(lane.topic, 0))
+        if free and _due(lane, now_ms):
+            plan.append(Reserve(topic=lane.topic, limit=min(lane.batch, free)))
+    return tuple(plan)
+
+
+def reserved(polls: Polls, topic: str, got: int | None, now_ms: int, rand: float) -> Polls:
+    """Fold in the answer of a reserve of ``topic``: ``got`` tasks (None: it failed).
+
+    Tasks: the topic may be polled again at once. None or failure: one more
+    empty poll, and the topic waits the backoff's delay for that streak
+    (``rand`` its jitter draw). The next round starts after this topic.
+
+    >>> p = polls([("a", 1, 1)], Backoff(base_ms=100, cap_ms=1_000))
+    >>> p = reserved(p, "a", 0, now_ms=50, rand=0.5)
+    >>> p.lane("a").poll_at_ms, to_reserve(p, {}, now_ms=149)   # 50 + 200 * 0.5
+    (150, ())
+    """
+    lanes = list(polls.lanes)
+    index = polls.topics.index(topic) if topic in polls.topics else -1
+    if index < 0:
+        raise ValidationError("topic", f"{topic!r} is not served by this worker")
+    lane = lanes[index]
+    if got:
+        lanes[index] = replace(lane, empty_polls=0, poll_at_ms=None)
+    else:
+        streak = lane.empty_polls + 1
+        delay = polls.backoff.delay_ms(min(streak, _MAX_STREAK), rand)
+        lanes[index] = replace(lane, empty_polls=streak, poll_at_ms=now_ms + delay)
+    return Polls(tuple(lanes), polls.backoff, (index + 1) % len(lanes))
+
+
+def hinted(polls: Polls, topic: str) -> Polls:
+    """The store hints that ``topic`` has a task ready: poll it at once (its
+    streak of empty polls stands, so a false hint backs off further)."""
+    lanes = tuple(
+        replace(lane, poll_at_ms=None) if lane.topic == topic else lane for lane in polls.lanes
+    )
+    return Polls(lanes, polls.backoff, polls.first)
+
+
+def wait_ms(polls: Polls, unsettled: Mapping[str, int], now_ms: int, linger_ms: int) -> int:
+    """How long the shell may sleep before ``to_reserve`` can offer something.
+
+    Until the earliest backoff of a topic with free slots ends; at most
+    ``linger_ms`` while some topic is full (a return frees a slot without a
+    hint); 0 if something may be reserved now.
+
+    >>> p = polls([("a", 1, 1), ("b", 1, 1)], Backoff(base_ms=100, cap_ms=1_000))
+    >>> p = reserved(reserved(p, "a", 0, now_ms=0, rand=0.5), "b", 0, now_ms=0, rand=0.9)
+    >>> wait_ms(p, {}, now_ms=10, linger_ms=5), wait_ms(p, {"a": 1}, now_ms=10, linger_ms=5)
+    (90, 5)
+    """
+    wait: int | None = None
+    for lane in polls.lanes:
+        if not lane.free(unsettled.get(lane.topic, 0)):
+            until = linger_ms
+        elif lane.poll_at_ms is None:
+            return 0
+        else:
+            until = max(0, lane.poll_at_ms - now_ms)
+        if wait is None or until < wait:
+            wait = until
+    return 0 if wait is None else wait

@@ -1,0 +1,160 @@
+"""The asyncio ``App``: handlers by topic, an awaitable ``enqueue``, one worker.
+
+The same surface as ``sokka.App`` (``sokka.shell.app``), on an event loop::
+
+    app = App("postgresql+psycopg://...")
+
+    @app.handler("emails", concurrency=50, lease="30s")
+    async def send(task, ctx):
+        ...
+        return ok()
+
+    await app.enqueue("emails", {"to": "ann@example.com"}, delay="10m")
+    await app.run_worker()  # every registered topic, until stop(), SIGTERM or SIGINT
+
+Registration, its checks and the task an ``enqueue`` makes are
+``AppCore``'s, shared with the threaded ``App``. A handler is an ``async
+def`` (run by the topic's ``concurrency`` runners on the loop), or a plain
+function (run on the topic's ``concurrency`` handler threads).
+``run_worker`` runs ONE asyncio ``Worker`` for every served topic: one
+keepalive call per round for every lease held, and an embedded supervisor
+when asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sokka.adapters.aio.connect import connect
+from sokka.adapters.aio.sql import AsyncSQLStore
+from sokka.adapters.aio.store import AsyncTaskStore
+from sokka.core.durations import duration_ms
+from sokka.core.errors import ValidationError
+from sokka.core.task import Task
+from sokka.shell.aio.worker import Worker
+from sokka.shell.app import AppCore
+from sokka.shell.results import async_wait_for_result
+from sokka.shell.supervisor import SupervisorCore
+from sokka.shell.worker import WorkerStats
+
+__all__ = ["App"]
+
+
+class App(AppCore):
+    """Handlers by topic on one async store, run on an event loop.
+
+    ``url_or_store``: a store URL as ``sokka.asyncio.connect`` reads it
+    (``sqlite:///app.db``, ``postgresql+psycopg://...``, ``http://...``,
+    ``memory://``), with ``options`` for it, or an ``AsyncTaskStore``.
+    Nothing is connected until the first call.
+    """
+
+    def __init__(self, url_or_store: str | AsyncTaskStore, **options: Any) -> None:
+        super().__init__()
+        if isinstance(url_or_store, str):
+            self._store: AsyncTaskStore = connect(url_or_store, **options)
+        elif options:
+            raise ValidationError(
+                next(iter(options)), "store options go with a URL, not with a store object"
+            )
+        else:
+            self._store = url_or_store
+        self._worker: Worker | None = None
+
+    @property
+    def store(self) -> AsyncTaskStore:
+        """The async store the app enqueues to and its worker serves."""
+        return self._store
+
+    async def enqueue(
+        self,
+        topic: str,
+        data: Any = None,
+        *,
+        task_id: str | None = None,
+        delay: int | str | None = None,
+        group: str | None = None,
+        max_attempts: int | None = None,
+        description: str = "",
+        sub_topic: str = "default",
+        connection: object = None,
+    ) -> Task:
+        """Create a task of ``topic``, a topic this app has a handler for.
+
+        As ``sokka.App.enqueue``, awaited. ``connection``: a SQLAlchemy
+        ``AsyncConnection`` or ``AsyncSession`` on the store's database, to
+        create the task in the caller's transaction (``AsyncSQLStore`` only):
+        the task exists if and only if the caller commits. Bad input is a
+        ``ValidationError`` naming the field, and nothing is created.
+        """
+        spec = self._spec(
+            topic, data, task_id=task_id, delay=delay, group=group, max_attempts=max_attempts,
+            description=description, sub_topic=sub_topic,
+        )  # fmt: skip
+        if connection is None:
+            return await self._store.create_task(spec)
+        if not isinstance(self._store, AsyncSQLStore):
+            raise ValidationError(
+                "connection",
+                f"needs an SQL store to share a transaction with (this app's is a "
+                f"{type(self._store).__name__})",
+            )
+        return await self._store.create_task(spec, connection=connection)
+
+    async def result(self, task_id: str, wait: int | str | None = None) -> Any:
+        """As ``sokka.App.result``, awaited: the JSON value task ``task_id``'s
+        handler kept with ``ok(result)``; ``TaskFailed``, ``NotFound``,
+        ``NotFinished`` or, once ``wait`` has passed, ``ResultTimeout``. The
+        wait sleeps on the event loop."""
+        return await async_wait_for_result(self._store, task_id, wait)
+
+    async def run_worker(
+        self,
+        topics: Sequence[str] | None = None,
+        *,
+        supervise: bool = False,
+        grace: int | str = 30_000,
+        pid: str | None = None,
+        install_signal_handlers: bool = True,
+        observe: Callable[[Sequence[Worker], Sequence[SupervisorCore]], object] | None = None,
+    ) -> WorkerStats:
+        """Serve ``topics`` (default: every registered one) until ``stop()``, SIGTERM
+        or SIGINT; then drain and return the worker's stats.
+
+        As ``sokka.App.run_worker``, on the running event loop: one asyncio
+        ``Worker`` for all the topics, each with its handler's concurrency,
+        lease and timeout. Signal handlers are installed on the loop when it
+        can take them (the main thread's). ``observe(workers, supervisors)``:
+        as ``sokka.App.run_worker``'s.
+        """
+        routes = self._routes(topics)
+        worker = Worker(
+            self._store, routes=routes, pid=pid, supervise=supervise,
+            grace_ms=duration_ms(grace, "grace", zero=True),
+        )  # fmt: skip
+        with self._lock:
+            if self._worker is not None:
+                raise ValidationError("run_worker", "this app's worker is already running")
+            self._worker = worker
+        if observe is not None:
+            try:
+                observe([worker], [] if worker.supervisor is None else [worker.supervisor])
+            except BaseException:
+                with self._lock:
+                    self._worker = None
+                raise
+        self._log_start(worker.pid, routes, "asyncio")
+        try:
+            return await worker.run(install_signal_handlers=install_signal_handlers)
+        finally:
+            with self._lock:
+                self._worker = None
+
+    def stop(self) -> None:
+        """Ask a running ``run_worker`` to stop: its worker drains, then
+        ``run_worker`` returns. Safe from any thread, and when nothing runs."""
+        with self._lock:
+            worker = self._worker
+        if worker is not None:
+            worker.stop()

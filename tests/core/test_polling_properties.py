@@ -1,0 +1,184 @@
+"""What a worker serving several topics reserves next (``sokka.core.polling``),
+as hypothesis tests over random runs.
+
+A run is a worker with a few topics, each with its own capacity and batch,
+against a store that answers each reserve with any number of tasks up to the
+limit asked (or fails), and handlers that settle leases at random. The shell
+in these tests does what both runtimes do: each round it reserves what
+``to_reserve`` offers, folds each answer in with ``reserved``, and sleeps
+``wait_ms`` unless a hint or a settled lease wakes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sokka.core import polling
+from sokka.core.backoff import Backoff, Jitter
+from sokka.core.errors import ValidationError
+from sokka.core.polling import Polls
+
+BACKOFF = Backoff(base_ms=20, cap_ms=2_000, jitter=Jitter.EQUAL)
+
+
+@dataclass
+class Run:
+    lanes: list[tuple[str, int, int]]  #: (topic, capacity, batch)
+    steps: list[tuple[str, int, float, int]]  #: per step: what happens, a number, a draw, ms
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> Run:
+    n = draw(st.integers(1, 4))
+    lanes = [(f"topic{i}", draw(st.integers(1, 8)), draw(st.integers(1, 8))) for i in range(n)]
+    steps = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["round", "round", "settle", "hint", "fail"]),
+                st.integers(0, 50),
+                st.floats(0, 0.999),
+                st.integers(0, 500),
+            ),
+            max_size=60,
+        )
+    )
+    return Run(lanes=lanes, steps=steps)
+
+
+@dataclass
+class Round:
+    before: Polls
+    after: Polls
+    held_before: dict[str, int]
+    held_after: dict[str, int]
+    now: int
+    plan: tuple[polling.Reserve, ...]
+
+
+def drive(run: Run, check: Callable[[Round], None] | None = None) -> None:
+    """Drive ``run``; after every round, call ``check`` with what it saw."""
+    polls = polling.polls(run.lanes, BACKOFF)
+    capacity = {topic: cap for topic, cap, _batch in run.lanes}
+    held = dict.fromkeys(capacity, 0)
+    now = 0
+    for what, number, draw, elapsed in run.steps:
+        now += elapsed
+        topic = run.lanes[number % len(run.lanes)][0]
+        if what == "settle":
+            held[topic] = max(0, held[topic] - 1 - number % 3)
+            continue
+        if what == "hint":
+            polls = polling.hinted(polls, topic)
+            continue
+        plan = polling.to_reserve(polls, held, now)
+        before, held_before = polls, dict(held)
+        for reserve in plan:
+            # a failed call, or any number of tasks the store may answer with
+            got = None if what == "fail" else number % (reserve.limit + 1)
+            held[reserve.topic] += got or 0
+            assert held[reserve.topic] <= capacity[reserve.topic]
+            polls = polling.reserved(polls, reserve.topic, got, now, draw)
+        if check is not None:
+            check(Round(before, polls, held_before, dict(held), now, plan))
+
+
+@given(runs())
+def test_a_topic_never_holds_more_than_its_capacity(run: Run) -> None:
+    """However the store answers, each reserve asks for at most the topic's free
+    slots (and its batch): a topic never holds more than its capacity."""
+
+    def check(r: Round) -> None:
+        for reserve in r.plan:
+            lane = r.before.lane(reserve.topic)
+            assert 1 <= reserve.limit <= min(lane.batch, lane.free(r.held_before[lane.topic]))
+
+    drive(run, check)
+
+
+@given(runs())
+def test_every_round_offers_every_topic_with_free_slots_and_no_backoff(run: Run) -> None:
+    """Fairness: a busy topic cannot starve another. Each round offers every topic
+    that has free slots and whose backoff is over, each once, whatever the others
+    hold or got; a topic with no free slots, or backing off, is not offered."""
+
+    def check(r: Round) -> None:
+        offered = [reserve.topic for reserve in r.plan]
+        assert len(offered) == len(set(offered))
+        expected = {
+            lane.topic
+            for lane in r.before.lanes
+            if lane.free(r.held_before[lane.topic])
+            and (lane.poll_at_ms is None or lane.poll_at_ms <= r.now)
+        }
+        assert set(offered) == expected
+
+    drive(run, check)
+
+
+@given(st.integers(2, 5), st.lists(st.integers(0, 4), min_size=1, max_size=30))
+def test_the_first_topic_of_a_round_moves_on(n: int, answers: list[int]) -> None:
+    """The topic after the last one reserved goes first in the next round, so no
+    topic is always served last."""
+    polls = polling.polls([(f"t{i}", 4, 4) for i in range(n)], BACKOFF)
+    for got in answers:
+        plan = polling.to_reserve(polls, {}, now_ms=0)
+        if not plan:
+            break
+        first = plan[0].topic
+        polls = polling.reserved(polls, first, got, 0, 0.5)
+        following = polls.topics[(polls.topics.index(first) + 1) % n]
+        assert polls.lanes[polls.first].topic == following
+
+
+@given(runs())
+def test_the_shell_may_sleep_wait_ms_without_missing_a_reserve(run: Run) -> None:
+    """Nothing can be offered before ``wait_ms`` has passed, unless a hint or a
+    settled lease changes the state: sleeping that long misses nothing."""
+
+    def check(r: Round) -> None:
+        wait = polling.wait_ms(r.after, r.held_after, r.now, linger_ms=10)
+        if wait == 0:
+            assert polling.to_reserve(r.after, r.held_after, r.now) != ()
+        for early in range(0, wait, max(1, wait // 7)):
+            assert polling.to_reserve(r.after, r.held_after, r.now + early) == ()
+        if any(lane.free(r.held_after[lane.topic]) == 0 for lane in r.after.lanes):
+            assert wait <= 10  # a full topic: a settled lease frees a slot unannounced
+
+    drive(run, check)
+
+
+def test_an_empty_topic_backs_off_on_its_own() -> None:
+    """An empty topic waits out its growing backoff; a busy one is offered at once."""
+    polls = polling.polls([("busy", 2, 2), ("empty", 2, 2)], BACKOFF)
+    for now in range(0, 100, 10):
+        plan = polling.to_reserve(polls, {}, now)
+        assert "busy" in [r.topic for r in plan]
+        for reserve in plan:
+            got = 2 if reserve.topic == "busy" else 0
+            polls = polling.reserved(polls, reserve.topic, got, now, 0.5)
+    empty = polls.lane("empty")
+    assert empty.empty_polls >= 2
+    assert empty.poll_at_ms is not None
+    assert empty.poll_at_ms > 90
+    assert polling.hinted(polls, "empty").lane("empty").poll_at_ms is None
+
+
+@pytest.mark.parametrize(
+    ("lanes", "field"),
+    [
+        ([], "topics"),
+        ([("a", 1, 1), ("a", 2, 2)], "topics"),
+        ([("", 1, 1)], "topic"),
+        ([("a", 0, 1)], "capacity"),
+        ([("a", 1, True)], "batch"),
+    ],
+)
+def test_bad_lanes_are_refused_naming_the_field(lanes: list, field: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        polling.polls(lanes, BACKOFF)
+    assert raised.value.field == field
