@@ -34,10 +34,11 @@ import dataclasses
 import logging
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sokka.adapters.connect import connect
 from sokka.adapters.sql import SQLStore
@@ -50,13 +51,23 @@ from sokka.shell.clock import Clock
 from sokka.shell.results import wait_for_result
 from sokka.shell.scheduler import Schedule, Scheduler
 from sokka.shell.supervisor import SupervisorCore
-from sokka.shell.worker import Route, Worker, WorkerStats
+from sokka.shell.worker import Route, Worker, WorkerCore, WorkerStats
 
 __all__ = ["App", "AppCore", "TopicHandler"]
 
 log = logging.getLogger("sokka.app")
 
 _H = TypeVar("_H", bound=Callable[..., Any])
+
+#: ``run_worker``'s ``observe``: called with the worker (and its embedded
+#: supervisor, if any) once made, before it runs.
+Observe = Callable[[Sequence[WorkerCore], Sequence[SupervisorCore]], object]
+
+
+class _Running(Protocol):
+    """What ``stop()`` needs of a running worker (either runtime's)."""
+
+    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +95,7 @@ class AppCore:
         self._handlers: dict[str, TopicHandler] = {}
         self._schedules: dict[str, Schedule] = {}
         self._lock = threading.Lock()
+        self._worker: _Running | None = None
 
     @property
     def handlers(self) -> Mapping[str, TopicHandler]:
@@ -205,6 +217,34 @@ class AppCore:
             for h in self._served(topics)
         ]
 
+    @contextmanager
+    def _running(
+        self, worker: WorkerCore, routes: Sequence[Route], runtime: str, observe: Observe | None
+    ) -> Iterator[None]:
+        """``worker`` is this app's running worker while inside (one at a time):
+        shown to ``observe`` before it runs, its start logged, and reached by
+        ``stop()``."""
+        with self._lock:
+            if self._worker is not None:
+                raise ValidationError("run_worker", "this app's worker is already running")
+            self._worker = worker  # type: ignore[assignment]  # both runtimes' have stop()
+        try:
+            if observe is not None:
+                observe([worker], [] if worker.supervisor is None else [worker.supervisor])
+            self._log_start(worker.pid, routes, runtime)
+            yield
+        finally:
+            with self._lock:
+                self._worker = None
+
+    def stop(self) -> None:
+        """Ask a running ``run_worker`` to stop: its worker drains, then
+        ``run_worker`` returns. Safe from any thread, and when nothing runs."""
+        with self._lock:
+            worker = self._worker
+        if worker is not None:
+            worker.stop()
+
     @staticmethod
     def _log_start(pid: str, routes: Sequence[Route], runtime: str) -> None:
         for route in routes:
@@ -232,7 +272,6 @@ class App(AppCore):
             )
         else:
             self._store = url_or_store
-        self._worker: Worker | None = None
 
     @property
     def store(self) -> TaskStore:
@@ -436,7 +475,7 @@ class App(AppCore):
         grace: int | str = 30_000,
         pid: str | None = None,
         install_signal_handlers: bool = True,
-        observe: Callable[[Sequence[Worker], Sequence[SupervisorCore]], object] | None = None,
+        observe: Observe | None = None,
     ) -> WorkerStats:
         """Serve ``topics`` (default: every registered one) until ``stop()``, SIGTERM
         or SIGINT; then drain and return the worker's stats.
@@ -458,31 +497,8 @@ class App(AppCore):
             self._store, routes=routes, pid=pid, supervise=supervise,
             grace_ms=duration_ms(grace, "grace", zero=True),
         )  # fmt: skip
-        with self._lock:
-            if self._worker is not None:
-                raise ValidationError("run_worker", "this app's worker is already running")
-            self._worker = worker
-        if observe is not None:
-            try:
-                observe([worker], [] if worker.supervisor is None else [worker.supervisor])
-            except BaseException:
-                with self._lock:
-                    self._worker = None
-                raise
-        self._log_start(worker.pid, routes, "threads")
-        try:
+        with self._running(worker, routes, "threads", observe):
             return worker.run(install_signal_handlers=install_signal_handlers)
-        finally:
-            with self._lock:
-                self._worker = None
-
-    def stop(self) -> None:
-        """Ask a running ``run_worker`` to stop: its worker drains, then
-        ``run_worker`` returns. Safe from any thread, and when nothing runs."""
-        with self._lock:
-            worker = self._worker
-        if worker is not None:
-            worker.stop()
 
 
 def _name(function: object) -> str:

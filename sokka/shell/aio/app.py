@@ -23,7 +23,7 @@ when asked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sokka.adapters.aio.connect import connect
@@ -33,9 +33,8 @@ from sokka.core.durations import duration_ms
 from sokka.core.errors import ValidationError
 from sokka.core.task import Task
 from sokka.shell.aio.worker import Worker
-from sokka.shell.app import AppCore
+from sokka.shell.app import AppCore, Observe
 from sokka.shell.results import async_wait_for_result
-from sokka.shell.supervisor import SupervisorCore
 from sokka.shell.worker import WorkerStats
 
 __all__ = ["App"]
@@ -60,7 +59,6 @@ class App(AppCore):
             )
         else:
             self._store = url_or_store
-        self._worker: Worker | None = None
 
     @property
     def store(self) -> AsyncTaskStore:
@@ -117,7 +115,7 @@ class App(AppCore):
         grace: int | str = 30_000,
         pid: str | None = None,
         install_signal_handlers: bool = True,
-        observe: Callable[[Sequence[Worker], Sequence[SupervisorCore]], object] | None = None,
+        observe: Observe | None = None,
     ) -> WorkerStats:
         """Serve ``topics`` (default: every registered one) until ``stop()``, SIGTERM
         or SIGINT; then drain and return the worker's stats.
@@ -133,28 +131,5 @@ class App(AppCore):
             self._store, routes=routes, pid=pid, supervise=supervise,
             grace_ms=duration_ms(grace, "grace", zero=True),
         )  # fmt: skip
-        with self._lock:
-            if self._worker is not None:
-                raise ValidationError("run_worker", "this app's worker is already running")
-            self._worker = worker
-        if observe is not None:
-            try:
-                observe([worker], [] if worker.supervisor is None else [worker.supervisor])
-            except BaseException:
-                with self._lock:
-                    self._worker = None
-                raise
-        self._log_start(worker.pid, routes, "asyncio")
-        try:
+        with self._running(worker, routes, "asyncio", observe):
             return await worker.run(install_signal_handlers=install_signal_handlers)
-        finally:
-            with self._lock:
-                self._worker = None
-
-    def stop(self) -> None:
-        """Ask a running ``run_worker`` to stop: its worker drains, then
-        ``run_worker`` returns. Safe from any thread, and when nothing runs."""
-        with self._lock:
-            worker = self._worker
-        if worker is not None:
-            worker.stop()
