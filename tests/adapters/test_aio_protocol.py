@@ -21,7 +21,8 @@ def test_the_calls_are_the_ports_calls() -> None:
     assert set(CALLS) == {"create_task", "create_tasks", "get_task", "tasks_in_group",
                           "list_tasks", "reserve_tasks", "extend_leases", "terminate",
                           "snooze", "fail", "finish_many", "revoke_lease", "requeue",
-                          "cancel", "list_leased_tasks", "count_tasks", "purge"}  # fmt: skip
+                          "cancel", "list_leased_tasks", "count_tasks", "purge",
+                          "pause_topic", "resume_topic", "paused_topics"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", CALLS)
