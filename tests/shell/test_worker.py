@@ -120,7 +120,13 @@ def running(Worker: Any) -> Iterator[Callable[..., Any]]:
 def test_runs_every_task_once_and_records_it(store, running) -> None:
     ids = add(store, 50)
     seen: list[str] = []
-    worker = running(store, lambda task, ctx: seen.append(task.task_id) or ok(), concurrency=4)
+    # A lease long enough that a stall of the shared machine (seen: ~1 s in CI,
+    # behind the in-process HTTP server) cannot fence the worker: this test is
+    # about running each task once, not about keepalive timing.
+    worker = running(
+        store, lambda task, ctx: seen.append(task.task_id) or ok(), concurrency=4,
+        lease_time_ms=10_000,
+    )  # fmt: skip
     wait_for(lambda: worker.stats().succeeded == 50)
     assert sorted(seen) == ids
     assert all(t.status is Status.TERMINATED for t in tasks(store))
