@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
 from sokka.core.errors import ValidationError
@@ -53,7 +52,6 @@ _ID_PREFIX: Final = "periodic:"
 _LONGEST_STAMP: Final = 24
 #: A schedule's name leaves room in a task id for the prefix, a colon and the stamp.
 MAX_SCHEDULE_NAME_LENGTH: Final = MAX_NAME_LENGTH - len(_ID_PREFIX) - 1 - _LONGEST_STAMP
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: Slots are instants from 1970 to the end of year 9999 (what a stamp can spell).
 _LAST_MS: Final = 253_402_300_799_999
 
@@ -248,8 +246,32 @@ def slot_task_id(name: str, slot_ms: int) -> str:
     require_schedule_name(name)
     if isinstance(slot_ms, bool) or not isinstance(slot_ms, int) or not 0 <= slot_ms <= _LAST_MS:
         raise ValidationError("slot_ms", f"must be an int from 0 to {_LAST_MS} (got {slot_ms!r})")
-    moment = _EPOCH + timedelta(milliseconds=slot_ms)
-    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    stamp = _utc_stamp(slot_ms)
     if slot_ms % 1000:
         stamp += f".{slot_ms % 1000:03d}"
     return f"{_ID_PREFIX}{name}:{stamp}Z"
+
+
+def _utc_stamp(ms: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of ``ms`` after the Unix epoch, in UTC, by
+    arithmetic (the proleptic Gregorian calendar; no datetime, no time zone data).
+
+    >>> _utc_stamp(0), _utc_stamp(951_782_400_000), _utc_stamp(1_796_162_759_999)
+    ('1970-01-01T00:00:00', '2000-02-29T00:00:00', '2026-12-01T22:05:59')
+    """
+    days, seconds = divmod(ms // 1000, 86_400)
+    # Days since 1970-01-01 to a civil date, counting in 400-year eras from
+    # 0000-03-01 (so the leap day falls last in each year of the count).
+    shifted = days + 719_468
+    era = shifted // 146_097
+    day_of_era = shifted - era * 146_097
+    year_of_era = (
+        day_of_era - day_of_era // 1_460 + day_of_era // 36_524 - day_of_era // 146_096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_index = (5 * day_of_year + 2) // 153  # 0 = March
+    day = day_of_year - (153 * month_index + 2) // 5 + 1
+    month = month_index + 3 if month_index < 10 else month_index - 9
+    year = year_of_era + era * 400 + (1 if month <= 2 else 0)
+    hours, rest = divmod(seconds, 3_600)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"

@@ -7,6 +7,8 @@ know every slot; ``tests/shell/test_scheduler.py`` checks the cron-backed
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -202,3 +204,14 @@ def test_a_bad_catch_up_names_the_field_and_the_rule(kwargs, message):
 def test_a_bad_name_or_slot_names_the_field(name, slot, message):
     with pytest.raises(ValidationError, match=message):
         slot_task_id(name, slot)
+
+
+@given(st.integers(0, 253_402_300_799_999))
+def test_a_slot_is_named_by_its_utc_time_as_the_calendar_gives_it(slot_ms: int) -> None:
+    """The core spells a slot's time by arithmetic (it reads no clock and no
+    time zone data); it must say what the standard library's UTC calendar says."""
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=slot_ms)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if slot_ms % 1000:
+        stamp += f".{slot_ms % 1000:03d}"
+    assert slot_task_id("s", slot_ms) == f"periodic:s:{stamp}Z"
