@@ -58,6 +58,7 @@ __all__ = ["App", "AppCore", "TopicHandler"]
 log = logging.getLogger("sokka.app")
 
 _H = TypeVar("_H", bound=Callable[..., Any])
+_S = TypeVar("_S")
 
 #: ``run_worker``'s ``observe``: called with the worker (and its embedded
 #: supervisor, if any) once made, before it runs.
@@ -264,14 +265,7 @@ class App(AppCore):
 
     def __init__(self, url_or_store: str | TaskStore, **options: Any) -> None:
         super().__init__()
-        if isinstance(url_or_store, str):
-            self._store: TaskStore = connect(url_or_store, **options)
-        elif options:
-            raise ValidationError(
-                next(iter(options)), "store options go with a URL, not with a store object"
-            )
-        else:
-            self._store = url_or_store
+        self._store: TaskStore = opened_store(url_or_store, options, connect)
 
     @property
     def store(self) -> TaskStore:
@@ -499,6 +493,20 @@ class App(AppCore):
         )  # fmt: skip
         with self._running(worker, routes, "threads", observe):
             return worker.run(install_signal_handlers=install_signal_handlers)
+
+
+def opened_store(
+    url_or_store: str | _S, options: Mapping[str, Any], open_url: Callable[..., _S]
+) -> _S:
+    """An app's store: ``open_url(url, **options)`` for a URL, else the store given
+    (with which store options are a ``ValidationError`` naming the first)."""
+    if isinstance(url_or_store, str):
+        return open_url(url_or_store, **options)
+    if options:
+        raise ValidationError(
+            next(iter(options)), "store options go with a URL, not with a store object"
+        )
+    return url_or_store
 
 
 def _name(function: object) -> str:

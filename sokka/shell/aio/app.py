@@ -33,7 +33,7 @@ from sokka.core.durations import duration_ms
 from sokka.core.errors import ValidationError
 from sokka.core.task import Task
 from sokka.shell.aio.worker import Worker
-from sokka.shell.app import AppCore, Observe
+from sokka.shell.app import AppCore, Observe, opened_store
 from sokka.shell.results import async_wait_for_result
 from sokka.shell.worker import WorkerStats
 
@@ -51,14 +51,7 @@ class App(AppCore):
 
     def __init__(self, url_or_store: str | AsyncTaskStore, **options: Any) -> None:
         super().__init__()
-        if isinstance(url_or_store, str):
-            self._store: AsyncTaskStore = connect(url_or_store, **options)
-        elif options:
-            raise ValidationError(
-                next(iter(options)), "store options go with a URL, not with a store object"
-            )
-        else:
-            self._store = url_or_store
+        self._store: AsyncTaskStore = opened_store(url_or_store, options, connect)
 
     @property
     def store(self) -> AsyncTaskStore:
