@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 from sokka.adapters.connect import connect
@@ -50,6 +48,7 @@ from sokka.core.task import Task, TaskSpec, require_name
 from sokka.shell.clock import Clock
 from sokka.shell.results import wait_for_result
 from sokka.shell.scheduler import Schedule, Scheduler
+from sokka.shell.signals import stopping_on_signals
 from sokka.shell.supervisor import SupervisorCore
 from sokka.shell.worker import Route, Worker, WorkerCore, WorkerStats
 
@@ -387,19 +386,13 @@ class App(AppCore):
         """Run ``scheduler()`` on this thread until SIGTERM or SIGINT (signal
         handlers are installed only on the main thread, and only if asked)."""
         scheduler = self.scheduler()
-        restore: dict[int, Any] = {}
-        if install_signal_handlers and threading.current_thread() is threading.main_thread():
 
-            def on_signal(signum: int, _frame: FrameType | None) -> None:
-                log.info("got signal %d, stopping the scheduler", signum)
-                scheduler.stop()
+        def on_signal(signum: int) -> None:  # on the relay thread (shell/signals.py)
+            log.info("got signal %d, stopping the scheduler", signum)
+            scheduler.stop()
 
-            restore = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
+        with stopping_on_signals(on_signal) if install_signal_handlers else nullcontext():
             scheduler.run()
-        finally:
-            for signum, previous in restore.items():
-                signal.signal(signum, previous)
 
     # -- enqueueing ----------------------------------------------------------------
 

@@ -41,19 +41,18 @@ refuses (revoked, wrong owner, stale attempt, not found) does the same.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import random
 import secrets
-import signal
 import socket
 import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from types import FrameType
 from typing import Any, Protocol
 
 from pyrsistent import pmap
@@ -96,6 +95,7 @@ from sokka.shell.observers import (
     StoreCall,
     WorkerObserver,
 )
+from sokka.shell.signals import stopping_on_signals
 from sokka.shell.supervisor import Supervisor, SupervisorCore
 
 __all__ = [
@@ -718,19 +718,24 @@ class Worker(WorkerCore):
         but not started, and handlers still running after the grace period, are
         released so other workers can take them at once.
         """
-        restore = self._install_signals() if install_signal_handlers else {}
+        handling: contextlib.AbstractContextManager[None] = (
+            stopping_on_signals(self._on_signal)
+            if install_signal_handlers
+            else contextlib.nullcontext()
+        )
         try:
-            if isinstance(self._store, Wakeable):
-                self._signal = self._subscribe(self._store)
-            self._start_threads()
-            self._dispatch()
-            self._drain()
+            with handling:
+                try:
+                    if isinstance(self._store, Wakeable):
+                        self._signal = self._subscribe(self._store)
+                    self._start_threads()
+                    self._dispatch()
+                    self._drain()
+                finally:
+                    for unsubscribe in self._unsubscribe:
+                        unsubscribe()
+                    self._shutdown_threads()
         finally:
-            for unsubscribe in self._unsubscribe:
-                unsubscribe()
-            self._shutdown_threads()
-            for signum, previous in restore.items():
-                signal.signal(signum, previous)
             self._stopped.set()
         if self._fatal is not None:
             raise self._fatal
@@ -751,15 +756,9 @@ class Worker(WorkerCore):
 
     # -- threads -------------------------------------------------------------------
 
-    def _install_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("worker %s: got signal %d, stopping", self.pid, signum)
-            self.stop()
-
-        return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    def _on_signal(self, signum: int) -> None:  # on the relay thread (shell/signals.py)
+        log.info("worker %s: got signal %d, stopping", self.pid, signum)
+        self.stop()
 
     def _subscribe(self, store: Wakeable) -> ReadySignal:
         """One signal for the hints of every topic served; each hint marks its topic,

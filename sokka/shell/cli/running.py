@@ -36,6 +36,7 @@ from sokka.shell.cli.common import (
     load_object,
 )
 from sokka.shell.cli.purging import periodic_purge_options, retention_policy
+from sokka.shell.signals import stopping_on_signals
 
 if TYPE_CHECKING:
     from sokka.shell.retention import RetentionPolicy
@@ -466,9 +467,11 @@ def supervise(
         )
         return
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    with _store(db, prefix) as store, periodic_purge(store, retention):
+    with (
+        stopping_on_signals(lambda _signum: stop.set()),
+        _store(db, prefix) as store,
+        periodic_purge(store, retention),
+    ):
         supervisor = Supervisor(store, topics or None, policy, interval_ms=interval)
         with contextlib.suppress(RetryableError):  # the loop rides out a store that is down
             store.list_leased_tasks(limit=1)  # a missing schema is an error, not a retry
