@@ -6,7 +6,9 @@ on the bare driver (``sqlite3`` / ``psycopg``: no SQLAlchemy, no sokka) runs
 store's own ``create_schema()`` under another prefix, so columns and indexes
 are the same): the same SQL text modulo parameter style, the same
 transactions (on SQLite the read-only look before a reservation, then
-``BEGIN IMMEDIATE``), the same session settings, the same round trips: one
+``BEGIN IMMEDIATE``), the same session settings, the same round trips (on
+PostgreSQL a claim, and a finish of one kind, is one statement in
+autocommit: no BEGIN nor COMMIT): one
 guarded ``UPDATE ... RETURNING`` claims (PostgreSQL: ``seq = ANY(ARRAY(SELECT
 ... FOR UPDATE SKIP LOCKED))``; SQLite: ``seq IN (SELECT ... LIMIT)``), and
 one guarded ``UPDATE ... FROM unnest(arrays)`` (PostgreSQL) or ``... FROM
@@ -115,9 +117,12 @@ class Statements:
             else (f"{t}.seq IN ({pick})")
         )
         effects = RESERVE_SET.format(e_pid=p("e_pid"), t=t)
+        # PostgreSQL: the rows locked by the pick are found by seq alone (the lock
+        # re-checked them); SQLite restates the status guard.
+        guard = "" if pg else f" AND {t}.status = 'starting'"
         self.claim = (
             f"UPDATE {t} SET {effects}, record_ver = {t}.record_ver + 1, "
-            f"updated_at = {p('now')} WHERE {chosen} AND {t}.status = 'starting' "
+            f"updated_at = {p('now')} WHERE {chosen}{guard} "
             f"RETURNING {self.columns}"
         )
         self.terminate = self._finish(TERMINATE_SET, TERMINATE_FROM, with_result=True)
@@ -212,6 +217,20 @@ class RawStore:
             self.trace.append(("commit", ""))
         self.conn.commit()
 
+    def _one_statement(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        """A write that is one statement: on PostgreSQL in autocommit (one round
+        trip, no BEGIN nor COMMIT), on SQLite in BEGIN IMMEDIATE ... COMMIT."""
+        if not self.pg:
+            self._begin(write=True)
+            rows: list[Any] = self._execute(statement, params).fetchall()
+            self._commit()
+            return rows
+        self.conn.autocommit = True
+        try:
+            return list(self._execute(statement, params).fetchall())
+        finally:
+            self.conn.autocommit = False
+
     def create(self, topic: str, datas: Sequence[str]) -> int:
         now = now_ms()
         params: list[Any] = []
@@ -237,10 +256,8 @@ class RawStore:
             self._commit()
             if found is None:
                 return []
-        self._begin(write=True)
         params = {"topic": topic, "limit": limit, "e_pid": pid, "now": now_ms()}
-        rows = self._execute(self.sql.claim, params).fetchall()
-        self._commit()
+        rows = self._one_statement(self.sql.claim, params)
         return [(r[R_ID], r[R_ATTEMPT]) for r in rows]
 
     def _finish(
@@ -248,7 +265,6 @@ class RawStore:
     ) -> int:
         """One guarded UPDATE for every lease; each must have been held. A
         terminate carries each task's result (none here, as a no-op handler's)."""
-        self._begin(write=True)
         params: dict[str, Any] = {"now": now_ms()}
         if self.pg:
             params.update(ids=[t for t, _ in leases], pids=[pid] * len(leases),
@@ -258,8 +274,7 @@ class RawStore:
         else:
             extra = [None] if with_result else []
             params["rows"] = json.dumps([[t, pid, a, *extra] for t, a in leases])
-        rows = self._execute(statement, params).fetchall()
-        self._commit()
+        rows = self._one_statement(statement, params)
         check(len(rows) == len(leases), f"raw: {len(leases) - len(rows)} leases lost")
         return len(rows)
 

@@ -576,6 +576,25 @@ class SQLStore(EventCalls):
             with conn.begin():
                 yield conn
 
+    @contextmanager
+    def _one_statement(self) -> Iterator[Connection]:
+        """A connection for ONE write statement, which is its own transaction.
+
+        On PostgreSQL it runs in autocommit: one round trip, where BEGIN, the
+        statement and COMMIT take three (and on a threaded worker each round
+        trip may also wait for the GIL). One statement is atomic either way.
+        On SQLite, as ``_session(write=True)`` (BEGIN IMMEDIATE: the writer lock).
+        """
+        if not self._pg:
+            with self._session(write=True) as conn:
+                yield conn
+            return
+        with _translated_errors(), self._engine.connect() as conn:
+            if not self._schema_checked:
+                with conn.begin():
+                    self._verify_schema(conn)
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
     def _verify_schema(self, conn: Connection) -> None:
         try:
             found = conn.execute(sa.select(self._versions.c.version)).scalar()
@@ -732,10 +751,10 @@ class SQLStore(EventCalls):
         parts.append(f"updated_at = {self._param('now')}")
         return ", ".join(parts)
 
-    def _guard(self, rule: SetRule) -> str:
+    def _guard(self, rule: SetRule, *, qualified: bool = True) -> str:
         """The statuses ``rule`` moves from, as literals (the partial indexes see them)."""
         listed = ", ".join(f"'{s.value}'" for s in rule.from_statuses)
-        column = f"{self._tasks.name}.status"
+        column = f"{self._tasks.name}.status" if qualified else "status"
         return f"{column} = {listed}" if len(rule.from_statuses) == 1 else f"{column} IN ({listed})"
 
     def _compile_reserve(self, rule: SetRule) -> str:
@@ -743,12 +762,21 @@ class SQLStore(EventCalls):
 
         PostgreSQL picks the rows in a subquery ``FOR UPDATE SKIP LOCKED`` (run
         once, as an ARRAY: see ``_purge_for``), so reservers never wait for
-        each other; SQLite holds the writer lock (BEGIN IMMEDIATE). The guard
-        restates the rule, so a row that changed before it was locked is left.
+        each other. The lock re-checks the pick's WHERE on a row's newest
+        version (a row that changed before it was locked is left), and a locked
+        row cannot change until this statement's transaction ends: the UPDATE
+        then finds its rows by ``seq`` alone, through the primary key. With the
+        rule's status guard restated there, PostgreSQL may instead scan every
+        ready row through the partial index and filter them by ``seq`` (seen on
+        a table without statistics: a claim of 100 read all 20,000 ready rows),
+        so each claim would cost as much as the backlog.
+        SQLite holds the writer lock (BEGIN IMMEDIATE) and finds rows by rowid;
+        there the guard restates the rule.
         """
         table = self._tasks.name
+        ready = self._guard(rule, qualified=False)  # the ready index's predicate
         pick = (
-            f"SELECT seq FROM {table} WHERE topic = {self._param('topic')} AND {_READY_SQL} "
+            f"SELECT seq FROM {table} WHERE topic = {self._param('topic')} AND {ready} "
             f"AND {_not_paused_sql(self._paused.name, self._param('topic'))} "
             f"ORDER BY seq LIMIT {self._param('limit')}"
         )
@@ -758,10 +786,8 @@ class SQLStore(EventCalls):
             else f"{table}.seq IN ({pick})"
         )
         values = self._compile_set(rule, lambda field: self._param(f"e_{field}"))
-        return (
-            f"UPDATE {table} SET {values} WHERE {chosen} AND {self._guard(rule)} "
-            f"RETURNING {self._returning}"
-        )
+        guard = "" if self._pg else f" AND {self._guard(rule)}"
+        return f"UPDATE {table} SET {values} WHERE {chosen}{guard} RETURNING {self._returning}"
 
     def _set_update_for(self, rule: SetRule) -> str:
         """One guarded UPDATE ... RETURNING for a batch of owner events of one kind (cached).
@@ -829,7 +855,7 @@ class SQLStore(EventCalls):
         return {row[1]: (row[0], _task(row)) for row in rows}
 
     def _apply_events(self, items: Sequence[tuple[str, Event]]) -> list[Result[Task, SokkaError]]:
-        """Apply events in order, in one transaction; each element on its own.
+        """Apply events in order; each element on its own.
 
         When every element names a different task, the owner events whose
         effects are plain data (``core.transitions.set_rule``: extend,
@@ -837,33 +863,57 @@ class SQLStore(EventCalls):
         the tasks it did not change, and every other event, then take the
         general path (read, ``apply``, compare-and-set), which gives the exact
         error (``NotRunning``, ``WrongOwner``, ``StaleAttempt``, ...).
+
+        Each element's outcome is atomic, not the call's: on PostgreSQL the
+        first kind's UPDATE is a statement of its own (``_one_statement``), so
+        the usual call (a batch of one kind, all accepted) is one round trip;
+        whatever is left runs in one transaction after it.
         """
         if not items:
             return []
         results: list[Result[Task, SokkaError] | None] = [None] * len(items)
         ready: set[str] = set()
         groups = _set_groups(items)
-        with self._session(write=True) as conn:
-            now = self._clock()
-            for rule, positions in groups:
-                rows = self._set_apply(conn, rule, [items[i] for i in positions], now)
-                changed = {row[1]: row for row in rows}
-                for i in positions:
-                    row = changed.get(items[i][0])
-                    if row is not None:
-                        results[i] = Success(_task(row))
-                        if rule.to_status is Status.STARTING:
-                            ready.add(row[3])
-            rest = [i for i, r in enumerate(results) if r is None]
-            if rest:
-                answers = self._apply_each(conn, [items[i] for i in rest], now, ready)
-                for i, answer in zip(rest, answers, strict=True):
-                    results[i] = answer
-            if ready and self._pg:
-                conn.execute(self._pg_notify, {"topics": sorted(ready)})
+        now = self._clock()
+        first, later = (groups[:1], groups[1:]) if self._pg else ([], groups)
+        if first:
+            with self._one_statement() as conn:
+                self._set_apply_all(conn, first, items, now, results, ready)
+        rest = [i for i, r in enumerate(results) if r is None]
+        if later or rest or (ready and self._pg):
+            with self._session(write=True) as conn:
+                self._set_apply_all(conn, later, items, now, results, ready)
+                rest = [i for i, r in enumerate(results) if r is None]
+                if rest:
+                    answers = self._apply_each(conn, [items[i] for i in rest], now, ready)
+                    for i, answer in zip(rest, answers, strict=True):
+                        results[i] = answer
+                if ready and self._pg:
+                    conn.execute(self._pg_notify, {"topics": sorted(ready)})
         if ready:
             self._bells.ring(sorted(ready))
         return [r for r in results if r is not None]
+
+    def _set_apply_all(
+        self,
+        conn: Connection,
+        groups: Sequence[tuple[SetRule, list[int]]],
+        items: Sequence[tuple[str, Event]],
+        now: int,
+        results: list[Result[Task, SokkaError] | None],
+        ready: set[str],
+    ) -> None:
+        """Each group's guarded UPDATE; the tasks it changed into ``results`` (and
+        the topics of those it made ready into ``ready``)."""
+        for rule, positions in groups:
+            rows = self._set_apply(conn, rule, [items[i] for i in positions], now)
+            changed = {row[1]: row for row in rows}
+            for i in positions:
+                row = changed.get(items[i][0])
+                if row is not None:
+                    results[i] = Success(_task(row))
+                    if rule.to_status is Status.STARTING:
+                        ready.add(row[3])
 
     def _set_apply(
         self, conn: Connection, rule: SetRule, items: Sequence[tuple[str, Event]], now: int
@@ -1199,7 +1249,7 @@ class SQLStore(EventCalls):
                     return []
         # One guarded UPDATE ... RETURNING claims them, its SET compiled from the
         # core's rule for Reserve (the same effects apply() writes).
-        with self._session(write=True) as conn:
+        with self._one_statement() as conn:
             claim = {**params, "e_pid": event.pid, "now": self._clock()}
             rows = conn.exec_driver_sql(self._reserve_sql, claim).all()
         return [_task(row) for row in sorted(rows, key=_SEQ)]

@@ -6,9 +6,11 @@ The behaviour every store shares is in the contract suite (tests/adapters/contra
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -366,3 +368,47 @@ def test_create_schema_upgrades_a_version_1_database_in_place(
     with SQLStore(url, prefix=prefix) as fresh:  # a new process sees the upgrade
         fresh.resume_topic("q")
         assert [t.task_id for t in fresh.reserve_tasks("q", "w")] == ["kept"]
+
+
+def _rows_read(plan: dict[str, Any]) -> int:
+    """Rows the scans of an EXPLAIN (ANALYZE, FORMAT JSON) plan produced or threw
+    away by a filter, over every node (a scan that reads a backlog shows it here)."""
+    own = 0
+    if "Scan" in plan["Node Type"]:
+        loops = plan.get("Actual Loops", 1)
+        own = (plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)) * loops
+    return own + sum(_rows_read(child) for child in plan.get("Plans", []))
+
+
+@pytest.mark.parametrize("analysed", [False, True], ids=["no statistics", "analysed"])
+def test_a_postgres_claim_reads_about_the_rows_it_claims_not_the_backlog(
+    pg_url: str, analysed: bool
+) -> None:
+    """A claim of 50 behind a backlog of 5,000 ready tasks reads about 50 rows,
+    whatever the planner knows of the table. (The guard once restated in the
+    UPDATE led PostgreSQL, on a table without statistics, to scan every ready
+    row through the partial index and filter them by seq: each claim cost as
+    much as the whole backlog.)"""
+    prefix = test_prefix("claimplan")
+    with SQLStore(pg_url, prefix=prefix) as store:
+        store.create_schema()
+        try:
+            for start in range(0, 5000, 1000):
+                store.create_tasks(
+                    [TaskSpec(topic="q", task_id=f"t{i}") for i in range(start, start + 1000)]
+                )
+            if analysed:
+                with store.engine.begin() as conn:
+                    conn.exec_driver_sql(f"ANALYZE {prefix}tasks")
+            assert len(store.reserve_tasks("q", "w", 50)) == 50  # some claimed rows too
+            with store.engine.connect() as conn:
+                explained = conn.exec_driver_sql(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + store._reserve_sql,
+                    {"topic": "q", "limit": 50, "e_pid": "w", "now": 0},
+                ).scalar_one()
+                conn.rollback()
+            plan = explained[0]["Plan"]
+            assert plan["Actual Rows"] == 50
+            assert _rows_read(plan) <= 4 * 50, json.dumps(plan, indent=1)
+        finally:
+            store.drop_schema()
