@@ -68,8 +68,10 @@ from sokka.shell.http.limits import (
     MIN_TOKEN_LENGTH,
     _log,
 )
+from sokka.shell.http.throttle import Throttle
 
 if TYPE_CHECKING:
+    from sokka.shell.clock import Clock
     from sokka.shell.metrics import ServerMetrics
 
 __all__ = ["create_app"]
@@ -320,6 +322,7 @@ def create_app(
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     dashboard: bool = True,
     metrics: bool = True,
+    clock: Clock | None = None,
 ) -> Starlette:
     """The ASGI application serving ``store``.
 
@@ -341,6 +344,13 @@ def create_app(
     ``metrics``: count requests by call and status, and answer ``GET /metrics``
     (Prometheus' text format, behind the token like every other call) when
     prometheus-client is installed (the ``metrics`` extra).
+
+    Wrong tokens are counted per client address, on the API and the
+    dashboard's login together (``sokka.shell.http.throttle``): after
+    ``MAX_WRONG_TOKENS`` within ``WRONG_TOKEN_WINDOW_MS``, that address gets
+    429 ``too-many-wrong-tokens`` with ``Retry-After`` until the oldest of them
+    is a window old. ``clock``: the clock that window is read on (monotonic by
+    default; a test steps a ``ManualClock``).
     """
     if token is not None:
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
@@ -391,6 +401,7 @@ def create_app(
         else:
             routes.extend(dashboard_routes())
     server_metrics = _server_metrics() if metrics else None
+    throttle = Throttle(clock=clock)
     app = Starlette(
         routes=routes,
         middleware=[
@@ -403,6 +414,7 @@ def create_app(
                 hosts=hosts,
                 body_timeout_s=body_timeout_s,
                 max_concurrency=max_concurrency,
+                throttle=throttle,
                 dashboard=dashboard,
             )
         ],
@@ -416,6 +428,7 @@ def create_app(
     app.state.max_answer_bytes = max_answer_bytes
     app.state.openapi = openapi_document(secured=token is not None)
     app.state.metrics = server_metrics
+    app.state.throttle = throttle  # the guard's and the login's, one count per address
     if server_metrics is not None:
         server_metrics.watch_queue(lambda: _store_of(app).count_tasks())
     if dashboard:

@@ -19,6 +19,7 @@ from sokka.adapters.wire import problem as _protocol_problem  # locals are named
 from sokka.core.errors import RetryableError, SokkaError, StoreError
 from sokka.shell.http.hosts import HostRule
 from sokka.shell.http.limits import RETRY_AFTER_S, ASGIApp, Message, Receive, Scope, Send, _log
+from sokka.shell.http.throttle import Throttle
 
 __all__ = []
 
@@ -33,7 +34,7 @@ def _problem_response(problem: dict[str, Any], headers: dict[str, str] | None = 
     status = int(problem["status"])
     extra = dict(headers or {})
     if status in (429, 503):
-        extra["Retry-After"] = str(RETRY_AFTER_S)
+        extra.setdefault("Retry-After", str(RETRY_AFTER_S))
     return Response(_json_bytes(problem), status, extra, media_type=PROBLEM_JSON)
 
 
@@ -49,6 +50,22 @@ def _too_slow(timeout_s: float) -> Response:
         "request-timeout", f"the request body must arrive within {timeout_s:g} seconds"
     )
     return _problem_response(problem, {"Connection": "close"})
+
+
+def _client_address(scope: Scope) -> str:
+    """The address a request came from, as the wrong-token throttle counts it
+    (uvicorn puts a trusted proxy's ``X-Forwarded-For`` there)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _locked_out(retry_after_s: int) -> Response:
+    """The answer to a request from an address that sent too many wrong tokens."""
+    problem = _protocol_problem(
+        "too-many-wrong-tokens",
+        f"too many wrong tokens from this address: try again in {retry_after_s} s",
+    )
+    return _problem_response(problem, {"Retry-After": str(retry_after_s)})
 
 
 def _error_response(error: SokkaError) -> Response:
@@ -70,8 +87,12 @@ class _BodyTooSlow(Exception):
     pass
 
 
+_WRONG_TOKEN = "wrong token"  # the one refusal the throttle counts: a guess
+
+
 class _Guard:
-    """ASGI middleware: refuse a request without the token (401), a body over the
+    """ASGI middleware: refuse a request without the token (401), from an address
+    that sent too many wrong tokens (429, ``throttle``), with a body over the
     limit (413) or slower than its deadline (408), and a request over the
     concurrency limit (503), before the application parses anything."""
 
@@ -83,9 +104,11 @@ class _Guard:
         hosts: HostRule,
         body_timeout_s: float,
         max_concurrency: int,
+        throttle: Throttle,
         dashboard: bool = False,
     ) -> None:
         self.app = app
+        self.throttle = throttle
         self.serves_dashboard = dashboard
         self.expected = None if token is None else token.encode()
         self.max_body_bytes = max_body_bytes
@@ -114,7 +137,7 @@ class _Guard:
         if scheme.lower() != b"bearer":
             return "the Authorization scheme must be Bearer"
         if not hmac.compare_digest(credentials.strip(b" "), self.expected):
-            return "wrong token"
+            return _WRONG_TOKEN
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,8 +155,17 @@ class _Guard:
         # /ui is the dashboard, which checks its own session cookie instead of a
         # bearer token (a browser cannot send one); it needs jinja2 to exist.
         if self.expected is not None and scope["path"] != "/health" and not self.dashboard(scope):
+            address = _client_address(scope)
+            wait_s = self.throttle.retry_after_s(address)
+            if wait_s is not None:
+                # Refused whatever it carries, the right token too: a guess that
+                # hit is not confirmed before the lockout ends.
+                await _locked_out(wait_s)(scope, receive, send)
+                return
             given = [value for name, value in scope["headers"] if name == b"authorization"]
             refusal = self._refusal(given)
+            if refusal == _WRONG_TOKEN:
+                self.throttle.wrong(address, "the API")
             if refusal is not None:
                 challenge = 'Bearer realm="sokka"'
                 if given:
