@@ -537,7 +537,9 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 @click.option(
     "--allow-no-token",
     is_flag=True,
-    help="Serve without a token on an address other than loopback.",
+    help="Serve without a token on an address other than loopback: for a proxy in "
+    "front that authenticates every request. The API and the dashboard's actions "
+    "are then open to whoever reaches the address (a warning says so at start).",
 )
 @click.option(
     "--allow-host",
@@ -612,10 +614,21 @@ def serve(
             store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES,
             allowed_hosts=allow_hosts, listen_host=host, max_concurrency=max_concurrency,
         )  # fmt: skip
+        address = _address(host, _port_of(listeners[0]))
         logging.getLogger("sokka.http").info(
-            "serving %s on http://%s (%s)", _shown(db), _address(host, _port_of(listeners[0])),
+            "serving %s on http://%s (%s)", _shown(db), address,
             "token required" if token else "no token",
         )  # fmt: skip
+        if token is None and host not in _LOOPBACK:
+            # --allow-no-token: a proxy in front is meant to authenticate. Say, every
+            # time it starts, what this server lets through if nothing does.
+            logging.getLogger("sokka.http").warning(
+                "no token on %s (--allow-no-token): anyone who reaches http://%s can "
+                "create, cancel, requeue and reserve tasks through /v1/ and the dashboard "
+                "at /ui/ without a login; only a proxy in front that authenticates every "
+                "request keeps them out (the dashboard's actions still need its CSRF "
+                "token, which stops other web sites, not people)", address, address,
+            )  # fmt: skip
         server = bounded_server(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout)
         # uvicorn shuts down gracefully on SIGTERM/SIGINT (at once on a second one),
         # then re-raises the signal to the handler it found: make that one a no-op,
