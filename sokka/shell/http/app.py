@@ -61,14 +61,12 @@ from sokka.shell.http.guard import (
 )
 from sokka.shell.http.hosts import host_rule
 from sokka.shell.http.limits import (
-    _TOKEN_CHARS,
     BODY_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENCY,
-    MIN_TOKEN_LENGTH,
     _log,
 )
-from sokka.shell.http.throttle import Throttle
+from sokka.shell.tokens import Throttle, require_token
 
 if TYPE_CHECKING:
     from sokka.shell.clock import Clock
@@ -346,17 +344,14 @@ def create_app(
     prometheus-client is installed (the ``metrics`` extra).
 
     Wrong tokens are counted per client address, on the API and the
-    dashboard's login together (``sokka.shell.http.throttle``): after
+    dashboard's login together (``sokka.shell.tokens``): after
     ``MAX_WRONG_TOKENS`` within ``WRONG_TOKEN_WINDOW_MS``, that address gets
     429 ``too-many-wrong-tokens`` with ``Retry-After`` until the oldest of them
     is a window old. ``clock``: the clock that window is read on (monotonic by
     default; a test steps a ``ManualClock``).
     """
     if token is not None:
-        if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
-            raise ValidationError("token", f"must be at least {MIN_TOKEN_LENGTH} characters")
-        if not set(token) <= _TOKEN_CHARS:
-            raise ValidationError("token", "must only hold A-Z a-z 0-9 - . _ ~ + / =")
+        require_token("token", token)
     if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
         raise ValidationError("max_body_bytes", "must be an integer")
     if max_body_bytes < 1024:

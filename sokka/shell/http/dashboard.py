@@ -60,7 +60,7 @@ from sokka.shell.admin import requeue_failed
 from sokka.shell.ages import format_age
 from sokka.shell.http.guard import _client_address
 from sokka.shell.http.limits import _log
-from sokka.shell.http.throttle import Throttle
+from sokka.shell.tokens import Throttle
 
 __all__ = ["SESSION_COOKIE", "SESSION_MAX_AGE_S", "Sessions", "dashboard_routes"]
 

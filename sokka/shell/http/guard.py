@@ -4,7 +4,6 @@ deadline, and the requests served at once (and the problem answers they give).""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from typing import Any
 
@@ -19,7 +18,7 @@ from sokka.adapters.wire import problem as _protocol_problem  # locals are named
 from sokka.core.errors import RetryableError, SokkaError, StoreError
 from sokka.shell.http.hosts import HostRule
 from sokka.shell.http.limits import RETRY_AFTER_S, ASGIApp, Message, Receive, Scope, Send, _log
-from sokka.shell.http.throttle import Throttle
+from sokka.shell.tokens import WRONG_TOKEN, Throttle, bearer_refusal
 
 __all__ = []
 
@@ -87,9 +86,6 @@ class _BodyTooSlow(Exception):
     pass
 
 
-_WRONG_TOKEN = "wrong token"  # the one refusal the throttle counts: a guess
-
-
 class _Guard:
     """ASGI middleware: refuse a request without the token (401), from an address
     that sent too many wrong tokens (429, ``throttle``), with a body over the
@@ -122,24 +118,6 @@ class _Guard:
         path: str = scope["path"]
         return self.serves_dashboard and (path == "/ui" or path.startswith("/ui/"))
 
-    def _refusal(self, given: list[bytes]) -> str | None:
-        """Why the ``Authorization`` headers do not carry the token (None: they do).
-
-        The scheme is case-insensitive (RFC 9110); one header only, since two
-        could be read differently by a proxy and by us.
-        """
-        assert self.expected is not None
-        if not given:
-            return "a bearer token is required"
-        if len(given) > 1:
-            return "send one Authorization header"
-        scheme, _, credentials = given[0].partition(b" ")
-        if scheme.lower() != b"bearer":
-            return "the Authorization scheme must be Bearer"
-        if not hmac.compare_digest(credentials.strip(b" "), self.expected):
-            return _WRONG_TOKEN
-        return None
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -163,8 +141,8 @@ class _Guard:
                 await _locked_out(wait_s)(scope, receive, send)
                 return
             given = [value for name, value in scope["headers"] if name == b"authorization"]
-            refusal = self._refusal(given)
-            if refusal == _WRONG_TOKEN:
+            refusal = bearer_refusal(given, self.expected)
+            if refusal == WRONG_TOKEN:
                 self.throttle.wrong(address, "the API")
             if refusal is not None:
                 challenge = 'Bearer realm="sokka"'

@@ -12,7 +12,7 @@ from sokka.adapters.http import HTTPStore
 from sokka.adapters.memory import MemoryStore
 from sokka.adapters.store import TaskStore
 from sokka.shell.http import create_app, serve_in_background
-from sokka.shell.http.throttle import WrongTokens
+from sokka.shell.tokens import WrongTokens
 from tests.shell.http_api.helpers import (
     SMALL_LIMIT,
     TOKEN,

@@ -16,7 +16,7 @@ import pytest
 from sokka.adapters.memory import MemoryStore
 from sokka.shell.clock import ManualClock
 from sokka.shell.http import create_app, serve_in_background
-from sokka.shell.http.throttle import MAX_WRONG_TOKENS, WRONG_TOKEN_WINDOW_MS, WrongTokens
+from sokka.shell.tokens import MAX_WRONG_TOKENS, WRONG_TOKEN_WINDOW_MS, WrongTokens
 from tests.shell.http_api.helpers import AUTH, JSON_BODY, TOKEN, assert_problem
 
 WRONG = {**JSON_BODY, "Authorization": f"Bearer {'w' * len(TOKEN)}"}

@@ -1,4 +1,8 @@
-"""Wrong tokens, counted per client address: after ``limit`` of them within
+"""Bearer tokens: what a token must be, how a request's is checked, and the
+limit on wrong ones (``sokka serve``, its dashboard, and the metrics endpoints
+of ``sokka worker`` and ``sokka supervise``).
+
+Wrong tokens are counted per client address: after ``limit`` of them within
 ``window_ms``, that address is refused (429) until the oldest of them is a
 window old.
 
@@ -23,15 +27,33 @@ Rules (``docs/http.md``, Security: wrong tokens, says the same):
 
 from __future__ import annotations
 
+import hmac
 import logging
+import string
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Final
 
 from sokka.core.errors import ValidationError
 from sokka.shell.clock import Clock, MonotonicClock
 
-__all__ = ["MAX_ADDRESSES", "MAX_WRONG_TOKENS", "WRONG_TOKEN_WINDOW_MS", "Throttle", "WrongTokens"]
+__all__ = [
+    "MAX_ADDRESSES",
+    "MAX_WRONG_TOKENS",
+    "MIN_TOKEN_LENGTH",
+    "WRONG_TOKEN",
+    "WRONG_TOKEN_WINDOW_MS",
+    "Throttle",
+    "WrongTokens",
+    "bearer_refusal",
+    "require_token",
+]
+
+MIN_TOKEN_LENGTH: Final = 16
+_TOKEN_CHARS: Final = frozenset(string.ascii_letters + string.digits + "-._~+/=")
+#: The one refusal of ``bearer_refusal`` that is a guess (and is counted).
+WRONG_TOKEN: Final = "wrong token"
 
 #: Wrong tokens one address may send within ``WRONG_TOKEN_WINDOW_MS``.
 MAX_WRONG_TOKENS: Final = 5
@@ -39,7 +61,46 @@ WRONG_TOKEN_WINDOW_MS: Final = 60_000
 #: Addresses whose wrong tokens are remembered at once (a few hundred bytes each).
 MAX_ADDRESSES: Final = 10_000
 
-_log = logging.getLogger("sokka.http")
+def require_token(field: str, token: object) -> str:
+    """``token``, if it may be a bearer token: at least ``MIN_TOKEN_LENGTH``
+    characters of ``A-Z a-z 0-9 - . _ ~ + / =`` (``ValidationError`` naming
+    ``field`` otherwise).
+
+    >>> require_token("token", "short")
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: token: must be at least 16 characters
+    """
+    if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
+        raise ValidationError(field, f"must be at least {MIN_TOKEN_LENGTH} characters")
+    if not set(token) <= _TOKEN_CHARS:
+        raise ValidationError(field, "must only hold A-Z a-z 0-9 - . _ ~ + / =")
+    return token
+
+
+def bearer_refusal(given: Sequence[bytes], expected: bytes) -> str | None:
+    """Why the ``Authorization`` header values ``given`` do not carry the token
+    ``expected`` (None: they do); ``WRONG_TOKEN`` when they carry another one.
+
+    The scheme is case-insensitive (RFC 9110); one header only, since two
+    could be read differently by a proxy and by us. The token is compared in
+    constant time.
+
+    >>> bearer_refusal([b"bearer s3cret"], b"s3cret"), bearer_refusal([], b"s3cret")
+    (None, 'a bearer token is required')
+    >>> bearer_refusal([b"Bearer guess"], b"s3cret")
+    'wrong token'
+    """
+    if not given:
+        return "a bearer token is required"
+    if len(given) > 1:
+        return "send one Authorization header"
+    scheme, _, credentials = given[0].partition(b" ")
+    if scheme.lower() != b"bearer":
+        return "the Authorization scheme must be Bearer"
+    if not hmac.compare_digest(credentials.strip(b" "), expected):
+        return WRONG_TOKEN
+    return None
 
 
 class WrongTokens:
@@ -115,11 +176,16 @@ class WrongTokens:
 
 class Throttle:
     """``WrongTokens`` on a clock, shared by the API's bearer check and the
-    dashboard's login (one count per address for both: the token is the same)."""
+    dashboard's login (one count per address for both: the token is the same),
+    or a metrics endpoint's; lockouts are logged to ``logger``."""
 
-    def __init__(self, rule: WrongTokens | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self, rule: WrongTokens | None = None, clock: Clock | None = None,
+        logger: str = "sokka.http",
+    ) -> None:  # fmt: skip
         self.rule = rule if rule is not None else WrongTokens()
         self._clock: Clock = clock or MonotonicClock()
+        self._log = logging.getLogger(logger)
         # The event loop is one thread, but an app may be mounted elsewhere.
         self._lock = threading.Lock()
 
@@ -136,7 +202,7 @@ class Throttle:
         with self._lock:
             locked = self.rule.wrong(address, self._clock.now_ms())
         if locked:
-            _log.warning(
+            self._log.warning(
                 "%d wrong tokens from %s within %d s (the last at %s): refusing its "
                 "attempts for up to %d s", self.rule.limit, address,
                 self.rule.window_ms // 1000, where, -(-self.rule.window_ms // 1000),
