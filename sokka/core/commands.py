@@ -130,13 +130,15 @@ class Why(enum.StrEnum):
 class CancelHandler:
     """Tell the handler of ``lease`` to stop (its ``ctx.cancelled`` turns true).
 
-    ``decided``: an outcome now waits to be recorded for this lease (a failed
-    attempt after a timeout, a release when stopping). ``discarded``: an
-    outcome that was waiting to be recorded was thrown away, because the lease
-    is lost.
+    ``topic``: the task's (a lease token does not name it, and the lease may
+    have left the holdings by the time the shell counts this). ``decided``: an
+    outcome now waits to be recorded for this lease (a failed attempt after a
+    timeout, a release when stopping). ``discarded``: an outcome that was
+    waiting to be recorded was thrown away, because the lease is lost.
     """
 
     lease: tuple[str, int]
+    topic: str
     why: Why
     reason: str
     decided: bool = False

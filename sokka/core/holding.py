@@ -539,6 +539,7 @@ def acknowledged(
                 cancels.append(
                     CancelHandler(
                         lease=key,
+                        topic=held.task.topic,
                         why=why,
                         reason=f"the store refused the keepalive: {error}",
                         discarded=held.phase is Phase.DECIDED,
@@ -820,6 +821,7 @@ def tick(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[CancelHandler
             cancels.append(
                 CancelHandler(
                     lease=key,
+                    topic=held.task.topic,
                     why=Why.FENCED,
                     reason=(
                         f"no keepalive succeeded for {now_ms - held.ok_sent_ms} ms "
@@ -839,13 +841,19 @@ def tick(holdings: Holdings, now_ms: int) -> tuple[Holdings, tuple[CancelHandler
             finish = _finish_for(holdings, held, FailedOutcome(reason))
             evolver[key] = held._with(phase=Phase.DECIDED, finish=finish)
             outrun[key] = Why.TIMED_OUT
-            cancels.append(CancelHandler(lease=key, why=Why.TIMED_OUT, reason=reason, decided=True))
+            cancels.append(
+                CancelHandler(
+                    lease=key, topic=held.task.topic, why=Why.TIMED_OUT, reason=reason,
+                    decided=True,
+                )
+            )
         elif draining:
             evolver[key] = held._with(phase=Phase.DECIDED, finish=_release(holdings, held))
             outrun[key] = Why.STOPPING
             cancels.append(
                 CancelHandler(
-                    lease=key, why=Why.STOPPING, reason="the worker is stopping", decided=True
+                    lease=key, topic=held.task.topic, why=Why.STOPPING,
+                    reason="the worker is stopping", decided=True,
                 )
             )
     if not cancels:

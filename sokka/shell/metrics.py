@@ -12,20 +12,23 @@ keep their numbers apart, and a process exposes exactly what it runs.
 * ``ServerMetrics`` wraps the HTTP application (``create_app`` does it) and
   counts requests by call and status, with their duration.
 
-``serve_metrics(registry, host, port)`` exposes a registry at ``/metrics``
-on a thread of its own (``sokka worker --metrics-port``, ``sokka supervise
---metrics-port``); ``sokka serve`` answers ``/metrics`` itself, behind its
-token. docs/operations.md lists every metric.
+``serve_metrics(registry, host, port, token=...)`` exposes a registry at
+``/metrics`` on a thread of its own (``sokka worker --metrics-port``, ``sokka
+supervise --metrics-port``), behind a bearer token when given one
+(``--metrics-token-file``); ``sokka serve`` answers ``/metrics`` itself,
+behind its token. docs/operations.md lists every metric.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,9 +37,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 from returns.result import Failure, Success
 
@@ -52,6 +56,7 @@ from sokka.shell.observers import (
     WorkerObserver,
 )
 from sokka.shell.supervisor import SupervisorCore, SupervisorReport
+from sokka.shell.tokens import WRONG_TOKEN, Throttle, bearer_refusal, require_token
 from sokka.shell.worker import WorkerCore
 
 __all__ = [
@@ -501,10 +506,68 @@ class MetricsServer:
     stop: Callable[[], None]
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
+class _QuietHandler(WSGIRequestHandler):
+    """No line on stderr per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _guarded(app: Any, token: str, throttle: Throttle) -> Any:
+    """The WSGI ``app``, answered only with ``Authorization: Bearer <token>`` (401
+    otherwise; 429 for an address that sent too many wrong tokens)."""
+    expected = token.encode()
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        address = str(environ.get("REMOTE_ADDR") or "unknown")
+        wait_s = throttle.retry_after_s(address)
+        if wait_s is not None:
+            start_response("429 Too Many Requests", [
+                ("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", str(wait_s)),
+            ])  # fmt: skip
+            return [f"too many wrong tokens: try again in {wait_s} s\n".encode()]
+        header = environ.get("HTTP_AUTHORIZATION")
+        # wsgiref joins repeated headers with ", ": a token never holds a comma.
+        given = [] if header is None else [h.strip().encode("latin-1") for h in header.split(",")]
+        refusal = bearer_refusal(given, expected)
+        if refusal is None:
+            return app(environ, start_response)
+        if refusal == WRONG_TOKEN:
+            throttle.wrong(address, "the metrics endpoint")
+        challenge = 'Bearer realm="sokka-metrics"' + (', error="invalid_token"' if given else "")
+        start_response("401 Unauthorized", [
+            ("Content-Type", "text/plain; charset=utf-8"), ("WWW-Authenticate", challenge),
+        ])  # fmt: skip
+        return [f"{refusal}\n".encode()]
+
+    return guarded
+
+
+def serve_metrics(
+    registry: CollectorRegistry, host: str, port: int, *, token: str | None = None
+) -> MetricsServer:
     """Serve ``registry`` at ``http://host:port/metrics`` on a daemon thread (``port``
-    0: a free one). An address that cannot be had raises ``OSError``."""
-    server, thread = start_http_server(port, host, registry=registry)
+    0: a free one). An address that cannot be had raises ``OSError``.
+
+    With ``token`` (``sokka.shell.tokens.require_token``'s rule), every request
+    needs ``Authorization: Bearer <token>`` (401 otherwise), and an address that
+    sends too many wrong ones is refused for a while (429, ``Throttle``).
+    """
+    if token is not None:
+        require_token("token", token)
+    family, *_, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    app = make_wsgi_app(registry)
+    if token is not None:
+        app = _guarded(app, token, Throttle(logger="sokka.metrics"))
+    server = make_server(str(address[0]), port, app, Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="sokka-metrics", daemon=True)
+    thread.start()
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
 

@@ -525,19 +525,11 @@ class WorkerCore:
 
     # -- counting: the stats and the observer, told at the same points in every runtime
 
-    def _topic_of(self, lease: Token) -> str:
-        """The topic of a lease's task; once the lease is gone, the worker's topic
-        if it serves one, else "" (a lease token does not name its topic)."""
-        held = self._holdings.get(lease)
-        if held is not None:
-            return held.task.topic
-        return self.topics[0] if len(self.topics) == 1 else ""
-
-    def _log_lost(self, token: Token, reason: str) -> None:
+    def _log_lost(self, token: Token, reason: str, topic: str) -> None:
         log.warning(
             "worker %s: lost the lease of %s: %s", self.pid, token[0], reason,
             extra={"worker": self.pid, "task_id": token[0], "attempt": token[1],
-                   "topic": self._topic_of(token)},
+                   "topic": topic},
         )  # fmt: skip
 
     def _count_answer(self, held: Held, finish: Finish, result: Result[Task, SokkaError]) -> None:
@@ -545,16 +537,17 @@ class WorkerCore:
         self._stats.count_answer(finish, result, self.observer, held.task.topic)
 
     def _count_cancel(self, cancel: CancelHandler) -> None:
-        """A handler the core cancelled."""
-        observer = self.observer
-        topic = "" if observer is NO_WORKER_OBSERVER else self._topic_of(cancel.lease)
-        self._stats.count_cancel(cancel, observer, topic)
+        """A handler the core cancelled (the command names its task's topic: the
+        lease may have left the holdings already)."""
+        self._stats.count_cancel(cancel, self.observer, cancel.topic)
 
-    def _count_discarded(self, verdict: Discarded) -> None:
-        """A handler's outcome the core refused to report."""
-        observer = self.observer
-        topic = "" if observer is NO_WORKER_OBSERVER else self._topic_of(verdict.lease)
-        self._stats.count_discarded(verdict, observer, topic)
+    def _count_discarded(self, verdict: Discarded, topic: str) -> None:
+        """A handler's outcome the core refused to report; ``topic`` is the task's,
+        which the runtime kept with the handler's return (the lease may be gone
+        from the holdings, and its token does not name the topic)."""
+        self._stats.count_discarded(verdict, self.observer, topic)
+        if verdict.gave_up:
+            self._log_lost(verdict.lease, verdict.reason, topic)
 
     def _count_store_errors(self, call: StoreCall, count: int = 1) -> None:
         """Retryable store errors the worker rides out."""
@@ -672,6 +665,7 @@ class Worker(WorkerCore):
         # decision that depends on them: a map write per event, not per thread.
         self._starts: list[tuple[Token, int]] = []
         self._returns: list[tuple[Token, object, int]] = []
+        self._returned_topics: dict[Token, str] = {}  # the topic of each return's task
         self._stopping = threading.Event()  # no more reservations
         self._halt = threading.Event()  # the keepalive thread ends
         self._stopped = threading.Event()  # run() has returned
@@ -1024,15 +1018,14 @@ class Worker(WorkerCore):
                 self._starts = []
             return
         starts, returns, self._starts, self._returns = self._starts, self._returns, [], []
+        topics, self._returned_topics = self._returned_topics, {}
         self._holdings, verdicts = holding.ran(self._holdings, starts, returns)
         for verdict in verdicts:
             match verdict:
                 case Finish(task_id=task_id, event=event):
                     self._outcomes.append((task_id, event.attempt))
                 case Discarded():
-                    self._count_discarded(verdict)
-                    if verdict.gave_up:
-                        self._log_lost(verdict.lease, verdict.reason)
+                    self._count_discarded(verdict, topics[verdict.lease])
 
     # -- handler threads -------------------------------------------------------------
 
@@ -1097,6 +1090,7 @@ class Worker(WorkerCore):
             if not self._waiting_locked():
                 self._first_outcome_ms = now
             self._returns.append((token, outcome, now))  # folded in before recording
+            self._returned_topics[token] = topic
             self._nudge_recorder_locked()
 
     # -- keepalive, timeouts, the self-fence -------------------------------------------
@@ -1165,7 +1159,7 @@ class Worker(WorkerCore):
             if cancel.why is Why.CANCELLED:
                 log_cancelled(self.pid, cancel.lease[0], f"handler cancelled: {cancel.reason}")
             elif cancel.why.loses_lease:
-                self._log_lost(cancel.lease, cancel.reason)
+                self._log_lost(cancel.lease, cancel.reason, cancel.topic)
             if cancel.discarded and cancel.lease in self._outcomes:
                 self._outcomes.remove(cancel.lease)
             if cancel.decided:

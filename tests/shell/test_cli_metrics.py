@@ -237,3 +237,107 @@ def test_an_apps_worker_serves_every_topic_and_its_supervisor_on_one_endpoint(
     assert code == 0, rest
     assert value(samples, "sokka_worker_leases_held", topic="emails") == 0
     assert value(samples, "sokka_supervisor_cycle_duration_seconds_count") >= 1
+
+
+# -- a metrics endpoint beyond loopback needs a token -----------------------------------------
+
+METRICS_TOKEN = "metrics-endpoint-token-0123456789"
+
+
+def test_metrics_on_every_interface_without_a_token_is_a_usage_error(tmp_path: Path) -> None:
+    """Before anything runs: nothing is reserved, nothing listens."""
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    assert sokka("task", "create", "--db", db, "--topic", "mail", "--id", "t1").returncode == 0
+    for command in (
+        ("worker", "--topic", "mail", "--handler", "handlers:handle"),
+        ("supervise", "--topic", "mail"),
+    ):
+        run = sokka(*command, "--db", db, "--metrics-port", "0", "--metrics-host", "0.0.0.0",
+                    cwd=tmp_path)  # fmt: skip
+        assert run.returncode == 2, run.stderr
+        assert "refusing to serve metrics on 0.0.0.0 without a token" in run.stderr
+        assert "--metrics-token-file" in run.stderr
+        assert "--metrics-allow-no-token" in run.stderr
+    # A token file that is too short is refused as serve refuses its own.
+    (tmp_path / "short").write_text("tiny\n")
+    run = sokka("supervise", "--db", db, "--metrics-port", "0", "--metrics-host", "0.0.0.0",
+                "--metrics-token-file", str(tmp_path / "short"))  # fmt: skip
+    assert run.returncode == 1
+    assert "--metrics-token-file: must be at least 16 characters" in run.stderr
+    # And a token file without a metrics endpoint guards nothing: said so.
+    (tmp_path / "token").write_text(METRICS_TOKEN)
+    run = sokka("supervise", "--db", db, "--metrics-token-file", str(tmp_path / "token"))
+    assert run.returncode == 2
+    assert "--metrics-token-file guards the metrics endpoint: it needs --metrics-port" in (
+        run.stderr
+    )
+    with SQLStore(db) as store:
+        assert store.get_task("t1").attempt == 0
+
+
+def test_a_worker_on_every_interface_with_a_token_file_answers_metrics_only_with_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    (tmp_path / "token").write_text(f"  {METRICS_TOKEN}\n")  # stripped, as serve's
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    with SQLStore(db) as store:
+        store.create_tasks([TaskSpec(topic="mail", data={"do": "ok"}) for _ in range(2)])
+        worker = _start(
+            "worker", "--db", db, "--topic", "mail", "--handler", "handlers:handle",
+            "--metrics-port", "0", "--metrics-host", "0.0.0.0",
+            "--metrics-token-file", str(tmp_path / "token"), "--log-format", "json",
+            cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            url = _url(_json_lines(worker, until="metrics on "))
+            assert url.startswith("http://0.0.0.0:")
+            url = url.replace("0.0.0.0", "127.0.0.1")
+            refused = httpx.get(url)
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"].startswith('Bearer realm="sokka-metrics"')
+            assert "sokka_worker" not in refused.text
+            wrong = httpx.get(url, headers={"Authorization": "Bearer not-the-token-at-all"})
+            assert wrong.status_code == 401
+            assert "sokka_worker" not in wrong.text
+            right = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+            _until(lambda: value(samples_of(httpx.get(url, headers=right).text),
+                                 "sokka_worker_outcomes_total", topic="mail",
+                                 outcome="succeeded") == 2)  # fmt: skip
+            answer = httpx.get(url, headers=right)
+            assert answer.status_code == 200
+            assert answer.headers["content-type"].startswith("text/plain")
+            # Wrong tokens are limited here too: the fifth locks this address out.
+            for i in range(4):
+                guess = {"Authorization": f"Bearer guess-{i}"}
+                assert httpx.get(url, headers=guess).status_code == 401
+            locked = httpx.get(url, headers=right)
+            assert locked.status_code == 429
+            assert 0 < int(locked.headers["retry-after"]) <= 60
+        finally:
+            code, rest = _stop(worker)
+    assert code == 0, rest
+    (lockout,) = [line for line in rest if "wrong tokens from 127.0.0.1" in line["message"]]
+    assert (lockout["level"], lockout["logger"]) == ("WARNING", "sokka.metrics")
+
+
+def test_metrics_allow_no_token_serves_every_interface_and_warns(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    assert sokka("init", "--db", db).returncode == 0
+    supervisor = _start(
+        "supervise", "--db", db, "--metrics-port", "0", "--metrics-host", "0.0.0.0",
+        "--metrics-allow-no-token", "--log-format", "json", cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        lines = _json_lines(supervisor, until="no token on the metrics endpoint")
+        url = _url(lines).replace("0.0.0.0", "127.0.0.1")
+        assert httpx.get(url).status_code == 200
+    finally:
+        code, rest = _stop(supervisor)
+    assert code == 0, rest
+    (warning,) = [line for line in lines if "no token on the metrics endpoint" in line["message"]]
+    assert warning["level"] == "WARNING"
+    assert "http://0.0.0.0:" in warning["message"]

@@ -318,6 +318,27 @@ def test_a_server_with_a_token_asks_for_it_once_and_refuses_a_wrong_one(
     assert page.goto(f"{guarded_server}/ui/").url.startswith(f"{guarded_server}/ui/login")
 
 
+def test_after_five_wrong_tokens_the_login_page_says_to_wait_even_for_the_right_one(
+    page: Any, guarded_server: str, tmp_path: Path
+) -> None:
+    page.goto(f"{guarded_server}/ui/login")
+    for attempt in range(5):
+        page.locator('input[name="token"]').fill(f"not-the-token-{attempt}")
+        with page.expect_response(re.compile(r"/ui/login$")) as refused:
+            page.get_by_role("button", name="Sign in").click()
+        assert refused.value.status == 401
+    page.locator('input[name="token"]').fill(TOKEN)
+    with page.expect_response(re.compile(r"/ui/login$")) as locked:
+        page.get_by_role("button", name="Sign in").click()
+    assert locked.value.status == 429
+    assert 0 < int(locked.value.headers["retry-after"]) <= 60
+    message = page.locator(".problem").inner_text()
+    assert re.fullmatch(r"Too many wrong tokens from your address: try again in \d+ s\.", message)
+    assert page.context.cookies()[0]["name"] == "sokka_session"  # the unsigned one only
+    assert page.goto(f"{guarded_server}/ui/").url.startswith(f"{guarded_server}/ui/login")
+    shoot(page, tmp_path, "login-locked")
+
+
 # -- without a browser: what a forged request gets -----------------------------------------
 
 

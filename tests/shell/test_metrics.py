@@ -42,7 +42,7 @@ from sokka.shell.metrics import (
     serve_metrics,
 )
 from sokka.shell.supervisor import Supervisor
-from sokka.shell.worker import Context, Worker, failed, ok, snoozed
+from sokka.shell.worker import Context, Route, Worker, failed, ok, snoozed
 from tests.databases import postgres_engine, postgres_url, test_prefix
 from tests.shell.runtimes import Awaited
 
@@ -395,3 +395,104 @@ def test_json_log_lines_carry_the_records_fields_and_its_traceback() -> None:
     assert line["at"].startswith("<object object at ")  # not JSON: its str
     assert line["exception"].endswith("ValueError: boom")
     assert not {"args", "msg", "levelno"} & set(line)  # a record's own attributes stay out
+
+
+# -- a worker of several topics labels each lost lease with its task's topic ------------------
+
+
+def routed_handler(store: SQLStore) -> Callable[[Task, Context], Any]:
+    """``fence``: its lease is revoked under it; ``cancel``: an operator cancels it;
+    both then wait until the worker cancels them, and anything else is done."""
+
+    def handle(task: Task, ctx: Context) -> Any:
+        if task.attempt == 1 and task.data.get("do") == "fence":
+            revoke_under_me(store, task)
+            ctx.sleep(30)  # until the refused keepalive cancels it
+        elif task.data.get("do") == "cancel":
+            store.cancel(task.task_id, "not wanted any more")
+            ctx.sleep(30)  # until the refused keepalive cancels it
+        return ok()
+
+    return handle
+
+
+def routed_coroutine(store: SQLStore) -> Callable[..., Any]:
+    async def handle(task: Task, ctx: aio_worker.AsyncContext) -> Any:
+        if task.attempt == 1 and task.data.get("do") == "fence":
+            await asyncio.to_thread(revoke_under_me, store, task)
+            await asyncio.sleep(30)
+        elif task.data.get("do") == "cancel":
+            await asyncio.to_thread(store.cancel, task.task_id, "not wanted any more")
+            await asyncio.sleep(30)
+        return ok()
+
+    return handle
+
+
+@pytest.mark.parametrize("runtime", ["threads", "asyncio"])
+def test_a_worker_of_two_topics_labels_lost_and_cancelled_leases_with_the_tasks_topic(
+    database: tuple[str, str], runtime: str
+) -> None:
+    url, prefix = database
+    registry = new_registry()
+    server = serve_metrics(registry, "127.0.0.1", 0)
+    with SQLStore(url, prefix=prefix) as check:
+        check.create_tasks([
+            TaskSpec(topic="emails", task_id="fenced", data={"do": "fence"}),
+            TaskSpec(topic="reports", task_id="cancelled", data={"do": "cancel"}),
+            TaskSpec(topic="reports", task_id="done", data={"do": "ok"}),
+        ])  # fmt: skip
+
+        def ended() -> bool:
+            return [check.get_task(t).status for t in ("fenced", "cancelled", "done")] == [
+                Status.TERMINATED, Status.FAILED, Status.TERMINATED,
+            ]  # fmt: skip
+
+        try:
+            if runtime == "threads":
+                with SQLStore(url, prefix=prefix) as store:
+                    handler = routed_handler(check)
+                    worker = Worker(store, routes=[
+                        Route(topic="emails", handler=handler),
+                        Route(topic="reports", handler=handler),
+                    ], lease_time_ms=LEASE_MS)  # fmt: skip
+                    WorkerMetrics(registry).watch(worker)
+                    worker.start()
+                    # the revoked task runs again (attempt 2) once a supervisor would
+                    # have woken it: here the revoke put it back to starting at once
+                    until(ended)
+                    worker.stop()
+                    assert worker.wait_stopped(30)
+            else:
+
+                async def main() -> None:
+                    async with AsyncSQLStore(url, prefix=prefix) as store:
+                        handler = routed_coroutine(check)
+                        worker = aio_worker.Worker(store, routes=[
+                            Route(topic="emails", handler=handler),
+                            Route(topic="reports", handler=handler),
+                        ], lease_time_ms=LEASE_MS)  # fmt: skip
+                        WorkerMetrics(registry).watch(worker)
+                        working = asyncio.create_task(worker.run())
+                        deadline = time.monotonic() + 60
+                        while not await asyncio.to_thread(ended):
+                            assert time.monotonic() < deadline, "timed out"
+                            await asyncio.sleep(0.05)
+                        worker.stop()
+                        await working
+
+                asyncio.run(main())
+            samples = scrape(server.url)
+        finally:
+            server.stop()
+
+    def counted(name: str, topic: str) -> float:
+        return value(samples, f"sokka_worker_{name}_total", topic=topic)
+
+    assert (counted("leases_lost", "emails"), counted("fenced", "emails")) == (1, 1)
+    assert counted("operator_cancels", "reports") == 1
+    assert (counted("leases_lost", "reports"), counted("operator_cancels", "emails")) == (0, 0)
+    # No sample of any worker counter lost its topic.
+    blank = [key for key in samples if key[0].startswith("sokka_worker")
+             and ("topic", "") in key[1]]  # fmt: skip
+    assert blank == []

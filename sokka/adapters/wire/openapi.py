@@ -47,7 +47,7 @@ _ALWAYS: Final = (
 
 def _responses(success: dict[str, Any], codes: tuple[str, ...], secured: bool) -> dict[str, Any]:
     statuses: dict[int, list[str]] = {}
-    for code in (*codes, *(("unauthorized",) if secured else ())):
+    for code in (*codes, *(("unauthorized", "too-many-wrong-tokens") if secured else ())):
         statuses.setdefault(PROBLEM_TYPES[code].status, []).append(code)
     responses: dict[str, Any] = {"200": success}
     for status, names in sorted(statuses.items()):

@@ -121,6 +121,7 @@ _TYPES: tuple[ProblemType, ...] = (
     # Protocol problems: raised by the HTTP layer, never by a store.
     ProblemType("malformed-request", 400, "Malformed request", ("field", "rule")),
     ProblemType("unauthorized", 401, "Unauthorized"),
+    ProblemType("too-many-wrong-tokens", 429, "Too many wrong tokens"),
     ProblemType("unknown-endpoint", 404, "No such endpoint"),
     ProblemType("method-not-allowed", 405, "Method not allowed"),
     ProblemType("misdirected-request", 421, "Host not served here"),

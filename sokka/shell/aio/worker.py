@@ -307,6 +307,7 @@ class Worker(WorkerCore):
         # core in one step (holding.ran) before any decision that depends on them.
         self._starts: list[tuple[Token, int]] = []
         self._returns: list[tuple[Token, object, int]] = []
+        self._returned_topics: dict[Token, str] = {}  # the topic of each return's task
         # Whether a lease may have a timeout: only then can a handler's start
         # bring the scheduler's next wake-up forward.
         self._timeouts = self.policy.timeout_ms is not None or any(
@@ -806,6 +807,7 @@ class Worker(WorkerCore):
         if not self._waiting():
             self._first_outcome_ms = now
         self._returns.append((token, outcome, now))  # folded in before recording
+        self._returned_topics[token] = topic
         if not self._running_of[topic] and not self._ready_of[topic]:
             self._hinted.add(topic)  # this topic is idle: reserve for it at once
             self._room.set()
@@ -831,15 +833,14 @@ class Worker(WorkerCore):
                 self._starts = []
             return
         starts, returns, self._starts, self._returns = self._starts, self._returns, [], []
+        topics, self._returned_topics = self._returned_topics, {}
         self._holdings, verdicts = holding.ran(self._holdings, starts, returns)
         for verdict in verdicts:
             match verdict:
                 case Finish(task_id=task_id, event=event):
                     self._outcomes.append((task_id, event.attempt))
                 case Discarded():
-                    self._count_discarded(verdict)
-                    if verdict.gave_up:
-                        self._log_lost(verdict.lease, verdict.reason)
+                    self._count_discarded(verdict, topics[verdict.lease])
 
     def _decided(self, token: Token) -> None:
         """An outcome for ``token`` waits to be recorded: queue it."""
@@ -974,7 +975,7 @@ class Worker(WorkerCore):
             if cancel.why is Why.CANCELLED:
                 log_cancelled(self.pid, cancel.lease[0], f"handler cancelled: {cancel.reason}")
             elif cancel.why.loses_lease:
-                self._log_lost(cancel.lease, cancel.reason)
+                self._log_lost(cancel.lease, cancel.reason, cancel.topic)
             if cancel.discarded and cancel.lease in self._outcomes:
                 self._outcomes.remove(cancel.lease)
             if cancel.decided:

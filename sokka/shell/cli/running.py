@@ -90,10 +90,23 @@ _log_format = click.option(
 
 
 def _metrics_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--metrics-port`` and ``--metrics-host``, for the long-running commands."""
+    """``--metrics-port``, ``--metrics-host`` and the metrics token's options, for the
+    long-running commands."""
+    command = click.option(
+        "--metrics-allow-no-token", is_flag=True,
+        help="Serve metrics without a token on an address other than loopback (a "
+        "proxy or a firewall in front decides who scrapes).",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--metrics-token-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+        help="File holding the bearer token every scrape must carry (Authorization: "
+        "Bearer ...; at least 16 characters, as for `sokka serve`). Needed for a "
+        "--metrics-host other than loopback, unless --metrics-allow-no-token.",
+    )(command)  # fmt: skip
     command = click.option(
         "--metrics-host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
-        help="The address the metrics endpoint listens on (0.0.0.0 for every interface).",
+        help="The address the metrics endpoint listens on (0.0.0.0 for every interface; "
+        "then give --metrics-token-file).",
     )(command)  # fmt: skip
     return click.option(
         "--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
@@ -115,14 +128,42 @@ def _need_metrics_extra(port: int | None) -> None:
         ) from None
 
 
+def _metrics_token(
+    host: str, port: int | None, token_file: str | None, allow_no_token: bool
+) -> str | None:
+    """The metrics endpoint's token (from ``--metrics-token-file``, checked as
+    ``sokka serve`` checks its own), or None; a usage error, before anything runs,
+    for an endpoint beyond loopback that nothing guards."""
+    if port is None:
+        if token_file is not None:
+            raise click.UsageError("--metrics-token-file guards the metrics endpoint: "
+                                   "it needs --metrics-port")  # fmt: skip
+        return None
+    if token_file is not None:
+        from sokka.shell.tokens import require_token
+
+        field = "--metrics-token-file"
+        return require_token(field, _read_token_file(token_file, field))
+    if host in _LOOPBACK:
+        return None
+    if not allow_no_token:
+        raise click.UsageError(
+            f"refusing to serve metrics on {host} without a token: anyone who reaches "
+            "it could read the topics, queue sizes and error rates (give "
+            "--metrics-token-file, or --metrics-allow-no-token if a proxy or a "
+            "firewall decides who scrapes)"
+        )
+    return None  # allowed: _exposed warns once logging is set up
+
+
 @contextlib.contextmanager
 def _exposed(
-    host: str, port: int | None, workers: Sequence[WorkerCore] = (),
+    host: str, port: int | None, token: str | None, workers: Sequence[WorkerCore] = (),
     supervisors: Sequence[SupervisorCore] = (),
 ) -> Iterator[None]:  # fmt: skip
     """Count what ``workers`` and ``supervisors`` (and the workers' embedded
     supervisors) do, and serve it at ``/metrics`` on ``host:port`` while the block runs
-    (nothing when ``port`` is None)."""
+    (nothing when ``port`` is None), behind ``token`` when given."""
     if port is None:
         yield
         return
@@ -139,7 +180,7 @@ def _exposed(
         for supervisor in (*supervisors, *embedded):
             supervisor_metrics.watch(supervisor)
     try:
-        server = serve_metrics(registry, host, port)
+        server = serve_metrics(registry, host, port, token=token)
     except OSError as error:
         why = (
             "the port is in use (choose another with --metrics-port)"
@@ -149,7 +190,13 @@ def _exposed(
         raise click.ClickException(
             f"cannot serve metrics on {_address(host, port)}: {why}"
         ) from None
-    logging.getLogger("sokka.metrics").info("metrics on %s", server.url)
+    log = logging.getLogger("sokka.metrics")
+    log.info("metrics on %s", server.url)  # the line as it was: log readers parse it
+    if token is None and host not in _LOOPBACK:  # --metrics-allow-no-token
+        log.warning(
+            "no token on the metrics endpoint %s (--metrics-allow-no-token): anyone who "
+            "reaches it reads the metrics", server.url,
+        )  # fmt: skip
     try:
         yield
     finally:
@@ -255,7 +302,8 @@ def worker(
     app_path: str | None, runtime: str, concurrency: int, batch_size: int | None,
     lease_time: int, timeout: int | None, grace: int, max_poll: int, supervise: bool,
     schedule: bool, pid: str | None, stats_file: str | None, metrics_port: int | None,
-    metrics_host: str, log_level: str, log_format: str,
+    metrics_host: str, metrics_token_file: str | None, metrics_allow_no_token: bool,
+    log_level: str, log_format: str,
 ) -> None:  # fmt: skip
     """Run tasks of a topic with a handler (or every topic of an app) until SIGTERM
     or SIGINT (then exit 0)."""
@@ -266,11 +314,15 @@ def worker(
     from sokka.shell.worker import Worker
 
     _need_metrics_extra(metrics_port)
+    metrics_token = _metrics_token(
+        metrics_host, metrics_port, metrics_token_file, metrics_allow_no_token
+    )
+    exposing = functools.partial(_exposed, metrics_host, metrics_port, metrics_token)
     if app_path is not None:
         _app_usage(handler_path)
         _logging(log_level, log_format)
-        _run_app(app_path, topics, runtime, supervise, grace, pid, stats_file,
-                 functools.partial(_exposed, metrics_host, metrics_port), schedule)  # fmt: skip
+        _run_app(app_path, topics, runtime, supervise, grace, pid, stats_file, exposing,
+                 schedule)  # fmt: skip
         return
     if schedule:
         raise click.UsageError("--scheduler runs an app's schedules: it needs --app MODULE:APP")
@@ -298,7 +350,6 @@ def worker(
         "supervise": supervise, "poll_backoff": Backoff(base_ms=min(20, max_poll), cap_ms=max_poll),
     }  # fmt: skip
     log = logging.getLogger("sokka.worker")
-    exposing = functools.partial(_exposed, metrics_host, metrics_port)
     if runtime == "asyncio" or (runtime == "auto" and is_coroutine):
         name, stats = asyncio.run(
             _work_on_asyncio(db, prefix, topic, handler, options, exposing)
@@ -450,17 +501,21 @@ async def _work_on_asyncio(
 def supervise(
     db: str, prefix: str, topics: tuple[str, ...], lease_time: int, interval: int | None,
     runtime: str, purge_after: int | None, purge_every: int, metrics_port: int | None,
-    metrics_host: str, log_level: str, log_format: str,
+    metrics_host: str, metrics_token_file: str | None, metrics_allow_no_token: bool,
+    log_level: str, log_format: str,
 ) -> None:  # fmt: skip
     """Revoke the leases nobody keeps alive, until SIGTERM or SIGINT (then exit 0)."""
     from sokka.shell.retention import periodic_purge
     from sokka.shell.supervisor import Supervisor
 
     _need_metrics_extra(metrics_port)
+    metrics_token = _metrics_token(
+        metrics_host, metrics_port, metrics_token_file, metrics_allow_no_token
+    )
     _logging(log_level, log_format)
     policy = LeasePolicy(lease_time_ms=lease_time, default_snooze_ms=lease_time)
     retention = retention_policy(purge_after, purge_every)
-    exposing = functools.partial(_exposed, metrics_host, metrics_port, ())
+    exposing = functools.partial(_exposed, metrics_host, metrics_port, metrics_token, ())
     if runtime == "asyncio":
         asyncio.run(
             _supervise_on_asyncio(db, prefix, topics, policy, interval, retention, exposing)
@@ -537,7 +592,9 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 @click.option(
     "--allow-no-token",
     is_flag=True,
-    help="Serve without a token on an address other than loopback.",
+    help="Serve without a token on an address other than loopback: for a proxy in "
+    "front that authenticates every request. The API and the dashboard's actions "
+    "are then open to whoever reaches the address (a warning says so at start).",
 )
 @click.option(
     "--allow-host",
@@ -612,10 +669,21 @@ def serve(
             store, token=token, max_body_bytes=max_body or DEFAULT_MAX_BODY_BYTES,
             allowed_hosts=allow_hosts, listen_host=host, max_concurrency=max_concurrency,
         )  # fmt: skip
+        address = _address(host, _port_of(listeners[0]))
         logging.getLogger("sokka.http").info(
-            "serving %s on http://%s (%s)", _shown(db), _address(host, _port_of(listeners[0])),
+            "serving %s on http://%s (%s)", _shown(db), address,
             "token required" if token else "no token",
         )  # fmt: skip
+        if token is None and host not in _LOOPBACK:
+            # --allow-no-token: a proxy in front is meant to authenticate. Say, every
+            # time it starts, what this server lets through if nothing does.
+            logging.getLogger("sokka.http").warning(
+                "no token on %s (--allow-no-token): anyone who reaches http://%s can "
+                "create, cancel, requeue and reserve tasks through /v1/ and the dashboard "
+                "at /ui/ without a login; only a proxy in front that authenticates every "
+                "request keeps them out (the dashboard's actions still need its CSRF "
+                "token, which stops other web sites, not people)", address, address,
+            )  # fmt: skip
         server = bounded_server(app, host=host, port=port, shutdown_timeout_s=shutdown_timeout)
         # uvicorn shuts down gracefully on SIGTERM/SIGINT (at once on a second one),
         # then re-raises the signal to the handler it found: make that one a no-op,

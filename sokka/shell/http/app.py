@@ -61,15 +61,15 @@ from sokka.shell.http.guard import (
 )
 from sokka.shell.http.hosts import host_rule
 from sokka.shell.http.limits import (
-    _TOKEN_CHARS,
     BODY_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENCY,
-    MIN_TOKEN_LENGTH,
     _log,
 )
+from sokka.shell.tokens import Throttle, require_token
 
 if TYPE_CHECKING:
+    from sokka.shell.clock import Clock
     from sokka.shell.metrics import ServerMetrics
 
 __all__ = ["create_app"]
@@ -320,6 +320,7 @@ def create_app(
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     dashboard: bool = True,
     metrics: bool = True,
+    clock: Clock | None = None,
 ) -> Starlette:
     """The ASGI application serving ``store``.
 
@@ -341,12 +342,16 @@ def create_app(
     ``metrics``: count requests by call and status, and answer ``GET /metrics``
     (Prometheus' text format, behind the token like every other call) when
     prometheus-client is installed (the ``metrics`` extra).
+
+    Wrong tokens are counted per client address, on the API and the
+    dashboard's login together (``sokka.shell.tokens``): after
+    ``MAX_WRONG_TOKENS`` within ``WRONG_TOKEN_WINDOW_MS``, that address gets
+    429 ``too-many-wrong-tokens`` with ``Retry-After`` until the oldest of them
+    is a window old. ``clock``: the clock that window is read on (monotonic by
+    default; a test steps a ``ManualClock``).
     """
     if token is not None:
-        if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
-            raise ValidationError("token", f"must be at least {MIN_TOKEN_LENGTH} characters")
-        if not set(token) <= _TOKEN_CHARS:
-            raise ValidationError("token", "must only hold A-Z a-z 0-9 - . _ ~ + / =")
+        require_token("token", token)
     if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
         raise ValidationError("max_body_bytes", "must be an integer")
     if max_body_bytes < 1024:
@@ -391,6 +396,7 @@ def create_app(
         else:
             routes.extend(dashboard_routes())
     server_metrics = _server_metrics() if metrics else None
+    throttle = Throttle(clock=clock)
     app = Starlette(
         routes=routes,
         middleware=[
@@ -403,6 +409,7 @@ def create_app(
                 hosts=hosts,
                 body_timeout_s=body_timeout_s,
                 max_concurrency=max_concurrency,
+                throttle=throttle,
                 dashboard=dashboard,
             )
         ],
@@ -416,6 +423,7 @@ def create_app(
     app.state.max_answer_bytes = max_answer_bytes
     app.state.openapi = openapi_document(secured=token is not None)
     app.state.metrics = server_metrics
+    app.state.throttle = throttle  # the guard's and the login's, one count per address
     if server_metrics is not None:
         server_metrics.watch_queue(lambda: _store_of(app).count_tasks())
     if dashboard:

@@ -5,7 +5,9 @@ calls as the API (``count_tasks``, ``list_tasks``, ``get_task``,
 Security model:
 
 * On a server with a token, every page needs a session, which the login page
-  gives for the server's token (compared in constant time). The session is a
+  gives for the server's token (compared in constant time). Wrong tokens
+  count against the client's address with the API's (``throttle``): after
+  five within a minute, its logins get 429 until the minute has passed. The session is a
   cookie signed with HMAC-SHA256 under a secret made when the process starts
   (so a restart logs everyone out), ``HttpOnly`` (no script reads it),
   ``SameSite=Strict`` (a browser sends it with no request another site
@@ -56,7 +58,9 @@ from sokka.core.errors import (
 from sokka.core.task import Status, Task
 from sokka.shell.admin import requeue_failed
 from sokka.shell.ages import format_age
+from sokka.shell.http.guard import _client_address
 from sokka.shell.http.limits import _log
+from sokka.shell.tokens import Throttle
 
 __all__ = ["SESSION_COOKIE", "SESSION_MAX_AGE_S", "Sessions", "dashboard_routes"]
 
@@ -410,7 +414,7 @@ async def _login_page(request: Request) -> Response:
         request.state.ui_new_cookie = fresh
     request.state.ui_session = session
     return _render(request, "login.html", next=_next(request.query_params.get("next")),
-                   failed=False)  # fmt: skip
+                   failed=False, locked=None)  # fmt: skip
 
 
 async def _login(request: Request) -> Response:
@@ -429,10 +433,18 @@ async def _login(request: Request) -> Response:
     ):
         return _render(request, "error.html", 403, title="Refused",
                        message="reload the login page and try again")  # fmt: skip
+    # The API's count: a guess is a guess, on either door.
+    throttle: Throttle = request.app.state.throttle
+    address = _client_address(request.scope)
+    wait_s = throttle.retry_after_s(address)
+    if wait_s is not None:  # refused before the token is looked at, even the right one
+        refused = _render(request, "login.html", 429, next=target, failed=False, locked=wait_s)
+        refused.headers["Retry-After"] = str(wait_s)
+        return refused
     if not sessions.check_token(form.get("token", "")):
-        _log.info("dashboard: a login with a wrong token from %s",
-                  request.client.host if request.client else "?")  # fmt: skip
-        return _render(request, "login.html", 401, next=target, failed=True)
+        _log.info("dashboard: a login with a wrong token from %s", address)
+        throttle.wrong(address, "the dashboard's login")
+        return _render(request, "login.html", 401, next=target, failed=True, locked=None)
     response = RedirectResponse(target, 303)
     _set_cookie(request, response, sessions.issue(authenticated=True))
     return response

@@ -4,7 +4,6 @@ deadline, and the requests served at once (and the problem answers they give).""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from typing import Any
 
@@ -19,6 +18,7 @@ from sokka.adapters.wire import problem as _protocol_problem  # locals are named
 from sokka.core.errors import RetryableError, SokkaError, StoreError
 from sokka.shell.http.hosts import HostRule
 from sokka.shell.http.limits import RETRY_AFTER_S, ASGIApp, Message, Receive, Scope, Send, _log
+from sokka.shell.tokens import WRONG_TOKEN, Throttle, bearer_refusal
 
 __all__ = []
 
@@ -33,7 +33,7 @@ def _problem_response(problem: dict[str, Any], headers: dict[str, str] | None = 
     status = int(problem["status"])
     extra = dict(headers or {})
     if status in (429, 503):
-        extra["Retry-After"] = str(RETRY_AFTER_S)
+        extra.setdefault("Retry-After", str(RETRY_AFTER_S))
     return Response(_json_bytes(problem), status, extra, media_type=PROBLEM_JSON)
 
 
@@ -49,6 +49,22 @@ def _too_slow(timeout_s: float) -> Response:
         "request-timeout", f"the request body must arrive within {timeout_s:g} seconds"
     )
     return _problem_response(problem, {"Connection": "close"})
+
+
+def _client_address(scope: Scope) -> str:
+    """The address a request came from, as the wrong-token throttle counts it
+    (uvicorn puts a trusted proxy's ``X-Forwarded-For`` there)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _locked_out(retry_after_s: int) -> Response:
+    """The answer to a request from an address that sent too many wrong tokens."""
+    problem = _protocol_problem(
+        "too-many-wrong-tokens",
+        f"too many wrong tokens from this address: try again in {retry_after_s} s",
+    )
+    return _problem_response(problem, {"Retry-After": str(retry_after_s)})
 
 
 def _error_response(error: SokkaError) -> Response:
@@ -71,7 +87,8 @@ class _BodyTooSlow(Exception):
 
 
 class _Guard:
-    """ASGI middleware: refuse a request without the token (401), a body over the
+    """ASGI middleware: refuse a request without the token (401), from an address
+    that sent too many wrong tokens (429, ``throttle``), with a body over the
     limit (413) or slower than its deadline (408), and a request over the
     concurrency limit (503), before the application parses anything."""
 
@@ -83,9 +100,11 @@ class _Guard:
         hosts: HostRule,
         body_timeout_s: float,
         max_concurrency: int,
+        throttle: Throttle,
         dashboard: bool = False,
     ) -> None:
         self.app = app
+        self.throttle = throttle
         self.serves_dashboard = dashboard
         self.expected = None if token is None else token.encode()
         self.max_body_bytes = max_body_bytes
@@ -98,24 +117,6 @@ class _Guard:
     def dashboard(self, scope: Scope) -> bool:
         path: str = scope["path"]
         return self.serves_dashboard and (path == "/ui" or path.startswith("/ui/"))
-
-    def _refusal(self, given: list[bytes]) -> str | None:
-        """Why the ``Authorization`` headers do not carry the token (None: they do).
-
-        The scheme is case-insensitive (RFC 9110); one header only, since two
-        could be read differently by a proxy and by us.
-        """
-        assert self.expected is not None
-        if not given:
-            return "a bearer token is required"
-        if len(given) > 1:
-            return "send one Authorization header"
-        scheme, _, credentials = given[0].partition(b" ")
-        if scheme.lower() != b"bearer":
-            return "the Authorization scheme must be Bearer"
-        if not hmac.compare_digest(credentials.strip(b" "), self.expected):
-            return "wrong token"
-        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,8 +133,17 @@ class _Guard:
         # /ui is the dashboard, which checks its own session cookie instead of a
         # bearer token (a browser cannot send one); it needs jinja2 to exist.
         if self.expected is not None and scope["path"] != "/health" and not self.dashboard(scope):
+            address = _client_address(scope)
+            wait_s = self.throttle.retry_after_s(address)
+            if wait_s is not None:
+                # Refused whatever it carries, the right token too: a guess that
+                # hit is not confirmed before the lockout ends.
+                await _locked_out(wait_s)(scope, receive, send)
+                return
             given = [value for name, value in scope["headers"] if name == b"authorization"]
-            refusal = self._refusal(given)
+            refusal = bearer_refusal(given, self.expected)
+            if refusal == WRONG_TOKEN:
+                self.throttle.wrong(address, "the API")
             if refusal is not None:
                 challenge = 'Bearer realm="sokka"'
                 if given:

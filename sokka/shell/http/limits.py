@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import string
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
+
+from sokka.shell.tokens import MIN_TOKEN_LENGTH
 
 __all__ = [
     "BODY_TIMEOUT_S",
@@ -27,7 +28,6 @@ __all__ = [
 #: 8 MiB: a batch of 1,000 specs with a few KiB of data each, or one task with
 #: the largest data (256 KiB) in any encoding.
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
-MIN_TOKEN_LENGTH: Final = 16
 #: Seconds a client should wait before retrying a throttled or unavailable call.
 RETRY_AFTER_S: Final = 1
 
@@ -51,7 +51,6 @@ MAX_CONNECTIONS: Final = 1024
 DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 10
 
 _log = logging.getLogger("sokka.http")
-_TOKEN_CHARS: Final = frozenset(string.ascii_letters + string.digits + "-._~+/=")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -12,11 +12,18 @@ from sokka.adapters.http import HTTPStore
 from sokka.adapters.memory import MemoryStore
 from sokka.adapters.store import TaskStore
 from sokka.shell.http import create_app, serve_in_background
+from sokka.shell.tokens import WrongTokens
 from tests.shell.http_api.helpers import (
     SMALL_LIMIT,
     TOKEN,
     seeded_store,
 )
+
+
+def forget_wrong_tokens(app: Starlette) -> None:
+    """The tests of one module share a server (and its client address): the wrong
+    tokens one test sends must not lock the next one out."""
+    app.state.throttle.rule = WrongTokens()
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +63,7 @@ def backing(server: tuple[Starlette, str]) -> Iterator[MemoryStore]:
     app.state.store = store
     yield store
     app.state.store = MemoryStore()
+    forget_wrong_tokens(app)
 
 
 @pytest.fixture
@@ -65,6 +73,7 @@ def small_backing(small_server: tuple[Starlette, str]) -> Iterator[MemoryStore]:
     app.state.store = store
     yield store
     app.state.store = MemoryStore()
+    forget_wrong_tokens(app)
 
 
 @pytest.fixture
@@ -77,6 +86,7 @@ def behind(server: tuple[Starlette, str]) -> Iterator[Callable[[TaskStore], None
 
     yield put
     app.state.store = MemoryStore()
+    forget_wrong_tokens(app)
 
 
 @pytest.fixture
