@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sokka.adapters.connect import connect
 from sokka.adapters.sql import SQLStore
@@ -50,11 +50,8 @@ from sokka.shell.results import wait_for_result
 from sokka.shell.scheduler import Schedule, Scheduler
 from sokka.shell.signals import stopping_on_signals
 from sokka.shell.supervisor import SupervisorCore
-from sokka.shell.tracing import Tracing
+from sokka.shell.tracing import TracerProviderLike, Tracing
 from sokka.shell.worker import Route, Worker, WorkerCore, WorkerStats
-
-if TYPE_CHECKING:
-    from opentelemetry.trace import TracerProvider
 
 __all__ = ["App", "AppCore", "TopicHandler"]
 
@@ -97,7 +94,7 @@ class AppCore:
     None: OpenTelemetry's global provider, when one is configured).
     """
 
-    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(self, tracer_provider: TracerProviderLike | None = None) -> None:
         self._tracer_provider = tracer_provider
         self._tracing = Tracing(tracer_provider)
         self._handlers: dict[str, TopicHandler] = {}
@@ -276,7 +273,7 @@ class App(AppCore):
         self,
         url_or_store: str | TaskStore,
         *,
-        tracer_provider: TracerProvider | None = None,
+        tracer_provider: TracerProviderLike | None = None,
         **options: Any,
     ) -> None:
         super().__init__(tracer_provider)

@@ -30,21 +30,32 @@ import reprlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from sokka.core.errors import ValidationError
 from sokka.core.outcomes import FailedOutcome, OkOutcome, SnoozedOutcome
 from sokka.core.task import Task, TaskSpec
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span, Tracer, TracerProvider
+    from opentelemetry.trace import Span, Tracer
 
-__all__ = ["AttemptOutcome", "AttemptSpan", "Publishing", "Tracing"]
+__all__ = ["AttemptOutcome", "AttemptSpan", "Publishing", "TracerProviderLike", "Tracing"]
 
 #: The instrumentation scope of sokka's spans, and its ``messaging.system``.
 SCOPE: Final = "sokka"
 #: How an attempt ended, as its span's ``sokka.outcome`` attribute says.
 AttemptOutcome = Literal["ok", "snoozed", "failed", "cancelled"]
+
+
+class TracerProviderLike(Protocol):
+    """What ``tracer_provider=`` takes: an OpenTelemetry ``TracerProvider`` (the
+    SDK's ``opentelemetry.sdk.trace.TracerProvider``, or any other implementation
+    of the API's). A protocol of sokka's own, so that annotating with it needs
+    no import of OpenTelemetry."""
+
+    def get_tracer(self, instrumenting_module_name: str, /) -> Any:
+        """The tracer of an instrumentation scope (sokka asks for ``"sokka"``)."""
+        ...
 
 
 class _Api:
@@ -90,7 +101,7 @@ class Tracing:
 
     __slots__ = ("_cached", "_provider")
 
-    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(self, tracer_provider: TracerProviderLike | None = None) -> None:
         self._provider = tracer_provider
         self._cached: tuple[object, Tracer] | None = None
 
@@ -105,7 +116,7 @@ class Tracing:
         cached = self._cached
         if cached is not None and cached[0] is provider:
             return cached[1]
-        tracer = provider.get_tracer(SCOPE)
+        tracer: Tracer = provider.get_tracer(SCOPE)
         self._cached = (provider, tracer)
         return tracer
 

@@ -53,7 +53,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pyrsistent import pmap
 from returns.result import Failure, Result, Success
@@ -97,10 +97,7 @@ from sokka.shell.observers import (
 )
 from sokka.shell.signals import stopping_on_signals
 from sokka.shell.supervisor import Supervisor, SupervisorCore
-from sokka.shell.tracing import Tracing
-
-if TYPE_CHECKING:
-    from opentelemetry.trace import TracerProvider
+from sokka.shell.tracing import TracerProviderLike, Tracing
 
 __all__ = [
     "Cancelled",
@@ -386,7 +383,7 @@ class WorkerCore:
         linger_ms: int,
         clock: Clock | None,
         rand: Callable[[], float],
-        tracer_provider: TracerProvider | None = None,
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
         routes = self._check_routes(topic, handler, routes, concurrency, batch_size)
         self.pid = require_name(
@@ -644,7 +641,7 @@ class Worker(WorkerCore):
         supervisor_interval_ms: int | None = None,
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
-        tracer_provider: TracerProvider | None = None,
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
         super().__init__(
             topic, handler, routes=routes, pid=pid, concurrency=concurrency,

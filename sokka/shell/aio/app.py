@@ -24,7 +24,7 @@ when asked.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sokka.adapters.aio.connect import connect
 from sokka.adapters.aio.sql import AsyncSQLStore
@@ -35,10 +35,8 @@ from sokka.core.task import Task
 from sokka.shell.aio.worker import Worker
 from sokka.shell.app import AppCore, Observe, opened_store
 from sokka.shell.results import async_wait_for_result
+from sokka.shell.tracing import TracerProviderLike
 from sokka.shell.worker import WorkerStats
-
-if TYPE_CHECKING:
-    from opentelemetry.trace import TracerProvider
 
 __all__ = ["App"]
 
@@ -57,7 +55,7 @@ class App(AppCore):
         self,
         url_or_store: str | AsyncTaskStore,
         *,
-        tracer_provider: TracerProvider | None = None,
+        tracer_provider: TracerProviderLike | None = None,
         **options: Any,
     ) -> None:
         super().__init__(tracer_provider)

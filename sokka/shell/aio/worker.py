@@ -62,7 +62,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from returns.result import Failure
 
@@ -84,7 +84,7 @@ from sokka.core.outcomes import FailedOutcome, Outcome
 from sokka.core.task import Task
 from sokka.shell.aio.supervisor import Supervisor
 from sokka.shell.clock import Clock
-from sokka.shell.tracing import AttemptSpan
+from sokka.shell.tracing import AttemptSpan, TracerProviderLike
 from sokka.shell.worker import (
     _STORE_CALLS,
     Cancelled,
@@ -95,9 +95,6 @@ from sokka.shell.worker import (
     handler_raised,
     log_cancelled,
 )
-
-if TYPE_CHECKING:
-    from opentelemetry.trace import TracerProvider
 
 __all__ = ["AsyncContext", "AsyncHandler", "Worker"]
 
@@ -253,7 +250,7 @@ class Worker(WorkerCore):
         supervisor_interval_ms: int | None = None,
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
-        tracer_provider: TracerProvider | None = None,
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
         if not inspect.iscoroutinefunction(getattr(store, "reserve_tasks", None)):
             raise ValidationError(
