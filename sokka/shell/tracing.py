@@ -263,8 +263,12 @@ class _TracedAttempt(AttemptSpan):
         api = _loaded_api()
         assert api is not None
         task = self._task
+        # From an empty context, never the current one: a task that carries no
+        # (or no valid) context is a root span, whatever this thread or asyncio
+        # task happened to have current when the worker was started.
+        empty = api.context.Context()
         carried = task.trace_context
-        parent = None if carried is None else api.propagator.extract(carried)
+        parent = empty if carried is None else api.propagator.extract(carried, context=empty)
         span = self._tracer.start_span(
             f"{task.topic} process",
             context=parent,
@@ -319,7 +323,7 @@ class _TracedAttempt(AttemptSpan):
             if error is not None:  # the runtime itself was interrupted (a halt)
                 span.record_exception(error)
                 span.set_attribute("sokka.outcome", "cancelled")
-                span.set_status(api.trace.StatusCode.ERROR, f"{kind.__name__ if kind else ''}")
+                span.set_status(api.trace.StatusCode.ERROR, type(error).__name__)
         finally:
             api.context.detach(self._token)
             span.end()

@@ -473,3 +473,38 @@ def test_tasks_listed_after_a_run_keep_their_context(db: Any) -> None:
     with SQLStore(url, prefix=prefix) as store:
         (listed,) = store.list_tasks(TaskFilter(topic="emails")).tasks
     assert listed.trace_context == task.trace_context is not None
+
+
+def test_a_task_without_a_context_is_a_root_span_whatever_is_current(db: Any) -> None:
+    """A task created without tracing (by hand, by another program) gets a root
+    attempt span, even when the asyncio worker was started inside a span (its
+    runners inherit that span as current)."""
+    url, prefix = db
+    with SQLStore(url, prefix=prefix) as store:
+        plain = store.create_task(sokka.TaskSpec(topic="emails", data={"to": "hal"}))
+    assert plain.trace_context is None
+
+    async def send_async(task: Task, ctx: Any) -> Any:
+        return send(task, ctx)
+
+    async def main() -> Task:
+        store = AsyncSQLStore(url, prefix=prefix)
+        try:
+            worker = aio.Worker(store, "emails", send_async, tracer_provider=PROVIDER)
+            with TRACER.start_as_current_span("deploy"):
+                running = asyncio.create_task(worker.run())
+            try:
+                async with asyncio.timeout(PATIENCE_S):
+                    while not (task := await store.get_task(plain.task_id)).status.is_final:
+                        await asyncio.sleep(0.02)
+            finally:
+                worker.stop()
+                await running
+            return task
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(main()).status is Status.TERMINATED
+    process = only("emails process")
+    assert process.parent is None  # a root: not a child of "deploy"
+    assert child_of(only("send email"), process)
