@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from sokka.core.errors import ValidationError
 from sokka.core.outcomes import FailedOutcome, OkOutcome, SnoozedOutcome
-from sokka.core.task import Task, TaskSpec
+from sokka.core.task import Task, TaskSpec, encode_trace_context
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
@@ -189,13 +189,14 @@ def _carrying(spec: TaskSpec, carrier: dict[str, str]) -> TaskSpec:
     """``spec`` carrying ``carrier``; ``spec`` itself when the carrier is empty (an
     invalid span: nothing to carry). A ``tracestate`` over the task's bound
     is dropped, never the enqueue."""
+    try:
+        encode_trace_context(carrier)  # the bound, checked before the spec is remade
+    except ValidationError:
+        carrier = {k: v for k, v in carrier.items() if k == "traceparent"}
     if not carrier:
         return spec
-    try:
-        return dataclasses.replace(spec, trace_context=carrier)
-    except ValidationError:
-        parent = {k: v for k, v in carrier.items() if k == "traceparent"}
-        return dataclasses.replace(spec, trace_context=parent) if parent else spec
+    # Made again (its data encoded again): only when traced, for a valid carrier.
+    return dataclasses.replace(spec, trace_context=carrier)
 
 
 class AttemptSpan:
