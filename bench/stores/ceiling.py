@@ -39,13 +39,13 @@ from bench.stores.common import INSERT_COLUMNS, Lease, Row, now_ms
 PG_INSERT_CASTS: Final = (
     "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "", "VARCHAR", "VARCHAR",
     "BIGINT", "INTEGER", "INTEGER", "INTEGER", "BIGINT", "BIGINT", "BIGINT",
-    "VARCHAR", "VARCHAR", "BIGINT", "BIGINT", "",
+    "VARCHAR", "VARCHAR", "BIGINT", "BIGINT", "", "VARCHAR",
 )  # fmt: skip
 #: PostgreSQL: the array type of each column in the batch INSERT ... FROM unnest(...).
 PG_INSERT_ARRAYS: Final = (
     "text", "text", "text", "text", "text", "json", "text", "text",
     "bigint", "integer", "integer", "integer", "bigint", "bigint", "bigint",
-    "text", "text", "bigint", "bigint", "json",
+    "text", "text", "bigint", "bigint", "json", "text",
 )  # fmt: skip
 #: The columns SQLStore selects (seq first); row indexes below follow this order.
 SELECT_COLUMNS: Final = ("seq", *INSERT_COLUMNS)
@@ -237,7 +237,8 @@ class RawStore:
         for data in datas:
             task_id = uuid.uuid4().hex
             params += (task_id, task_id, topic, "default", "", data, "starting", None,
-                       0, 0, 0, None, None, None, None, None, "[]", now, now, None)  # fmt: skip
+                       0, 0, 0, None, None, None, None, None, "[]", now, now, None,
+                       None)  # fmt: skip
         self._begin(write=True)
         if self.pg and len(datas) > 1:
             width = len(INSERT_COLUMNS)

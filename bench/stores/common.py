@@ -51,7 +51,7 @@ POLICY: Final = LeasePolicy(lease_time_ms=3_600_000, default_snooze_ms=3_600_000
 INSERT_COLUMNS: Final = (
     "task_id", "task_group_id", "topic", "sub_topic", "description", "data", "status", "pid",
     "record_ver", "attempt", "failures", "max_attempts", "lease_time_ms", "timeout_ms",
-    "snooze_time_ms", "error", "errors", "created_at", "updated_at", "result",
+    "snooze_time_ms", "error", "errors", "created_at", "updated_at", "result", "trace_context",
 )  # fmt: skip
 
 Row = tuple[Any, ...]
@@ -83,7 +83,7 @@ def task_rows(topic: str, status: str, count: int) -> list[Row]:
         task_id = uuid.uuid4().hex
         rows.append((
             task_id, task_id, topic, "default", "", payload_json(i), status, pid,
-            record_ver, attempt, 0, None, None, None, None, None, "[]", now, now, None,
+            record_ver, attempt, 0, None, None, None, None, None, "[]", now, now, None, None,
         ))  # fmt: skip
     return rows
 

@@ -34,7 +34,10 @@ autodoc_preserve_defaults = True
 # standard library) in signatures have no page here: not a broken reference.
 nitpick_ignore_regex = [
     (r"py:.*", r"(pyrsistent|returns|sqlalchemy|httpx|starlette|psycopg|click)\..*"),
+    # OpenTelemetry's (the tracing extra), imported for type checking only.
+    (r"py:.*", r"(opentelemetry\..*|Tracer|Span)"),
     (r"py:.*", r"(collections\.abc|typing|types|enum|asyncio|concurrent|threading|datetime)\..*"),
+    (r"py:.*", r"contextlib\..*"),
     (r"py:.*", r"(PMap|PVector|Result|Connection|Engine|Session|Sequence|Mapping|Iterable)"),
     (r"py:.*", r"(Callable|Awaitable|Iterator|AsyncIterator|Any|TypeVar|_[A-Za-z]+)"),
     (r"py:class", r"(int|str|float|bool|bytes|object|None|type|BaseException|Exception)"),

@@ -98,7 +98,8 @@ __all__ = ["SCHEMA_VERSION", "SUPPORTED_URLS", "SQLStore", "ready_channel"]
 #: The schema this code writes and reads. A database with a newer one is refused;
 #: an older one is upgraded in place by ``create_schema`` (``_upgrade``).
 #: 1: the tasks. 2: the tasks' ``result``, and paused topics (``{prefix}paused_topics``).
-SCHEMA_VERSION: Final = 2
+#: 3: the tasks' ``trace_context``.
+SCHEMA_VERSION: Final = 3
 
 #: Every store URL sokka accepts, for the error messages (one list, shared by
 #: every message that lists them). The http(s) URL is that of a ``sokka serve``;
@@ -149,6 +150,7 @@ _INSERT_ARRAY_TYPES: Final = {
     "created_at": "bigint",
     "updated_at": "bigint",
     "result": "json",
+    "trace_context": "text",
 }
 _PG_ARRAY_TYPES: Final = {
     "status": "text",
@@ -518,7 +520,7 @@ class SQLStore(EventCalls):
         Each step is idempotent: ``create_all`` has already made any table that
         was missing, so a step only does what that cannot (alter, backfill).
         """
-        steps = {2: self._upgrade_to_2}
+        steps = {2: self._upgrade_to_2, 3: self._upgrade_to_3}
         for version in range(found + 1, SCHEMA_VERSION + 1):
             steps[version](conn)
         conn.execute(
@@ -528,8 +530,12 @@ class SQLStore(EventCalls):
     def _upgrade_to_2(self, conn: Connection) -> None:
         """Version 2: the tasks' ``result`` (``ok(result)``) and the paused topics
         (``pause_topic``)."""
-        _add_result_column(conn, self._tasks)
+        _add_column(conn, self._tasks.c.result)
         self._paused.create(conn, checkfirst=True)
+
+    def _upgrade_to_3(self, conn: Connection) -> None:
+        """Version 3: the tasks' ``trace_context`` (what a tracer injected at enqueue)."""
+        _add_column(conn, self._tasks.c.trace_context)
 
     def drop_schema(self) -> None:
         """Drop this prefix's tables (and every task in them)."""
@@ -613,7 +619,7 @@ class SQLStore(EventCalls):
             t.c.description, t.c.data, t.c.status, t.c.pid, t.c.record_ver, t.c.attempt,
             t.c.failures, t.c.max_attempts, t.c.lease_time_ms, t.c.timeout_ms,
             t.c.snooze_time_ms, t.c.error, t.c.errors, t.c.created_at, t.c.updated_at,
-            t.c.result,
+            t.c.result, t.c.trace_context,
         )  # fmt: skip
         select_tasks = sa.select(*self._columns)
         not_paused = sa.text(_not_paused_sql(self._paused.name))
@@ -1341,8 +1347,12 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
         # Schema version 2: what ok(result) keeps on a terminated task (JSON text,
-        # NULL for none). _add_result_column adds it to a version 1 table.
+        # NULL for none). _upgrade_to_2 adds it to a version 1 table.
         sa.Column("result", data_type, nullable=True),
+        # Schema version 3: the trace context the task was enqueued with (canonical
+        # JSON text of at most 1 KiB, NULL for none), fixed at creation and never
+        # queried: plain text on both databases.
+        sa.Column("trace_context", sa.Text, nullable=True),
         sa.CheckConstraint(
             "status IN ('starting', 'running', 'snoozed', 'failed', 'terminated')",
             name=f"{prefix}tasks_status",
@@ -1398,14 +1408,15 @@ def _not_paused_sql(paused_table: str, topic: str = ":topic") -> str:
     return f"NOT EXISTS (SELECT 1 FROM {paused_table} WHERE topic = {topic})"
 
 
-def _add_result_column(conn: Connection, tasks: sa.Table) -> None:
-    """Schema 1 -> 2: add the nullable ``result`` column, as ``_tables`` defines it.
+def _add_column(conn: Connection, column: sa.Column[Any]) -> None:
+    """An upgrade step: add a nullable ``column`` as ``_tables`` defines it
+    (``result``: 1 -> 2; ``trace_context``: 2 -> 3).
 
-    A nullable column without a default: existing tasks read as having no
-    result, and neither SQLite nor PostgreSQL rewrites the table to add it.
+    A nullable column without a default: existing tasks read as having none,
+    and neither SQLite nor PostgreSQL rewrites the table to add it.
     """
-    column = sa.schema.CreateColumn(tasks.c.result).compile(dialect=conn.dialect)
-    conn.execute(sa.text(f"ALTER TABLE {tasks.name} ADD COLUMN {column}"))
+    ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE {column.table.name} ADD COLUMN {ddl}"))
 
 
 
@@ -1422,6 +1433,7 @@ def _task(row: Sequence[Any]) -> Task:
             row[18],
             row[19],
             row[20],
+            row[21],
         )
     )
 
@@ -1434,7 +1446,11 @@ def _page(rows: Sequence[Sequence[Any]], limit: int) -> Page:
 
 
 #: The Task field each column holds, where their names differ.
-_FIELD_OF: Final = {"data": "data_json", "result": "result_json"}
+_FIELD_OF: Final = {
+    "data": "data_json",
+    "result": "result_json",
+    "trace_context": "trace_context_json",
+}
 #: The column of each Task field whose column has another name (the core's
 #: effects name Task fields).
 _COLUMN_OF: Final = {field: column for column, field in _FIELD_OF.items()}

@@ -16,6 +16,10 @@ naming the field and the rule):
   as compact UTF-8 JSON.
 * ``result`` (what ``ok(result)`` stores on a terminated task): a JSON value
   as ``data`` is, at most 64 KiB once encoded (``MAX_RESULT_BYTES``).
+* ``trace_context`` (the W3C trace context headers a tracer injected when
+  the task was enqueued): a mapping of non-empty ``str`` keys to ``str``
+  values, no control characters, at most 1 KiB once encoded
+  (``MAX_TRACE_CONTEXT_BYTES``); an empty mapping is no context.
 * no string may hold a NUL character (U+0000) or a lone surrogate:
   PostgreSQL cannot store the first, UTF-8 cannot encode the second.
 * every time (``lease_time_ms``, ``timeout_ms``, snooze times): a positive
@@ -32,7 +36,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
@@ -48,12 +52,14 @@ __all__ = [
     "MAX_INT",
     "MAX_NAME_LENGTH",
     "MAX_RESULT_BYTES",
+    "MAX_TRACE_CONTEXT_BYTES",
     "JsonValue",
     "Status",
     "Task",
     "TaskSpec",
     "encode_data",
     "encode_result",
+    "encode_trace_context",
     "evolve",
     "require_at_most_max_int",
     "require_name",
@@ -69,6 +75,9 @@ MAX_DATA_DEPTH: Final = 64
 #: A task's result is read back by whoever waits for it (and shown by
 #: ``sokka task get``): a summary, not a payload, hence a quarter of ``data``'s.
 MAX_RESULT_BYTES: Final = 64 * 1024
+#: A task's trace context is a propagator's carrier (``traceparent`` is 55
+#: characters, a ``tracestate`` at most 512): a header's worth, never a payload.
+MAX_TRACE_CONTEXT_BYTES: Final = 1024
 #: Errors longer than this are cut (with a marker) so one bad handler
 #: cannot bloat the store.
 MAX_ERROR_LENGTH: Final = 4000
@@ -361,6 +370,57 @@ def encode_result(value: object) -> str | None:
     return _encode_json(value, "result", MAX_RESULT_BYTES)
 
 
+def encode_trace_context(value: object) -> str | None:
+    """Validate a task's trace context and return its canonical encoding (JSON,
+    keys sorted); ``None`` and an empty mapping (no context) give ``None``.
+
+    The context is what a tracing propagator injects into a carrier (W3C
+    ``traceparent`` and ``tracestate``): a mapping of non-empty string keys
+    to string values, without control characters, at most
+    ``MAX_TRACE_CONTEXT_BYTES`` once encoded. The core only carries it: no
+    lease decision reads it. Errors name the field ``trace_context``.
+
+    >>> encode_trace_context({"traceparent": "00-0af7-b7ad-01", "tracestate": "k=v"})
+    '{"traceparent":"00-0af7-b7ad-01","tracestate":"k=v"}'
+    >>> encode_trace_context({}), encode_trace_context(None)
+    (None, None)
+    >>> encode_trace_context({"traceparent": 1})
+    Traceback (most recent call last):
+    ...
+    sokka.core.errors.ValidationError: trace_context: the value of 'traceparent' must be a \
+string (got int)
+    """
+    if value is None:
+        return None
+    field = "trace_context"
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            field, f"must be a mapping of strings to strings (got {type(value).__name__})"
+        )
+    if not value:
+        return None
+    left = MAX_TRACE_CONTEXT_BYTES
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise ValidationError(field, f"has a key {key!r} that is not a non-empty string")
+        if not isinstance(item, str):
+            raise ValidationError(
+                field, f"the value of {key!r} must be a string (got {type(item).__name__})"
+            )
+        for text in (key, item):
+            if _CONTROL.search(text):
+                raise ValidationError(field, f"{key!r} must not contain control characters")
+            _require_utf8(field, text)
+        left -= len(key) + len(item) + 6  # quotes, colon, and a comma or the brace
+        if left < 0:  # before encoding: the mapping may be huge
+            raise _too_large(field, MAX_TRACE_CONTEXT_BYTES, f"more than {MAX_TRACE_CONTEXT_BYTES}")
+    text = json.dumps(dict(sorted(value.items())), separators=(",", ":"), ensure_ascii=False)
+    size = len(text.encode("utf-8"))
+    if size > MAX_TRACE_CONTEXT_BYTES:
+        raise _too_large(field, MAX_TRACE_CONTEXT_BYTES, str(size))
+    return text
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSpec:
     """What a caller asks a store to create. Validated on construction.
@@ -383,7 +443,12 @@ class TaskSpec:
     lease_time_ms: int | None = None
     timeout_ms: int | None = None
     delay_ms: int | None = None
+    #: The trace context to carry to the task's attempts (a propagator's
+    #: carrier: ``traceparent``, ``tracestate``); see ``encode_trace_context``.
+    #: ``App.enqueue`` fills it when tracing is on (``sokka.shell.tracing``).
+    trace_context: Mapping[str, str] | None = None
     data_json: str = field(init=False, repr=False, compare=False)
+    trace_context_json: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         require_name("topic", self.topic)
@@ -406,6 +471,7 @@ class TaskSpec:
         _optional_positive_int("timeout_ms", self.timeout_ms, "number of milliseconds")
         _optional_delay_ms(self.delay_ms)
         object.__setattr__(self, "data_json", encode_data(self.data))
+        object.__setattr__(self, "trace_context_json", encode_trace_context(self.trace_context))
 
     def to_task(self, task_id: str, now_ms: int) -> Task:
         """The new task this spec describes, as a store first writes it.
@@ -431,6 +497,7 @@ class TaskSpec:
             snooze_time_ms=self.delay_ms if delayed else None,
             created_at=now_ms,
             updated_at=now_ms,
+            trace_context_json=self.trace_context_json,
         )
 
 
@@ -468,6 +535,9 @@ class Task:
     #: What the handler's ``ok(result)`` gave, as canonical JSON text; None when
     #: there is none (only a terminated task has one).
     result_json: str | None = None
+    #: The trace context the task was created with, as canonical JSON text (see
+    #: ``encode_trace_context``); None when it has none. Fixed at creation.
+    trace_context_json: str | None = None
 
     @property
     def data(self) -> Any:
@@ -480,13 +550,24 @@ class Task:
         when it gave none (or the task has not terminated)."""
         return None if self.result_json is None else json.loads(self.result_json)
 
+    @property
+    def trace_context(self) -> dict[str, str] | None:
+        """The trace context the task carries (a propagator's carrier, a fresh
+        dict), or None when it was created without one."""
+        if self.trace_context_json is None:
+            return None
+        context: dict[str, str] = json.loads(self.trace_context_json)
+        return context
+
     def as_record(self) -> dict[str, Any]:
-        """Every field as a plain value: ``data`` and ``result`` as their JSON text
-        (``result`` None when there is none), ``status`` as its name, ``errors``
-        as a list (what a store row or a JSON document holds)."""
+        """Every field as a plain value: ``data``, ``result`` and ``trace_context``
+        as their JSON text (``result`` and ``trace_context`` None when there is
+        none), ``status`` as its name, ``errors`` as a list (what a store row or
+        a JSON document holds)."""
         record = {f.name: getattr(self, f.name) for f in fields(self)}
         record["data"] = record.pop("data_json")
         record["result"] = record.pop("result_json")
+        record["trace_context"] = record.pop("trace_context_json")
         record["status"] = self.status.value
         record["errors"] = list(self.errors)
         return record
@@ -528,7 +609,7 @@ def task_from_values(values: Sequence[Any]) -> Task:
     without the keyword ``__init__``: the stores build one per row read.
 
     >>> task_from_values(["t1", "t1", "q", "default", "", "null", Status.STARTING, None,
-    ...                   0, 0, 0, None, None, None, None, None, (), 0, 0, None]).task_id
+    ...                   0, 0, 0, None, None, None, None, None, (), 0, 0, None, None]).task_id
     't1'
     """
     if len(values) != len(_TASK_FIELDS):

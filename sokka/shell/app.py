@@ -50,6 +50,7 @@ from sokka.shell.results import wait_for_result
 from sokka.shell.scheduler import Schedule, Scheduler
 from sokka.shell.signals import stopping_on_signals
 from sokka.shell.supervisor import SupervisorCore
+from sokka.shell.tracing import TracerProviderLike, Tracing
 from sokka.shell.worker import Route, Worker, WorkerCore, WorkerStats
 
 __all__ = ["App", "AppCore", "TopicHandler"]
@@ -88,10 +89,14 @@ class AppCore:
     ``handler`` registers; ``_spec`` makes the task of an ``enqueue``;
     ``_routes`` gives the routes of the one worker serving some topics. A
     subclass says which handlers it runs (``_check_handler``), and how it
-    calls its store and runs its worker.
+    calls its store and runs its worker. ``tracer_provider``: where the spans
+    of its enqueues and of its worker's attempts go (``sokka.shell.tracing``;
+    None: OpenTelemetry's global provider, when one is configured).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tracer_provider: TracerProviderLike | None = None) -> None:
+        self._tracer_provider = tracer_provider
+        self._tracing = Tracing(tracer_provider)
         self._handlers: dict[str, TopicHandler] = {}
         self._schedules: dict[str, Schedule] = {}
         self._lock = threading.Lock()
@@ -260,10 +265,18 @@ class App(AppCore):
     ``url_or_store``: a store URL as ``sokka.connect`` reads it
     (``sqlite:///app.db``, ``postgresql+psycopg://...``, ``http://...``,
     ``memory://``), with ``options`` for it, or a ``TaskStore``.
+    ``tracer_provider``: where the app's spans go (OpenTelemetry; see
+    ``sokka.shell.tracing``), by default the global provider once one is set.
     """
 
-    def __init__(self, url_or_store: str | TaskStore, **options: Any) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        url_or_store: str | TaskStore,
+        *,
+        tracer_provider: TracerProviderLike | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(tracer_provider)
         self._store: TaskStore = opened_store(url_or_store, options, connect)
 
     @property
@@ -419,20 +432,28 @@ class App(AppCore):
         store's database, to create the task in the caller's transaction
         (``SQLStore`` only). Bad input is a ``ValidationError`` naming the
         field, and nothing is created.
+
+        Traced (``sokka.shell.tracing``): the enqueue is a ``"<topic> publish"``
+        span, and the task carries its context to every attempt.
         """
         spec = self._spec(
             topic, data, task_id=task_id, delay=delay, group=group, max_attempts=max_attempts,
             description=description, sub_topic=sub_topic,
         )  # fmt: skip
-        if connection is None:
-            return self._store.create_task(spec)
-        if not isinstance(self._store, SQLStore):
+        if connection is not None and not isinstance(self._store, SQLStore):
             raise ValidationError(
                 "connection",
                 f"needs an SQL store to share a transaction with (this app's is a "
                 f"{type(self._store).__name__})",
             )
-        return self._store.create_task(spec, connection=connection)
+        with self._tracing.publishing(spec) as publishing:
+            if connection is None:
+                task = self._store.create_task(publishing.spec)
+            else:
+                assert isinstance(self._store, SQLStore)
+                task = self._store.create_task(publishing.spec, connection=connection)
+            publishing.created(task)
+        return task
 
     # -- results -------------------------------------------------------------------
 
@@ -483,6 +504,7 @@ class App(AppCore):
         worker = Worker(
             self._store, routes=routes, pid=pid, supervise=supervise,
             grace_ms=duration_ms(grace, "grace", zero=True),
+            tracer_provider=self._tracer_provider,
         )  # fmt: skip
         with self._running(worker, routes, "threads", observe):
             return worker.run(install_signal_handlers=install_signal_handlers)

@@ -97,6 +97,7 @@ from sokka.shell.observers import (
 )
 from sokka.shell.signals import stopping_on_signals
 from sokka.shell.supervisor import Supervisor, SupervisorCore
+from sokka.shell.tracing import TracerProviderLike, Tracing
 
 __all__ = [
     "Cancelled",
@@ -382,6 +383,7 @@ class WorkerCore:
         linger_ms: int,
         clock: Clock | None,
         rand: Callable[[], float],
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
         routes = self._check_routes(topic, handler, routes, concurrency, batch_size)
         self.pid = require_name(
@@ -433,6 +435,9 @@ class WorkerCore:
         #: Told what the worker does (``sokka.shell.observers``): set it before
         #: ``run()``; ``sokka.shell.metrics.WorkerMetrics.watch`` does.
         self.observer: WorkerObserver = NO_WORKER_OBSERVER
+        #: Where each attempt's span goes (``sokka.shell.tracing``): nothing is
+        #: traced until OpenTelemetry is installed and a provider configured.
+        self.tracing = Tracing(tracer_provider)
 
     #: The supervisor the worker embeds (``supervise=True``), set by each runtime.
     _supervisor: SupervisorCore | None
@@ -629,13 +634,14 @@ class Worker(WorkerCore):
         supervisor_interval_ms: int | None = None,
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
         super().__init__(
             topic, handler, routes=routes, pid=pid, concurrency=concurrency,
             batch_size=batch_size, lease_time_ms=lease_time_ms, keepalive_ratio=keepalive_ratio,
             fence_ratio=fence_ratio, timeout_ms=timeout_ms, retry_backoff=retry_backoff,
             poll_backoff=poll_backoff, grace_ms=grace_ms, linger_ms=linger_ms, clock=clock,
-            rand=rand,
+            rand=rand, tracer_provider=tracer_provider,
         )  # fmt: skip
         self._store = store
 
@@ -1056,13 +1062,17 @@ class Worker(WorkerCore):
         outcome: object
         started = self._clock.now_ms()
         self.observer.started(ctx.task)
-        try:
-            outcome = handler(ctx.task, ctx)
-        except Cancelled:
-            outcome = _CANCELLED
-        except BaseException as error:  # a handler's exception is its failure; the
-            # thread must live on (even after sys.exit())
-            outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - started)
+        # The attempt's span is current on this handler thread while the handler runs.
+        with self.tracing.attempt(ctx.task, self.pid) as span:
+            try:
+                outcome = handler(ctx.task, ctx)
+            except Cancelled:
+                outcome = _CANCELLED
+            except BaseException as error:  # a handler's exception is its failure; the
+                # thread must live on (even after sys.exit())
+                span.raised(error)
+                outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - started)
+            span.ended(outcome, ctx, cancelled=outcome is _CANCELLED)
         self._count_ran(ctx, outcome, started, raised_cancelled=outcome is _CANCELLED)
         self._handler_returned(token, ctx, outcome)
 

@@ -31,6 +31,14 @@ json_values = st.recursive(
     max_leaves=10,
 )
 durations = st.integers(min_value=1, max_value=3_600_000)
+#: Header text: printable, no control characters (what a propagator writes).
+_header_text = st.characters(
+    exclude_characters="\x00", exclude_categories=["Cs", "Cc"]
+)
+#: A trace context as a propagator's carrier (a W3C traceparent, and maybe more).
+trace_contexts = st.none() | st.dictionaries(
+    names, st.text(_header_text, max_size=60), min_size=1, max_size=3
+).map(lambda headers: {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01", **headers})
 
 
 @st.composite
@@ -43,6 +51,7 @@ def task_specs(draw: st.DrawFn, *, topic: str | None = None) -> TaskSpec:
         max_attempts=draw(st.none() | st.integers(1, 20)),
         lease_time_ms=draw(st.none() | durations),
         timeout_ms=draw(st.none() | durations),
+        trace_context=draw(trace_contexts),
     )
 
 

@@ -270,10 +270,12 @@ def test_postgres_reservation_plan_uses_the_ready_index(pg_url: str) -> None:
 def test_the_columns_read_are_task_fields_in_order(sqlite_url: str) -> None:
     """Rows become tasks by position (``task_from_values``): the selected columns,
     after seq, must be Task's fields in declaration order (data is data_json, result
-    is result_json)."""
+    is result_json, trace_context is trace_context_json)."""
     store = SQLStore(sqlite_url)
     names = [c.name for c in store._columns][1:]
-    stored_as = {"data": "data_json", "result": "result_json"}
+    stored_as = {
+        "data": "data_json", "result": "result_json", "trace_context": "trace_context_json",
+    }  # fmt: skip
     assert [stored_as.get(n, n) for n in names] == [
         f.name for f in dataclasses.fields(Task)
     ]
@@ -351,14 +353,15 @@ def test_create_schema_upgrades_a_version_1_database_in_place(
         with store.engine.begin() as conn:  # what version 1 had: no paused_topics, no result
             conn.exec_driver_sql(f"DROP TABLE {prefix}paused_topics")
             conn.exec_driver_sql(f"ALTER TABLE {prefix}tasks DROP COLUMN result")
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}tasks DROP COLUMN trace_context")
             conn.exec_driver_sql(f"UPDATE {prefix}schema_version SET version = 1")
     with SQLStore(url, prefix=prefix) as old:
         assert old.schema_version() == 1
         with pytest.raises(
-            SchemaError, match=r"version 1, older than this sokka's \(2\): run `sokka init`"
+            SchemaError, match=r"version 1, older than this sokka's \(3\): run `sokka init`"
         ):
             old.reserve_tasks("q", "w")
-        assert old.create_schema() == SCHEMA_VERSION == 2
+        assert old.create_schema() == SCHEMA_VERSION == 3
         assert old.schema_version() == SCHEMA_VERSION
         assert old.get_task("kept").status is Status.STARTING
         assert old.pause_topic("q") is True

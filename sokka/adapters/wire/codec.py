@@ -28,19 +28,30 @@ from sokka.core.task import (
     Status,
     Task,
     TaskSpec,
+    encode_trace_context,
 )
 from sokka.core.transitions import Fail, Release, Snooze, Terminate
 
 # -- tasks, pages and batch results --------------------------------------------------
 
 _TASK_FIELDS: Final = tuple(f.name for f in fields(Task))
-#: A task's JSON members: its fields, with ``data`` and ``result`` as JSON values
-#: (not their stored text).
+#: The Task fields kept as JSON text, by the name of their JSON member (a JSON value).
+_JSON_TEXT_FIELDS: Final = {
+    "data": "data_json",
+    "result": "result_json",
+    "trace_context": "trace_context_json",
+}
+#: A task's JSON members: its fields, with ``data``, ``result`` and ``trace_context``
+#: as JSON values (not their stored text).
 _WIRE_TASK_FIELDS: Final = frozenset(
-    ("data", "result", *(f for f in _TASK_FIELDS if f not in ("data_json", "result_json")))
+    (*_JSON_TEXT_FIELDS, *(f for f in _TASK_FIELDS if f not in _JSON_TEXT_FIELDS.values()))
 )
-#: What a server older than results sends: every member but ``result``.
-_OLDER_WIRE_TASK_FIELDS: Final = _WIRE_TASK_FIELDS - {"result"}
+#: What older servers send: without ``trace_context`` (before tracing), and
+#: without ``result`` too (before results).
+_OLDER_WIRE_TASK_FIELDS: Final = (
+    _WIRE_TASK_FIELDS - {"trace_context"},
+    _WIRE_TASK_FIELDS - {"trace_context", "result"},
+)
 
 
 # Shared encoders: json.dumps with options builds a new encoder on every call.
@@ -52,11 +63,13 @@ _STATUSES: Final = {status.value: status for status in Status}
 
 
 def task_to_json(task: Task) -> JSONObject:
-    """A task as a JSON object: every field, ``data`` and ``result`` as the JSON
-    values themselves (``result`` null when the task has none)."""
+    """A task as a JSON object: every field, ``data``, ``result`` and
+    ``trace_context`` as the JSON values themselves (``result`` and
+    ``trace_context`` null when the task has none)."""
     record = task.as_record()
     record["data"] = task.data
     record["result"] = task.result
+    record["trace_context"] = task.trace_context
     return record
 
 
@@ -64,14 +77,14 @@ _dumps: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).enco
 
 
 _HEAD_FIELDS: Final = tuple(
-    name for name in _TASK_FIELDS if name not in ("data_json", "result_json")
+    name for name in _TASK_FIELDS if name not in _JSON_TEXT_FIELDS.values()
 )
 
 
 def task_json_text(task: Task) -> str:
-    """``task_to_json(task)`` written as JSON text, with the stored ``data_json``
-    and ``result_json`` spliced in as they are (the server's path: no decoding
-    and re-encoding of data).
+    """``task_to_json(task)`` written as JSON text, with the stored ``data_json``,
+    ``result_json`` and ``trace_context_json`` spliced in as they are (the
+    server's path: no decoding and re-encoding of data).
 
     >>> from sokka.core.task import TaskSpec
     >>> text = task_json_text(TaskSpec(topic="t", data={"n": [1, 2.5]}).to_task("t1", 5))
@@ -81,7 +94,11 @@ def task_json_text(task: Task) -> str:
     head = {name: getattr(task, name) for name in _HEAD_FIELDS}
     head["status"] = task.status.value
     result = "null" if task.result_json is None else task.result_json
-    return f'{_dumps(head)[:-1]},"data":{task.data_json},"result":{result}}}'
+    trace = "null" if task.trace_context_json is None else task.trace_context_json
+    return (
+        f'{_dumps(head)[:-1]},"data":{task.data_json},"result":{result},'
+        f'"trace_context":{trace}}}'
+    )
 
 
 def answer_text(returns: Returns, answer: Any) -> str:
@@ -114,13 +131,14 @@ def answer_text(returns: Returns, answer: Any) -> str:
 def task_from_json(value: object) -> Task:
     """The task a JSON object from ``task_to_json`` describes (``StoreError`` if it is not one).
 
-    ``data`` and ``result`` are re-encoded canonically, which gives back the
-    store's ``data_json`` and ``result_json`` exactly: stores only ever hold
-    canonical JSON. A task from a server older than results (no ``result``
-    member) has none.
+    ``data``, ``result`` and ``trace_context`` are re-encoded canonically,
+    which gives back the store's ``data_json``, ``result_json`` and
+    ``trace_context_json`` exactly: stores only ever hold canonical JSON. A
+    task from a server older than results or tracing (no ``result`` or
+    ``trace_context`` member) has none.
     """
     if not isinstance(value, dict) or (
-        value.keys() != _WIRE_TASK_FIELDS and value.keys() != _OLDER_WIRE_TASK_FIELDS
+        value.keys() != _WIRE_TASK_FIELDS and value.keys() not in _OLDER_WIRE_TASK_FIELDS
     ):
         raise StoreError("the server sent something that is not a task")
     try:
@@ -128,10 +146,11 @@ def task_from_json(value: object) -> Task:
         record["data_json"] = _canonical_json(record.pop("data"))
         result = record.pop("result", None)
         record["result_json"] = None if result is None else _canonical_json(result)
+        record["trace_context_json"] = encode_trace_context(record.pop("trace_context", None))
         record["status"] = _STATUSES[record["status"]]
         record["errors"] = tuple(record["errors"])
         return Task(**record)
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, ValidationError) as error:
         raise StoreError(f"the server sent a malformed task: {error!r}") from None
 
 
@@ -288,11 +307,16 @@ def spec_from_json(value: object) -> TaskSpec:
 
 
 def spec_to_json(spec: TaskSpec) -> JSONObject:
-    """A spec's JSON object; ``delay_ms`` only when the task is delayed, so an
-    ordinary spec is still accepted by a server older than the field."""
+    """A spec's JSON object; ``delay_ms`` only when the task is delayed, and
+    ``trace_context`` only when there is one, so an ordinary spec is still
+    accepted by a server older than those fields."""
     body = {name: getattr(spec, name) for name in _SPEC_FIELDS}
     if not spec.delay_ms:
         del body["delay_ms"]
+    if spec.trace_context_json is None:
+        del body["trace_context"]
+    else:
+        body["trace_context"] = json.loads(spec.trace_context_json)
     return body
 
 

@@ -20,6 +20,7 @@ from sokka.core.task import (
     MAX_INT,
     MAX_NAME_LENGTH,
     MAX_RESULT_BYTES,
+    MAX_TRACE_CONTEXT_BYTES,
     Status,
 )
 
@@ -50,6 +51,16 @@ _RESULT: Final[JSONObject] = {
     "description": f"the task's result: any JSON value, at most {MAX_RESULT_BYTES // 1024} KiB "
     f"encoded, {MAX_DATA_DEPTH} deep; null or absent: no result",
 }
+#: A task's trace context: a propagator's carrier.
+_TRACE_CONTEXT: Final[JSONObject] = _nullable(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "the trace context headers to carry to the task's attempts (W3C "
+        f"traceparent, tracestate), at most {MAX_TRACE_CONTEXT_BYTES} bytes as JSON; "
+        "null, absent or empty: none",
+    }
+)
 _CURSOR: Final[JSONObject] = _nullable(
     {"type": "string", "description": "next_cursor of the previous page, unchanged"}
 )
@@ -104,6 +115,7 @@ SCHEMAS: Final[Mapping[str, JSONObject]] = {
             "lease_time_ms": _nullable(_MS),
             "timeout_ms": _nullable(_MS),
             "delay_ms": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_INT}),
+            "trace_context": _TRACE_CONTEXT,
         },
         ["topic"],
     ),
@@ -144,6 +156,7 @@ SCHEMAS: Final[Mapping[str, JSONObject]] = {
                 "description": "what the handler's ok(result) kept on the terminated task; "
                 "null when there is none",
             },
+            "trace_context": _TRACE_CONTEXT,
         },
         sorted(_WIRE_TASK_FIELDS),
     ),

@@ -35,6 +35,7 @@ from sokka.core.task import Task
 from sokka.shell.aio.worker import Worker
 from sokka.shell.app import AppCore, Observe, opened_store
 from sokka.shell.results import async_wait_for_result
+from sokka.shell.tracing import TracerProviderLike
 from sokka.shell.worker import WorkerStats
 
 __all__ = ["App"]
@@ -46,11 +47,18 @@ class App(AppCore):
     ``url_or_store``: a store URL as ``sokka.asyncio.connect`` reads it
     (``sqlite:///app.db``, ``postgresql+psycopg://...``, ``http://...``,
     ``memory://``), with ``options`` for it, or an ``AsyncTaskStore``.
-    Nothing is connected until the first call.
+    Nothing is connected until the first call. ``tracer_provider``: as
+    ``sokka.App``'s.
     """
 
-    def __init__(self, url_or_store: str | AsyncTaskStore, **options: Any) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        url_or_store: str | AsyncTaskStore,
+        *,
+        tracer_provider: TracerProviderLike | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(tracer_provider)
         self._store: AsyncTaskStore = opened_store(url_or_store, options, connect)
 
     @property
@@ -77,21 +85,28 @@ class App(AppCore):
         ``AsyncConnection`` or ``AsyncSession`` on the store's database, to
         create the task in the caller's transaction (``AsyncSQLStore`` only):
         the task exists if and only if the caller commits. Bad input is a
-        ``ValidationError`` naming the field, and nothing is created.
+        ``ValidationError`` naming the field, and nothing is created. Traced
+        as ``sokka.App.enqueue`` is.
         """
         spec = self._spec(
             topic, data, task_id=task_id, delay=delay, group=group, max_attempts=max_attempts,
             description=description, sub_topic=sub_topic,
         )  # fmt: skip
-        if connection is None:
-            return await self._store.create_task(spec)
-        if not isinstance(self._store, AsyncSQLStore):
+        if connection is not None and not isinstance(self._store, AsyncSQLStore):
             raise ValidationError(
                 "connection",
                 f"needs an SQL store to share a transaction with (this app's is a "
                 f"{type(self._store).__name__})",
             )
-        return await self._store.create_task(spec, connection=connection)
+        # The publish span is current in this task while the store is awaited.
+        with self._tracing.publishing(spec) as publishing:
+            if connection is None:
+                task = await self._store.create_task(publishing.spec)
+            else:
+                assert isinstance(self._store, AsyncSQLStore)
+                task = await self._store.create_task(publishing.spec, connection=connection)
+            publishing.created(task)
+        return task
 
     async def result(self, task_id: str, wait: int | str | None = None) -> Any:
         """As ``sokka.App.result``, awaited: the JSON value task ``task_id``'s
@@ -123,6 +138,7 @@ class App(AppCore):
         worker = Worker(
             self._store, routes=routes, pid=pid, supervise=supervise,
             grace_ms=duration_ms(grace, "grace", zero=True),
+            tracer_provider=self._tracer_provider,
         )  # fmt: skip
         with self._running(worker, routes, "asyncio", observe):
             return await worker.run(install_signal_handlers=install_signal_handlers)

@@ -84,6 +84,7 @@ from sokka.core.outcomes import FailedOutcome, Outcome
 from sokka.core.task import Task
 from sokka.shell.aio.supervisor import Supervisor
 from sokka.shell.clock import Clock
+from sokka.shell.tracing import AttemptSpan, TracerProviderLike
 from sokka.shell.worker import (
     _STORE_CALLS,
     Cancelled,
@@ -249,6 +250,7 @@ class Worker(WorkerCore):
         supervisor_interval_ms: int | None = None,
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
         if not inspect.iscoroutinefunction(getattr(store, "reserve_tasks", None)):
             raise ValidationError(
@@ -261,7 +263,7 @@ class Worker(WorkerCore):
             batch_size=batch_size, lease_time_ms=lease_time_ms, keepalive_ratio=keepalive_ratio,
             fence_ratio=fence_ratio, timeout_ms=timeout_ms, retry_backoff=retry_backoff,
             poll_backoff=poll_backoff, grace_ms=grace_ms, linger_ms=linger_ms, clock=clock,
-            rand=rand,
+            rand=rand, tracer_provider=tracer_provider,
         )  # fmt: skip
         self._store = store
         # Per topic: is its handler a coroutine function (run by runners on the
@@ -689,20 +691,25 @@ class Worker(WorkerCore):
         outcome: object
         began = self._clock.now_ms()
         self.observer.started(ctx.task)
-        try:
-            outcome = await handler(ctx.task, ctx)
-        except asyncio.CancelledError:
-            if self._halting:
+        # The attempt's span is current in this runner task while it awaits the
+        # handler (and so in any task the handler starts).
+        with self.tracing.attempt(ctx.task, self.pid) as span:
+            try:
+                outcome = await handler(ctx.task, ctx)
+            except asyncio.CancelledError:
+                if self._halting:
+                    raise
+                me.uncancel()
+                outcome = _CANCELLED
+            except Cancelled:
+                outcome = _CANCELLED
+            except KeyboardInterrupt:
                 raise
-            me.uncancel()
-            outcome = _CANCELLED
-        except Cancelled:
-            outcome = _CANCELLED
-        except KeyboardInterrupt:
-            raise
-        except BaseException as error:  # a handler's exception is its failure (even
-            # SystemExit); the worker lives on
-            outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
+            except BaseException as error:  # a handler's exception is its failure (even
+                # SystemExit); the worker lives on
+                span.raised(error)
+                outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
+            span.ended(outcome, ctx, cancelled=outcome is _CANCELLED)
         self._count_ran(ctx, outcome, began, raised_cancelled=outcome is _CANCELLED)
         self._handler_returned(token, ctx, outcome)
 
@@ -768,14 +775,26 @@ class Worker(WorkerCore):
             self._handler_returned(token, ctx, outcome, when)
 
     def _call_plain(self, handler: Callable[..., Any], ctx: AsyncContext | Context) -> object:
-        """Run a plain handler, on a handler thread; its exception is its outcome
-        (caught here, so that its traceback holds the handler's frames only)."""
+        """Run a plain handler, on a handler thread, inside its attempt's span."""
         began = self._clock.now_ms()
+        # The attempt's span is current on this handler thread while the handler runs.
+        with self.tracing.attempt(ctx.task, self.pid) as span:
+            outcome = self._called_plain(handler, ctx, began, span)
+            span.ended(outcome, ctx, cancelled=outcome is _CANCELLED)
+        return outcome
+
+    def _called_plain(
+        self, handler: Callable[..., Any], ctx: AsyncContext | Context, began: int,
+        span: AttemptSpan,
+    ) -> object:  # fmt: skip
+        """Call a plain handler; its exception is its outcome (caught here, so that
+        its traceback holds the handler's frames only)."""
         try:
             outcome = handler(ctx.task, ctx)
         except Cancelled:
             return _CANCELLED
         except BaseException as error:  # even SystemExit: the worker lives on
+            span.raised(error)
             return handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
         if inspect.isawaitable(outcome):
             if inspect.iscoroutine(outcome):

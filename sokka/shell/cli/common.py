@@ -182,7 +182,12 @@ async def _async_store(db: str, prefix: str) -> AsyncIterator[AsyncTaskStore]:
 
 
 def _task_json(task: Task) -> dict[str, Any]:
-    return {**task.as_record(), "data": task.data, "result": task.result}
+    return {
+        **task.as_record(),
+        "data": task.data,
+        "result": task.result,
+        "trace_context": task.trace_context,
+    }
 
 
 def _when(ms: int) -> str:
