@@ -14,10 +14,17 @@ Two rules live here, so that every runtime keeps them alike:
 * **slots**: a topic is never asked for more tasks than its free slots
   (``capacity`` less the leases it holds undecided), so a topic never holds
   more than its capacity, however the store answers;
-* **fairness**: every round offers every topic with free slots and no
+* **fairness**: every round offers every topic that asks (below) and has no
   backoff pending its reserve, starting with the topic after the one that
   went first last time; a topic that always has work cannot starve another,
-  and a topic that is empty backs off on its own, without slowing the rest.
+  and a topic that is empty backs off on its own, without slowing the rest;
+* **refill**: a topic asks when one of its ``handlers`` is idle (it holds
+  fewer leases undecided than it has handlers), or when at least half a
+  batch of slots is free; then for up to a batch. A topic whose batch is
+  larger than its handlers (tasks fetched ahead) is thus refilled by claims
+  of half a batch or more, not by a claim of one or two tasks each time a
+  handler returns (a statement, and a round trip, each); a topic whose batch
+  is no larger than its handlers asks as soon as a slot frees, as before.
 
 Pure: time (``now_ms``) and the random draw of the backoff's jitter are
 parameters.
@@ -32,7 +39,9 @@ from sokka.core.backoff import Backoff
 from sokka.core.errors import ValidationError
 from sokka.core.task import require_name
 
-__all__ = ["Lane", "Polls", "Reserve", "hinted", "polls", "reserved", "to_reserve", "wait_ms"]
+__all__ = [
+    "Lane", "Polls", "Reserve", "hinted", "polls", "refills", "reserved", "to_reserve", "wait_ms",
+]
 
 #: Empty polls beyond this many do not lengthen the backoff further (its cap rules).
 _MAX_STREAK = 30
@@ -43,20 +52,39 @@ class Lane:
     """One topic's slots and poll state.
 
     ``capacity``: leases of the topic held at once, waiting or running;
-    ``batch``: the most tasks one reserve asks for; ``empty_polls``: polls in
-    a row that found nothing (or failed); ``poll_at_ms``: not polled before
-    this instant of the worker's clock.
+    ``batch``: the most tasks one reserve asks for; ``handlers``: how many of
+    them run at once (at most ``capacity``); ``empty_polls``: polls in a row
+    that found nothing (or failed); ``poll_at_ms``: not polled before this
+    instant of the worker's clock.
     """
 
     topic: str
     capacity: int
     batch: int
+    handlers: int
     empty_polls: int = 0
     poll_at_ms: int | None = None  #: None: at once
 
     def free(self, unsettled: int) -> int:
         """Free slots, given the leases of this topic held undecided."""
         return max(0, self.capacity - unsettled)
+
+    def asks(self, unsettled: int) -> int:
+        """How many tasks this topic asks for, given the leases it holds
+        undecided (the refill rule): none while every handler has a task and
+        less than half a batch of slots is free; else up to a batch, at most
+        its free slots.
+
+        >>> lane = Lane(topic="a", capacity=100, batch=100, handlers=8)
+        >>> lane.asks(99), lane.asks(51), lane.asks(50), lane.asks(7), lane.asks(0)
+        (0, 0, 50, 93, 100)
+        >>> Lane(topic="b", capacity=8, batch=8, handlers=8).asks(7)
+        1
+        """
+        free = self.free(unsettled)
+        if unsettled >= self.handlers and 2 * free < self.batch:
+            return 0
+        return min(self.batch, free)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,24 +119,34 @@ class Polls:
         return tuple(lane.topic for lane in self.lanes)
 
 
-def polls(lanes: Sequence[tuple[str, int, int]], backoff: Backoff) -> Polls:
-    """A worker's poll state: one lane per ``(topic, capacity, batch)``, in order.
+def polls(
+    lanes: Sequence[tuple[str, int, int] | tuple[str, int, int, int]], backoff: Backoff
+) -> Polls:
+    """A worker's poll state: one lane per ``(topic, capacity, batch[, handlers])``,
+    in order (``handlers``: by default the capacity, so a topic asks as soon as
+    a slot frees).
 
-    The topics must be distinct, and capacity and batch positive.
+    The topics must be distinct; capacity, batch and handlers positive, and
+    handlers at most the capacity.
     """
     if not lanes:
         raise ValidationError("topics", "a worker serves at least one topic")
     seen: set[str] = set()
     made = []
-    for topic, capacity, batch in lanes:
+    for topic, capacity, batch, *rest in lanes:
         require_name("topic", topic)
         if topic in seen:
             raise ValidationError("topics", f"{topic!r} is served twice")
         seen.add(topic)
-        for name, value in (("capacity", capacity), ("batch", batch)):
+        handlers = rest[0] if rest else capacity
+        for name, value in (("capacity", capacity), ("batch", batch), ("handlers", handlers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValidationError(name, f"must be a positive integer (got {value!r})")
-        made.append(Lane(topic=topic, capacity=capacity, batch=batch))
+        if handlers > capacity:
+            raise ValidationError(
+                "handlers", f"must be at most the capacity, {capacity} (got {handlers})"
+            )
+        made.append(Lane(topic=topic, capacity=capacity, batch=batch, handlers=handlers))
     return Polls(tuple(made), backoff)
 
 
@@ -127,9 +165,9 @@ def to_reserve(polls: Polls, unsettled: Mapping[str, int], now_ms: int) -> tuple
     plan = []
     for step in range(count):
         lane = lanes[(polls.first + step) % count]
-        free = lane.free(unsettled.get(lane.topic, 0))
-        if free and _due(lane, now_ms):
-            plan.append(Reserve(topic=lane.topic, limit=min(lane.batch, free)))
+        asks = lane.asks(unsettled.get(lane.topic, 0))
+        if asks and _due(lane, now_ms):
+            plan.append(Reserve(topic=lane.topic, limit=asks))
     return tuple(plan)
 
 
@@ -159,6 +197,25 @@ def reserved(polls: Polls, topic: str, got: int | None, now_ms: int, rand: float
     return Polls(tuple(lanes), polls.backoff, (index + 1) % len(lanes))
 
 
+def refills(polls: Polls, topic: str, unsettled: int) -> bool:
+    """Whether ``topic``, which fetches ahead (its batch is larger than its
+    handlers), asks again now that one of its leases was settled
+    (``unsettled``: the leases it holds undecided after it): the shell then
+    wakes its dispatcher at once, instead of leaving it asleep until
+    ``linger_ms`` while the tasks fetched ahead run out. (A topic that does
+    not fetch ahead is refilled after ``linger_ms``, which gathers the slots
+    freed meanwhile into one claim.)
+
+    >>> p = polls([("a", 100, 100, 8), ("b", 8, 8, 8)], Backoff(base_ms=20, cap_ms=2_000))
+    >>> refills(p, "a", 51), refills(p, "a", 50), refills(p, "a", 49), refills(p, "b", 7)
+    (False, True, False, False)
+    """
+    lane = polls.lane(topic)
+    if lane.batch <= lane.handlers:
+        return False
+    return bool(lane.asks(unsettled)) and not lane.asks(unsettled + 1)
+
+
 def hinted(polls: Polls, topic: str) -> Polls:
     """The store hints that ``topic`` has a task ready: poll it at once (its
     streak of empty polls stands, so a false hint backs off further)."""
@@ -171,9 +228,9 @@ def hinted(polls: Polls, topic: str) -> Polls:
 def wait_ms(polls: Polls, unsettled: Mapping[str, int], now_ms: int, linger_ms: int) -> int:
     """How long the shell may sleep before ``to_reserve`` can offer something.
 
-    Until the earliest backoff of a topic with free slots ends; at most
-    ``linger_ms`` while some topic is full (a return frees a slot without a
-    hint); 0 if something may be reserved now.
+    Until the earliest backoff of a topic that asks ends; at most
+    ``linger_ms`` while some topic does not ask (full, or waiting to refill:
+    a return frees a slot without a hint); 0 if something may be reserved now.
 
     >>> p = polls([("a", 1, 1), ("b", 1, 1)], Backoff(base_ms=100, cap_ms=1_000))
     >>> p = reserved(reserved(p, "a", 0, now_ms=0, rand=0.5), "b", 0, now_ms=0, rand=0.9)
@@ -182,7 +239,7 @@ def wait_ms(polls: Polls, unsettled: Mapping[str, int], now_ms: int, linger_ms: 
     """
     wait: int | None = None
     for lane in polls.lanes:
-        if not lane.free(unsettled.get(lane.topic, 0)):
+        if not lane.asks(unsettled.get(lane.topic, 0)):
             until = linger_ms
         elif lane.poll_at_ms is None:
             return 0

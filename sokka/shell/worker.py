@@ -419,7 +419,8 @@ class WorkerCore:
         self._poll = poll_backoff or Backoff(base_ms=20, cap_ms=2_000)
         self._polls: Polls = polling.polls(
             [
-                (route.topic, self._capacity_of[route.topic], route.batch_size or route.concurrency)
+                (route.topic, self._capacity_of[route.topic],
+                 route.batch_size or route.concurrency, route.concurrency)
                 for route in routes
             ],
             self._poll,
@@ -1086,6 +1087,10 @@ class Worker(WorkerCore):
             if not self._running_of[topic] and not self._ready_of[topic]:
                 self._hinted.add(topic)  # this topic is idle: reserve for it at once
                 self._wake_dispatcher_locked()
+            elif polling.refills(
+                self._polls, topic, len(self._ready_of[topic]) + self._running_of[topic]
+            ):
+                self._wake_dispatcher_locked()  # half a batch is free: refill it now
             self._contexts.pop(token, None)
             now = self._clock.now_ms()
             if outcome is _CANCELLED:

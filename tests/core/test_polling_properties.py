@@ -1,7 +1,8 @@
 """What a worker serving several topics reserves next (``sokka.core.polling``),
 as hypothesis tests over random runs.
 
-A run is a worker with a few topics, each with its own capacity and batch,
+A run is a worker with a few topics, each with its own capacity, batch and
+handlers (how many of its tasks run at once),
 against a store that answers each reserve with any number of tasks up to the
 limit asked (or fails), and handlers that settle leases at random. The shell
 in these tests does what both runtimes do: each round it reserves what
@@ -28,14 +29,18 @@ BACKOFF = Backoff(base_ms=20, cap_ms=2_000, jitter=Jitter.EQUAL)
 
 @dataclass
 class Run:
-    lanes: list[tuple[str, int, int]]  #: (topic, capacity, batch)
+    lanes: list[tuple[str, int, int, int]]  #: (topic, capacity, batch, handlers)
     steps: list[tuple[str, int, float, int]]  #: per step: what happens, a number, a draw, ms
 
 
 @st.composite
 def runs(draw: st.DrawFn) -> Run:
     n = draw(st.integers(1, 4))
-    lanes = [(f"topic{i}", draw(st.integers(1, 8)), draw(st.integers(1, 8))) for i in range(n)]
+    lanes = []
+    for i in range(n):
+        capacity = draw(st.integers(1, 12))
+        batch, handlers = draw(st.integers(1, 12)), draw(st.integers(1, capacity))
+        lanes.append((f"topic{i}", capacity, batch, handlers))
     steps = draw(
         st.lists(
             st.tuples(
@@ -63,7 +68,7 @@ class Round:
 def drive(run: Run, check: Callable[[Round], None] | None = None) -> None:
     """Drive ``run``; after every round, call ``check`` with what it saw."""
     polls = polling.polls(run.lanes, BACKOFF)
-    capacity = {topic: cap for topic, cap, _batch in run.lanes}
+    capacity = {topic: cap for topic, cap, _batch, _handlers in run.lanes}
     held = dict.fromkeys(capacity, 0)
     now = 0
     for what, number, draw, elapsed in run.steps:
@@ -101,10 +106,11 @@ def test_a_topic_never_holds_more_than_its_capacity(run: Run) -> None:
 
 
 @given(runs())
-def test_every_round_offers_every_topic_with_free_slots_and_no_backoff(run: Run) -> None:
+def test_every_round_offers_every_topic_that_asks_and_has_no_backoff(run: Run) -> None:
     """Fairness: a busy topic cannot starve another. Each round offers every topic
-    that has free slots and whose backoff is over, each once, whatever the others
-    hold or got; a topic with no free slots, or backing off, is not offered."""
+    that asks (the refill rule, below) and whose backoff is over, each once,
+    whatever the others hold or got; a topic that does not ask, or is backing
+    off, is not offered."""
 
     def check(r: Round) -> None:
         offered = [reserve.topic for reserve in r.plan]
@@ -112,12 +118,50 @@ def test_every_round_offers_every_topic_with_free_slots_and_no_backoff(run: Run)
         expected = {
             lane.topic
             for lane in r.before.lanes
-            if lane.free(r.held_before[lane.topic])
+            if lane.asks(r.held_before[lane.topic])
             and (lane.poll_at_ms is None or lane.poll_at_ms <= r.now)
         }
         assert set(offered) == expected
 
     drive(run, check)
+
+
+@given(runs())
+def test_a_topic_refills_when_a_handler_is_idle_or_half_a_batch_is_free(run: Run) -> None:
+    """The refill rule. A topic with an idle handler (it holds fewer leases
+    undecided than it has handlers) and no backoff pending is always offered,
+    for up to a batch and its free slots. While every handler has a task, it is
+    offered only once at least half a batch of slots is free: a topic that
+    fetches ahead is refilled by claims of half a batch or more, never by a
+    claim of one task each time a handler returns."""
+
+    def check(r: Round) -> None:
+        limits = {reserve.topic: reserve.limit for reserve in r.plan}
+        for lane in r.before.lanes:
+            held = r.held_before[lane.topic]
+            free = lane.free(held)
+            due = lane.poll_at_ms is None or lane.poll_at_ms <= r.now
+            if held < lane.handlers and due:
+                assert limits[lane.topic] == min(lane.batch, free)
+            elif lane.topic in limits:
+                assert 2 * free >= lane.batch
+                assert limits[lane.topic] == min(lane.batch, free)
+
+    drive(run, check)
+
+
+@given(runs())
+def test_a_topic_that_fetches_ahead_wakes_its_worker_as_it_starts_to_ask(run: Run) -> None:
+    """``refills`` says when a settled lease makes a topic that fetches ahead
+    (batch larger than its handlers) ask again, and only then: the worker wakes
+    at once instead of after ``linger_ms``. A topic that does not fetch ahead
+    never says so (its freed slots are gathered for ``linger_ms``)."""
+    polls = polling.polls(run.lanes, BACKOFF)
+    for lane in polls.lanes:
+        for held in range(lane.capacity):
+            starts = bool(lane.asks(held)) and not lane.asks(held + 1)
+            fetches_ahead = lane.batch > lane.handlers
+            assert polling.refills(polls, lane.topic, held) is (starts and fetches_ahead)
 
 
 @given(st.integers(2, 5), st.lists(st.integers(0, 4), min_size=1, max_size=30))
@@ -146,8 +190,8 @@ def test_the_shell_may_sleep_wait_ms_without_missing_a_reserve(run: Run) -> None
             assert polling.to_reserve(r.after, r.held_after, r.now) != ()
         for early in range(0, wait, max(1, wait // 7)):
             assert polling.to_reserve(r.after, r.held_after, r.now + early) == ()
-        if any(lane.free(r.held_after[lane.topic]) == 0 for lane in r.after.lanes):
-            assert wait <= 10  # a full topic: a settled lease frees a slot unannounced
+        if any(not lane.asks(r.held_after[lane.topic]) for lane in r.after.lanes):
+            assert wait <= 10  # a topic that does not ask: a settled lease may change that
 
     drive(run, check)
 

@@ -830,6 +830,10 @@ class Worker(WorkerCore):
         if not self._running_of[topic] and not self._ready_of[topic]:
             self._hinted.add(topic)  # this topic is idle: reserve for it at once
             self._room.set()
+        elif polling.refills(
+            self._polls, topic, len(self._ready_of[topic]) + self._running_of[topic]
+        ):
+            self._room.set()  # half a batch is free: refill it now
         if self._running == 0 and not self._waiting_count:
             self._room.set()  # idle: the dispatcher reserves
             self._recorder.set()  # and the recorder records
