@@ -69,6 +69,13 @@ class _Waiting:
                 raise error
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def rode_out(self, error: RetryableError) -> tuple[bool, Any]:
+        """A read failed with ``error`` (a busy or unreachable store): ride it out,
+        (False, None), until the wait is over; then raise it."""
+        if self.clock.now_ms() >= self.deadline_ms:
+            raise error
+        return False, None
+
     def pause_ms(self, rand: float) -> int:
         """How long to sleep before the next read; ``ResultTimeout`` once the wait is over."""
         pause = next_poll_ms(self.polls, rand, self.clock.now_ms(), self.deadline_ms)
@@ -100,11 +107,8 @@ def wait_for_result(
     while True:
         try:
             done, value = waiting.read(store.get_task(task_id))
-        except RetryableError:
-            # A busy or unreachable store: ride it out until the wait is over.
-            if waiting.clock.now_ms() >= waiting.deadline_ms:
-                raise
-            done, value = False, None
+        except RetryableError as error:
+            done, value = waiting.rode_out(error)
         if done:
             return value
         sleep(waiting.pause_ms(rand()) / 1000)
@@ -127,10 +131,8 @@ async def async_wait_for_result(
     while True:
         try:
             done, value = waiting.read(await store.get_task(task_id))
-        except RetryableError:
-            if waiting.clock.now_ms() >= waiting.deadline_ms:
-                raise
-            done, value = False, None
+        except RetryableError as error:
+            done, value = waiting.rode_out(error)
         if done:
             return value
         await asyncio.sleep(waiting.pause_ms(rand()) / 1000)
