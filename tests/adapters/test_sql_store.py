@@ -358,10 +358,10 @@ def test_create_schema_upgrades_a_version_1_database_in_place(
     with SQLStore(url, prefix=prefix) as old:
         assert old.schema_version() == 1
         with pytest.raises(
-            SchemaError, match=r"version 1, older than this sokka's \(3\): run `sokka init`"
+            SchemaError, match=r"version 1, older than this sokka's \(4\): run `sokka init`"
         ):
             old.reserve_tasks("q", "w")
-        assert old.create_schema() == SCHEMA_VERSION == 3
+        assert old.create_schema() == SCHEMA_VERSION == 4
         assert old.schema_version() == SCHEMA_VERSION
         assert old.get_task("kept").status is Status.STARTING
         assert old.pause_topic("q") is True
@@ -415,3 +415,104 @@ def test_a_postgres_claim_reads_about_the_rows_it_claims_not_the_backlog(
             assert _rows_read(plan) <= 4 * 50, json.dumps(plan, indent=1)
         finally:
             store.drop_schema()
+
+
+def _grouped_store(store: SQLStore) -> None:
+    """5,000 tasks that are their own group, and a group "g0" of 13: its own
+    task (the id is the group) and twelve grouped under it, interleaved."""
+    for start in range(0, 5000, 990):
+        store.create_tasks(
+            [TaskSpec(topic="q", task_id=f"t{i}") for i in range(start, min(5000, start + 990))]
+            + ([TaskSpec(topic="q", task_id="g0")] if start == 0 else [])
+            + [TaskSpec(topic="q", task_id=f"g0-{start}-{k}", task_group_id="g0") for k in (0, 1)]
+        )
+
+
+@pytest.mark.parametrize("analysed", [False, True], ids=["no statistics", "analysed"])
+def test_a_postgres_group_lookup_reads_its_group_not_the_table(
+    pg_url: str, analysed: bool
+) -> None:
+    """tasks_in_group reads the group's rows through two indexes (the group
+    index holds only tasks grouped under another's id; the group's own task is
+    found by id), whatever the planner knows of the table."""
+    prefix = test_prefix("groupplan")
+    with SQLStore(pg_url, prefix=prefix) as store:
+        store.create_schema()
+        try:
+            _grouped_store(store)
+            if analysed:
+                with store.engine.begin() as conn:
+                    conn.exec_driver_sql(f"ANALYZE {prefix}tasks")
+            assert [t.task_id for t in store.tasks_in_group("g0")][:3] == [
+                "g0", "g0-0-0", "g0-0-1",
+            ]  # fmt: skip
+            assert len(store.tasks_in_group("g0")) == 13
+            assert [t.task_id for t in store.tasks_in_group("t7")] == ["t7"]
+            with store.engine.connect() as conn:
+                sql = str(store._select_group.compile(dialect=conn.dialect))
+                explained = conn.exec_driver_sql(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, {"group": "g0", "limit": 100}
+                ).scalar_one()
+            plan = explained[0]["Plan"]
+            assert plan["Actual Rows"] == 13
+            assert _rows_read(plan) <= 2 * 13, json.dumps(plan, indent=1)
+        finally:
+            store.drop_schema()
+
+
+def test_ungrouped_tasks_leave_no_entry_in_the_group_index(
+    url_and_prefix: tuple[str, str],
+) -> None:
+    """Most tasks are their own group: the group index holds none of them, so
+    their creation and every status change write no entry there. On PostgreSQL
+    the creation-time index is BRIN (a summary per block range, not an entry
+    per row version)."""
+    url, prefix = url_and_prefix
+    with SQLStore(url, prefix=prefix) as store:
+        store.create_schema()
+        _grouped_store(store)
+        for _ in range(10):
+            store.reserve_tasks("q", "w", 100)
+        claimed = [t.task_id for t in store.tasks_in_group("g0") if t.attempt]
+        assert claimed == ["g0", "g0-0-0", "g0-0-1"]
+        index = f"{prefix}tasks_group"
+        with store.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                # Entries of an index, counted through it (INDEXED BY fails if it cannot).
+                entries = conn.exec_driver_sql(
+                    f"SELECT count(*) FROM {prefix}tasks INDEXED BY {index} "
+                    "WHERE task_group_id > '' AND task_group_id <> task_id"
+                ).scalar_one()
+                assert entries == 12
+                return
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+            entries = conn.exec_driver_sql(
+                f"SELECT tuple_count FROM pgstattuple('{index}')"
+            ).scalar_one()
+            created = conn.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = %(n)s",
+                {"n": f"{prefix}tasks_created"},
+            ).scalar_one()
+        # The twelve grouped tasks, and a second version of the two of them the
+        # 1,000 claims took; the 998 other claims wrote no entry here.
+        assert entries == 12 + 2
+        assert "USING brin (created_at)" in created
+
+
+def test_an_sqlite_group_lookup_searches_two_indexes(sqlite_url: str) -> None:
+    """On SQLite too, tasks_in_group finds grouped tasks through the partial
+    group index and the group's own task by its id: no scan of the table."""
+    with SQLStore(sqlite_url) as store:
+        store.create_schema()
+        _grouped_store(store)
+        with store.engine.connect() as conn:
+            sql = str(store._select_group.compile(dialect=conn.dialect))
+            steps = [
+                str(row[3])
+                for row in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + sql, ("g0", 100, 0, "g0", "g0", 100, 0)
+                )
+            ]
+    assert any("USING INDEX sokka_tasks_group (task_group_id=?)" in s for s in steps), steps
+    assert any("(task_id=?)" in s for s in steps), steps
+    assert not any(s.startswith("SCAN sokka_tasks") for s in steps), steps
