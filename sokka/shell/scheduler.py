@@ -107,9 +107,6 @@ class SchedulerReport:
 
 #: Slots of one ``create_tasks`` call: each with its schedule and its task.
 _Batch = Sequence[tuple[Schedule, int, TaskSpec]]
-#: What a store answered to one ``create_tasks`` call: a result per task, or the
-#: error of the whole call (which, by the store's contract, changed nothing).
-_Answer = Sequence[Result[Task, SokkaError]] | SokkaError
 
 
 @dataclass(slots=True, kw_only=True)
@@ -138,7 +135,8 @@ class SchedulerCore:
     the store answered, makes the slots it could not take due again with a
     backoff, and reports. The threaded ``Scheduler`` and the asyncio one
     (``sokka.shell.aio.scheduler.AsyncScheduler``) add only how they call the
-    store (``create_tasks``, once per batch of ``_Wakeup.batches``) and sleep.
+    store (``create_tasks`` once per batch of ``_Wakeup.batches``: its results
+    to ``_answered``, its error to ``_refused``) and sleep.
     """
 
     def __init__(
@@ -183,18 +181,21 @@ class SchedulerCore:
             pending.extend((schedule, slot, schedule.task_spec(slot)) for slot in p.due)
         return _Wakeup(now_ms=now, plans=plans, pending=pending)
 
-    def _answered(self, wakeup: _Wakeup, batch: _Batch, answer: _Answer) -> None:
-        """Record (and log) what the store answered to ``batch``'s ``create_tasks``."""
-        if isinstance(answer, SokkaError):
-            # The call changed nothing (a store's contract): every slot stays due.
-            level = logging.WARNING if isinstance(answer, RetryableError) else logging.ERROR
-            log.log(level, "creating %d periodic task(s) failed, will retry: %s",
-                    len(batch), answer)  # fmt: skip
-            for schedule, slot, spec in batch:
-                wakeup.retrying.append(str(spec.task_id))
-                self._retry(schedule.name, slot)
-            return
-        for (schedule, slot, spec), result in zip(batch, answer, strict=True):
+    def _refused(self, wakeup: _Wakeup, batch: _Batch, error: SokkaError) -> None:
+        """Record (and log) a ``create_tasks`` call of ``batch`` that raised ``error``."""
+        # The call changed nothing (a store's contract): every slot stays due.
+        level = logging.WARNING if isinstance(error, RetryableError) else logging.ERROR
+        log.log(level, "creating %d periodic task(s) failed, will retry: %s",
+                len(batch), error)  # fmt: skip
+        for schedule, slot, spec in batch:
+            wakeup.retrying.append(str(spec.task_id))
+            self._retry(schedule.name, slot)
+
+    def _answered(
+        self, wakeup: _Wakeup, batch: _Batch, results: Sequence[Result[Task, SokkaError]]
+    ) -> None:
+        """Record (and log) the store's result for each task of ``batch``."""
+        for (schedule, slot, spec), result in zip(batch, results, strict=True):
             task_id = str(spec.task_id)
             match result:
                 case Success(_):
@@ -293,12 +294,12 @@ class Scheduler(SchedulerCore):
         with self._lock:
             wakeup = self._woken(now_ms)
             for batch in wakeup.batches():
-                answer: _Answer
                 try:
-                    answer = self._store.create_tasks([spec for _, _, spec in batch])
+                    results = self._store.create_tasks([spec for _, _, spec in batch])
                 except SokkaError as error:
-                    answer = error
-                self._answered(wakeup, batch, answer)
+                    self._refused(wakeup, batch, error)
+                else:
+                    self._answered(wakeup, batch, results)
             return self._reported(wakeup)
 
     # -- the loop -----------------------------------------------------------
