@@ -101,7 +101,7 @@ class App(AppCore):
         if install_signal_handlers:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 try:
-                    loop.add_signal_handler(signum, _stopping, scheduler, signum)
+                    loop.add_signal_handler(signum, _stop_on_signal, scheduler, signum)
                 except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                     continue
                 installed.append(signum)
@@ -191,6 +191,6 @@ class App(AppCore):
             return await worker.run(install_signal_handlers=install_signal_handlers)
 
 
-def _stopping(scheduler: AsyncScheduler, signum: int) -> None:
+def _stop_on_signal(scheduler: AsyncScheduler, signum: int) -> None:
     log.info("got signal %d, stopping the scheduler", signum)
     scheduler.stop()

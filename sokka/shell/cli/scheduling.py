@@ -71,14 +71,16 @@ def scheduler(app_path: str, log_level: str) -> None:
     _logging(log_level)
     app = load_app(app_path)
     runner = app.scheduler()  # no schedule, or a topic without a handler: an error now
-    log.info("scheduler for %d schedule(s) of %s", len(runner.schedules), app_path)
+    starting = f"scheduler for {len(runner.schedules)} schedule(s) of {app_path}"
     if isinstance(app, App):
         _check_store(app)
+        log.info(starting)
         app.run_scheduler()
         return
 
     async def run_async() -> None:
         await _check_async_store(app)
+        log.info(starting)
         await app.run_scheduler()
 
     asyncio.run(run_async())
