@@ -38,6 +38,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(opentelemetry\..*|Tracer|Span)"),
     (r"py:.*", r"(collections\.abc|typing|types|enum|asyncio|concurrent|threading|datetime)\..*"),
     (r"py:.*", r"contextlib\..*"),
+    # asyncio.Task's own module, as autodoc spells a return annotation of it.
+    (r"py:.*", r"_asyncio\..*"),
     (r"py:.*", r"(PMap|PVector|Result|Connection|Engine|Session|Sequence|Mapping|Iterable)"),
     (r"py:.*", r"(Callable|Awaitable|Iterator|AsyncIterator|Any|TypeVar|_[A-Za-z]+)"),
     (r"py:class", r"(int|str|float|bool|bytes|object|None|type|BaseException|Exception)"),

@@ -25,7 +25,8 @@ alive, and, when asked, one embedded ``Supervisor`` covers the served topics.
 ``AppCore`` is what this ``App`` and the asyncio one
 (``sokka.shell.aio.app.App``) share, so that both check alike: the registry
 of handlers and the checks of their options, the task an ``enqueue`` makes,
-and the routes of the one worker.
+the routes of the one worker, and the periodic schedules (``periodic``) with
+the tasks their scheduler creates.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class AppCore:
     """The registry of an app's handlers, and what both runtimes' apps check alike.
 
     ``handler`` registers; ``_spec`` makes the task of an ``enqueue``;
-    ``_routes`` gives the routes of the one worker serving some topics. A
+    ``_routes`` gives the routes of the one worker serving some topics;
+    ``periodic`` registers a schedule, and ``_scheduled`` gives the schedules
+    a scheduler runs (each topic handler's options on its tasks). A
     subclass says which handlers it runs (``_check_handler``), and how it
     calls its store and runs its worker. ``tracer_provider``: where the spans
     of its enqueues and of its worker's attempts go (``sokka.shell.tracing``;
@@ -189,6 +192,106 @@ class AppCore:
     def _known(self) -> str:
         known = ", ".join(repr(t) for t in sorted(self._handlers)) or "none"
         return f"(its topics: {known})"
+
+    # -- periodic schedules ---------------------------------------------------------
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        topic: str,
+        name: str | None = None,
+        data: Any = None,
+        tz: str = "UTC",
+        catch_up: int = 1,
+        catch_up_within: int | str | None = None,
+        max_attempts: int | None = None,
+        description: str = "",
+        sub_topic: str = "default",
+        group: str | None = None,
+    ) -> Callable[[_H], _H]:
+        """Create a task of ``topic`` at every slot of the ``cron`` line, once per slot.
+
+        Registers the schedule at once, so it works as a statement
+        (``app.periodic("0 3 * * *", topic="backups")``) or as a decorator
+        stacked on the topic's ``@app.handler`` (the function is returned as
+        it was). ``sokka scheduler --app`` (or ``sokka worker --app
+        --scheduler``, or ``app.run_scheduler()``, awaited on a
+        ``sokka.asyncio.App``) creates the tasks.
+
+        ``cron``: five fields, or six with seconds first, read in time zone
+        ``tz`` (``sokka.shell.cron``). ``name``: the schedule's name, which
+        names its tasks (``periodic:NAME:2026-12-01T22:05:00Z``): default the
+        topic; give each schedule of a topic its own. ``catch_up``: after
+        downtime, at most this many missed slots are created, the most
+        recent; ``catch_up_within`` (ms or ``"1h"``): none older than that.
+        ``data``, ``max_attempts``, ``description``, ``sub_topic``, ``group``:
+        as ``enqueue`` takes them; the topic's handler gives the lease and the
+        timeout. Bad input is a ``ValidationError`` naming the field (a bad
+        cron line: the cron field and its rule), and nothing is registered.
+        """
+        # croniter (and dateutil) load on the first schedule, not with every
+        # `import sokka`: every command and worker process would pay for it.
+        from sokka.shell.cron import CronSlots
+
+        require_name("topic", topic)
+        slots = CronSlots(cron, tz)
+        schedule_name = require_schedule_name(topic if name is None else name)
+        spec = TaskSpec(
+            topic=topic, data=data, task_group_id=group, sub_topic=sub_topic,
+            description=description, max_attempts=max_attempts,
+        )  # fmt: skip
+        within = (
+            None if catch_up_within is None else duration_ms(catch_up_within, "catch_up_within")
+        )
+        schedule = Schedule(
+            name=schedule_name, slots=slots, spec=spec, cron=cron,
+            catch_up=CatchUp(slots=catch_up, within_ms=within),
+        )  # fmt: skip
+        with self._lock:
+            if schedule_name in self._schedules:
+                known = self._schedules[schedule_name]
+                raise ValidationError(
+                    "name",
+                    f"{schedule_name!r} already names a schedule ({known.cron!r} on topic "
+                    f"{known.spec.topic!r}): give each schedule of a topic its own name=",
+                )
+            self._schedules[schedule_name] = schedule
+
+        def passed_through(function: _H) -> _H:
+            return function
+
+        return passed_through
+
+    @property
+    def schedules(self) -> Mapping[str, Schedule]:
+        """The registered periodic schedules by name (a copy)."""
+        return dict(self._schedules)
+
+    def _scheduled(self) -> list[Schedule]:
+        """The registered schedules as a scheduler runs them: each task with its
+        topic handler's lease, timeout and ``max_attempts`` (unless the schedule
+        gave its own). A schedule whose topic has no handler here, or no
+        schedule at all, is a ``ValidationError``."""
+        schedules = []
+        for schedule in self._schedules.values():
+            registered = self._handlers.get(schedule.spec.topic)
+            if registered is None:
+                raise ValidationError(
+                    "topic",
+                    f"schedule {schedule.name!r} creates tasks of {schedule.spec.topic!r}, "
+                    f"which has no handler in this app {self._known()}",
+                )
+            spec = dataclasses.replace(
+                schedule.spec,
+                lease_time_ms=registered.lease_time_ms,
+                timeout_ms=registered.timeout_ms,
+                max_attempts=schedule.spec.max_attempts or registered.max_attempts,
+            )
+            schedules.append(dataclasses.replace(schedule, spec=spec))
+        if not schedules:
+            raise ValidationError("schedules", "this app has no periodic schedule (@app.periodic)")
+        return schedules
 
     # -- running -------------------------------------------------------------------
 
@@ -294,79 +397,7 @@ class App(AppCore):
                 "handlers on threads; register it with sokka.asyncio.App",
             )
 
-    # -- periodic schedules ---------------------------------------------------------
-
-    def periodic(
-        self,
-        cron: str,
-        *,
-        topic: str,
-        name: str | None = None,
-        data: Any = None,
-        tz: str = "UTC",
-        catch_up: int = 1,
-        catch_up_within: int | str | None = None,
-        max_attempts: int | None = None,
-        description: str = "",
-        sub_topic: str = "default",
-        group: str | None = None,
-    ) -> Callable[[_H], _H]:
-        """Create a task of ``topic`` at every slot of the ``cron`` line, once per slot.
-
-        Registers the schedule at once, so it works as a statement
-        (``app.periodic("0 3 * * *", topic="backups")``) or as a decorator
-        stacked on the topic's ``@app.handler`` (the function is returned as
-        it was). ``sokka scheduler --app`` (or ``sokka worker --app
-        --scheduler``, or ``app.run_scheduler()``) creates the tasks.
-
-        ``cron``: five fields, or six with seconds first, read in time zone
-        ``tz`` (``sokka.shell.cron``). ``name``: the schedule's name, which
-        names its tasks (``periodic:NAME:2026-12-01T22:05:00Z``): default the
-        topic; give each schedule of a topic its own. ``catch_up``: after
-        downtime, at most this many missed slots are created, the most
-        recent; ``catch_up_within`` (ms or ``"1h"``): none older than that.
-        ``data``, ``max_attempts``, ``description``, ``sub_topic``, ``group``:
-        as ``enqueue`` takes them; the topic's handler gives the lease and the
-        timeout. Bad input is a ``ValidationError`` naming the field (a bad
-        cron line: the cron field and its rule), and nothing is registered.
-        """
-        # croniter (and dateutil) load on the first schedule, not with every
-        # `import sokka`: every command and worker process would pay for it.
-        from sokka.shell.cron import CronSlots
-
-        require_name("topic", topic)
-        slots = CronSlots(cron, tz)
-        schedule_name = require_schedule_name(topic if name is None else name)
-        spec = TaskSpec(
-            topic=topic, data=data, task_group_id=group, sub_topic=sub_topic,
-            description=description, max_attempts=max_attempts,
-        )  # fmt: skip
-        within = (
-            None if catch_up_within is None else duration_ms(catch_up_within, "catch_up_within")
-        )
-        schedule = Schedule(
-            name=schedule_name, slots=slots, spec=spec, cron=cron,
-            catch_up=CatchUp(slots=catch_up, within_ms=within),
-        )  # fmt: skip
-        with self._lock:
-            if schedule_name in self._schedules:
-                known = self._schedules[schedule_name]
-                raise ValidationError(
-                    "name",
-                    f"{schedule_name!r} already names a schedule ({known.cron!r} on topic "
-                    f"{known.spec.topic!r}): give each schedule of a topic its own name=",
-                )
-            self._schedules[schedule_name] = schedule
-
-        def passed_through(function: _H) -> _H:
-            return function
-
-        return passed_through
-
-    @property
-    def schedules(self) -> Mapping[str, Schedule]:
-        """The registered periodic schedules by name (a copy)."""
-        return dict(self._schedules)
+    # -- periodic schedules (registered by AppCore.periodic) -------------------------
 
     def scheduler(self, *, clock: Clock | None = None) -> Scheduler:
         """A ``Scheduler`` for every registered schedule on this app's store, each
@@ -374,26 +405,7 @@ class App(AppCore):
         the schedule gave its own). A schedule whose topic has no handler here
         is a ``ValidationError`` (as ``enqueue`` refuses one). ``clock``: the
         wall clock to read (default the system's, in Unix-epoch ms)."""
-        schedules = []
-        for schedule in self._schedules.values():
-            registered = self._handlers.get(schedule.spec.topic)
-            if registered is None:
-                known = ", ".join(repr(t) for t in sorted(self._handlers)) or "none"
-                raise ValidationError(
-                    "topic",
-                    f"schedule {schedule.name!r} creates tasks of {schedule.spec.topic!r}, "
-                    f"which has no handler in this app (its topics: {known})",
-                )
-            spec = dataclasses.replace(
-                schedule.spec,
-                lease_time_ms=registered.lease_time_ms,
-                timeout_ms=registered.timeout_ms,
-                max_attempts=schedule.spec.max_attempts or registered.max_attempts,
-            )
-            schedules.append(dataclasses.replace(schedule, spec=spec))
-        if not schedules:
-            raise ValidationError("schedules", "this app has no periodic schedule (@app.periodic)")
-        return Scheduler(self._store, schedules, clock=clock)
+        return Scheduler(self._store, self._scheduled(), clock=clock)
 
     def run_scheduler(self, *, install_signal_handlers: bool = True) -> None:
         """Run ``scheduler()`` on this thread until SIGTERM or SIGINT (signal

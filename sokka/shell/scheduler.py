@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from returns.result import Failure, Success
+from returns.result import Failure, Result, Success
 
 from sokka.adapters.store import MAX_BATCH, TaskStore
 from sokka.core.backoff import Backoff
@@ -40,10 +40,10 @@ from sokka.core.schedule import (
     retry_from,
     slot_task_id,
 )
-from sokka.core.task import TaskSpec
+from sokka.core.task import Task, TaskSpec
 from sokka.shell.clock import Clock
 
-__all__ = ["Schedule", "Scheduler", "SchedulerReport", "WallClock"]
+__all__ = ["Schedule", "Scheduler", "SchedulerCore", "SchedulerReport", "WallClock"]
 
 log = logging.getLogger("sokka.scheduler")
 
@@ -105,7 +105,164 @@ class SchedulerReport:
     wake_ms: int | None  #: the next slot of any schedule (wall clock)
 
 
-class Scheduler:
+#: Slots of one ``create_tasks`` call: each with its schedule and its task.
+_Batch = Sequence[tuple[Schedule, int, TaskSpec]]
+
+
+@dataclass(slots=True, kw_only=True)
+class _Wakeup:
+    """One wake-up in progress: the plans made at ``now_ms``, the slots they made
+    due, and what the store answered so far, by task id."""
+
+    now_ms: int
+    plans: dict[str, Plan]
+    pending: list[tuple[Schedule, int, TaskSpec]]
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    retrying: list[str] = field(default_factory=list)
+
+    def batches(self) -> list[_Batch]:
+        """The due slots in ``create_tasks`` calls of at most ``MAX_BATCH`` tasks."""
+        return [self.pending[at : at + MAX_BATCH] for at in range(0, len(self.pending), MAX_BATCH)]
+
+
+class SchedulerCore:
+    """What every runtime's scheduler holds and decides, without calling a store.
+
+    Checks the schedules, plans each wake-up through ``sokka.core.schedule``
+    (keeping the last moment each schedule considered), records and logs what
+    the store answered, makes the slots it could not take due again with a
+    backoff, and reports. The threaded ``Scheduler`` and the asyncio one
+    (``sokka.shell.aio.scheduler.AsyncScheduler``) add only how they call the
+    store (``create_tasks`` once per batch of ``_Wakeup.batches``: its results
+    to ``_answered``, its error to ``_refused``) and sleep.
+    """
+
+    def __init__(
+        self,
+        schedules: Sequence[Schedule],
+        *,
+        clock: Clock | None,
+        retry_backoff: Backoff | None,
+    ) -> None:
+        names = [s.name for s in schedules]
+        if not schedules:
+            raise ValidationError("schedules", "there is no schedule to run")
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValidationError("schedules", f"two schedules are named {twice[0]!r}")
+        self._schedules = tuple(schedules)
+        self._clock: Clock = clock or WallClock()
+        self._backoff = retry_backoff or Backoff(base_ms=500, cap_ms=30_000)
+        self._last: dict[str, int | None] = {s.name: None for s in schedules}
+        self._failures = 0
+        self._wake_ms: int | None = None
+
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        """The schedules this scheduler runs, in the order given."""
+        return self._schedules
+
+    # -- one wake-up: plan, then a store call per batch, then the report -----
+
+    def _woken(self, now_ms: int | None) -> _Wakeup:
+        """Plan every schedule at ``now_ms`` (default: the clock): the slots to
+        create, each schedule's ``_last`` moved on, the skipped slots logged."""
+        now = self._clock.now_ms() if now_ms is None else now_ms
+        plans = {
+            s.name: plan(s.slots, s.catch_up, self._last[s.name], now) for s in self._schedules
+        }
+        pending: list[tuple[Schedule, int, TaskSpec]] = []
+        for schedule in self._schedules:
+            p = plans[schedule.name]
+            self._last[schedule.name] = p.considered_ms
+            _log_skipped(schedule, p)
+            pending.extend((schedule, slot, schedule.task_spec(slot)) for slot in p.due)
+        return _Wakeup(now_ms=now, plans=plans, pending=pending)
+
+    def _refused(self, wakeup: _Wakeup, batch: _Batch, error: SokkaError) -> None:
+        """Record (and log) a ``create_tasks`` call of ``batch`` that raised ``error``."""
+        # The call changed nothing (a store's contract): every slot stays due.
+        level = logging.WARNING if isinstance(error, RetryableError) else logging.ERROR
+        log.log(level, "creating %d periodic task(s) failed, will retry: %s",
+                len(batch), error)  # fmt: skip
+        for schedule, slot, spec in batch:
+            wakeup.retrying.append(str(spec.task_id))
+            self._retry(schedule.name, slot)
+
+    def _answered(
+        self, wakeup: _Wakeup, batch: _Batch, results: Sequence[Result[Task, SokkaError]]
+    ) -> None:
+        """Record (and log) the store's result for each task of ``batch``."""
+        for (schedule, slot, spec), result in zip(batch, results, strict=True):
+            task_id = str(spec.task_id)
+            match result:
+                case Success(_):
+                    wakeup.created.append(task_id)
+                    log.info("created %s (schedule %r, topic %r)",
+                             task_id, schedule.name, spec.topic)  # fmt: skip
+                case Failure(AlreadyExists()):
+                    wakeup.existing.append(task_id)
+                case Failure(RetryableError() as retryable):
+                    log.warning("creating %s failed, will retry: %s", task_id, retryable)
+                    wakeup.retrying.append(task_id)
+                    self._retry(schedule.name, slot)
+                case Failure(error):
+                    wakeup.failed.append(task_id)
+                    log.error("cannot create %s (schedule %r): %s",
+                              task_id, schedule.name, error)  # fmt: skip
+
+    def _retry(self, name: str, slot: int) -> None:
+        """Make ``slot`` due again (and every later slot this wake-up considered)."""
+        last = self._last[name]
+        self._last[name] = retry_from(slot) if last is None else min(last, retry_from(slot))
+
+    def _reported(self, wakeup: _Wakeup) -> SchedulerReport:
+        """When to wake next (the next slot, or sooner to retry), and the report."""
+        self._wake_ms = next_wakeup(wakeup.plans.values())
+        if wakeup.retrying:
+            self._failures += 1
+            delay = self._backoff.delay_ms(self._failures, random.random())
+            retry_at = wakeup.now_ms + max(MIN_RETRY_MS, delay)
+            self._wake_ms = retry_at if self._wake_ms is None else min(self._wake_ms, retry_at)
+        else:
+            self._failures = 0
+        return SchedulerReport(
+            created=tuple(wakeup.created), existing=tuple(wakeup.existing),
+            failed=tuple(wakeup.failed), retrying=tuple(wakeup.retrying),
+            skipped=sum(1 for p in wakeup.plans.values() if p.skipped_until is not None),
+            wake_ms=self._wake_ms,
+        )  # fmt: skip
+
+    # -- the loop's decisions -------------------------------------------------
+
+    def wait_ms(self) -> int:
+        """How long to sleep before the next wake-up (at most ``MAX_SLEEP_MS``)."""
+        if self._wake_ms is None:
+            return MAX_SLEEP_MS
+        return max(0, min(MAX_SLEEP_MS, self._wake_ms - self._clock.now_ms()))
+
+    def _due(self) -> bool:
+        """Whether the loop must wake now (first time, or the wake-up time came)."""
+        return self._wake_ms is None or self._clock.now_ms() >= self._wake_ms
+
+    def _wakeup_failed(self) -> None:
+        """In an ``except`` block: log a wake-up that raised (a bug or a foreign
+        error must not kill the loop), and try again in ``MAX_SLEEP_MS``."""
+        log.exception("scheduler wake-up failed")
+        self._wake_ms = self._clock.now_ms() + MAX_SLEEP_MS
+
+    def _log_schedules(self) -> None:
+        for schedule in self._schedules:
+            log.info(
+                "schedule %r: %s on topic %r (catch-up %d slot(s)%s)",
+                schedule.name, schedule.cron or schedule.slots, schedule.spec.topic,
+                schedule.catch_up.slots, _within(schedule.catch_up),
+            )  # fmt: skip
+
+
+class Scheduler(SchedulerCore):
     """Creates every schedule's slot tasks in ``store`` until ``stop()``.
 
     ``run_once(now_ms)`` is one wake-up at a given wall-clock time (for
@@ -124,121 +281,40 @@ class Scheduler:
         clock: Clock | None = None,
         retry_backoff: Backoff | None = None,
     ) -> None:
-        names = [s.name for s in schedules]
-        if not schedules:
-            raise ValidationError("schedules", "there is no schedule to run")
-        if len(set(names)) != len(names):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            raise ValidationError("schedules", f"two schedules are named {twice[0]!r}")
+        super().__init__(schedules, clock=clock, retry_backoff=retry_backoff)
         self._store = store
-        self._schedules = tuple(schedules)
-        self._clock: Clock = clock or WallClock()
-        self._backoff = retry_backoff or Backoff(base_ms=500, cap_ms=30_000)
-        self._last: dict[str, int | None] = {s.name: None for s in schedules}
-        self._failures = 0
-        self._wake_ms: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-
-    @property
-    def schedules(self) -> tuple[Schedule, ...]:
-        """The schedules this scheduler runs, in the order given."""
-        return self._schedules
 
     def run_once(self, now_ms: int | None = None) -> SchedulerReport:
         """Plan every schedule at ``now_ms`` (default: the clock), create the due
         slots' tasks, and say what happened. Never raises a store's error: a
         slot that could not be created stays due for the next wake-up."""
         with self._lock:
-            now = self._clock.now_ms() if now_ms is None else now_ms
-            plans = {
-                s.name: plan(s.slots, s.catch_up, self._last[s.name], now) for s in self._schedules
-            }
-            pending: list[tuple[Schedule, int, TaskSpec]] = []
-            for schedule in self._schedules:
-                p = plans[schedule.name]
-                self._last[schedule.name] = p.considered_ms
-                _log_skipped(schedule, p)
-                pending.extend((schedule, slot, schedule.task_spec(slot)) for slot in p.due)
-            created, existing, failed, retrying = self._create(pending)
-            self._wake_ms = next_wakeup(plans.values())
-            if retrying:
-                self._failures += 1
-                delay = self._backoff.delay_ms(self._failures, random.random())
-                retry_at = now + max(MIN_RETRY_MS, delay)
-                self._wake_ms = retry_at if self._wake_ms is None else min(self._wake_ms, retry_at)
-            else:
-                self._failures = 0
-            return SchedulerReport(
-                created=tuple(created), existing=tuple(existing), failed=tuple(failed),
-                retrying=tuple(retrying),
-                skipped=sum(1 for p in plans.values() if p.skipped_until is not None),
-                wake_ms=self._wake_ms,
-            )  # fmt: skip
-
-    def _create(
-        self, pending: list[tuple[Schedule, int, TaskSpec]]
-    ) -> tuple[list[str], list[str], list[str], list[str]]:
-        created: list[str] = []
-        existing: list[str] = []
-        failed: list[str] = []
-        retrying: list[str] = []
-        for start in range(0, len(pending), MAX_BATCH):
-            batch = pending[start : start + MAX_BATCH]
-            try:
-                results = self._store.create_tasks([spec for _, _, spec in batch])
-            except SokkaError as error:
-                # The call changed nothing (a store's contract): every slot stays due.
-                level = logging.WARNING if isinstance(error, RetryableError) else logging.ERROR
-                log.log(level, "creating %d periodic task(s) failed, will retry: %s",
-                        len(batch), error)  # fmt: skip
-                for schedule, slot, spec in batch:
-                    retrying.append(str(spec.task_id))
-                    self._retry(schedule.name, slot)
-                continue
-            for (schedule, slot, spec), result in zip(batch, results, strict=True):
-                task_id = str(spec.task_id)
-                match result:
-                    case Success(_):
-                        created.append(task_id)
-                        log.info("created %s (schedule %r, topic %r)",
-                                 task_id, schedule.name, spec.topic)  # fmt: skip
-                    case Failure(AlreadyExists()):
-                        existing.append(task_id)
-                    case Failure(RetryableError() as retryable):
-                        log.warning("creating %s failed, will retry: %s", task_id, retryable)
-                        retrying.append(task_id)
-                        self._retry(schedule.name, slot)
-                    case Failure(error):
-                        failed.append(task_id)
-                        log.error("cannot create %s (schedule %r): %s",
-                                  task_id, schedule.name, error)  # fmt: skip
-        return created, existing, failed, retrying
-
-    def _retry(self, name: str, slot: int) -> None:
-        """Make ``slot`` due again (and every later slot this wake-up considered)."""
-        last = self._last[name]
-        self._last[name] = retry_from(slot) if last is None else min(last, retry_from(slot))
+            wakeup = self._woken(now_ms)
+            for batch in wakeup.batches():
+                try:
+                    results = self._store.create_tasks([spec for _, _, spec in batch])
+                except SokkaError as error:
+                    self._refused(wakeup, batch, error)
+                else:
+                    self._answered(wakeup, batch, results)
+            return self._reported(wakeup)
 
     # -- the loop -----------------------------------------------------------
-
-    def wait_ms(self) -> int:
-        """How long to sleep before the next wake-up (at most ``MAX_SLEEP_MS``)."""
-        if self._wake_ms is None:
-            return MAX_SLEEP_MS
-        return max(0, min(MAX_SLEEP_MS, self._wake_ms - self._clock.now_ms()))
 
     def run(self) -> None:
         """Wake at every slot and create its tasks, on this thread, until ``stop()``
         (a ``stop()`` that came first makes it return at once)."""
-        for schedule in self._schedules:
-            log.info(
-                "schedule %r: %s on topic %r (catch-up %d slot(s)%s)",
-                schedule.name, schedule.cron or schedule.slots, schedule.spec.topic,
-                schedule.catch_up.slots, _within(schedule.catch_up),
-            )  # fmt: skip
-        self._loop()
+        self._log_schedules()
+        while not self._stop.is_set():
+            if self._due():
+                try:
+                    self.run_once()
+                except Exception:  # a bug or a foreign error must not kill the loop
+                    self._wakeup_failed()
+            self._stop.wait(self.wait_ms() / 1000)
 
     def start(self) -> None:
         """Run wake-ups on a daemon thread until ``stop()`` (a stopped scheduler may
@@ -257,16 +333,6 @@ class Scheduler:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            if self._wake_ms is None or self._clock.now_ms() >= self._wake_ms:
-                try:
-                    self.run_once()
-                except Exception:  # a bug or a foreign error must not kill the loop
-                    log.exception("scheduler wake-up failed")
-                    self._wake_ms = self._clock.now_ms() + MAX_SLEEP_MS
-            self._stop.wait(self.wait_ms() / 1000)
 
 
 def _log_skipped(schedule: Schedule, p: Plan) -> None:

@@ -2,9 +2,11 @@
 
 ``async def`` handlers (and plain ones, on handler threads), ``await
 app.enqueue(...)`` (in the caller's ``AsyncConnection`` too), ``await
-app.run_worker()``: one asyncio worker for every topic. The registration and
-its checks are ``AppCore``'s, shared with the threaded ``App``: the same bad
-input gets the same error from both. The stores are real: SQLite and
+app.run_worker()``: one asyncio worker for every topic; ``@app.periodic``
+schedules, ``app.scheduler()`` (an ``AsyncScheduler``) and ``await
+app.run_scheduler()``. The registration and its checks are ``AppCore``'s,
+shared with the threaded ``App``: the same bad input gets the same error from
+both. The stores are real: SQLite and
 PostgreSQL where the store matters, the memory store elsewhere. The tests
 wait for what they need (bounded by ``PATIENCE_S``) and never assert how long
 anything took.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,7 +31,10 @@ import sokka.asyncio
 from sokka import MemoryStore, SQLStore, Status, Task, TaskFilter, ok
 from sokka.asyncio import AsyncContext, AsyncMemoryStore, AsyncSQLStore, WorkerStats
 from sokka.core.errors import ValidationError
+from sokka.core.schedule import slot_task_id
 from sokka.shell.aio.app import App
+from sokka.shell.aio.scheduler import AsyncScheduler
+from sokka.shell.clock import ManualClock
 from tests import databases
 from tests.shell.test_app import BAD_HANDLER_OPTIONS
 
@@ -330,3 +337,132 @@ def test_the_embedded_supervisor_revokes_a_lost_lease(db: Any) -> None:
     on_app(db, body)
     lost = look.get_task("lost")
     assert (lost.attempt, lost.errors) == (2, ("attempt 1: lease expired",))
+
+
+# -- periodic schedules -------------------------------------------------------------------
+
+#: 2026-12-01T22:00:00Z.
+T0 = 1_796_162_400_000
+
+
+def test_periodic_tasks_carry_the_handlers_options_and_the_registered_data(db: Any) -> None:
+    look = db[2]
+
+    async def body(app: App) -> tuple[str, ...]:
+        @app.periodic("*/5 * * * *", topic="reports", data={"kind": "daily"}, description="d")
+        @app.handler("reports", lease="45s", timeout="2m", max_attempts=3)
+        async def report(task: Task, ctx: AsyncContext) -> Any:
+            return ok()
+
+        app.periodic("0 * * * *", topic="reports", name="hourly", max_attempts=7, group="g")
+        assert report.__name__ == "report"  # the decorator passes the function through
+        assert sorted(app.schedules) == ["hourly", "reports"]
+        scheduler = app.scheduler(clock=ManualClock(T0 + 1_000))
+        assert isinstance(scheduler, AsyncScheduler)
+        return (await scheduler.run_once()).created
+
+    created = on_app(db, body)
+    assert set(created) == {slot_task_id("reports", T0), slot_task_id("hourly", T0)}
+    five = look.get_task(slot_task_id("reports", T0))
+    hourly = look.get_task(slot_task_id("hourly", T0))
+    assert (five.data, five.description) == ({"kind": "daily"}, "d")
+    assert (five.lease_time_ms, five.timeout_ms, five.max_attempts) == (45_000, 120_000, 3)
+    assert (hourly.max_attempts, hourly.task_group_id, hourly.data) == (7, "g", None)
+
+
+BAD_SCHEDULES = [
+    ({"cron": "61 * * * *"}, "cron"),
+    ({"cron": "0 0 30 2 *"}, "cron"),
+    ({"cron": "* * *"}, "cron"),
+    ({"cron": "@fortnightly"}, "cron"),
+    ({"tz": "Mars/Olympus"}, "tz"),
+    ({"catch_up": 0}, "catch_up"),
+    ({"catch_up_within": "soon"}, "catch_up_within"),
+    ({"name": "x" * 95}, "name"),
+    ({"topic": ""}, "topic"),
+    ({"data": {"x": float("nan")}}, "data"),
+    ({"max_attempts": 0}, "max_attempts"),
+]
+
+
+@pytest.mark.parametrize(("options", "field"), BAD_SCHEDULES)
+def test_bad_schedules_get_the_threaded_apps_very_error_and_write_nothing(
+    db: Any, options: dict[str, Any], field: str
+) -> None:
+    look = db[2]
+    errors = []
+    for app in (App(AsyncMemoryStore()), sokka.App(look)):
+        app.handler("reports")(lambda task, ctx: ok())
+        with pytest.raises(ValidationError) as raised:
+            app.periodic(**{"cron": "* * * * *", "topic": "reports", **options})
+        errors.append((raised.value.field, str(raised.value)))
+        assert app.schedules == {}
+    assert errors[0] == errors[1]
+    assert errors[0][0] == field
+    assert look.list_tasks().tasks == ()
+
+
+def test_a_schedule_without_a_handler_or_no_schedule_gets_the_threaded_apps_error(
+    db: Any,
+) -> None:
+    look = db[2]
+
+    async def body(app: App) -> None:
+        errors = []
+        for one in (app, sokka.App(look)):
+            one.handler("reports")(lambda task, ctx: ok())
+            with pytest.raises(ValidationError) as none:
+                one.scheduler()
+            one.periodic("*/5 * * * *", topic="reports")
+            with pytest.raises(ValidationError) as twice:
+                one.periodic("0 * * * *", topic="reports")
+            one.periodic("* * * * *", topic="emails", name="mails")
+            with pytest.raises(ValidationError) as orphan:
+                one.scheduler()
+            errors.append([(e.value.field, str(e.value)) for e in (none, twice, orphan)])
+        assert errors[0] == errors[1]
+        assert [field for field, _ in errors[0]] == ["schedules", "name", "topic"]
+        assert errors[0][2][1] == (
+            "topic: schedule 'mails' creates tasks of 'emails', which has no handler in this "
+            "app (its topics: 'reports')"
+        )
+        with pytest.raises(ValidationError, match="which has no handler in this app"):
+            await app.run_scheduler(install_signal_handlers=False)  # refused before it runs
+
+    on_app(db, body)
+    assert look.list_tasks().tasks == ()
+
+
+def test_run_scheduler_creates_each_slot_until_sigterm(db: Any) -> None:
+    look = db[2]
+
+    async def body(app: App) -> None:
+        app.handler("ticks")(done)
+        app.periodic("* * * * * *", topic="ticks")
+        running = asyncio.create_task(app.run_scheduler())  # handlers on the loop
+        await until(lambda: len(statuses(look, "ticks")) >= 3, "three slots' tasks")
+        os.kill(os.getpid(), signal.SIGTERM)
+        async with asyncio.timeout(PATIENCE_S):
+            await running  # stopped, not killed
+
+    on_app(db, body)
+    assert set(statuses(look, "ticks")) == {Status.STARTING}
+
+
+def test_the_scheduler_runs_beside_the_worker(db: Any) -> None:
+    look = db[2]
+
+    async def body(app: App) -> WorkerStats:
+        app.periodic("* * * * * *", topic="ticks", catch_up=2)(app.handler("ticks")(done))
+        scheduler = app.scheduler()
+        scheduling = scheduler.start()
+        worker = asyncio.create_task(app.run_worker(install_signal_handlers=False))
+        await until(lambda: statuses(look, "ticks").count(Status.TERMINATED) >= 3, "three ran")
+        app.stop()
+        scheduler.stop()
+        async with asyncio.timeout(PATIENCE_S):
+            await scheduling
+            return await worker
+
+    stats = on_app(db, body)
+    assert stats.succeeded >= 3

@@ -1,20 +1,21 @@
-"""Periodic tasks: cron lines (``CronSlots``), the ``Scheduler`` on real stores, and
-``App.periodic``.
+"""Periodic tasks: cron lines (``CronSlots``), the ``Scheduler`` and the
+``AsyncScheduler`` on real stores, and ``App.periodic``.
 
 Two schedulers on one SQLite file or one PostgreSQL schema, each with its own
 wall clock (a ``ManualClock``, skewed against the other), create every slot's
-task once. One test runs two schedulers on the real clock with a
-seconds-field line, and checks which slots got a task, never how long
-anything took.
+task once: two threaded ones, two asyncio ones awaited at once, and one of
+each side by side. Tests on the real clock run a seconds-field line, and
+check which slots got a task, never how long anything took.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -24,12 +25,16 @@ from hypothesis import strategies as st
 from returns.result import Result
 
 from sokka import App, MemoryStore, SQLStore, Task, TaskFilter, TaskSpec, ok
+from sokka.adapters.aio.memory import AsyncMemoryStore
+from sokka.adapters.aio.sql import AsyncSQLStore
+from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.adapters.store import TaskStore
 from sokka.core.errors import SokkaError, Unavailable, ValidationError
 from sokka.core.schedule import CatchUp, Every, plan, slot_task_id
+from sokka.shell.aio.scheduler import AsyncScheduler
 from sokka.shell.clock import ManualClock
 from sokka.shell.cron import CronSlots
-from sokka.shell.scheduler import Schedule, Scheduler
+from sokka.shell.scheduler import Schedule, Scheduler, SchedulerReport
 from tests import databases
 
 #: 2026-12-01T22:00:00Z, a Tuesday.
@@ -42,18 +47,43 @@ _prefix_numbers = itertools.count()
 @pytest.fixture(params=["sqlite", "postgres"])
 def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLStore]:
     if request.param == "sqlite":
-        store = SQLStore(f"sqlite:///{tmp_path / 'periodic.db'}")
+        url, prefix = f"sqlite:///{tmp_path / 'periodic.db'}", "sokka_"
     else:
         databases.postgres_engine()  # skips (or fails under SOKKA_REQUIRE_POSTGRES=1)
+        url = databases.postgres_url()
         prefix = databases.test_prefix(f"periodic{next(_prefix_numbers)}")
-        store = SQLStore(databases.postgres_url(), prefix=prefix)
+    store = SQLStore(url, prefix=prefix)
     store.create_schema()
+    _opened[id(store)] = (url, prefix)
     try:
         yield store
     finally:
+        del _opened[id(store)]
         if request.param == "postgres":
             store.drop_schema()
         store.close()
+
+
+#: The URL and prefix of each ``sql_store``, to open an async store on the same tables.
+_opened: dict[int, tuple[str, str]] = {}
+
+
+def on_async_stores(
+    sql_store: SQLStore, count: int, body: Callable[..., Awaitable[object]]
+) -> object:
+    """Run ``body(*stores)`` on a fresh event loop with ``count`` async stores (a
+    connection pool each) on ``sql_store``'s tables; close them afterwards."""
+    url, prefix = _opened[id(sql_store)]
+
+    async def main() -> object:
+        stores = [AsyncSQLStore(url, prefix=prefix) for _ in range(count)]
+        try:
+            return await body(*stores)
+        finally:
+            for store in stores:
+                await store.aclose()
+
+    return asyncio.run(main())
 
 
 def periodic_ids(store: TaskStore) -> list[str]:
@@ -276,6 +306,207 @@ def test_two_schedulers_on_the_real_clock_create_each_second_once(sql_store):
 def _slot_ms(task_id: str) -> int:
     stamp = task_id.removeprefix("periodic:reports:").replace("Z", "+00:00")
     return int(datetime.fromisoformat(stamp).timestamp() * 1000)
+
+
+# -- the asyncio scheduler on real stores ----------------------------------------------
+
+
+def test_two_skewed_async_schedulers_awaited_at_once_create_each_slot_once(sql_store):
+    """As the threaded test above, with both wake-ups of each step awaited at once,
+    each scheduler on a connection pool of its own."""
+    a_clock, b_clock = ManualClock(T0 - 1_000), ManualClock(T0 - 41_000)
+
+    async def body(a_store: AsyncTaskStore, b_store: AsyncTaskStore) -> list[SchedulerReport]:
+        a = AsyncScheduler(a_store, [schedule()], clock=a_clock)
+        b = AsyncScheduler(b_store, [schedule()], clock=b_clock)
+        reports: list[SchedulerReport] = []
+        for _ in range(180):
+            reports += await asyncio.gather(a.run_once(), b.run_once())
+            a_clock.advance(20_000)
+            b_clock.advance(20_000)
+        return reports
+
+    reports = on_async_stores(sql_store, 2, body)
+    assert all(r.failed == r.retrying == () for r in reports)
+    created = [task_id for r in reports for task_id in r.created]
+    existing = [task_id for r in reports for task_id in r.existing]
+    ids = periodic_ids(sql_store)
+    assert ids == [slot_task_id("reports", T0 + n * 5 * MINUTE) for n in range(-1, 12)]
+    assert sorted(created) == ids  # each by one scheduler, once
+    assert existing  # the laggard found them made
+    assert set(existing) <= set(ids)
+
+
+def test_two_async_schedulers_racing_for_the_same_slots_create_each_once(sql_store):
+    """No skew: both try every slot at the same moment, and one of them wins it."""
+    clock = ManualClock(T0 + 1_000)
+
+    async def body(a_store: AsyncTaskStore, b_store: AsyncTaskStore) -> list[SchedulerReport]:
+        pair = [AsyncScheduler(s, [schedule("* * * * *")], clock=clock) for s in (a_store, b_store)]
+        reports: list[SchedulerReport] = []
+        for _ in range(8):
+            reports += await asyncio.gather(*(one.run_once() for one in pair))
+            clock.advance(MINUTE)
+        return reports
+
+    reports = on_async_stores(sql_store, 2, body)
+    for a, b in zip(reports[::2], reports[1::2], strict=True):
+        assert len(a.created + b.created) == 1  # one won the slot ...
+        assert a.created + b.created == a.existing + b.existing  # ... the other found it made
+    assert periodic_ids(sql_store) == [slot_task_id("reports", T0 + n * MINUTE) for n in range(8)]
+
+
+def test_an_async_and_a_threaded_scheduler_on_one_store_create_each_slot_once(sql_store):
+    threaded_clock, async_clock = ManualClock(T0 + 2_000), ManualClock(T0 - 3_000)  # 5 s of skew
+    threaded = Scheduler(sql_store, [schedule("* * * * *")], clock=threaded_clock)
+
+    async def body(store: AsyncTaskStore) -> list[tuple[SchedulerReport, SchedulerReport]]:
+        aio = AsyncScheduler(store, [schedule("* * * * *")], clock=async_clock)
+        reports = []
+        for _ in range(20):
+            # The threaded wake-up runs on a thread of its own while the async one is awaited.
+            both = await asyncio.gather(asyncio.to_thread(threaded.run_once), aio.run_once())
+            reports.append((both[0], both[1]))
+            threaded_clock.advance(30_000)
+            async_clock.advance(30_000)
+        return reports
+
+    reports = on_async_stores(sql_store, 1, body)
+    by_threads = [task_id for r, _ in reports for task_id in r.created]
+    by_asyncio = [task_id for _, r in reports for task_id in r.created]
+    ids = periodic_ids(sql_store)
+    assert ids == [slot_task_id("reports", T0 + n * MINUTE) for n in range(-1, 10)]
+    assert sorted(by_threads + by_asyncio) == ids  # each slot once, by one of them
+    assert by_threads  # the one ahead made most
+    assert by_asyncio == [slot_task_id("reports", T0 - MINUTE)]  # its first catch-up
+
+
+def test_after_downtime_an_async_scheduler_catches_up_at_most_n_of_the_missed_slots(
+    sql_store, caplog
+):
+    clock = ManualClock(T0 + 1_000)
+
+    async def body(store: AsyncTaskStore) -> None:
+        scheduler = AsyncScheduler(store, [schedule("*/5 * * * *", slots=3)], clock=clock)
+        assert (await scheduler.run_once()).created == tuple(
+            slot_task_id("reports", T0 - n * 5 * MINUTE) for n in (2, 1, 0)
+        )
+        clock.advance(2 * 60 * MINUTE)  # down for two hours (the process slept)
+        with caplog.at_level(logging.WARNING, logger="sokka.scheduler"):
+            report = await scheduler.run_once()
+        assert report.created == tuple(
+            slot_task_id("reports", T0 + n * 5 * MINUTE) for n in (22, 23, 24)
+        )
+        assert report.skipped == 1
+        # A fresh scheduler (a restart) finds the most recent ones made already.
+        again = AsyncScheduler(store, [schedule("*/5 * * * *", slots=3)], clock=clock)
+        report = await again.run_once()
+        assert (report.created, len(report.existing)) == ((), 3)
+
+    on_async_stores(sql_store, 1, body)
+    assert (
+        "skipped the slots from 2026-12-01T22:05:00.000Z to 2026-12-01T23:45:00.000Z" in caplog.text
+    )
+    assert len(periodic_ids(sql_store)) == 6
+
+
+class AsyncFlaky:
+    """``Flaky`` for an async store: ``create_tasks`` is down for its first ``down``
+    calls (a fake in front of a real store, not a mock)."""
+
+    def __init__(self, store: AsyncTaskStore, down: int) -> None:
+        self.store = store
+        self.down = down
+
+    async def create_tasks(self, specs: Sequence[TaskSpec]) -> list[Result[Task, SokkaError]]:
+        if self.down > 0:
+            self.down -= 1
+            raise Unavailable("the database is restarting")
+        return await self.store.create_tasks(specs)
+
+
+def test_a_slot_the_store_could_not_take_is_created_by_the_async_scheduler_when_it_is_back(
+    sql_store,
+):
+    clock = ManualClock(T0 + 1_000)
+
+    async def body(store: AsyncTaskStore) -> None:
+        flaky = AsyncFlaky(store, down=2)
+        scheduler = AsyncScheduler(flaky, [schedule(slots=2)], clock=clock)  # type: ignore[arg-type]
+        first = await scheduler.run_once()
+        both = (slot_task_id("reports", T0 - 5 * MINUTE), slot_task_id("reports", T0))
+        assert (first.created, first.retrying) == ((), both)
+        assert first.wake_ms is not None
+        assert first.wake_ms < T0 + 5 * MINUTE  # retries before the next slot
+        clock.advance(1_000)
+        assert (await scheduler.run_once()).retrying == both
+        clock.advance(1_000)  # back: both slots are still within the catch-up bound
+        again = await scheduler.run_once()
+        assert (again.created, again.retrying) == (both, ())
+        clock.advance(5 * MINUTE)  # gone again for three slots: only the newest two come
+        flaky.down = 1
+        assert (await scheduler.run_once()).created == ()
+        clock.advance(10 * MINUTE)
+        assert (await scheduler.run_once()).created == tuple(
+            slot_task_id("reports", T0 + n * 5 * MINUTE) for n in (2, 3)
+        )
+
+    on_async_stores(sql_store, 1, body)
+    assert periodic_ids(sql_store) == [
+        slot_task_id("reports", T0 + n * 5 * MINUTE) for n in (-1, 0, 2, 3)
+    ]
+
+
+def test_async_schedulers_on_the_real_clock_create_each_second_once_and_stop(sql_store):
+    line = Schedule(
+        name="reports", slots=CronSlots("* * * * * *"), spec=TaskSpec(topic="reports"),
+        cron="* * * * * *",
+    )  # fmt: skip
+
+    async def body(a_store: AsyncTaskStore, b_store: AsyncTaskStore) -> None:
+        a, b = AsyncScheduler(a_store, [line]), AsyncScheduler(b_store, [line])
+        running = [a.start(), b.start()]
+        with pytest.raises(RuntimeError, match="already running"):
+            a.start()
+        async with asyncio.timeout(PATIENCE_S):
+            while len(await asyncio.to_thread(periodic_ids, sql_store)) < 4:
+                await asyncio.sleep(0.05)
+        a.stop()  # on the loop
+        await asyncio.to_thread(b.stop)  # from another thread
+        async with asyncio.timeout(PATIENCE_S):
+            await asyncio.gather(*running)  # both loops returned, neither raised
+        stopped = AsyncScheduler(a_store, [line])
+        stopped.stop()
+        async with asyncio.timeout(PATIENCE_S):
+            await stopped.run()  # a stop() that came first: it returns at once
+        assert stopped.wait_ms() == 1_000  # and it never woke
+
+    on_async_stores(sql_store, 2, body)
+    slots = [_slot_ms(task_id) for task_id in periodic_ids(sql_store)]
+    assert slots == list(range(slots[0], slots[-1] + 1, 1_000))
+    assert len(slots) >= 4
+
+
+def test_the_async_scheduler_reports_what_the_threaded_one_reports():
+    """One bookkeeping: the same schedules, store contents and clock give the same
+    reports, wake-up after wake-up (memory stores, a retry and a catch-up)."""
+    lines = [schedule("*/5 * * * *", slots=2), Schedule(
+        name="hourly", slots=CronSlots("0 * * * *"), spec=TaskSpec(topic="reports"),
+        catch_up=CatchUp(slots=3, within_ms=90 * MINUTE),
+    )]  # fmt: skip
+    steps = [0, 1_000, 4 * MINUTE, 3 * 60 * MINUTE, 7 * MINUTE, 55 * MINUTE]
+
+    def threaded() -> list[SchedulerReport]:
+        clock = ManualClock(T0 + 1_000)
+        scheduler = Scheduler(MemoryStore(), lines, clock=clock)
+        return [scheduler.run_once(clock.advance(step)) for step in steps]
+
+    async def on_asyncio() -> list[SchedulerReport]:
+        clock = ManualClock(T0 + 1_000)
+        scheduler = AsyncScheduler(AsyncMemoryStore(), lines, clock=clock)
+        return [await scheduler.run_once(clock.advance(step)) for step in steps]
+
+    assert asyncio.run(on_asyncio()) == threaded()
 
 
 # -- the app ------------------------------------------------------------------------

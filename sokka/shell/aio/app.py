@@ -12,8 +12,13 @@ The same surface as ``sokka.App`` (``sokka.shell.app``), on an event loop::
     await app.enqueue("emails", {"to": "ann@example.com"}, delay="10m")
     await app.run_worker()  # every registered topic, until stop(), SIGTERM or SIGINT
 
-Registration, its checks and the task an ``enqueue`` makes are
-``AppCore``'s, shared with the threaded ``App``. A handler is an ``async
+    app.periodic("*/5 * * * *", topic="emails", data={"digest": True})
+    await app.run_scheduler()  # each slot's task, until SIGTERM or SIGINT
+
+Registration, its checks, the task an ``enqueue`` makes and the periodic
+schedules (``periodic``, ``schedules``) are ``AppCore``'s, shared with the
+threaded ``App``; ``scheduler()`` gives an ``AsyncScheduler`` on the same
+bookkeeping as the threaded ``Scheduler``. A handler is an ``async
 def`` (run by the topic's ``concurrency`` runners on the loop), or a plain
 function (run on the topic's ``concurrency`` handler threads).
 ``run_worker`` runs ONE asyncio ``Worker`` for every served topic: one
@@ -23,6 +28,9 @@ when asked.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,13 +40,17 @@ from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.core.durations import duration_ms
 from sokka.core.errors import ValidationError
 from sokka.core.task import Task
+from sokka.shell.aio.scheduler import AsyncScheduler
 from sokka.shell.aio.worker import Worker
 from sokka.shell.app import AppCore, Observe, opened_store
+from sokka.shell.clock import Clock
 from sokka.shell.results import async_wait_for_result
 from sokka.shell.tracing import TracerProviderLike
 from sokka.shell.worker import WorkerStats
 
 __all__ = ["App"]
+
+log = logging.getLogger("sokka.app")
 
 
 class App(AppCore):
@@ -65,6 +77,41 @@ class App(AppCore):
     def store(self) -> AsyncTaskStore:
         """The async store the app enqueues to and its worker serves."""
         return self._store
+
+    # -- periodic schedules (registered by AppCore.periodic) -------------------------
+
+    def scheduler(self, *, clock: Clock | None = None) -> AsyncScheduler:
+        """An ``AsyncScheduler`` for every registered schedule on this app's store,
+        as ``sokka.App.scheduler`` builds its ``Scheduler``: each task with its
+        topic handler's lease, timeout and ``max_attempts`` (unless the schedule
+        gave its own); a schedule whose topic has no handler here, or no
+        schedule at all, is a ``ValidationError``. ``clock``: the wall clock to
+        read (default the system's, in Unix-epoch ms)."""
+        return AsyncScheduler(self._store, self._scheduled(), clock=clock)
+
+    async def run_scheduler(self, *, install_signal_handlers: bool = True) -> None:
+        """Run ``scheduler()`` on the running event loop until SIGTERM or SIGINT
+        (handlers are installed on the loop when it can take them, the main
+        thread's, and only if asked). To run the schedules beside the worker:
+        ``scheduler().start()``, then ``stop()`` it and await the task
+        ``start()`` returned."""
+        scheduler = self.scheduler()
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if install_signal_handlers:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(signum, _stop_on_signal, scheduler, signum)
+                except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                    continue
+                installed.append(signum)
+        try:
+            await scheduler.run()
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+    # -- enqueueing ----------------------------------------------------------------
 
     async def enqueue(
         self,
@@ -142,3 +189,8 @@ class App(AppCore):
         )  # fmt: skip
         with self._running(worker, routes, "asyncio", observe):
             return await worker.run(install_signal_handlers=install_signal_handlers)
+
+
+def _stop_on_signal(scheduler: AsyncScheduler, signum: int) -> None:
+    log.info("got signal %d, stopping the scheduler", signum)
+    scheduler.stop()

@@ -33,7 +33,6 @@ from sokka.shell.cli.common import (
     _store,
     cli,
     load_handler,
-    load_object,
 )
 from sokka.shell.cli.purging import periodic_purge_options, retention_policy
 from sokka.shell.signals import stopping_on_signals
@@ -407,24 +406,14 @@ def _run_app(
     from dataclasses import asdict
 
     from sokka.shell.aio.app import App as AsyncApp
-    from sokka.shell.app import App
-    from sokka.shell.cli.scheduling import scheduling
+    from sokka.shell.cli.scheduling import async_scheduling, load_app, scheduling
 
-    app = load_object(app_path, "app", "package.module:app")
-    if not isinstance(app, App | AsyncApp):
-        raise click.UsageError(
-            f"--app {app_path} is a {type(app).__name__}, not a sokka.App or sokka.asyncio.App"
-        )
+    app = load_app(app_path)
     own = "asyncio" if isinstance(app, AsyncApp) else "threads"
     if runtime not in ("auto", own):
         kind = "sokka.asyncio.App" if own == "asyncio" else "sokka.App"
         raise click.UsageError(
             f"--runtime {runtime} cannot run {app_path}: it is a {kind}, which runs on {own}"
-        )
-    if schedule and isinstance(app, AsyncApp):
-        raise click.UsageError(
-            "--scheduler runs a sokka.App's schedules; a sokka.asyncio.App has none "
-            "(run `sokka scheduler --app` with a sokka.App on the same store)"
         )
     served = list(topics) or None
     with ExitStack() as exposed:
@@ -433,9 +422,14 @@ def _run_app(
             exposed.enter_context(exposing(workers, supervisors))
 
         if isinstance(app, AsyncApp):
-            stats = asyncio.run(
-                app.run_worker(served, supervise=supervise, grace=grace, pid=pid, observe=observe)
-            )
+
+            async def run_async(app: AsyncApp) -> WorkerStats:
+                async with async_scheduling(app, schedule):
+                    return await app.run_worker(
+                        served, supervise=supervise, grace=grace, pid=pid, observe=observe
+                    )
+
+            stats = asyncio.run(run_async(app))
         else:
             with scheduling(app, schedule):
                 stats = app.run_worker(
