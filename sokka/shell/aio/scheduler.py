@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.core.backoff import Backoff
 from sokka.core.errors import SokkaError
+from sokka.shell.aio.stopping import LoopStop
 from sokka.shell.clock import Clock
 from sokka.shell.scheduler import Schedule, SchedulerCore, SchedulerReport
 
@@ -43,9 +44,7 @@ class AsyncScheduler(SchedulerCore):
     ) -> None:
         super().__init__(schedules, clock=clock, retry_backoff=retry_backoff)
         self._store = store
-        self._stopping = False
-        self._wake = asyncio.Event()  # set by stop(); bound to the loop on first use
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = LoopStop()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -70,15 +69,15 @@ class AsyncScheduler(SchedulerCore):
         """Wake at every slot and create its tasks, on the running event loop, until
         ``stop()`` (a ``stop()`` that came first makes it return at once; a
         wake-up in progress finishes first)."""
-        self._loop = asyncio.get_running_loop()
+        self._stop.bind()
         self._log_schedules()
-        while not self._stopping:
+        while not self._stop.asked:
             if self._due():
                 try:
                     await self.run_once()
                 except Exception:  # a bug or a foreign error must not kill the loop
                     self._wakeup_failed()
-            await self._sleep_unless_stopped(self.wait_ms() / 1000)
+            await self._stop.sleep(self.wait_ms() / 1000)
 
     def start(self) -> asyncio.Task[None]:
         """Run ``run()`` as a task of the running event loop until ``stop()``, and
@@ -87,32 +86,11 @@ class AsyncScheduler(SchedulerCore):
         considered."""
         if self._task is not None and not self._task.done():
             raise RuntimeError("scheduler already running")
-        self._stopping = False
-        self._wake = asyncio.Event()
+        self._stop.reset()
         self._task = asyncio.get_running_loop().create_task(self.run(), name="sokka-scheduler")
         return self._task
 
     def stop(self) -> None:
         """Ask ``run()`` to return (a wake-up in progress finishes first). Safe from
         any thread, and when nothing runs."""
-        self._stopping = True
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if current is loop:
-            self._wake.set()
-        else:
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def _sleep_unless_stopped(self, seconds: float) -> None:
-        if self._stopping:
-            return
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+        self._stop.ask()

@@ -22,6 +22,7 @@ from sokka.core.commands import RevokeLease, RevokeOutcome
 from sokka.core.errors import SokkaError
 from sokka.core.supervision import LeasePolicy
 from sokka.core.task import Task
+from sokka.shell.aio.stopping import LoopStop
 from sokka.shell.clock import Clock
 from sokka.shell.supervisor import SupervisorCore, SupervisorReport, log_outcome
 
@@ -65,10 +66,8 @@ class Supervisor(SupervisorCore):
             revoke_tries=revoke_tries, retry_backoff=retry_backoff, rand=rand,
         )  # fmt: skip
         self._store = store
-        self._sleep = sleep or self._sleep_unless_stopped
-        self._stopping = False
-        self._wake = asyncio.Event()  # set by stop(); bound to the loop on first use
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = LoopStop()
+        self._sleep = sleep or self._stop.sleep
         self._cycle_lock = asyncio.Lock()
 
     # -- one cycle ----------------------------------------------------------
@@ -106,7 +105,7 @@ class Supervisor(SupervisorCore):
             result = await execute(self._store, command)
             tries += 1
             retry_in_s = self._retry_in_s(result, tries)
-            if retry_in_s is None or self._stopping:
+            if retry_in_s is None or self._stop.asked:
                 break
             await self._sleep(retry_in_s)
         outcome = RevokeOutcome(command=command, result=result)
@@ -118,34 +117,14 @@ class Supervisor(SupervisorCore):
     async def run(self) -> None:
         """Run cycles until ``stop()`` (at once if it was called before); a failing
         cycle is logged, not fatal."""
-        self._loop = asyncio.get_running_loop()
-        while not self._stopping:
+        self._stop.bind()
+        while not self._stop.asked:
             try:
                 await self.run_once()
             except Exception:  # a bug or a foreign error must not kill the loop
                 log.exception("supervisor cycle failed")
-            await self._sleep_unless_stopped(self.wait_ms() / 1000)
+            await self._stop.sleep(self.wait_ms() / 1000)
 
     def stop(self) -> None:
         """Ask ``run()`` to return (an in-flight cycle finishes first); any thread."""
-        self._stopping = True
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if current is loop:
-            self._wake.set()
-        else:
-            loop.call_soon_threadsafe(self._wake.set)
-
-    async def _sleep_unless_stopped(self, seconds: float) -> None:
-        if self._stopping:
-            return
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
+        self._stop.ask()

@@ -82,6 +82,7 @@ from sokka.core.errors import (
 from sokka.core.holding import Discarded, Token
 from sokka.core.outcomes import FailedOutcome, Outcome
 from sokka.core.task import Task
+from sokka.shell.aio.stopping import call_on_loop
 from sokka.shell.aio.supervisor import Supervisor
 from sokka.shell.clock import Clock
 from sokka.shell.tracing import AttemptSpan, TracerProviderLike
@@ -364,17 +365,7 @@ class Worker(WorkerCore):
         Safe to call from any thread, and before ``run()``.
         """
         self._stopping = True
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if current is loop:
-            self._wake_all()
-        else:
-            loop.call_soon_threadsafe(self._wake_all)
+        call_on_loop(self._loop, self._wake_all)
 
     async def run(self, *, install_signal_handlers: bool = False) -> WorkerStats:
         """Work until ``stop()`` (or SIGTERM / SIGINT, if asked to install
