@@ -104,6 +104,7 @@ class AppCore:
         self._schedules: dict[str, Schedule] = {}
         self._lock = threading.Lock()
         self._worker: _Running | None = None
+        self._scheduler: _Running | None = None
 
     @property
     def handlers(self) -> Mapping[str, TopicHandler]:
@@ -345,13 +346,28 @@ class AppCore:
             with self._lock:
                 self._worker = None
 
-    def stop(self) -> None:
-        """Ask a running ``run_worker`` to stop: its worker drains, then
-        ``run_worker`` returns. Safe from any thread, and when nothing runs."""
+    @contextmanager
+    def _scheduling(self, scheduler: _Running) -> Iterator[None]:
+        """``scheduler`` is this app's running ``run_scheduler`` while inside (one
+        at a time), reached by ``stop()``."""
         with self._lock:
-            worker = self._worker
-        if worker is not None:
-            worker.stop()
+            if self._scheduler is not None:
+                raise ValidationError("run_scheduler", "this app's scheduler is already running")
+            self._scheduler = scheduler
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._scheduler = None
+
+    def stop(self) -> None:
+        """Ask a running ``run_worker`` and ``run_scheduler`` to stop: the worker
+        drains, the scheduler ends its wake-up, then each returns. Safe from any
+        thread, and when nothing runs."""
+        with self._lock:
+            running = [r for r in (self._worker, self._scheduler) if r is not None]
+        for each in running:
+            each.stop()
 
     @staticmethod
     def _log_start(pid: str, routes: Sequence[Route], runtime: str) -> None:
@@ -408,15 +424,17 @@ class App(AppCore):
         return Scheduler(self._store, self._scheduled(), clock=clock)
 
     def run_scheduler(self, *, install_signal_handlers: bool = True) -> None:
-        """Run ``scheduler()`` on this thread until SIGTERM or SIGINT (signal
-        handlers are installed only on the main thread, and only if asked)."""
+        """Run ``scheduler()`` on this thread until ``stop()``, SIGTERM or SIGINT
+        (signal handlers are installed only on the main thread, and only if
+        asked)."""
         scheduler = self.scheduler()
 
         def on_signal(signum: int) -> None:  # on the relay thread (shell/signals.py)
             log.info("got signal %d, stopping the scheduler", signum)
             scheduler.stop()
 
-        with stopping_on_signals(on_signal) if install_signal_handlers else nullcontext():
+        signals = stopping_on_signals(on_signal) if install_signal_handlers else nullcontext()
+        with self._scheduling(scheduler), signals:
             scheduler.run()
 
     # -- enqueueing ----------------------------------------------------------------

@@ -466,3 +466,21 @@ def test_the_scheduler_runs_beside_the_worker(db: Any) -> None:
 
     stats = on_app(db, body)
     assert stats.succeeded >= 3
+
+
+def test_app_stop_ends_run_scheduler_from_any_thread_and_one_runs_at_a_time(db: Any) -> None:
+    look = db[2]
+
+    async def body(app: App) -> None:
+        app.handler("ticks")(done)
+        app.periodic("* * * * * *", topic="ticks")
+        running = asyncio.create_task(app.run_scheduler(install_signal_handlers=False))
+        await until(lambda: len(statuses(look, "ticks")) >= 2, "two slots' tasks")
+        with pytest.raises(ValidationError, match="run_scheduler: this app's scheduler is alre"):
+            await app.run_scheduler(install_signal_handlers=False)
+        await asyncio.to_thread(app.stop)  # from another thread
+        async with asyncio.timeout(PATIENCE_S):
+            await running  # returned, not cancelled
+
+    on_app(db, body)
+    assert set(statuses(look, "ticks")) == {Status.STARTING}

@@ -345,3 +345,34 @@ def test_without_supervise_a_delayed_task_waits(sql_store: SQLStore) -> None:
     wait_until(terminated(sql_store, "emails", 1), "the ready task done")
     running.stop()
     assert sql_store.get_task("later").status is Status.SNOOZED
+
+
+def test_app_stop_ends_run_scheduler_and_one_runs_at_a_time(sql_store: SQLStore) -> None:
+    """``app.stop()`` reaches a running ``run_scheduler`` (as it reaches
+    ``run_worker``), from any thread; a second ``run_scheduler`` while one runs
+    is refused naming it."""
+    app = App(sql_store)
+    app.handler("ticks")(done)
+    app.periodic("* * * * * *", topic="ticks")
+    ended = threading.Event()
+
+    def run() -> None:
+        app.run_scheduler(install_signal_handlers=False)
+        ended.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_until(lambda: len(all_tasks(sql_store, "ticks")) >= 2, "two slots' tasks")
+    with pytest.raises(ValidationError, match="run_scheduler: this app's scheduler is already"):
+        app.run_scheduler(install_signal_handlers=False)
+    app.stop()
+    assert ended.wait(PATIENCE_S), "run_scheduler did not return after app.stop()"
+    thread.join(PATIENCE_S)
+    # The app may run its scheduler again once the first has returned.
+    again = threading.Thread(target=app.run_scheduler, kwargs={"install_signal_handlers": False})
+    again.start()
+    count = len(all_tasks(sql_store, "ticks"))
+    wait_until(lambda: len(all_tasks(sql_store, "ticks")) > count, "a slot after the restart")
+    app.stop()
+    again.join(PATIENCE_S)
+    assert not again.is_alive()

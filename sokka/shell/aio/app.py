@@ -90,7 +90,7 @@ class App(AppCore):
         return AsyncScheduler(self._store, self._scheduled(), clock=clock)
 
     async def run_scheduler(self, *, install_signal_handlers: bool = True) -> None:
-        """Run ``scheduler()`` on the running event loop until SIGTERM or SIGINT
+        """Run ``scheduler()`` on the running event loop until ``stop()``, SIGTERM or SIGINT
         (handlers are installed on the loop when it can take them, the main
         thread's, and only if asked). To run the schedules beside the worker:
         ``scheduler().start()``, then ``stop()`` it and await the task
@@ -106,7 +106,8 @@ class App(AppCore):
                     continue
                 installed.append(signum)
         try:
-            await scheduler.run()
+            with self._scheduling(scheduler):
+                await scheduler.run()
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
