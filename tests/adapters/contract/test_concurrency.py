@@ -76,8 +76,9 @@ def test_concurrent_revokes_of_one_observation_succeed_exactly_once(store: TaskS
     with ThreadPoolExecutor(max_workers=threads) as pool:
         outcomes = list(pool.map(revoke, range(threads)))
 
-    assert sum(isinstance(o, Success) for o in outcomes) == 1
-    assert all(isinstance(failure(o), StaleRecord) for o in outcomes if isinstance(o, Failure))
+    assert sum(isinstance(o, Success) for o in outcomes) == 1, outcomes
+    refusals = [failure(o) for o in outcomes if isinstance(o, Failure)]
+    assert all(isinstance(r, StaleRecord) for r in refusals), refusals  # say what else came
     after = store.get_task("t1")
     assert after.record_ver == task.record_ver + 1
     assert after.failures == 1
