@@ -42,7 +42,7 @@ from sokka.shell.metrics import (
     serve_metrics,
 )
 from sokka.shell.supervisor import Supervisor
-from sokka.shell.worker import Context, Route, Worker, failed, ok, snoozed
+from sokka.shell.worker import Context, Route, Worker, WorkerStats, failed, ok, snoozed
 from tests.databases import postgres_engine, postgres_url, test_prefix
 from tests.shell.runtimes import Awaited
 
@@ -448,6 +448,9 @@ def test_a_worker_of_two_topics_labels_lost_and_cancelled_leases_with_the_tasks_
                 Status.TERMINATED, Status.FAILED, Status.TERMINATED,
             ]  # fmt: skip
 
+        def counted_by(stats: WorkerStats) -> bool:
+            return (stats.lost, stats.cancelled) == (1, 1)
+
         try:
             if runtime == "threads":
                 with SQLStore(url, prefix=prefix) as store:
@@ -459,8 +462,10 @@ def test_a_worker_of_two_topics_labels_lost_and_cancelled_leases_with_the_tasks_
                     WorkerMetrics(registry).watch(worker)
                     worker.start()
                     # the revoked task runs again (attempt 2) once a supervisor would
-                    # have woken it: here the revoke put it back to starting at once
-                    until(ended)
+                    # have woken it: here the revoke put it back to starting at once.
+                    # The store shows the cancel before the worker's next keepalive
+                    # hears of it: wait for the worker's count too.
+                    until(lambda: ended() and counted_by(worker.stats()))
                     worker.stop()
                     assert worker.wait_stopped(30)
             else:
@@ -475,7 +480,9 @@ def test_a_worker_of_two_topics_labels_lost_and_cancelled_leases_with_the_tasks_
                         WorkerMetrics(registry).watch(worker)
                         working = asyncio.create_task(worker.run())
                         deadline = time.monotonic() + 60
-                        while not await asyncio.to_thread(ended):
+                        while not (
+                            await asyncio.to_thread(ended) and counted_by(worker.stats())
+                        ):
                             assert time.monotonic() < deadline, "timed out"
                             await asyncio.sleep(0.05)
                         worker.stop()
