@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,41 @@ def test_sokka_task_get_shows_the_result(tmp_path: Path) -> None:
     assert [t["result"] for t in json.loads(listed.stdout)["tasks"]] == [
         {"sent": 3, "to": "ann"}, None,
     ]  # fmt: skip
+
+
+def test_sokka_task_get_wait_shows_the_task_once_it_ends_or_says_it_has_not(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    env = {"SOKKA_DB": url}
+    with SQLStore(url) as store:
+        store.create_schema()
+        running(store, "slow")
+        store.create_task(TaskSpec(topic="q", task_id="doomed", max_attempts=1))
+        store.reserve_tasks("q", PID)
+        store.fail("doomed", PID, 1, "ValueError: no such user")
+        store.create_task(TaskSpec(topic="q", task_id="idle"))
+        # Another process (a thread here) finishes "slow" while the command waits.
+        finisher = threading.Timer(1.0, store.terminate, ("slow", PID, 1, {"sent": 1}))
+        finisher.start()
+        try:
+            waited = sokka("task", "get", "slow", "--wait", "60s", env=env)
+        finally:
+            finisher.join()
+    assert waited.returncode == 0, waited.stderr
+    assert "terminated" in waited.stdout.splitlines()[1]
+    assert 'result: {"sent":1}' in waited.stdout.splitlines()
+    # a failed task has ended too: shown with its error, exit status 0
+    failed_one = sokka("task", "get", "doomed", "--wait", "5s", env=env)
+    assert failed_one.returncode == 0, failed_one.stderr
+    assert "error: attempt 1: ValueError: no such user" in failed_one.stdout.splitlines()
+    # a task that does not end within the wait: one line on stderr, nothing shown
+    never = sokka("task", "get", "idle", "--wait", "1s", env=env)
+    assert (never.returncode, never.stdout) == (1, "")
+    assert "task 'idle' did not finish within 1000 ms (it is starting)" in never.stderr
+    bad = sokka("task", "get", "idle", "--wait", "soon", env=env)
+    assert bad.returncode == 2
+    assert "--wait" in bad.stderr
 
 
 # -- the asyncio runtime keeps results the same way ---------------------------------------

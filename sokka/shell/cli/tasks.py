@@ -3,13 +3,14 @@ requeue and cancel tasks (a running one too)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import click
 from returns.result import Failure
 
 from sokka.adapters.store import MAX_PAGE_SIZE, TaskFilter
-from sokka.core.errors import ValidationError
+from sokka.core.errors import TaskFailed, ValidationError
 from sokka.core.task import Status, Task, TaskSpec
 from sokka.shell.admin import requeue_failed
 from sokka.shell.cli.common import (
@@ -24,6 +25,7 @@ from sokka.shell.cli.common import (
     _task_json,
     cli,
 )
+from sokka.shell.results import wait_for_result
 
 __all__ = ["init", "task"]
 
@@ -120,10 +122,16 @@ def task_create(
 @_db
 @_prefix
 @_json
+@click.option("--wait", type=DURATION, default=None,
+              help="First wait up to this long (30s, 5m) for the task to end, terminated "
+                   "or failed; exit status 1 if it has not.")  # fmt: skip
 @click.argument("task_id")
-def task_get(db: str, prefix: str, as_json: bool, task_id: str) -> None:
+def task_get(db: str, prefix: str, as_json: bool, wait: int | None, task_id: str) -> None:
     """Show one task, with its data and, once it terminated, the result its handler kept."""
     with _store(db, prefix) as store:
+        if wait is not None:
+            with contextlib.suppress(TaskFailed):  # failed has ended too: shown below
+                wait_for_result(store, task_id, wait)
         found = store.get_task(task_id)
     if as_json:
         click.echo(json.dumps(_task_json(found), indent=2))
