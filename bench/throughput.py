@@ -260,7 +260,7 @@ def run_sokka(
     store_name: str,
     n: int,
     concurrency: int,
-    batch: int,
+    batch: int | None,
     profile: Profile | None = None,
     runtime: str = "threads",
     processes: int = 1,
@@ -314,10 +314,21 @@ def run_sokka(
     )
     system = RUNTIMES[runtime]
     return Row(
-        system, store_name, f"concurrency {concurrency:>2}, batch {batch:>4}", n, create_s,
+        system, store_name, sokka_config(concurrency, batch), n, create_s,
         done.seconds, problems + sokka_problems, (system, store_name, concurrency, batch),
         processes, notes,
     )  # fmt: skip
+
+
+def sokka_config(concurrency: int, batch: int | None) -> str:
+    """A sokka run's configuration column; batch None: no batch size given (the
+    worker's default, fetching ahead by time).
+
+    >>> sokka_config(1, 250), sokka_config(1, None)
+    ('concurrency  1, batch  250', 'concurrency  1, defaults')
+    """
+    size = "defaults" if batch is None else f"batch {batch:>4}"
+    return f"concurrency {concurrency:>2}, {size}"
 
 
 def check_sokka(
@@ -435,13 +446,13 @@ PACKAGES: Final = (
 @dataclass(frozen=True)
 class Plan:
     sokka_concurrency: tuple[int, ...]
-    sokka_batches: tuple[int, ...]
+    sokka_batches: tuple[int | None, ...]  # None: no batch size (the default)
     pgqueuer_batches: tuple[int, ...]  # 10 is its default
     procrastinate_concurrency: tuple[int | None, ...]  # None: its default (1)
 
 
-FULL = Plan((1, 8), (1, 10, 100, 250, 1000), (10, 100, 250, 1000), (None, 10))
-QUICK = Plan((1, 8), (10, 250), (10, 250), (None, 10))
+FULL = Plan((1, 8), (None, 1, 10, 100, 250, 1000), (10, 100, 250, 1000), (None, 10))
+QUICK = Plan((1, 8), (None, 10, 250), (10, 250), (None, 10))
 #: The scale-out's configurations (``--workers``), run at each number of processes:
 #: a small and a large batch for each system, and the peers' defaults.
 SCALE = Plan((8,), (10, 250), (10, 250), (None, 10))
@@ -540,8 +551,8 @@ def main(argv: list[str] | None = None) -> int:
                             run_sokka, url, store_name, size, concurrency, batch, runtime=runtime
                         )
                         row = record(
-                            run, f"{RUNTIMES[runtime]} {store_name} concurrency {concurrency} "
-                            f"batch {batch}",
+                            run, f"{RUNTIMES[runtime]} {store_name} "
+                            f"{sokka_config(concurrency, batch)}",
                         )  # fmt: skip
                         key = (RUNTIMES[runtime], store_name)
                         held = best.get(key)
@@ -573,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         sokka_pg = best.get(("sokka", "postgres"))
         if sokka_pg is not None and peers:
             _compare(sokka_pg, [p for p in peers if not p.problems])
+            _compare_defaults(rows, [p for p in peers if not p.problems])
         if args.profile and sokka_pg is not None:
             _, _, concurrency, batch = sokka_pg.key
             profile = Profile(args.profile, os.path.join(tmp, "worker.prof"))
@@ -639,6 +651,21 @@ def _compare(sokka_pg: Row, peers: list[Row]) -> None:
         )
     if verdicts:
         print("GOAL sokka's PostgreSQL best " + "; ".join(verdicts))
+
+
+def _compare_defaults(rows: list[Row], peers: list[Row]) -> None:
+    """sokka's threaded worker at its defaults (concurrency 1, no batch size) on
+    PostgreSQL against pgqueuer at its defaults (batch 10): the goal is 2x."""
+    mine = next((r for r in rows if r.key == ("sokka", "postgres", 1, None) and not r.problems),
+                None)  # fmt: skip
+    theirs = next((p for p in peers if p.key == ("pgqueuer", 10)), None)
+    if mine is None or theirs is None:
+        return
+    ratio = mine.rate / theirs.rate
+    print(
+        f"GOAL sokka at its defaults on PostgreSQL ({mine.rate:,.0f}) >= 2x pgqueuer at its "
+        f"defaults ({theirs.rate:,.0f}): {ratio:.2f}x {verdict(ratio >= 2)}"
+    )
 
 
 # -- scale-out: several worker processes -------------------------------------------------

@@ -25,6 +25,16 @@ Two rules live here, so that every runtime keeps them alike:
   of half a batch or more, not by a claim of one or two tasks each time a
   handler returns (a statement, and a round trip, each); a topic whose batch
   is no larger than its handlers asks as soon as a slot frees, as before.
+* **fetch ahead by time** (a lane with a ``FetchAhead``: a worker's default,
+  when no batch size is given): a topic holds, beyond one lease per handler,
+  only as many tasks as its handlers are expected to start within
+  ``FetchAhead.within_ms``, judged by how long its handlers have been taking
+  (``ran``: a moving average of their run times), and at most
+  ``FetchAhead.most`` in all. Until a handler has returned, and while they
+  take ``within_ms`` or longer, that is none: the topic reserves only what
+  its handlers can start at once. Many short tasks are thus claimed, and
+  their outcomes recorded, in batches, while a slow topic leaves its waiting
+  tasks to other workers.
 
 Pure: time (``now_ms``) and the random draw of the backoff's jitter are
 parameters.
@@ -40,11 +50,55 @@ from sokka.core.errors import ValidationError
 from sokka.core.task import require_name
 
 __all__ = [
-    "Lane", "Polls", "Reserve", "hinted", "polls", "refills", "reserved", "to_reserve", "wait_ms",
+    "FetchAhead", "Lane", "Polls", "Reserve", "hinted", "polls", "ran", "refills", "reserved",
+    "to_reserve", "wait_ms",
 ]
 
 #: Empty polls beyond this many do not lengthen the backoff further (its cap rules).
 _MAX_STREAK = 30
+
+#: How far one handler run moves a lane's run-time estimate (a moving average):
+#: a topic whose handlers turn slow stops fetching ahead after a few runs.
+_RUN_WEIGHT = 0.25
+
+#: Below this estimate (ms) a handler counts as taking this long: run times are
+#: whole milliseconds of the worker's clock, mostly 0 for very short handlers.
+_FASTEST_RUN_MS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class FetchAhead:
+    """Fetch ahead by time: hold, beyond one lease per handler, the tasks the
+    handlers are expected to start within ``within_ms``, and at most ``most``
+    leases (waiting or running) in all.
+
+    >>> rule = FetchAhead(within_ms=50, most=100)
+    >>> rule.capacity(1, None), rule.capacity(1, 10.0), rule.capacity(4, 10.0)
+    (1, 6, 24)
+    >>> rule.capacity(1, 0.0), rule.capacity(1, 60.0), rule.capacity(200, 0.0)
+    (100, 1, 200)
+    """
+
+    within_ms: int = 50
+    most: int = 100
+
+    def __post_init__(self) -> None:
+        for name, value, least in (("within_ms", self.within_ms, 0), ("most", self.most, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValidationError(
+                    name, f"must be an integer of at least {least} (got {value!r})"
+                )
+
+    def capacity(self, handlers: int, run_ms: float | None) -> int:
+        """Leases to hold at once for ``handlers`` whose runs take ``run_ms`` on
+        average (None: none has returned yet): one per handler, plus those they
+        start within ``within_ms``, at most ``most`` (never fewer than ``handlers``)."""
+        if run_ms is None or self.most <= handlers:
+            return handlers
+        ahead = int(handlers * self.within_ms / max(run_ms, _FASTEST_RUN_MS))
+        if ahead < handlers:  # a handler would wait for a whole run: none ahead
+            return handlers
+        return min(self.most, handlers + ahead)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +109,9 @@ class Lane:
     ``batch``: the most tasks one reserve asks for; ``handlers``: how many of
     them run at once (at most ``capacity``); ``empty_polls``: polls in a row
     that found nothing (or failed); ``poll_at_ms``: not polled before this
-    instant of the worker's clock.
+    instant of the worker's clock. With ``fetch_ahead``, ``capacity`` and
+    ``batch`` follow ``run_ms``, the moving average of the topic's handler
+    run times (``ran``).
     """
 
     topic: str
@@ -64,6 +120,8 @@ class Lane:
     handlers: int
     empty_polls: int = 0
     poll_at_ms: int | None = None  #: None: at once
+    fetch_ahead: FetchAhead | None = None
+    run_ms: float | None = None  #: None: no handler has returned yet
 
     def free(self, unsettled: int) -> int:
         """Free slots, given the leases of this topic held undecided."""
@@ -120,11 +178,14 @@ class Polls:
 
 
 def polls(
-    lanes: Sequence[tuple[str, int, int] | tuple[str, int, int, int]], backoff: Backoff
+    lanes: Sequence[tuple[str, int, int] | tuple[str, int, int, int]],
+    backoff: Backoff,
+    fetch_ahead: Mapping[str, FetchAhead] | None = None,
 ) -> Polls:
     """A worker's poll state: one lane per ``(topic, capacity, batch[, handlers])``,
     in order (``handlers``: by default the capacity, so a topic asks as soon as
-    a slot frees).
+    a slot frees). A topic in ``fetch_ahead`` fetches ahead by time (its
+    capacity and batch start at its handlers and then follow ``ran``).
 
     The topics must be distinct; capacity, batch and handlers positive, and
     handlers at most the capacity.
@@ -146,7 +207,12 @@ def polls(
             raise ValidationError(
                 "handlers", f"must be at most the capacity, {capacity} (got {handlers})"
             )
-        made.append(Lane(topic=topic, capacity=capacity, batch=batch, handlers=handlers))
+        rule = (fetch_ahead or {}).get(topic)
+        if rule is not None:
+            capacity = batch = handlers
+        made.append(Lane(
+            topic=topic, capacity=capacity, batch=batch, handlers=handlers, fetch_ahead=rule,
+        ))  # fmt: skip
     return Polls(tuple(made), backoff)
 
 
@@ -195,6 +261,33 @@ def reserved(polls: Polls, topic: str, got: int | None, now_ms: int, rand: float
         delay = polls.backoff.delay_ms(min(streak, _MAX_STREAK), rand)
         lanes[index] = replace(lane, empty_polls=streak, poll_at_ms=now_ms + delay)
     return Polls(tuple(lanes), polls.backoff, (index + 1) % len(lanes))
+
+
+def ran(polls: Polls, topic: str, ran_ms: int) -> Polls:
+    """Fold in one handler run of ``topic`` that took ``ran_ms`` (returned,
+    raised, timed out or cancelled: the time its handler was busy). A topic
+    that fetches ahead by time moves its run-time estimate toward it, and its
+    capacity and batch follow (``FetchAhead.capacity``); any other is as it was.
+
+    >>> p = polls([("a", 1, 1)], Backoff(base_ms=20, cap_ms=2_000), {"a": FetchAhead(50, 100)})
+    >>> p = ran(p, "a", 0)
+    >>> p.lane("a").capacity, p.lane("a").batch
+    (100, 100)
+    >>> for _ in range(3):
+    ...     p = ran(p, "a", 2_000)
+    >>> p.lane("a").capacity, round(p.lane("a").run_ms)
+    (1, 1156)
+    """
+    lane = polls.lane(topic)
+    rule = lane.fetch_ahead
+    if rule is None:
+        return polls
+    before = lane.run_ms
+    run_ms = float(ran_ms) if before is None else before + (ran_ms - before) * _RUN_WEIGHT
+    capacity = rule.capacity(lane.handlers, run_ms)
+    changed = replace(lane, run_ms=run_ms, capacity=capacity, batch=capacity)
+    lanes = tuple(changed if other.topic == topic else other for other in polls.lanes)
+    return Polls(lanes, polls.backoff, polls.first)
 
 
 def refills(polls: Polls, topic: str, unsettled: int) -> bool:

@@ -118,6 +118,10 @@ __all__ = [
 
 log = logging.getLogger("sokka.worker")
 
+#: A topic that fetches ahead by time holds at most this many leases at once
+#: (or its concurrency, if that is more).
+FETCH_AHEAD_MOST = 100
+
 
 def _non_negative(field: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -336,7 +340,9 @@ class Route:
     differ from the worker's, its lease and timeout.
 
     ``concurrency``: handlers of the topic running at once; ``batch_size``:
-    the most tasks of it one reserve asks for (default ``concurrency``);
+    the most tasks of it one reserve asks for, and leases held at once if
+    larger than ``concurrency`` (default: fetched ahead by time, the worker's
+    ``fetch_ahead_ms``);
     ``lease_time_ms`` / ``timeout_ms``: for the topic's tasks that carry none
     of their own (None: the worker's). Checked when the worker is made.
     """
@@ -381,6 +387,7 @@ class WorkerCore:
         poll_backoff: Backoff | None,
         grace_ms: int,
         linger_ms: int,
+        fetch_ahead_ms: int,
         clock: Clock | None,
         rand: Callable[[], float],
         tracer_provider: TracerProviderLike | None = None,
@@ -392,12 +399,17 @@ class WorkerCore:
         #: The routes by topic, in the order given.
         self._routes: dict[str, Route] = {route.topic: route for route in routes}
         self._topics: tuple[str, ...] = tuple(self._routes)
-        # Outcomes recorded per call: up to one batch of every topic.
-        self._batch = min(sum(route.batch_size or route.concurrency for route in routes), MAX_BATCH)
-        # Leases held at once per topic, waiting or running (decided outcomes do not count).
-        self._capacity_of = {
+        # Leases held at once per topic, waiting or running (decided outcomes do not
+        # count): a route's batch size, or fetched ahead by time (``polling.FetchAhead``).
+        capacity_of = {
             route.topic: max(route.batch_size or route.concurrency, route.concurrency)
             for route in routes
+        }
+        ahead = polling.FetchAhead(
+            within_ms=_non_negative("fetch_ahead_ms", fetch_ahead_ms), most=FETCH_AHEAD_MOST
+        )
+        fetching = {
+            route.topic: ahead for route in routes if route.batch_size is None and fetch_ahead_ms
         }
         own = {
             route.topic: TopicPolicy(
@@ -419,11 +431,12 @@ class WorkerCore:
         self._poll = poll_backoff or Backoff(base_ms=20, cap_ms=2_000)
         self._polls: Polls = polling.polls(
             [
-                (route.topic, self._capacity_of[route.topic],
+                (route.topic, capacity_of[route.topic],
                  route.batch_size or route.concurrency, route.concurrency)
                 for route in routes
             ],
             self._poll,
+            fetching,
         )
         self._linger_ms = _non_negative("linger_ms", linger_ms)
         self._clock: Clock = clock or MonotonicClock()
@@ -442,6 +455,17 @@ class WorkerCore:
 
     #: The supervisor the worker embeds (``supervise=True``), set by each runtime.
     _supervisor: SupervisorCore | None
+
+    @property
+    def _batch(self) -> int:
+        """Outcomes recorded per call: up to one batch of every topic (a topic that
+        fetches ahead by time: its batch now)."""
+        return min(sum(lane.batch for lane in self._polls.lanes), MAX_BATCH)
+
+    @property
+    def _capacity_of(self) -> dict[str, int]:
+        """Leases each topic holds at once now, waiting or running."""
+        return {lane.topic: lane.capacity for lane in self._polls.lanes}
 
     @property
     def supervisor(self) -> SupervisorCore | None:
@@ -611,6 +635,17 @@ class Worker(WorkerCore):
     handler=..., concurrency=...), ...])``, each topic with its own handler
     threads, slots and poll backoff, and every lease kept alive by the one
     keepalive thread. The other options are then the defaults of the routes.
+
+    Fetching ahead: without a ``batch_size``, a topic holds one lease per
+    handler, plus as many tasks as its handlers are expected to start within
+    ``fetch_ahead_ms`` (50 by default; 0: none), judged by how long its
+    handlers have been taking, and at most ``FETCH_AHEAD_MOST`` leases
+    (``sokka.core.polling.FetchAhead``). Until a handler has returned, and
+    for handlers that take ``fetch_ahead_ms`` or longer, that is none: the
+    worker reserves only what its handlers can start at once. Many short
+    tasks are thus reserved and recorded in batches without a ``batch_size``;
+    a ``batch_size`` fixes the batch (and the leases held at once, if larger
+    than ``concurrency``) instead.
     """
 
     def __init__(
@@ -631,6 +666,7 @@ class Worker(WorkerCore):
         poll_backoff: Backoff | None = None,
         grace_ms: int = 30_000,
         linger_ms: int = 10,
+        fetch_ahead_ms: int = 50,
         supervise: bool = False,
         supervisor_interval_ms: int | None = None,
         clock: Clock | None = None,
@@ -641,8 +677,9 @@ class Worker(WorkerCore):
             topic, handler, routes=routes, pid=pid, concurrency=concurrency,
             batch_size=batch_size, lease_time_ms=lease_time_ms, keepalive_ratio=keepalive_ratio,
             fence_ratio=fence_ratio, timeout_ms=timeout_ms, retry_backoff=retry_backoff,
-            poll_backoff=poll_backoff, grace_ms=grace_ms, linger_ms=linger_ms, clock=clock,
-            rand=rand, tracer_provider=tracer_provider,
+            poll_backoff=poll_backoff, grace_ms=grace_ms, linger_ms=linger_ms,
+            fetch_ahead_ms=fetch_ahead_ms, clock=clock, rand=rand,
+            tracer_provider=tracer_provider,
         )  # fmt: skip
         self._store = store
 
@@ -1075,13 +1112,14 @@ class Worker(WorkerCore):
                 outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - started)
             span.ended(outcome, ctx, cancelled=outcome is _CANCELLED)
         self._count_ran(ctx, outcome, started, raised_cancelled=outcome is _CANCELLED)
-        self._handler_returned(token, ctx, outcome)
+        self._handler_returned(token, ctx, outcome, self._clock.now_ms() - started)
 
-    def _handler_returned(self, token: Token, ctx: Context, outcome: object) -> None:
+    def _handler_returned(self, token: Token, ctx: Context, outcome: object, ran_ms: int) -> None:
         with self._wake:
             self._running -= 1
             topic = ctx.task.topic
             self._running_of[topic] -= 1
+            self._polls = polling.ran(self._polls, topic, ran_ms)  # fetch ahead by run time
             if self._running == 0 and not self._waiting_count:
                 self._record.notify()  # idle: the recorder records
             if not self._running_of[topic] and not self._ready_of[topic]:

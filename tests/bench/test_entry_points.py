@@ -95,11 +95,12 @@ def test_throughput_quick_on_sqlite_without_the_peers():
         ["bench/throughput.py", "--quick", "--skip-peers", "--postgres-url", "", "--tasks", "200"]
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    rows = re.findall(r"^sokka\s+sqlite\s+concurrency\s+\d, batch\s+\d+\s+200\s.*\sok$",
-                      done.stdout, re.MULTILINE)  # fmt: skip
-    assert len(rows) == 2 * 2 + 1  # concurrency 1 and 8, batch 10 and 250; the best again
-    aio_rows = re.findall(r"^sokka asyncio\s+sqlite\s+concurrency\s+\d, batch\s+\d+\s+200\s.*\sok$",
-                          done.stdout, re.MULTILINE)  # fmt: skip
-    assert len(aio_rows) == 2 * 2 + 1  # the asyncio worker's rows, at the same configurations
+    config = r"concurrency\s+\d, (?:batch\s+\d+|defaults)\s+200\s.*\sok$"
+    rows = re.findall(rf"^sokka\s+sqlite\s+{config}", done.stdout, re.MULTILINE)
+    # concurrency 1 and 8; no batch size (the defaults), batch 10 and 250; the best again
+    assert len(rows) == 2 * 3 + 1
+    aio_rows = re.findall(rf"^sokka asyncio\s+sqlite\s+{config}", done.stdout, re.MULTILINE)
+    assert len(aio_rows) == 2 * 3 + 1  # the asyncio worker's rows, at the same configurations
+    assert len(re.findall(r"^sokka .*concurrency  1, defaults ", done.stdout, re.MULTILINE)) >= 2
     assert "best per store (*):" in done.stdout
     assert "asyncio/threads on sqlite: best of each " in done.stdout

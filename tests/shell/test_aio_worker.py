@@ -494,6 +494,7 @@ def test_stop_before_run_returns_at_once_and_holds_nothing() -> None:
         ((AsyncMemoryStore(), TOPIC), {"grace_ms": -1}, "grace_ms"),
         ((AsyncMemoryStore(), TOPIC), {"keepalive_ratio": 0.95}, "keepalive_ratio"),
         ((AsyncMemoryStore(), TOPIC), {"linger_ms": -5}, "linger_ms"),
+        ((AsyncMemoryStore(), TOPIC), {"fetch_ahead_ms": -1}, "fetch_ahead_ms"),
     ],
 )
 def test_bad_options_name_the_field(args, options, field) -> None:

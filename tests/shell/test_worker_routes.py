@@ -30,17 +30,21 @@ _prefix_numbers = itertools.count()
 
 
 class Watched:
-    """An ``SQLStore`` whose keepalive calls are recorded: which topics each held."""
+    """An ``SQLStore`` whose keepalive calls are recorded (which topics each held),
+    and its reserves (the topic and limit of each) and outcome batches (sizes)."""
 
     def __init__(self, store: SQLStore) -> None:
         self.store = store
         self.topic_of: dict[str, str] = {}
         self.extends: list[set[str]] = []  #: per extend_leases call: the topics of its leases
+        self.limits: list[tuple[str, int]] = []  #: per reserve_tasks call: (topic, limit)
+        self.recorded: list[int] = []  #: per finish_many call: how many outcomes
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
     def reserve_tasks(self, topic: str, pid: str, limit: int = 1) -> list[Task]:
+        self.limits.append((topic, limit))
         tasks = self.store.reserve_tasks(topic, pid, limit)
         for task in tasks:
             self.topic_of[task.task_id] = task.topic
@@ -49,6 +53,10 @@ class Watched:
     def extend_leases(self, pid: str, leases: Any) -> Any:
         self.extends.append({self.topic_of.get(lease.task_id, "?") for lease in leases})
         return self.store.extend_leases(pid, leases)
+
+    def finish_many(self, outcomes: Any) -> Any:
+        self.recorded.append(len(outcomes))
+        return self.store.finish_many(outcomes)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -237,6 +245,35 @@ def test_a_topics_own_lease_and_timeout_apply_to_its_tasks(
     assert store.get_task("f1").errors == ("attempt 1: timed out after 200 ms",)
     assert sorted(leases) == [7_000, 30_000]  # the topic's own, and the worker's
     wait_until(lambda: workers[0].stats().timed_out == 2, "two timeouts counted")
+
+
+def test_at_its_defaults_a_worker_fetches_short_tasks_ahead_and_slow_ones_not(
+    store: Watched, running: Callable[..., Any]
+) -> None:
+    """Without a batch size, a topic whose handlers return at once is reserved
+    and recorded in batches (fetched ahead by time, at most 100 leases), while
+    a topic whose handlers take longer than the 50 ms budget is reserved one
+    task per free handler, as before: its waiting tasks stay where another
+    worker can take them."""
+
+    def quick(task: Task, ctx: Context) -> Any:
+        return ok()
+
+    def slow(task: Task, ctx: Context) -> Any:
+        ctx.sleep(0.3)
+        return ok()
+
+    store.create_tasks([TaskSpec(topic="slow", task_id=f"s{n}") for n in range(3)])
+    store.create_tasks([TaskSpec(topic="quick", task_id=f"q{n}") for n in range(400)])
+    running(store, [Route(topic="quick", handler=quick), Route(topic="slow", handler=slow)])
+    wait_until(all_done(store, "quick", 400), "the quick tasks done")
+    wait_until(all_done(store, "slow", 3), "the slow tasks done")
+    quick_limits = [limit for topic, limit in store.limits if topic == "quick"]
+    slow_limits = [limit for topic, limit in store.limits if topic == "slow"]
+    assert quick_limits[0] == 1  # no handler had returned: one per handler
+    assert 1 < max(quick_limits) <= 100  # then fetched ahead, within the bound
+    assert set(slow_limits) == {1}  # 300 ms a run: never ahead
+    assert max(store.recorded) > 1  # the quick outcomes recorded in batches
 
 
 @pytest.mark.parametrize(

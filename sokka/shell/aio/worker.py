@@ -247,6 +247,7 @@ class Worker(WorkerCore):
         poll_backoff: Backoff | None = None,
         grace_ms: int = 30_000,
         linger_ms: int = 10,
+        fetch_ahead_ms: int = 50,
         supervise: bool = False,
         supervisor_interval_ms: int | None = None,
         clock: Clock | None = None,
@@ -263,8 +264,9 @@ class Worker(WorkerCore):
             topic, handler, routes=routes, pid=pid, concurrency=concurrency,
             batch_size=batch_size, lease_time_ms=lease_time_ms, keepalive_ratio=keepalive_ratio,
             fence_ratio=fence_ratio, timeout_ms=timeout_ms, retry_backoff=retry_backoff,
-            poll_backoff=poll_backoff, grace_ms=grace_ms, linger_ms=linger_ms, clock=clock,
-            rand=rand, tracer_provider=tracer_provider,
+            poll_backoff=poll_backoff, grace_ms=grace_ms, linger_ms=linger_ms,
+            fetch_ahead_ms=fetch_ahead_ms, clock=clock, rand=rand,
+            tracer_provider=tracer_provider,
         )  # fmt: skip
         self._store = store
         # Per topic: is its handler a coroutine function (run by runners on the
@@ -331,7 +333,7 @@ class Worker(WorkerCore):
         self._handed_of: dict[str, queue.SimpleQueue[Token | None]] = {
             topic: queue.SimpleQueue() for topic in self._topics
         }
-        self._done: deque[tuple[Token, str, object, int]] = deque()
+        self._done: deque[tuple[Token, str, object, int, int]] = deque()
         self._collecting = False
         self._lock = threading.Lock()
         # Events the loop's tasks sleep on (bound to the loop on first use).
@@ -702,7 +704,7 @@ class Worker(WorkerCore):
                 outcome = handler_raised(self.pid, ctx.task, error, self._clock.now_ms() - began)
             span.ended(outcome, ctx, cancelled=outcome is _CANCELLED)
         self._count_ran(ctx, outcome, began, raised_cancelled=outcome is _CANCELLED)
-        self._handler_returned(token, ctx, outcome)
+        self._handler_returned(token, ctx, outcome, ran_ms=self._clock.now_ms() - began)
 
     def _plain_loop(self, route: Route) -> None:
         """A handler thread of ``route``'s topic: run the plain handler on the leases
@@ -726,18 +728,22 @@ class Worker(WorkerCore):
                     self._starts.append((token, now))  # folded in before the next decision
             if ctx is None or not start:
                 # Stopping (the drain releases it), or given up while it waited.
-                self._plain_returned(token, topic, _UNSTARTED, now)
+                self._plain_returned(token, topic, _UNSTARTED, now, 0)
                 continue
             if self._timeouts:
                 self._call_soon(self._timer.set)  # its timeout runs from now
             self.observer.started(ctx.task)
             outcome = self._call_plain(route.handler, ctx)
             self._count_ran(ctx, outcome, now, raised_cancelled=outcome is _CANCELLED)
-            self._plain_returned(token, topic, outcome, clock.now_ms())
+            ended = clock.now_ms()
+            self._plain_returned(token, topic, outcome, ended, ended - now)
 
-    def _plain_returned(self, token: Token, topic: str, outcome: object, now: int) -> None:
-        """On a handler thread: queue a return; wake the loop unless it is woken already."""
-        self._done.append((token, topic, outcome, now))
+    def _plain_returned(
+        self, token: Token, topic: str, outcome: object, now: int, ran_ms: int
+    ) -> None:
+        """On a handler thread: queue a return (its handler ran ``ran_ms``); wake the
+        loop unless it is woken already."""
+        self._done.append((token, topic, outcome, now, ran_ms))
         if not self._collecting:
             self._collecting = True
             self._call_soon(self._collect)
@@ -753,7 +759,7 @@ class Worker(WorkerCore):
         self._collecting = False  # before taking them: a later return wakes us again
         done = self._done
         while done:
-            token, topic, outcome, when = done.popleft()
+            token, topic, outcome, when, ran_ms = done.popleft()
             ctx = self._contexts.get(token)
             if outcome is _UNSTARTED or ctx is None:
                 self._running -= 1
@@ -763,7 +769,7 @@ class Worker(WorkerCore):
                     self._room.set()
                     self._recorder.set()
                 continue
-            self._handler_returned(token, ctx, outcome, when)
+            self._handler_returned(token, ctx, outcome, when, ran_ms)
 
     def _call_plain(self, handler: Callable[..., Any], ctx: AsyncContext | Context) -> object:
         """Run a plain handler, on a handler thread, inside its attempt's span."""
@@ -796,12 +802,15 @@ class Worker(WorkerCore):
         return outcome
 
     def _handler_returned(
-        self, token: Token, ctx: AsyncContext | Context, outcome: object, when: int | None = None
-    ) -> None:
-        """On the loop: the handler of ``token`` returned ``outcome`` (at ``when``)."""
+        self, token: Token, ctx: AsyncContext | Context, outcome: object,
+        when: int | None = None, ran_ms: int = 0,
+    ) -> None:  # fmt: skip
+        """On the loop: the handler of ``token`` returned ``outcome`` (at ``when``),
+        after running ``ran_ms``."""
         self._running -= 1
         topic = ctx.task.topic
         self._running_of[topic] -= 1
+        self._polls = polling.ran(self._polls, topic, ran_ms)  # fetch ahead by run time
         self._handlers.pop(token, None)
         self._contexts.pop(token, None)
         now = self._clock.now_ms() if when is None else when
