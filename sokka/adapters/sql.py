@@ -24,6 +24,7 @@ else ``StoreError``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Final
 from urllib.parse import quote
@@ -417,6 +419,14 @@ class SQLStore(EventCalls):
                 require_limit("watch_interval_ms", watch_interval_ms, 60_000),
             )
         )
+        # SQLite's hot calls run on driver connections of the store's own (``_driver``),
+        # taken from the engine's pool once and kept: at most this many idle.
+        self._idle_drivers: list[Any] = []
+        self._own_drivers = (
+            not self._pg
+            and self._engine.dialect.driver == "pysqlite"
+            and isinstance(self._engine.pool, sa.pool.QueuePool | sa.pool.NullPool)
+        )
         self._build_statements()
 
     @property
@@ -438,6 +448,9 @@ class SQLStore(EventCalls):
         """Stop the listener (if a ``ready_signal`` started it); close every pooled
         connection."""
         self._listener.stop()
+        while self._idle_drivers:
+            with contextlib.suppress(Exception):
+                self._idle_drivers.pop().close()  # back to the engine's pool
         self._engine.dispose()
 
     def __enter__(self) -> SQLStore:
@@ -621,6 +634,64 @@ class SQLStore(EventCalls):
                     self._verify_schema(conn)
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
+    @contextmanager
+    def _driver(self, *, write: bool) -> Iterator[Any]:
+        """SQLite's hot path: a cursor of a driver (``sqlite3``) connection in one
+        transaction (BEGIN IMMEDIATE to write, BEGIN to read), committed at the
+        end and rolled back on an error, below SQLAlchemy's execution layer.
+
+        For one task the layer (a pooled ``Connection``, its events, a result's
+        metadata) costs more than SQLite's own work; the statements, the
+        transactions and the errors (``_translated_errors``) are the same. The
+        connections come from the engine's pool (so they are configured as every
+        other: WAL, the busy timeout) and are kept, up to ``_MAX_IDLE_DRIVERS``.
+        An engine whose driver is not ``sqlite3`` (aiosqlite, under the async
+        store), or whose pool ties connections to threads or shares one
+        (``SingletonThreadPool``, ``StaticPool``), runs them through SQLAlchemy
+        instead (``exec_driver_sql``: the same statements).
+        """
+        if not self._own_drivers:
+            with self._session(write=write) as conn:
+                yield _DriverSQL(conn)
+            return
+        if not self._schema_checked:
+            with self._session(write=False):
+                pass  # checks the schema version, once
+        idle = self._idle_drivers
+        with _translated_errors():
+            try:
+                fairy = idle.pop()
+            except IndexError:
+                fairy = self._engine.raw_connection()
+            raw = fairy.driver_connection
+            try:
+                cursor = raw.cursor()
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield cursor
+                except BaseException:
+                    cursor.close()
+                    raw.rollback()
+                    raise
+                # A statement not read to its end would keep its snapshot after the
+                # COMMIT (sqlite3 leaves it open): the next BEGIN IMMEDIATE on this
+                # connection would then fail at once with "database is locked".
+                cursor.close()
+                raw.commit()
+            except BaseException:
+                if raw.in_transaction:  # the rollback itself failed: drop the connection
+                    fairy.invalidate()
+                    raise
+                self._keep_driver(fairy)
+                raise
+            self._keep_driver(fairy)
+
+    def _keep_driver(self, fairy: Any) -> None:
+        if len(self._idle_drivers) < _MAX_IDLE_DRIVERS:
+            self._idle_drivers.append(fairy)
+        else:
+            fairy.close()  # back to the engine's pool
+
     def _verify_schema(self, conn: Connection) -> None:
         try:
             found = conn.execute(sa.select(self._versions.c.version)).scalar()
@@ -649,6 +720,8 @@ class SQLStore(EventCalls):
             .order_by(t.c.seq)
             .limit(sa.bindparam("limit"))
         )
+        if not self._pg:
+            self._sqlite_look = _Compiled.of(self._select_ready_ids, self._engine.dialect)
         if self._pg:
             # One array parameter, whatever the batch size: one prepared statement.
             ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))
@@ -897,14 +970,17 @@ class SQLStore(EventCalls):
         ready: set[str] = set()
         groups = _set_groups(items)
         now = self._clock()
-        first, later = (groups[:1], groups[1:]) if self._pg else ([], groups)
-        if first:
+        first, later = (groups[:1], groups[1:]) if self._pg else (groups, [])
+        if first and self._pg:
             with self._one_statement() as conn:
-                self._set_apply_all(conn, first, items, now, results, ready)
+                self._set_apply_all(_runner(conn), first, items, now, results, ready)
+        elif first:  # SQLite: every kind's UPDATE in one transaction on the driver
+            with self._driver(write=True) as cursor:
+                self._set_apply_all(_cursor_runner(cursor), first, items, now, results, ready)
         rest = [i for i, r in enumerate(results) if r is None]
         if later or rest or (ready and self._pg):
             with self._session(write=True) as conn:
-                self._set_apply_all(conn, later, items, now, results, ready)
+                self._set_apply_all(_runner(conn), later, items, now, results, ready)
                 rest = [i for i, r in enumerate(results) if r is None]
                 if rest:
                     answers = self._apply_each(conn, [items[i] for i in rest], now, ready)
@@ -918,7 +994,7 @@ class SQLStore(EventCalls):
 
     def _set_apply_all(
         self,
-        conn: Connection,
+        run: _Run,
         groups: Sequence[tuple[SetRule, list[int]]],
         items: Sequence[tuple[str, Event]],
         now: int,
@@ -928,7 +1004,7 @@ class SQLStore(EventCalls):
         """Each group's guarded UPDATE; the tasks it changed into ``results`` (and
         the topics of those it made ready into ``ready``)."""
         for rule, positions in groups:
-            rows = self._set_apply(conn, rule, [items[i] for i in positions], now)
+            rows = self._set_apply(run, rule, [items[i] for i in positions], now)
             changed = {row[1]: row for row in rows}
             for i in positions:
                 row = changed.get(items[i][0])
@@ -938,7 +1014,7 @@ class SQLStore(EventCalls):
                         ready.add(row[3])
 
     def _set_apply(
-        self, conn: Connection, rule: SetRule, items: Sequence[tuple[str, Event]], now: int
+        self, run: _Run, rule: SetRule, items: Sequence[tuple[str, Event]], now: int
     ) -> Sequence[Sequence[Any]]:
         """Run ``rule``'s guarded UPDATE over ``items``; the rows it changed, as they are now."""
         fields = _event_fields(rule)
@@ -958,7 +1034,7 @@ class SQLStore(EventCalls):
                 for task_id, event in owned
             ]
             params = {"rows": json.dumps(rows), "now": now}
-        return conn.exec_driver_sql(self._set_update_for(rule), params).all()
+        return run(self._set_update_for(rule), params)
 
     def _apply_each(
         self, conn: Connection, items: Sequence[tuple[str, Event]], now: int, ready: set[str]
@@ -1292,22 +1368,73 @@ class SQLStore(EventCalls):
         event = Reserve(pid=pid)
         require_limit("limit", limit, MAX_BATCH)
         params = {"topic": topic, "limit": limit}
+        # One guarded UPDATE ... RETURNING claims them, its SET compiled from the
+        # core's rule for Reserve (the same effects apply() writes).
+        claim = {**params, "e_pid": event.pid, "now": self._clock()}
         if not self._pg:
             # SQLite has one writer lock for the whole file: look (a read, which
             # never blocks) before taking it, so idle workers polling an empty
             # queue do not keep writers waiting.
-            with self._session(write=False) as conn:
-                if conn.execute(self._select_ready_ids, params).first() is None:
+            with self._driver(write=False) as cursor:
+                look = self._sqlite_look
+                if cursor.execute(look.string, look.positional(params)).fetchone() is None:
                     return []
-        # One guarded UPDATE ... RETURNING claims them, its SET compiled from the
-        # core's rule for Reserve (the same effects apply() writes).
-        with self._one_statement() as conn:
-            claim = {**params, "e_pid": event.pid, "now": self._clock()}
-            rows = conn.exec_driver_sql(self._reserve_sql, claim).all()
+            with self._driver(write=True) as cursor:
+                rows = cursor.execute(self._reserve_sql, claim).fetchall()
+        else:
+            with self._one_statement() as conn:
+                rows = conn.exec_driver_sql(self._reserve_sql, claim).all()
         return [_task(row) for row in sorted(rows, key=_SEQ)]
 
 
 _SEQ: Final = itemgetter(0)
+
+#: Runs one driver-level statement (SQL, parameters) and returns its rows.
+_Run = Callable[[str, Mapping[str, Any]], Sequence[Sequence[Any]]]
+
+
+def _runner(conn: Connection) -> _Run:
+    """``_Run`` on a SQLAlchemy connection (``exec_driver_sql``)."""
+    return lambda sql, params: conn.exec_driver_sql(sql, dict(params)).all()
+
+
+def _cursor_runner(cursor: Any) -> _Run:
+    """``_Run`` on a driver cursor (SQLite's hot path, ``SQLStore._driver``)."""
+    return lambda sql, params: cursor.execute(sql, params).fetchall()
+
+
+class _DriverSQL:
+    """A driver cursor's ``execute`` on a SQLAlchemy connection (``exec_driver_sql``)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Any) -> sa.CursorResult[Any]:
+        return self._conn.exec_driver_sql(sql, params)
+
+
+#: SQLite driver connections a store keeps idle for its hot calls (``_driver``).
+_MAX_IDLE_DRIVERS: Final = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A Core statement compiled once for the driver: its SQL, and the order and
+    defaults of its parameters (SQLite's are positional)."""
+
+    string: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, statement: sa.Select[Any], dialect: sa.Dialect) -> _Compiled:
+        compiled = statement.compile(dialect=dialect)
+        defaults = {name: bind.value for name, bind in compiled.binds.items()}
+        return cls(compiled.string, tuple(compiled.positiontup or ()), defaults)
+
+    def positional(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The driver's parameters, in order: ``params`` over the defaults."""
+        return tuple(params[n] if n in params else self.defaults[n] for n in self.names)
 
 
 def _rule(kind: type[Event]) -> SetRule:

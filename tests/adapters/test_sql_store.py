@@ -195,6 +195,23 @@ def test_a_locked_sqlite_database_is_throttled(sqlite_url: str) -> None:
         assert [t.task_id for t in store.reserve_tasks("q", "w")] == ["t1"]
 
 
+def test_an_sqlite_engine_of_your_own_with_one_shared_connection_works_too() -> None:
+    """The hot calls run on driver connections the store keeps, except on an engine
+    whose pool shares one connection or ties them to threads (an in-memory
+    database's ``StaticPool``): there they run through SQLAlchemy, alike."""
+    engine = sa.create_engine(
+        "sqlite://", poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
+    )
+    with SQLStore(engine) as store:
+        store.create_schema()
+        store.create_tasks([TaskSpec(topic="q", task_id=f"t{i}") for i in range(3)])
+        first, second = store.reserve_tasks("q", "w", 2)
+        assert store.terminate(first.task_id, "w", 1).status is Status.TERMINATED
+        assert store.extend_leases("w", [LeaseToken(second.task_id, 1)])[0].unwrap().record_ver
+        assert [t.task_id for t in store.reserve_tasks("q", "w", 5)] == ["t2"]
+        assert store.reserve_tasks("q", "w") == []
+
+
 def test_a_busy_postgres_row_lock_is_throttled(pg_url: str) -> None:
     prefix = test_prefix("lock")
     with SQLStore(pg_url, prefix=prefix, lock_timeout_ms=100) as store:
@@ -289,24 +306,50 @@ def test_the_columns_read_are_task_fields_in_order(sqlite_url: str) -> None:
     store.close()
 
 
-def _statements(store: SQLStore, call: Callable[[], object]) -> list[str]:
-    """The first word (two for a claim or a set update) of every statement ``call`` sends."""
+class SqliteTrace:
+    """What SQLite runs on every connection an engine opens from now on
+    (``sqlite3``'s trace callback: it also sees the store's hot calls, which run
+    below SQLAlchemy), while ``sent`` is a list."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.sent: list[str] | None = None
+        sa.event.listen(engine, "connect", lambda dbapi, _record: dbapi.set_trace_callback(self))
+
+    def __call__(self, statement: str) -> None:
+        if self.sent is not None:
+            self.sent.append(statement)
+
+
+def _statements(
+    store: SQLStore, call: Callable[[], object], traced: SqliteTrace | None
+) -> list[str]:
+    """The first word (two for a claim or a set update) of every statement ``call`` sends
+    (``traced``: SQLite's own trace of the store's connections; else SQLAlchemy's events)."""
     sent: list[str] = []
 
     def on_execute(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        words = statement.split()
-        if words[0] == "UPDATE":
-            kind = "claim" if " LIMIT " in statement else "set" if " FROM " in statement else "cas"
-            sent.append(f"UPDATE {kind}")
-        else:
-            sent.append(words[0])
+        sent.append(statement)
 
-    sa.event.listen(store.engine, "before_cursor_execute", on_execute)
+    if traced is not None:
+        traced.sent = sent
+    else:
+        sa.event.listen(store.engine, "before_cursor_execute", on_execute)
     try:
         call()
     finally:
-        sa.event.remove(store.engine, "before_cursor_execute", on_execute)
-    return [s for s in sent if s not in ("BEGIN", "COMMIT")]
+        if traced is not None:
+            traced.sent = None
+        else:
+            sa.event.remove(store.engine, "before_cursor_execute", on_execute)
+    words = []
+    for statement in sent:
+        first = statement.split()[0]
+        if first == "UPDATE":
+            kind = "claim" if " LIMIT " in statement else "set" if " FROM " in statement else "cas"
+            words.append(f"UPDATE {kind}")
+        elif first not in ("BEGIN", "COMMIT"):
+            words.append(first)
+    return words
 
 
 def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -> None:
@@ -314,15 +357,17 @@ def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -
     of outcome; a refused element alone also takes the general path (read, apply)."""
     url, prefix = url_and_prefix
     with SQLStore(url, prefix=prefix) as store:
+        traced = SqliteTrace(store.engine) if store.single_writer else None
         store.create_schema()
         store.create_tasks([TaskSpec(topic="q", task_id=f"t{i}") for i in range(4)])
         reserved: list[Task] = []
         look = ["SELECT"] if store.single_writer else []  # SQLite looks before it locks
         claim = lambda: reserved.extend(store.reserve_tasks("q", "w1", 4))  # noqa: E731
-        assert _statements(store, claim) == [*look, "UPDATE claim"]
+        assert _statements(store, claim, traced) == [*look, "UPDATE claim"]
         assert [t.task_id for t in reserved] == ["t0", "t1", "t2", "t3"]
         leases = [LeaseToken(t.task_id, t.attempt) for t in reserved]
-        assert _statements(store, lambda: store.extend_leases("w1", leases)) == ["UPDATE set"]
+        extend = lambda: store.extend_leases("w1", leases)  # noqa: E731
+        assert _statements(store, extend, traced) == ["UPDATE set"]
         outcomes = [
             Finish(task_id="t0", event=Terminate(pid="w1", attempt=1)),
             Finish(task_id="t1", event=Snooze(pid="w1", attempt=1, snooze_ms=50)),
@@ -331,7 +376,7 @@ def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -
         answers: list[object] = []
         finish = lambda: answers.extend(store.finish_many(outcomes))  # noqa: E731
         # Terminates and snoozes: one UPDATE each; the refused one is read to say why.
-        assert _statements(store, finish) == ["UPDATE set", "UPDATE set", "SELECT"]
+        assert _statements(store, finish, traced) == ["UPDATE set", "UPDATE set", "SELECT"]
         named = [type(a.failure()).__name__ if isinstance(a, Failure) else "ok" for a in answers]
         assert named == ["ok", "ok", "StaleAttempt"]
         assert store.get_task("t0").status is Status.TERMINATED
@@ -339,7 +384,7 @@ def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -
         assert store.get_task("t2").status is Status.RUNNING
         fail = lambda: store.fail("t3", "w1", 1, "boom")  # noqa: E731
         # Fail's effects depend on the task (its failure budget): read, apply, compare-and-set.
-        assert _statements(store, fail) == ["SELECT", "UPDATE cas"]
+        assert _statements(store, fail, traced) == ["SELECT", "UPDATE cas"]
         store.drop_schema()
 def test_create_schema_upgrades_a_version_1_database_in_place(
     url_and_prefix: tuple[str, str],
