@@ -5,6 +5,13 @@ on the ceiling (``bench.stores.ceiling.RawStore``); the statements each sends
 to the driver, and its commits, are recorded, and the run fails if they
 differ: when the store changes its statements, the ceiling must follow before
 anything is measured.
+
+On PostgreSQL they are recorded at SQLAlchemy's execution events (the
+ceiling records its own). On SQLite the store's hot calls run below
+SQLAlchemy, on the driver connection (``SQLStore._driver``), so both sides
+are recorded by ``sqlite3``'s own trace callback, which sees every statement
+SQLite runs, BEGIN and COMMIT included, with its parameters' values written
+in: values (quoted strings, numbers) are compared as ``?``.
 """
 
 from __future__ import annotations
@@ -35,6 +42,48 @@ from sokka.core.task import TaskSpec
 
 def _normalise(statement: str) -> str:
     return " ".join(re.sub(r"%\(\w+\)s", "%s", statement).split())
+
+
+_VALUE = re.compile(r"'(?:[^']|'')*'|(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])|\bNULL\b")
+
+
+def _without_values(statement: str) -> str:
+    """A traced SQLite statement with each value (a quoted string, a number, NULL)
+    written as ``?``: the two sides' values differ (ids, clocks), not their form.
+
+    >>> _without_values("UPDATE t SET a = 'it''s', b = 12, c = NULL WHERE t_2.x = -3.5")
+    'UPDATE t SET a = ?, b = ?, c = ? WHERE t_2.x = ?'
+    """
+    return _VALUE.sub("?", statement)
+
+
+class SqliteTrace:
+    """``sqlite3``'s trace callback for every connection of an engine, from now
+    on: while ``trace`` is a list, each statement SQLite runs is appended
+    (``("statement", sql)``, as SQLite ran it: its values written in)."""
+
+    def __init__(self) -> None:
+        self.trace: Trace | None = None
+
+    def __call__(self, statement: str) -> None:
+        if self.trace is not None:
+            self.trace.append(("statement", statement))
+
+    def attach(self, engine: Any) -> None:
+        """Trace the connections ``engine`` opens from now on."""
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.set_trace_callback(self)
+
+        event.listen(engine, "connect", on_connect)
+
+    @contextmanager
+    def capturing(self) -> Iterator[Trace]:
+        self.trace = []
+        try:
+            yield self.trace
+        finally:
+            self.trace = None
 
 
 @contextmanager
@@ -95,6 +144,13 @@ def _short(kind: str, statement: str) -> str:
     return short
 
 
+def _short_traced(statement: str) -> str:
+    """A traced SQLite statement in a few words (``_short``'s)."""
+    if statement == "COMMIT":
+        return "COMMIT"
+    return _short("execute", statement)
+
+
 def _difference(want: Trace, got: Trace) -> str:
     """Where two statement traces first differ, with a little context."""
     for i, (w, g) in enumerate(zip(want, got, strict=False)):
@@ -117,16 +173,24 @@ def audit(backend: SqlBackend) -> list[str]:
     measured = backend.stores["store"]
     url = measured.engine.url.render_as_string(hide_password=False)
     store = SQLStore(url, prefix=backend.prefixes["store"])
+    traced = None
+    if backend.name == "sqlite":
+        traced = SqliteTrace()
+        traced.attach(store.engine)  # before its first connection
     store.list_leased_tasks(None, None, 1)  # its first call checks the schema version, once
     try:
-        return _audit(backend, store)
+        return _audit(backend, store, traced)
     finally:
         store.close()
 
 
-def _audit(backend: SqlBackend, store: SQLStore) -> list[str]:
+def _audit(backend: SqlBackend, store: SQLStore, traced: SqliteTrace | None) -> list[str]:
     raw = backend.raw
     assert raw is not None
+    raw_traced = None
+    if traced is not None:
+        raw_traced = SqliteTrace()
+        raw.conn.set_trace_callback(raw_traced)
     backend.add("starting", AUDIT_TOPIC, 2 + BATCH)
     tokens = backend.tokens
 
@@ -166,6 +230,22 @@ def _audit(backend: SqlBackend, store: SQLStore) -> list[str]:
     prefix_store, prefix_raw = backend.prefixes["store"], backend.prefixes["ceiling"]
     lines = []
     for label, store_op, raw_op in ops:
+        if traced is not None and raw_traced is not None:
+            with traced.capturing() as store_trace:
+                store_op()
+            with raw_traced.capturing() as raw_trace:
+                raw_op()
+            want = [(kind, _normalise(_without_values(s))) for kind, s in store_trace]
+            got = [(kind, _normalise(_without_values(s.replace(prefix_raw, prefix_store))))
+                   for kind, s in raw_trace]  # fmt: skip
+            if want != got:
+                raise BenchFailure(
+                    f"the ceiling does not run the store's statements for {label}:\n"
+                    + _difference(want, got)
+                )
+            steps = " / ".join(_short_traced(s) for _, s in store_trace)
+            lines.append(f"{label:<42} {steps}")
+            continue
         with captured(store) as store_trace:
             store_op()
         raw.trace = []
