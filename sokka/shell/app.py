@@ -514,6 +514,7 @@ class App(AppCore):
         pid: str | None = None,
         install_signal_handlers: bool = True,
         observe: Observe | None = None,
+        fetch_ahead: int | str = 50,
     ) -> WorkerStats:
         """Serve ``topics`` (default: every registered one) until ``stop()``, SIGTERM
         or SIGINT; then drain and return the worker's stats.
@@ -528,12 +529,16 @@ class App(AppCore):
         finish once stopping. A worker that stops on an error raises it here.
         ``observe(workers, supervisors)`` is called once the worker is made,
         before it runs: to watch it and its supervisor
-        (``sokka.shell.metrics``'s ``watch``).
+        (``sokka.shell.metrics``'s ``watch``). ``fetch_ahead`` (ms, or
+        ``"50ms"``; 0: none): each topic holds, beyond one lease per handler,
+        the tasks its handlers are expected to start within it
+        (``Worker``'s ``fetch_ahead_ms``).
         """
         routes = self._routes(topics)
         worker = Worker(
             self._store, routes=routes, pid=pid, supervise=supervise,
             grace_ms=duration_ms(grace, "grace", zero=True),
+            fetch_ahead_ms=duration_ms(fetch_ahead, "fetch_ahead", zero=True),
             tracer_provider=self._tracer_provider,
         )  # fmt: skip
         with self._running(worker, routes, "threads", observe):

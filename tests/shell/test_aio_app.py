@@ -484,3 +484,17 @@ def test_app_stop_ends_run_scheduler_from_any_thread_and_one_runs_at_a_time(db: 
 
     on_app(db, body)
     assert set(statuses(look, "ticks")) == {Status.STARTING}
+
+
+def test_run_worker_refuses_a_bad_fetch_ahead_naming_it_as_the_threaded_app() -> None:
+    app = App(AsyncMemoryStore())
+
+    @app.handler("emails")
+    async def send(task: Task, ctx: AsyncContext) -> Any:
+        return ok()
+
+    with pytest.raises(ValidationError) as raised:
+        asyncio.run(app.run_worker(fetch_ahead="soon"))
+    assert (raised.value.field, raised.value.rule) == (
+        "fetch_ahead", "'soon' is not a duration like 500ms, 30s, 5m or 1h"
+    )  # fmt: skip

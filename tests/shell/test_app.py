@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 import sokka
-from sokka import App, MemoryStore, SQLStore, Status, Task, TaskFilter, ok
+from sokka import App, MemoryStore, SQLStore, Status, Task, TaskFilter, TaskSpec, ok
 from sokka.adapters.store import TaskStore
 from sokka.core.errors import ValidationError
 from sokka.shell.worker import Context, WorkerStats
@@ -306,6 +306,37 @@ def test_run_worker_serves_only_the_topics_asked_for(sql_store: SQLStore) -> Non
     wait_until(terminated(sql_store, "reports", 1), "the report done")
     assert running.stop().succeeded == 1
     assert sql_store.get_task("e1").status is Status.STARTING
+
+
+@pytest.mark.parametrize(("options", "ahead"), [({}, True), ({"fetch_ahead": 0}, False)])
+def test_run_worker_fetches_short_tasks_ahead_unless_told_not_to(
+    sql_store: SQLStore, options: dict[str, Any], ahead: bool
+) -> None:
+    """By default a topic of quick handlers is reserved in batches (fetched ahead
+    by time); ``fetch_ahead=0`` reserves one task per free handler."""
+    limits: list[int] = []
+    reserve = sql_store.reserve_tasks
+
+    def counted(topic: str, pid: str, limit: int = 1) -> list[Task]:
+        limits.append(limit)
+        return reserve(topic, pid, limit)
+
+    sql_store.reserve_tasks = counted  # type: ignore[method-assign]
+    app = App(sql_store)
+    app.handler("emails")(done)
+    sql_store.create_tasks([TaskSpec(topic="emails") for _ in range(200)])
+    running = Running(app, **options)
+    wait_until(terminated(sql_store, "emails", 200), "200 emails done")
+    assert running.stop().succeeded == 200
+    assert (max(limits) > 1) is ahead
+
+
+def test_run_worker_refuses_a_bad_fetch_ahead_naming_it() -> None:
+    app = App(MemoryStore())
+    app.handler("emails")(done)
+    with pytest.raises(ValidationError) as raised:
+        app.run_worker(fetch_ahead="soon")
+    assert raised.value.field == "fetch_ahead"
 
 
 @pytest.mark.parametrize(("topics", "rule"), [(["nope"], "has no handler"), ([], "no handler")])

@@ -268,6 +268,40 @@ def test_durations() -> None:
             parse_duration(bad)
 
 
+def test_fetch_ahead_takes_a_duration_or_zero_and_a_worker_runs_with_none_ahead(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    env = {"SOKKA_DB": url}
+    assert sokka("init", env=env).returncode == 0
+    bad = sokka("worker", "--topic", "emails", "--handler", "examples.emails:send_welcome",
+                "--fetch-ahead", "soon", env=env)  # fmt: skip
+    assert bad.returncode == 2
+    assert "Invalid value for '--fetch-ahead': 'soon' is not a duration" in bad.stderr
+    with SQLStore(url) as store:
+        store.create_tasks([TaskSpec(topic="emails", data={"to": f"r{n}@example.com"})
+                            for n in range(20)])  # fmt: skip
+        exe = shutil.which("sokka")
+        command = [exe] if exe else [sys.executable, "-m", "sokka"]
+        worker = subprocess.Popen(
+            [*command, "worker", "--topic", "emails", "--handler",
+             "examples.emails:send_welcome", "--fetch-ahead", "0"],
+            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            done = TaskFilter(topic="emails", status=Status.TERMINATED)
+            while len(store.list_tasks(done, limit=100).tasks) < 20:
+                assert time.monotonic() < deadline, "the worker did not drain the topic"
+                time.sleep(0.05)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr
+    assert "succeeded=20," in stderr
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -172,6 +172,7 @@ class App(AppCore):
         pid: str | None = None,
         install_signal_handlers: bool = True,
         observe: Observe | None = None,
+        fetch_ahead: int | str = 50,
     ) -> WorkerStats:
         """Serve ``topics`` (default: every registered one) until ``stop()``, SIGTERM
         or SIGINT; then drain and return the worker's stats.
@@ -179,13 +180,14 @@ class App(AppCore):
         As ``sokka.App.run_worker``, on the running event loop: one asyncio
         ``Worker`` for all the topics, each with its handler's concurrency,
         lease and timeout. Signal handlers are installed on the loop when it
-        can take them (the main thread's). ``observe(workers, supervisors)``:
-        as ``sokka.App.run_worker``'s.
+        can take them (the main thread's). ``observe(workers, supervisors)``
+        and ``fetch_ahead``: as ``sokka.App.run_worker``'s.
         """
         routes = self._routes(topics)
         worker = Worker(
             self._store, routes=routes, pid=pid, supervise=supervise,
             grace_ms=duration_ms(grace, "grace", zero=True),
+            fetch_ahead_ms=duration_ms(fetch_ahead, "fetch_ahead", zero=True),
             tracer_provider=self._tracer_provider,
         )  # fmt: skip
         with self._running(worker, routes, "asyncio", observe):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -22,16 +23,24 @@ from sokka.core.durations import parse_duration
 from sokka.core.errors import ValidationError
 from sokka.core.task import Task
 
-__all__ = ["DEFAULT_DB", "DURATION", "cli", "load_handler", "load_object", "parse_duration"]
+__all__ = [
+    "DEFAULT_DB", "DURATION", "DURATION_OR_ZERO", "cli", "load_handler", "load_object",
+    "parse_duration",
+]
 
 DEFAULT_DB = "sqlite:///sokka.db"
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in click >= 8.3
     name = "duration"
 
+    def __init__(self, *, zero: bool = False) -> None:
+        self.zero = zero  #: 0 (``0``, ``0s``, ``0ms``) is allowed too
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
+        if self.zero and re.fullmatch(r"\s*0+(\.0*)?\s*(ms|s|m|h|d)?\s*", str(value)):
+            return 0
         try:
             return parse_duration(str(value), param.name or "duration" if param else "duration")
         except ValidationError as error:
@@ -39,6 +48,8 @@ class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in click 
 
 
 DURATION = _Duration()
+#: A duration, or 0.
+DURATION_OR_ZERO = _Duration(zero=True)
 
 
 def load_handler(path: str) -> Callable[..., Any]:

@@ -25,6 +25,7 @@ from sokka.core.errors import RetryableError, ValidationError
 from sokka.core.supervision import LeasePolicy
 from sokka.shell.cli.common import (
     DURATION,
+    DURATION_OR_ZERO,
     _async_store,
     _db,
     _need_http_extra,
@@ -280,6 +281,14 @@ def _exposed(
     show_default=True,
     help="Longest wait between two reservations while no task is ready.",
 )
+@click.option(
+    "--fetch-ahead",
+    type=DURATION_OR_ZERO,
+    default="50ms",
+    show_default=True,
+    help="Without --batch-size: hold, beyond one task per handler, the tasks the "
+    "handlers are expected to start within this long (at most 100); 0 holds none ahead.",
+)
 @click.option("--supervise", is_flag=True, help="Also run a supervisor for this topic.")
 @click.option(
     "--scheduler",
@@ -301,10 +310,10 @@ def _exposed(
 def worker(
     db: str, prefix: str, topics: tuple[str, ...], handler_path: str | None,
     app_path: str | None, runtime: str, concurrency: int, batch_size: int | None,
-    lease_time: int, timeout: int | None, grace: int, max_poll: int, supervise: bool,
-    schedule: bool, pid: str | None, stats_file: str | None, metrics_port: int | None,
-    metrics_host: str, metrics_token_file: str | None, metrics_allow_no_token: bool,
-    log_level: str, log_format: str,
+    lease_time: int, timeout: int | None, grace: int, max_poll: int, fetch_ahead: int,
+    supervise: bool, schedule: bool, pid: str | None, stats_file: str | None,
+    metrics_port: int | None, metrics_host: str, metrics_token_file: str | None,
+    metrics_allow_no_token: bool, log_level: str, log_format: str,
 ) -> None:  # fmt: skip
     """Run tasks of a topic with a handler (or every topic of an app) until SIGTERM
     or SIGINT (then exit 0)."""
@@ -323,7 +332,7 @@ def worker(
         _app_usage(handler_path)
         _logging(log_level, log_format)
         _run_app(app_path, topics, runtime, supervise, grace, pid, stats_file, exposing,
-                 schedule)  # fmt: skip
+                 schedule, fetch_ahead)  # fmt: skip
         return
     if schedule:
         raise click.UsageError("--scheduler runs an app's schedules: it needs --app MODULE:APP")
@@ -348,6 +357,7 @@ def worker(
     options: dict[str, Any] = {
         "pid": pid, "concurrency": concurrency, "batch_size": batch_size,
         "lease_time_ms": lease_time, "timeout_ms": timeout, "grace_ms": grace,
+        "fetch_ahead_ms": fetch_ahead,
         "supervise": supervise, "poll_backoff": Backoff(base_ms=min(20, max_poll), cap_ms=max_poll),
     }  # fmt: skip
     log = logging.getLogger("sokka.worker")
@@ -401,6 +411,7 @@ def _run_app(
         [Sequence[WorkerCore], Sequence[SupervisorCore]], contextlib.AbstractContextManager[None]
     ],
     schedule: bool = False,
+    fetch_ahead: int = 50,
 ) -> None:  # fmt: skip
     """``sokka worker --app``: ``app.run_worker`` for the topics asked (all: none asked),
     on the app's runtime (a ``--runtime`` that is not the app's is a usage error), and
@@ -428,14 +439,16 @@ def _run_app(
             async def run_async(app: AsyncApp) -> WorkerStats:
                 async with async_scheduling(app, schedule):
                     return await app.run_worker(
-                        served, supervise=supervise, grace=grace, pid=pid, observe=observe
+                        served, supervise=supervise, grace=grace, pid=pid, observe=observe,
+                        fetch_ahead=fetch_ahead,
                     )
 
             stats = asyncio.run(run_async(app))
         else:
             with scheduling(app, schedule):
                 stats = app.run_worker(
-                    served, supervise=supervise, grace=grace, pid=pid, observe=observe
+                    served, supervise=supervise, grace=grace, pid=pid, observe=observe,
+                    fetch_ahead=fetch_ahead,
                 )
     if stats_file:
         with open(stats_file, "w", encoding="utf-8") as out:
