@@ -109,7 +109,9 @@ def test_cancelling_a_running_task_stops_its_handler_and_nothing_is_reported(
                 stopped.set()
             return ok()  # dropped: the task was cancelled
 
-    worker = start_worker(db, handler)
+    # A lease long enough that a loaded machine's slow keepalive does not fence it
+    # first: the cancel must be what the worker hears (a keepalive every 1.4 s).
+    worker = start_worker(db, handler, lease_time_ms=2_000)
     assert started.wait(10)
     cancelled = db.cancel("t1", "the customer left")
     assert stopped.wait(10)  # at the next keepalive, well before the 30 s
