@@ -679,7 +679,7 @@ class SQLStore(EventCalls):
                 cursor.close()
                 raw.commit()
             except BaseException:
-                if raw.in_transaction:  # the rollback itself failed: drop the connection
+                if raw.in_transaction:  # a COMMIT or ROLLBACK failed: drop the connection
                     fairy.invalidate()
                     raise
                 self._keep_driver(fairy)
@@ -973,14 +973,14 @@ class SQLStore(EventCalls):
         first, later = (groups[:1], groups[1:]) if self._pg else (groups, [])
         if first and self._pg:
             with self._one_statement() as conn:
-                self._set_apply_all(_runner(conn), first, items, now, results, ready)
+                self._set_apply_all(_DriverSQL(conn), first, items, now, results, ready)
         elif first:  # SQLite: every kind's UPDATE in one transaction on the driver
             with self._driver(write=True) as cursor:
-                self._set_apply_all(_cursor_runner(cursor), first, items, now, results, ready)
+                self._set_apply_all(cursor, first, items, now, results, ready)
         rest = [i for i, r in enumerate(results) if r is None]
         if later or rest or (ready and self._pg):
             with self._session(write=True) as conn:
-                self._set_apply_all(_runner(conn), later, items, now, results, ready)
+                self._set_apply_all(_DriverSQL(conn), later, items, now, results, ready)
                 rest = [i for i, r in enumerate(results) if r is None]
                 if rest:
                     answers = self._apply_each(conn, [items[i] for i in rest], now, ready)
@@ -994,17 +994,18 @@ class SQLStore(EventCalls):
 
     def _set_apply_all(
         self,
-        run: _Run,
+        cursor: Any,
         groups: Sequence[tuple[SetRule, list[int]]],
         items: Sequence[tuple[str, Event]],
         now: int,
         results: list[Result[Task, SokkaError] | None],
         ready: set[str],
     ) -> None:
-        """Each group's guarded UPDATE; the tasks it changed into ``results`` (and
-        the topics of those it made ready into ``ready``)."""
+        """Each group's guarded UPDATE, on ``cursor`` (a driver cursor, or
+        ``_DriverSQL``); the tasks it changed into ``results`` (and the topics of
+        those it made ready into ``ready``)."""
         for rule, positions in groups:
-            rows = self._set_apply(run, rule, [items[i] for i in positions], now)
+            rows = self._set_apply(cursor, rule, [items[i] for i in positions], now)
             changed = {row[1]: row for row in rows}
             for i in positions:
                 row = changed.get(items[i][0])
@@ -1014,7 +1015,7 @@ class SQLStore(EventCalls):
                         ready.add(row[3])
 
     def _set_apply(
-        self, run: _Run, rule: SetRule, items: Sequence[tuple[str, Event]], now: int
+        self, cursor: Any, rule: SetRule, items: Sequence[tuple[str, Event]], now: int
     ) -> Sequence[Sequence[Any]]:
         """Run ``rule``'s guarded UPDATE over ``items``; the rows it changed, as they are now."""
         fields = _event_fields(rule)
@@ -1034,7 +1035,10 @@ class SQLStore(EventCalls):
                 for task_id, event in owned
             ]
             params = {"rows": json.dumps(rows), "now": now}
-        return run(self._set_update_for(rule), params)
+        changed: Sequence[Sequence[Any]] = cursor.execute(
+            self._set_update_for(rule), params
+        ).fetchall()
+        return changed
 
     def _apply_each(
         self, conn: Connection, items: Sequence[tuple[str, Event]], now: int, ready: set[str]
@@ -1388,20 +1392,6 @@ class SQLStore(EventCalls):
 
 
 _SEQ: Final = itemgetter(0)
-
-#: Runs one driver-level statement (SQL, parameters) and returns its rows.
-_Run = Callable[[str, Mapping[str, Any]], Sequence[Sequence[Any]]]
-
-
-def _runner(conn: Connection) -> _Run:
-    """``_Run`` on a SQLAlchemy connection (``exec_driver_sql``)."""
-    return lambda sql, params: conn.exec_driver_sql(sql, dict(params)).all()
-
-
-def _cursor_runner(cursor: Any) -> _Run:
-    """``_Run`` on a driver cursor (SQLite's hot path, ``SQLStore._driver``)."""
-    return lambda sql, params: cursor.execute(sql, params).fetchall()
-
 
 class _DriverSQL:
     """A driver cursor's ``execute`` on a SQLAlchemy connection (``exec_driver_sql``)."""
