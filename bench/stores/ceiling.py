@@ -217,7 +217,9 @@ class RawStore:
             self.trace.append(("commit", ""))
         self.conn.commit()
 
-    def _one_statement(self, statement: str, params: dict[str, Any]) -> list[Any]:
+    def _one_statement(
+        self, statement: str, params: Sequence[Any] | dict[str, Any]
+    ) -> list[Any]:
         """A write that is one statement: on PostgreSQL in autocommit (one round
         trip, no BEGIN nor COMMIT), on SQLite in BEGIN IMMEDIATE ... COMMIT."""
         if not self.pg:
@@ -239,15 +241,12 @@ class RawStore:
             params += (task_id, task_id, topic, "default", "", data, "starting", None,
                        0, 0, 0, None, None, None, None, None, "[]", now, now, None,
                        None)  # fmt: skip
-        self._begin(write=True)
+        # One INSERT, its own transaction, as SQLStore creates (autocommit on PostgreSQL).
         if self.pg and len(datas) > 1:
             width = len(INSERT_COLUMNS)
             arrays = [params[i::width] for i in range(width)]
-            inserted = self._execute(self.sql.insert_batch_pg(), arrays).fetchall()
-        else:
-            inserted = self._execute(self.sql.insert(len(datas)), params).fetchall()
-        self._commit()
-        return len(inserted)
+            return len(self._one_statement(self.sql.insert_batch_pg(), arrays))
+        return len(self._one_statement(self.sql.insert(len(datas)), params))
 
     def reserve(self, topic: str, pid: str, limit: int) -> list[Lease]:
         args = (topic, topic, limit) if self.pg else (topic, topic, limit, 0)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.harness import ROOT
+from tests.databases import postgres_engine, postgres_url
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +73,17 @@ def test_store_ops_quick_on_sqlite_prints_its_audit_and_ratios():
                        re.MULTILINE)  # fmt: skip
     assert len(goals) == 2
     assert re.search(r"^total \d+ s$", out, re.MULTILINE)
+
+
+def test_store_ops_quick_on_postgres_passes_its_audit():
+    """The ceiling must follow the store on PostgreSQL too (its creates are one
+    autocommit statement each; the ceiling once still committed them)."""
+    postgres_engine()  # skips, or fails under SOKKA_REQUIRE_POSTGRES=1, without it
+    done = run(["bench/store_ops.py", "--quick", "--stores", "postgres",
+                "--postgres-url", postgres_url()])  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert "  same: create (one)" in done.stdout
+    assert "  same: reserve_tasks (100) + finish_many (100)" in done.stdout
 
 
 def test_store_ops_as_a_module_on_memory():
