@@ -57,7 +57,10 @@ def start_worker(runtime: str) -> Iterator[Callable[..., Any]]:
     started: list[tuple[Any, threading.Thread]] = []
 
     def start(store: SQLStore, handler: Any, **options: Any) -> Any:
-        options.setdefault("lease_time_ms", 400)  # a keepalive every 280 ms
+        # A lease long enough that a loaded machine's slow keepalive does not fence
+        # the worker first (a keepalive every 1.4 s): where a cancel is tested, the
+        # cancel must be what the worker hears. A 400 ms lease fenced it in CI.
+        options.setdefault("lease_time_ms", 2_000)
         worker = worker_class(runtime)(store, TOPIC, handler, **options)
         started.append((worker, worker.start()))
         return worker
@@ -109,9 +112,7 @@ def test_cancelling_a_running_task_stops_its_handler_and_nothing_is_reported(
                 stopped.set()
             return ok()  # dropped: the task was cancelled
 
-    # A lease long enough that a loaded machine's slow keepalive does not fence it
-    # first: the cancel must be what the worker hears (a keepalive every 1.4 s).
-    worker = start_worker(db, handler, lease_time_ms=2_000)
+    worker = start_worker(db, handler)
     assert started.wait(10)
     cancelled = db.cancel("t1", "the customer left")
     assert stopped.wait(10)  # at the next keepalive, well before the 30 s
