@@ -13,6 +13,7 @@ The invoices live in the SQLite file named by ``INVOICES_DB`` (default
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -20,6 +21,8 @@ import time
 from sokka.core.commands import LeaseToken
 from sokka.core.task import Task
 from sokka.shell.worker import Context, Outcome, failed, ok
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS invoices (
@@ -54,6 +57,7 @@ def save_invoice(db: sqlite3.Connection, lease: LeaseToken, order_id: str, total
 def make_invoice(task: Task, ctx: Context) -> Outcome:
     order = task.data
     total = sum(line["cents"] for line in order["lines"])
+    log.info("%s: attempt %d started", task.task_id, ctx.lease.attempt)
     time.sleep(order.get("work_seconds", 0))  # the slow part, where a pause can strike
     db = connect()
     try:
