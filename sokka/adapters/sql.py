@@ -69,9 +69,11 @@ from sokka.adapters.store import (
     require_limit,
     require_spec,
 )
+from sokka.core.commands import Finish
 from sokka.core.errors import (
     AlreadyExists,
     NotFound,
+    RetryableError,
     SchemaError,
     SokkaError,
     StoreError,
@@ -783,6 +785,9 @@ class SQLStore(EventCalls):
         compiled = str(select_tasks.compile(dialect=self._engine.dialect))
         self._returning = compiled.removeprefix("SELECT ").split(" \nFROM ")[0]
         self._reserve_sql = self._compile_reserve(_rule(Reserve))
+        # The same claim beside a batch's outcomes (reserve_and_finish).
+        self._claim_sql = self._compile_reserve(_rule(Reserve), prefix="c_")
+        self._claims_and_sets: dict[type[Event], str] = {}
         self._set_updates: dict[type[Event], str] = {}
 
     def _update_for(self, columns: tuple[str, ...]) -> Any:
@@ -852,7 +857,7 @@ class SQLStore(EventCalls):
         column = f"{self._tasks.name}.status" if qualified else "status"
         return f"{column} = {listed}" if len(rule.from_statuses) == 1 else f"{column} IN ({listed})"
 
-    def _compile_reserve(self, rule: SetRule) -> str:
+    def _compile_reserve(self, rule: SetRule, prefix: str = "") -> str:
         """Claim the oldest ready tasks of a topic in ONE guarded UPDATE ... RETURNING.
 
         PostgreSQL picks the rows in a subquery ``FOR UPDATE SKIP LOCKED`` (run
@@ -866,21 +871,23 @@ class SQLStore(EventCalls):
         a table without statistics: a claim of 100 read all 20,000 ready rows),
         so each claim would cost as much as the backlog.
         SQLite holds the writer lock (BEGIN IMMEDIATE) and finds rows by rowid;
-        there the guard restates the rule.
+        there the guard restates the rule. ``prefix`` names its parameters apart
+        from another statement's (``_claim_and_set``), ``now`` excepted.
         """
         table = self._tasks.name
         ready = self._guard(rule, qualified=False)  # the ready index's predicate
+        topic = self._param(f"{prefix}topic")
         pick = (
-            f"SELECT seq FROM {table} WHERE topic = {self._param('topic')} AND {ready} "
-            f"AND {_not_paused_sql(self._paused.name, self._param('topic'))} "
-            f"ORDER BY seq LIMIT {self._param('limit')}"
+            f"SELECT seq FROM {table} WHERE topic = {topic} AND {ready} "
+            f"AND {_not_paused_sql(self._paused.name, topic)} "
+            f"ORDER BY seq LIMIT {self._param(f'{prefix}limit')}"
         )
         chosen = (
             f"{table}.seq = ANY(ARRAY({pick} FOR UPDATE SKIP LOCKED))"
             if self._pg
             else f"{table}.seq IN ({pick})"
         )
-        values = self._compile_set(rule, lambda field: self._param(f"e_{field}"))
+        values = self._compile_set(rule, lambda field: self._param(f"{prefix}e_{field}"))
         guard = "" if self._pg else f" AND {self._guard(rule)}"
         return f"UPDATE {table} SET {values} WHERE {chosen}{guard} RETURNING {self._returning}"
 
@@ -964,33 +971,99 @@ class SQLStore(EventCalls):
         the usual call (a batch of one kind, all accepted) is one round trip;
         whatever is left runs in one transaction after it.
         """
-        if not items:
-            return []
+        return self._reserve_and_apply(None, items)[1]
+
+    def _reserve_and_apply(
+        self, claim: dict[str, Any] | None, items: Sequence[tuple[str, Event]]
+    ) -> tuple[Sequence[Sequence[Any]], list[Result[Task, SokkaError]]]:
+        """``_apply_events``, after a claim when given (``reserve_and_finish``):
+        the claim goes into the first transaction, before the outcomes, so it
+        sees the queue as it was before them. On PostgreSQL the claim and the
+        first kind's UPDATE are ONE statement (``_claim_and_set``); on SQLite
+        the claim and every kind's UPDATE are one transaction. The rows claimed,
+        and each element's result. Once a claim is made, a retryable failure of
+        the rest becomes those elements' results, so the claim is never lost.
+        """
         results: list[Result[Task, SokkaError] | None] = [None] * len(items)
+        claimed: Sequence[Sequence[Any]] = []
         ready: set[str] = set()
         groups = _set_groups(items)
         now = self._clock()
+        if claim is not None:
+            claim = {**claim, "now": now}
         first, later = (groups[:1], groups[1:]) if self._pg else (groups, [])
-        if first and self._pg:
+        if self._pg and (first or claim is not None):
             with self._one_statement() as conn:
-                self._set_apply_all(_DriverSQL(conn), first, items, now, results, ready)
-        elif first:  # SQLite: every kind's UPDATE in one transaction on the driver
+                cursor = _DriverSQL(conn)
+                if claim is not None and first:
+                    rule, positions = first[0]
+                    params = self._set_params(rule, [items[i] for i in positions], now)
+                    claimed, changed = self._claim_and_set(cursor, claim, rule, params)
+                    _settle_group(rule, positions, items, changed, results, ready)
+                elif claim is not None:
+                    claimed = cursor.execute(self._claim_sql, claim).fetchall()
+                else:
+                    self._set_apply_all(cursor, first, items, now, results, ready)
+        elif first or claim is not None:  # SQLite: one transaction on the driver
             with self._driver(write=True) as cursor:
+                if claim is not None:
+                    claimed = cursor.execute(self._claim_sql, claim).fetchall()
                 self._set_apply_all(cursor, first, items, now, results, ready)
-        rest = [i for i, r in enumerate(results) if r is None]
-        if later or rest or (ready and self._pg):
-            with self._session(write=True) as conn:
-                self._set_apply_all(_DriverSQL(conn), later, items, now, results, ready)
-                rest = [i for i, r in enumerate(results) if r is None]
-                if rest:
-                    answers = self._apply_each(conn, [items[i] for i in rest], now, ready)
-                    for i, answer in zip(rest, answers, strict=True):
-                        results[i] = answer
-                if ready and self._pg:
-                    conn.execute(self._pg_notify, {"topics": sorted(ready)})
+        try:
+            self._apply_rest(later, items, now, results, ready)
+        except RetryableError as error:
+            if claim is None:
+                raise
+            results = [Failure(error) if r is None else r for r in results]
         if ready:
             self._bells.ring(sorted(ready))
-        return [r for r in results if r is not None]
+        return claimed, [r for r in results if r is not None]
+
+    def _apply_rest(
+        self,
+        later: Sequence[tuple[SetRule, list[int]]],
+        items: Sequence[tuple[str, Event]],
+        now: int,
+        results: list[Result[Task, SokkaError] | None],
+        ready: set[str],
+    ) -> None:
+        """The kinds left after the first transaction, then the general path for
+        every element still without a result, in one transaction (which also
+        notifies the topics made ready, on PostgreSQL)."""
+        rest = [i for i, r in enumerate(results) if r is None]
+        if not (later or rest or (ready and self._pg)):
+            return
+        with self._session(write=True) as conn:
+            self._set_apply_all(_DriverSQL(conn), later, items, now, results, ready)
+            rest = [i for i, r in enumerate(results) if r is None]
+            if rest:
+                answers = self._apply_each(conn, [items[i] for i in rest], now, ready)
+                for i, answer in zip(rest, answers, strict=True):
+                    results[i] = answer
+            if ready and self._pg:
+                conn.execute(self._pg_notify, {"topics": sorted(ready)})
+
+    def _claim_and_set(
+        self, cursor: Any, claim: dict[str, Any], rule: SetRule, params: dict[str, Any]
+    ) -> tuple[list[Sequence[Any]], list[Sequence[Any]]]:
+        """PostgreSQL: the claim and ``rule``'s guarded UPDATE as ONE statement (two
+        data-modifying CTEs over one snapshot: the claim takes ready rows, the
+        UPDATE running ones, never the same row), so a worker's next claim and
+        its last outcomes cost one round trip and one commit. The rows claimed,
+        and the rows the UPDATE changed."""
+        statement = self._claims_and_sets.get(rule.event)
+        if statement is None:
+            statement = (
+                f"WITH claimed AS ({self._claim_sql}), "
+                f"finished AS ({self._set_update_for(rule)}) "
+                "SELECT 1, claimed.* FROM claimed UNION ALL SELECT 0, finished.* FROM finished"
+            )
+            self._claims_and_sets[rule.event] = statement
+        claimed: list[Sequence[Any]] = []
+        changed: list[Sequence[Any]] = []
+        for row in cursor.execute(statement, {**claim, **params}).fetchall():
+            (claimed if row[0] else changed).append(row[1:])
+        return claimed, changed
 
     def _set_apply_all(
         self,
@@ -1006,18 +1079,21 @@ class SQLStore(EventCalls):
         those it made ready into ``ready``)."""
         for rule, positions in groups:
             rows = self._set_apply(cursor, rule, [items[i] for i in positions], now)
-            changed = {row[1]: row for row in rows}
-            for i in positions:
-                row = changed.get(items[i][0])
-                if row is not None:
-                    results[i] = Success(_task(row))
-                    if rule.to_status is Status.STARTING:
-                        ready.add(row[3])
+            _settle_group(rule, positions, items, rows, results, ready)
 
     def _set_apply(
         self, cursor: Any, rule: SetRule, items: Sequence[tuple[str, Event]], now: int
     ) -> Sequence[Sequence[Any]]:
         """Run ``rule``'s guarded UPDATE over ``items``; the rows it changed, as they are now."""
+        changed: Sequence[Sequence[Any]] = cursor.execute(
+            self._set_update_for(rule), self._set_params(rule, items, now)
+        ).fetchall()
+        return changed
+
+    def _set_params(
+        self, rule: SetRule, items: Sequence[tuple[str, Event]], now: int
+    ) -> dict[str, Any]:
+        """The parameters of ``rule``'s guarded UPDATE over ``items``."""
         fields = _event_fields(rule)
         owned = [(task_id, _owner_event(event)) for task_id, event in items]
         if self._pg:
@@ -1035,10 +1111,7 @@ class SQLStore(EventCalls):
                 for task_id, event in owned
             ]
             params = {"rows": json.dumps(rows), "now": now}
-        changed: Sequence[Sequence[Any]] = cursor.execute(
-            self._set_update_for(rule), params
-        ).fetchall()
-        return changed
+        return params
 
     def _apply_each(
         self, conn: Connection, items: Sequence[tuple[str, Event]], now: int, ready: set[str]
@@ -1391,6 +1464,28 @@ class SQLStore(EventCalls):
         return [_task(row) for row in sorted(rows, key=_SEQ)]
 
 
+    def reserve_and_finish(
+        self, topic: str, pid: str, limit: int, outcomes: Sequence[Finish]
+    ) -> tuple[list[Task], list[Result[Task, SokkaError]]]:
+        """``reserve_tasks`` then ``finish_many``, in one round trip (``ReservesAndFinishes``).
+
+        On PostgreSQL the claim and the outcomes of one kind (a worker's usual
+        batch: its terminates) are one autocommit statement: one round trip and
+        one commit where the two calls take two of each. On SQLite they are one
+        transaction. Outcomes the set-based UPDATE does not take (a ``Fail``, a
+        refused outcome) go the general path after it, as in ``finish_many``.
+        """
+        require_name("topic", topic)
+        event = Reserve(pid=pid)
+        require_limit("limit", limit, MAX_BATCH)
+        require_batch("outcomes", outcomes, Finish)
+        if not outcomes:
+            return self.reserve_tasks(topic, pid, limit), []
+        claim = {"c_topic": topic, "c_limit": limit, "c_e_pid": event.pid}
+        rows, results = self._reserve_and_apply(claim, [(o.task_id, o.event) for o in outcomes])
+        return [_task(row) for row in sorted(rows, key=_SEQ)], results
+
+
 _SEQ: Final = itemgetter(0)
 
 class _DriverSQL:
@@ -1425,6 +1520,25 @@ class _Compiled:
     def positional(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         """The driver's parameters, in order: ``params`` over the defaults."""
         return tuple(params[n] if n in params else self.defaults[n] for n in self.names)
+
+
+def _settle_group(
+    rule: SetRule,
+    positions: Sequence[int],
+    items: Sequence[tuple[str, Event]],
+    rows: Sequence[Sequence[Any]],
+    results: list[Result[Task, SokkaError] | None],
+    ready: set[str],
+) -> None:
+    """The tasks ``rule``'s UPDATE changed (``rows``) into ``results`` at their
+    elements' positions; the topics of those it made ready into ``ready``."""
+    changed = {row[1]: row for row in rows}
+    for i in positions:
+        row = changed.get(items[i][0])
+        if row is not None:
+            results[i] = Success(_task(row))
+            if rule.to_status is Status.STARTING:
+                ready.add(row[3])
 
 
 def _rule(kind: type[Event]) -> SetRule:

@@ -33,7 +33,7 @@ from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 from returns.result import Failure, Result, Success
 
 from sokka.core.commands import Finish, LeaseToken, RevokeLease
-from sokka.core.errors import SokkaError, ValidationError
+from sokka.core.errors import RetryableError, SokkaError, ValidationError
 from sokka.core.task import MAX_INT, Status, Task, TaskSpec, require_name, shown
 from sokka.core.transitions import (
     Cancel,
@@ -56,6 +56,7 @@ __all__ = [
     "EventCalls",
     "Page",
     "Purged",
+    "ReservesAndFinishes",
     "TaskFilter",
     "TaskStore",
     "TopicCounts",
@@ -71,6 +72,7 @@ __all__ = [
     "require_batch",
     "require_limit",
     "require_spec",
+    "reserve_and_finish",
 ]
 
 DEFAULT_PAGE_SIZE: Final = 100
@@ -593,6 +595,51 @@ class TaskStore(Protocol):
         range: ``ValidationError`` naming the field, and nothing is deleted.
         """
         ...
+
+
+@runtime_checkable
+class ReservesAndFinishes(Protocol):
+    """A store that can reserve the next tasks and record outcomes in one call.
+
+    A worker that reserves one task at a time pays two round trips and two
+    commits per task: a claim, then its outcome. This call carries both, so a
+    worker's next claim travels with its last outcomes. Optional: a worker
+    uses it where the store offers it (``SQLStore``) and otherwise keeps the
+    two calls apart.
+    """
+
+    def reserve_and_finish(
+        self, topic: str, pid: str, limit: int, outcomes: Sequence[Finish]
+    ) -> tuple[list[Task], list[Result[Task, SokkaError]]]:
+        """``reserve_tasks(topic, pid, limit)`` then ``finish_many(outcomes)``.
+
+        The answer is what those two calls would answer, in that order: the
+        reservation sees the queue as it was before these outcomes (a task one
+        of them makes ready again is not among the tasks reserved). Each
+        outcome is atomic on its own, as in ``finish_many``; the tasks
+        reserved are the caller's even when an outcome fails, which then
+        carries its error (a retryable one included) as its result. The
+        arguments are checked as those calls check them, before anything is
+        written: a ``ValidationError`` names the field and changes nothing.
+        """
+        ...
+
+
+def reserve_and_finish(
+    store: TaskStore, topic: str, pid: str, limit: int, outcomes: Sequence[Finish]
+) -> tuple[list[Task], list[Result[Task, SokkaError]]]:
+    """``store.reserve_and_finish`` where the store has it, else its two calls in
+    that order (a retryable failure of the second then becomes every outcome's
+    result, as the one call answers it)."""
+    if isinstance(store, ReservesAndFinishes):
+        return store.reserve_and_finish(topic, pid, limit, outcomes)
+    require_batch("outcomes", outcomes, Finish)
+    tasks = store.reserve_tasks(topic, pid, limit)
+    try:
+        results = store.finish_many(outcomes)
+    except RetryableError as error:
+        results = [Failure(error) for _ in outcomes]
+    return tasks, results
 
 
 class EventCalls:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from returns.result import Failure, Success
 
-from sokka.adapters.store import Page, TaskFilter, TaskStore
+from sokka.adapters.store import Page, TaskFilter, TaskStore, reserve_and_finish
 from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError
 from sokka.core.task import Status, TaskSpec
@@ -188,9 +188,31 @@ class StoresAgree(RuleBasedStateMachine):
         really hold (read from the reference), so most of it takes one guarded
         UPDATE per kind; ``stale`` spoils one element so the rest of the batch
         also meets the fallback's exact errors."""
+        batch = self.held_batch(kinds, stale)
+        if batch:
+            self.agree(lambda s: s.finish_many(batch))
+
+    @rule(
+        topic=TOPICS, pid=PIDS, limit=st.integers(1, 3),
+        kinds=st.lists(st.sampled_from(["terminate", "release", "snooze", "fail"]),
+                       max_size=4),
+        stale=st.sampled_from([None, "pid", "attempt", "ghost"]),
+    )  # fmt: skip
+    def reserve_and_finish_held(
+        self, topic: str, pid: str, limit: int, kinds: list[str], stale: str | None
+    ) -> None:
+        """A claim with a batch of outcomes in one call (SQL stores: one statement
+        on PostgreSQL, one transaction on SQLite) answers as ``reserve_tasks``
+        then ``finish_many`` do on the reference: the same tasks claimed, the
+        same result per outcome. A released task is not claimed back at once."""
+        batch = self.held_batch(kinds, stale) if kinds else []
+        self.agree(lambda s: list(reserve_and_finish(s, topic, pid, limit, batch or [])))
+
+    def held_batch(self, kinds: list[str], stale: str | None) -> list[Finish] | None:
+        """Outcomes for the leases held (read from the reference), one per kind."""
         held = self.reference.list_leased_tasks(None, None, 1000).tasks
         if not held:
-            return
+            return None
         batch: list[Finish] = []
         for task, kind in zip(held, kinds, strict=False):
             p, a = task.pid or "p1", task.attempt
@@ -210,7 +232,7 @@ class StoresAgree(RuleBasedStateMachine):
             batch[0] = Finish(task_id=batch[0].task_id, event=Terminate(pid=first.pid, attempt=9))
         elif stale == "ghost":
             batch.append(Finish(task_id="ghost", event=Terminate(pid="p1", attempt=1)))
-        self.agree(lambda s: s.finish_many(batch))
+        return batch
 
     @rule(stale=st.booleans())
     def extend_held(self, stale: bool) -> None:

@@ -386,6 +386,39 @@ def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -
         # Fail's effects depend on the task (its failure budget): read, apply, compare-and-set.
         assert _statements(store, fail, traced) == ["SELECT", "UPDATE cas"]
         store.drop_schema()
+def test_a_claim_with_a_batch_of_outcomes_is_one_statement_on_postgres(
+    url_and_prefix: tuple[str, str],
+) -> None:
+    """``reserve_and_finish``: the claim and the batch's terminates are ONE statement
+    on PostgreSQL (one round trip, one commit), and one transaction on SQLite,
+    where the two calls take two of each."""
+    url, prefix = url_and_prefix
+    with SQLStore(url, prefix=prefix) as store:
+        traced = SqliteTrace(store.engine) if store.single_writer else None
+        store.create_schema()
+        store.create_tasks([TaskSpec(topic="q", task_id=f"t{i}") for i in range(4)])
+        held = store.reserve_tasks("q", "w1", 2)
+        done = [Finish(task_id=t.task_id, event=Terminate(pid="w1", attempt=1)) for t in held]
+        answers: list[object] = []
+        both = lambda: answers.extend(store.reserve_and_finish("q", "w1", 2, done))  # noqa: E731
+        if traced is not None:
+            sent: list[str] = []
+            traced.sent = sent
+            both()
+            traced.sent = None
+            claim, finish = sent[1:3]
+            assert [sent[0], sent[3:]] == ["BEGIN IMMEDIATE", ["COMMIT"]]
+            assert " LIMIT " in claim
+            assert finish.startswith("UPDATE")
+            assert " FROM json_each" in finish
+        else:
+            assert _statements(store, both, traced) == ["WITH"]
+        tasks, results = answers
+        assert [t.task_id for t in tasks] == ["t2", "t3"]  # type: ignore[attr-defined]
+        assert [r.unwrap().status for r in results] == [Status.TERMINATED] * 2  # type: ignore[attr-defined]
+        store.drop_schema()
+
+
 def test_create_schema_upgrades_a_version_1_database_in_place(
     url_and_prefix: tuple[str, str],
 ) -> None:
