@@ -59,7 +59,7 @@ from pyrsistent import pmap
 from returns.result import Failure, Result, Success
 
 from sokka.adapters.ready import Doorbell, ReadySignal, Wakeable
-from sokka.adapters.store import MAX_BATCH, TaskStore, require_limit
+from sokka.adapters.store import MAX_BATCH, ReservesAndFinishes, TaskStore, require_limit
 from sokka.core import holding, polling
 from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
@@ -71,7 +71,15 @@ from sokka.core.errors import (
     TaskCancelled,
     ValidationError,
 )
-from sokka.core.holding import Discarded, Held, Holdings, Token, TopicPolicy, WorkerPolicy
+from sokka.core.holding import (
+    Discarded,
+    Held,
+    Holdings,
+    Recording,
+    Token,
+    TopicPolicy,
+    WorkerPolicy,
+)
 from sokka.core.outcomes import (
     FailedOutcome,
     OkOutcome,
@@ -462,6 +470,18 @@ class WorkerCore:
         fetches ahead by time: its batch now)."""
         return min(sum(lane.batch for lane in self._polls.lanes), MAX_BATCH)
 
+    #: The store, when it takes a claim and outcomes in one call (each runtime sets it).
+    _fused: object | None
+
+    @property
+    def _fusing(self) -> bool:
+        """Whether claims carry the outcomes waiting (``reserve_and_finish``): on a
+        store that takes both in one call, while the worker reserves one task at
+        a time. Each task then costs one round trip and one commit, not two.
+        Larger batches keep their recorder: recording on a connection of its own
+        while the next batch is claimed is quicker there (docs/performance.md)."""
+        return self._fused is not None and self._batch == 1
+
     @property
     def _capacity_of(self) -> dict[str, int]:
         """Leases each topic holds at once now, waiting or running."""
@@ -722,6 +742,14 @@ class Worker(WorkerCore):
         self._unsubscribe: list[Callable[[], None]] = []
         self._hinted: set[str] = set()  # topics the store hinted at since the last round
         self._max_long_poll_ms = self._long_poll_ms(store, hints=isinstance(store, Wakeable))
+        # A store that takes a claim and outcomes in one call (``reserve_and_finish``):
+        # while ``_fusing``, the dispatcher sends the outcomes waiting with its next
+        # claim, and the recorder only records what no claim took within linger_ms.
+        self._fused: ReservesAndFinishes | None = (
+            store
+            if isinstance(store, ReservesAndFinishes) and not self._max_long_poll_ms
+            else None
+        )
         self._supervisor: Supervisor | None = (
             Supervisor(
                 store,
@@ -848,7 +876,7 @@ class Worker(WorkerCore):
     def _dispatch(self) -> None:
         long_poll_ms = 0  # the next reserve's wait at the server (HTTPStore), 0: none
         while not self._stopping.is_set():
-            if self._single_writer:
+            if self._single_writer and not self._fusing:
                 self._flush()  # one writer at a time: record from this thread too
             with self._lock:
                 unsettled = self._unsettled_by_topic_locked()
@@ -873,6 +901,8 @@ class Worker(WorkerCore):
                     self._polls = polling.hinted(self._polls, reserve.topic)
                 else:
                     long_poll_ms = 0
+            if self._fusing:
+                self._flush()  # what no claim took: none was due, or more came since
             if got_any or long_poll_ms:
                 continue
             wait_ms, room = self._wait_ms()
@@ -885,7 +915,7 @@ class Worker(WorkerCore):
                 signal.wait(wait_ms)
                 continue
             with self._wake:
-                if not (self._single_writer and self._waiting_locked() >= self._batch):
+                if not (self._dispatcher_records and self._waiting_locked() >= self._batch):
                     self._wake.wait(max(wait_ms, 1) / 1000)
 
     def _take_hints(self) -> list[str]:
@@ -909,11 +939,12 @@ class Worker(WorkerCore):
         """Record outcomes on a thread of their own, on another connection, so a
         batch's outcomes are written while the next batch is reserved and run."""
         while not self._stopping.is_set():
+            patient = self._fusing  # the claims carry the outcomes
             with self._record:
-                if self._waiting_locked() < self._batch:
+                if patient or self._waiting_locked() < self._batch:
                     self._record.wait(max(self._linger_ms, 1) / 1000)
             try:
-                self._flush()
+                self._flush(patient=patient)
             except Exception:  # the recorder must not die; the drain flushes too
                 log.exception("worker %s: recording outcomes failed", self.pid)
                 self._stopping.wait(0.1)
@@ -923,21 +954,35 @@ class Worker(WorkerCore):
         given); None when the store failed (already logged)."""
         sent = self._clock.now_ms()
         tasks: list[Task]
+        recording: Recording | None = None
+        if self._fusing:
+            with self._lock:
+                recording = self._recording_locked(force=True)
         try:
-            if wait_ms:
+            if recording is not None and self._fused is not None:
+                tasks, results = self._fused.reserve_and_finish(
+                    topic, self.pid, limit, list(recording.finishes)
+                )
+            elif wait_ms:
                 reserve: Any = self._store.reserve_tasks  # HTTPStore's, with wait_ms
                 tasks = reserve(topic, self.pid, limit, wait_ms=wait_ms)
             else:
                 tasks = self._store.reserve_tasks(topic, self.pid, limit)
         except RetryableError as error:
+            if recording is not None:
+                self._unsent(recording)  # sent again with the next claim
             self._note_store_error("reserve", error)
             return None
         except SokkaError as error:  # not retryable (a missing schema, ...): stop
+            if recording is not None:
+                self._unsent(recording)  # the drain tries them once more
             log.error("worker %s: reserve failed, stopping: %s", self.pid, error)
             self._fatal = error
             self.stop()
             return None
         self._errors.succeeded("reserve")
+        if recording is not None:
+            self._recorded(recording, results)
         if not tasks:
             return tasks
         rand = self._rand
@@ -968,36 +1013,50 @@ class Worker(WorkerCore):
         running = self._running_of
         return {topic: len(ready) + running[topic] for topic, ready in self._ready_of.items()}
 
-    def _flush(self, *, force: bool = False) -> None:
-        """Record decided outcomes in one call (when enough are waiting, or they waited)."""
+    def _flush(self, *, force: bool = False, patient: bool = False) -> None:
+        """Record decided outcomes in one call (when enough are waiting, or they
+        waited; ``patient``: only once they waited ``linger_ms``)."""
         with self._lock:
-            if not self._outcomes and not self._returns:
-                return
-            now = self._clock.now_ms()
-            idle = self._running == 0 and not self._waiting_count
-            if not (force or idle or self._waiting_locked() >= self._batch) and (
-                now - self._first_outcome_ms < self._linger_ms
-            ):
-                return
-            self._fold_locked()
-            if not self._outcomes:
-                return
-            tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
-            self._first_outcome_ms = now
-            self._holdings, recording = holding.record(self._holdings, tokens, now)
-        if not recording:
+            recording = self._recording_locked(force=force, patient=patient)
+        if recording is None:
             return
         try:
             results = self._store.finish_many(list(recording.finishes))
         except RetryableError as error:
             self._note_store_error("record outcomes", error)
-            with self._lock:
-                self._holdings, again = holding.unsent(self._holdings, recording)
-                self._outcomes = list(again) + self._outcomes
+            self._unsent(recording)
             failures = self._errors.streak("record outcomes")
             self._stopping.wait(self._poll.delay_ms(min(failures, 30), self._rand()) / 1000)
             return
         self._errors.succeeded("record outcomes")
+        self._recorded(recording, results)
+
+    def _recording_locked(self, *, force: bool, patient: bool = False) -> Recording | None:
+        """The outcomes to record now, taken out of the core (``holding.record``):
+        up to ``MAX_BATCH``, once enough wait or the oldest waited ``linger_ms``."""
+        if not self._outcomes and not self._returns:
+            return None
+        now = self._clock.now_ms()
+        idle = self._running == 0 and not self._waiting_count
+        eager = not patient and (idle or self._waiting_locked() >= self._batch)
+        if not (force or eager) and now - self._first_outcome_ms < self._linger_ms:
+            return None
+        self._fold_locked()
+        if not self._outcomes:
+            return None
+        tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
+        self._first_outcome_ms = now
+        self._holdings, recording = holding.record(self._holdings, tokens, now)
+        return recording if recording else None
+
+    def _unsent(self, recording: Recording) -> None:
+        """A call that carried ``recording`` failed: its outcomes wait to be sent again."""
+        with self._lock:
+            self._holdings, again = holding.unsent(self._holdings, recording)
+            self._outcomes = list(again) + self._outcomes
+
+    def _recorded(self, recording: Recording, results: Sequence[Result[Task, SokkaError]]) -> None:
+        """The store's answer to ``recording``, into the core; counted and logged."""
         with self._lock:
             self._holdings, again = holding.recorded(self._holdings, recording, results)
             if again and not self._outcomes:
@@ -1038,11 +1097,18 @@ class Worker(WorkerCore):
         self._outcomes.append(token)
         self._nudge_recorder_locked()
 
+    @property
+    def _dispatcher_records(self) -> bool:
+        """Whether the dispatcher records outcomes as soon as a batch waits (one
+        writer at a time, or claims that carry them), not the recorder."""
+        return self._single_writer or self._fusing
+
     def _nudge_recorder_locked(self) -> None:
         if self._waiting_locked() >= self._batch:
-            self._record.notify()
-            if self._single_writer:
+            if self._dispatcher_records:
                 self._wake_dispatcher_locked()
+            else:
+                self._record.notify()
 
     def _wake_dispatcher_locked(self, *, every: bool = False) -> None:
         """Wake the dispatcher, whether it waits on the lock's condition or on the
@@ -1120,8 +1186,8 @@ class Worker(WorkerCore):
             topic = ctx.task.topic
             self._running_of[topic] -= 1
             self._polls = polling.ran(self._polls, topic, ran_ms)  # fetch ahead by run time
-            if self._running == 0 and not self._waiting_count:
-                self._record.notify()  # idle: the recorder records
+            if self._running == 0 and not self._waiting_count and not self._fusing:
+                self._record.notify()  # idle: the recorder records (else the next claim)
             if not self._running_of[topic] and not self._ready_of[topic]:
                 self._hinted.add(topic)  # this topic is idle: reserve for it at once
                 self._wake_dispatcher_locked()

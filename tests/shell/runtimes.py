@@ -52,6 +52,8 @@ class Awaited:
     def __getattr__(self, name: str) -> Any:
         if name in _PLAIN:  # plain on an async store too (AsyncMemoryStore, AsyncHTTPStore)
             return getattr(self.sync, name)
+        if not hasattr(self.sync, name):  # a call the store lacks (reserve_and_finish)
+            raise AttributeError(name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await asyncio.to_thread(getattr(self.sync, name), *args, **kwargs)

@@ -321,7 +321,14 @@ def test_run_worker_fetches_short_tasks_ahead_unless_told_not_to(
         limits.append(limit)
         return reserve(topic, pid, limit)
 
+    fused = sql_store.reserve_and_finish
+
+    def counted_with(topic: str, pid: str, limit: int, outcomes: Any) -> Any:
+        limits.append(limit)  # a claim that carries the last outcomes
+        return fused(topic, pid, limit, outcomes)
+
     sql_store.reserve_tasks = counted  # type: ignore[method-assign]
+    sql_store.reserve_and_finish = counted_with  # type: ignore[method-assign]
     app = App(sql_store)
     app.handler("emails")(done)
     sql_store.create_tasks([TaskSpec(topic="emails") for _ in range(200)])

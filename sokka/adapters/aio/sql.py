@@ -289,6 +289,12 @@ class AsyncSQLStore:
     ) -> list[Result[Task, SokkaError]]:
         return await self._run(self._sync.extend_leases, pid, leases)
 
+    async def reserve_and_finish(
+        self, topic: str, pid: str, limit: int, outcomes: Sequence[Finish]
+    ) -> tuple[list[Task], list[Result[Task, SokkaError]]]:
+        """``SQLStore.reserve_and_finish`` (``AsyncReservesAndFinishes``)."""
+        return await self._run(self._sync.reserve_and_finish, topic, pid, limit, outcomes)
+
     async def terminate(self, task_id: str, pid: str, attempt: int, result: Any = None) -> Task:
         return await self._run(self._sync.terminate, task_id, pid, attempt, result)
 

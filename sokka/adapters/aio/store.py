@@ -28,7 +28,16 @@ from sokka.core.commands import Finish, LeaseToken
 from sokka.core.errors import SokkaError
 from sokka.core.task import Status, Task, TaskSpec
 
-__all__ = ["AsyncTaskStore"]
+__all__ = ["AsyncReservesAndFinishes", "AsyncTaskStore"]
+
+
+@runtime_checkable
+class AsyncReservesAndFinishes(Protocol):
+    """``ReservesAndFinishes``, awaitable: a claim and a batch of outcomes in one call."""
+
+    async def reserve_and_finish(
+        self, topic: str, pid: str, limit: int, outcomes: Sequence[Finish]
+    ) -> tuple[list[Task], list[Result[Task, SokkaError]]]: ...
 
 
 @runtime_checkable

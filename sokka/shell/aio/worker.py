@@ -64,9 +64,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
-from returns.result import Failure
+from returns.result import Failure, Result
 
-from sokka.adapters.aio.store import AsyncTaskStore
+from sokka.adapters.aio.store import AsyncReservesAndFinishes, AsyncTaskStore
 from sokka.adapters.store import MAX_BATCH
 from sokka.core import holding, polling
 from sokka.core.backoff import Backoff
@@ -79,7 +79,7 @@ from sokka.core.errors import (
     TaskCancelled,
     ValidationError,
 )
-from sokka.core.holding import Discarded, Token
+from sokka.core.holding import Discarded, Recording, Token
 from sokka.core.outcomes import FailedOutcome, Outcome
 from sokka.core.task import Task
 from sokka.shell.aio.stopping import call_on_loop
@@ -292,6 +292,15 @@ class Worker(WorkerCore):
         # capacity, when a change would cost a hop onto the loop for nothing.
         self._hinting = False
         self._max_long_poll_ms = self._long_poll_ms(store, hints=self._subscribe is not None)
+        # A store that takes a claim and outcomes in one call: while ``_fusing``, the
+        # dispatcher sends the outcomes waiting with its next claim (as the threaded
+        # worker does), and the recorder only records what no claim took within
+        # ``linger_ms``.
+        self._fused: AsyncReservesAndFinishes | None = (
+            store
+            if isinstance(store, AsyncReservesAndFinishes) and not self._max_long_poll_ms
+            else None
+        )
 
         # The core's value (``self._holdings``, made by WorkerCore), written only on
         # the loop; read from the handler threads by a plain handler's
@@ -535,6 +544,8 @@ class Worker(WorkerCore):
                     self._polls = polling.hinted(self._polls, reserve.topic)
                 else:
                     long_poll_ms = 0
+            if self._fusing:
+                await self._flush()  # what no claim took: none was due, or more came since
             if got_any or long_poll_ms:
                 continue
             unsettled = self._unsettled_by_topic()
@@ -560,8 +571,13 @@ class Worker(WorkerCore):
         given); None when the store failed (already logged)."""
         sent = self._clock.now_ms()  # the lease counts from here, a long poll's wait too
         tasks: list[Task]
+        recording = self._take_recording(force=True) if self._fusing else None
+        if recording is not None:
+            self._recording += 1
         try:
-            if wait_ms:
+            if recording is not None and self._fused is not None:
+                tasks, results = await self._claim_with(recording, self._fused, topic, limit)
+            elif wait_ms:
                 reserve: Any = self._store.reserve_tasks  # AsyncHTTPStore's, with wait_ms
                 tasks = await reserve(topic, self.pid, limit, wait_ms=wait_ms)
             elif self._writer is None:
@@ -570,14 +586,24 @@ class Worker(WorkerCore):
                 async with self._writer:
                     tasks = await self._store.reserve_tasks(topic, self.pid, limit)
         except RetryableError as error:
+            if recording is not None:
+                self._unsent(recording)  # sent again with the next claim
             self._note_store_error("reserve", error)
             return None
         except SokkaError as error:  # not retryable (a missing schema, ...): stop
+            if recording is not None:
+                self._unsent(recording)  # the drain tries them once more
             log.error("worker %s: reserve failed, stopping: %s", self.pid, error)
             self._fatal = error
             self.stop()
             return None
+        finally:
+            if recording is not None:
+                self._recording -= 1
+                self._settled.set()
         self._errors.succeeded("reserve")
+        if recording is not None:
+            self._recorded(recording, results)
         if not tasks:
             return tasks
         rand = self._rand
@@ -836,9 +862,9 @@ class Worker(WorkerCore):
             self._room.set()  # half a batch is free: refill it now
         if self._running == 0 and not self._waiting_count:
             self._room.set()  # idle: the dispatcher reserves
-            self._recorder.set()  # and the recorder records
+            self._nudge_recorder()  # and the recorder records (or the next claim)
         elif self._draining or self._waiting() >= self._batch:
-            self._recorder.set()
+            self._nudge_recorder()
 
     def _waiting(self) -> int:
         """Outcomes waiting to be recorded (decided, or returned and not yet folded)."""
@@ -871,6 +897,14 @@ class Worker(WorkerCore):
             self._first_outcome_ms = self._clock.now_ms()
         self._outcomes.append(token)
         if self._draining or self._waiting() >= self._batch:
+            self._nudge_recorder()
+
+    def _nudge_recorder(self) -> None:
+        """Outcomes are due: the recorder records them, or (a store that takes them
+        with a claim, while not draining) the dispatcher, with its next claim."""
+        if self._fusing and not self._draining:
+            self._room.set()
+        else:
             self._recorder.set()
 
     # -- recording -------------------------------------------------------------------
@@ -880,28 +914,18 @@ class Worker(WorkerCore):
         while True:
             await _wait(self._recorder, 10 if self._draining else self._linger_ms)
             try:
-                await self._flush(force=self._draining)
+                # The claims carry the outcomes: record those that waited linger_ms.
+                patient = self._fusing and not self._draining
+                await self._flush(force=self._draining, patient=patient)
             except Exception:  # the recorder must not die
                 log.exception("worker %s: recording outcomes failed", self.pid)
                 await asyncio.sleep(0.1)
 
-    async def _flush(self, *, force: bool = False) -> None:
-        """Record decided outcomes in one call (when enough wait, or they waited)."""
-        if not self._outcomes and not self._returns:
-            return
-        now = self._clock.now_ms()
-        idle = self._running == 0 and not self._waiting_count
-        if not (force or idle or self._waiting() >= self._batch) and (
-            now - self._first_outcome_ms < self._linger_ms
-        ):
-            return
-        self._fold()
-        if not self._outcomes:
-            return
-        tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
-        self._first_outcome_ms = now
-        self._holdings, recording = holding.record(self._holdings, tokens, now)
-        if not recording:
+    async def _flush(self, *, force: bool = False, patient: bool = False) -> None:
+        """Record decided outcomes in one call (when enough wait, or they waited;
+        ``patient``: only once they waited ``linger_ms``)."""
+        recording = self._take_recording(force=force, patient=patient)
+        if recording is None:
             return
         self._recording += 1
         try:
@@ -913,8 +937,7 @@ class Worker(WorkerCore):
                         results = await self._store.finish_many(list(recording.finishes))
             except RetryableError as error:
                 self._note_store_error("record outcomes", error)
-                self._holdings, again = holding.unsent(self._holdings, recording)
-                self._outcomes = list(again) + self._outcomes
+                self._unsent(recording)
                 failures = self._errors.streak("record outcomes")
                 await asyncio.sleep(self._poll.delay_ms(min(failures, 30), self._rand()) / 1000)
                 return
@@ -922,6 +945,43 @@ class Worker(WorkerCore):
             self._recording -= 1
             self._settled.set()
         self._errors.succeeded("record outcomes")
+        self._recorded(recording, results)
+
+    async def _claim_with(
+        self, recording: Recording, store: AsyncReservesAndFinishes, topic: str, limit: int
+    ) -> tuple[list[Task], list[Result[Task, SokkaError]]]:
+        """Reserve on ``store`` with ``recording``'s outcomes (one call)."""
+        finishes = list(recording.finishes)
+        if self._writer is None:
+            return await store.reserve_and_finish(topic, self.pid, limit, finishes)
+        async with self._writer:
+            return await store.reserve_and_finish(topic, self.pid, limit, finishes)
+
+    def _take_recording(self, *, force: bool, patient: bool = False) -> Recording | None:
+        """The outcomes to record now, taken out of the core (``holding.record``):
+        up to ``MAX_BATCH``, once enough wait or the oldest waited ``linger_ms``."""
+        if not self._outcomes and not self._returns:
+            return None
+        now = self._clock.now_ms()
+        idle = self._running == 0 and not self._waiting_count
+        eager = not patient and (idle or self._waiting() >= self._batch)
+        if not (force or eager) and now - self._first_outcome_ms < self._linger_ms:
+            return None
+        self._fold()
+        if not self._outcomes:
+            return None
+        tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
+        self._first_outcome_ms = now
+        self._holdings, recording = holding.record(self._holdings, tokens, now)
+        return recording if recording else None
+
+    def _unsent(self, recording: Recording) -> None:
+        """A call that carried ``recording`` failed: its outcomes wait to be sent again."""
+        self._holdings, again = holding.unsent(self._holdings, recording)
+        self._outcomes = list(again) + self._outcomes
+
+    def _recorded(self, recording: Recording, results: Sequence[Result[Task, SokkaError]]) -> None:
+        """The store's answer to ``recording``, into the core; counted and logged."""
         self._holdings, again = holding.recorded(self._holdings, recording, results)
         if again and not self._outcomes:
             self._first_outcome_ms = self._clock.now_ms()
