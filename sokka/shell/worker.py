@@ -476,11 +476,12 @@ class WorkerCore:
     @property
     def _fusing(self) -> bool:
         """Whether claims carry the outcomes waiting (``reserve_and_finish``): on a
-        store that takes both in one call, while the worker reserves one task at
-        a time. Each task then costs one round trip and one commit, not two.
-        Larger batches keep their recorder: recording on a connection of its own
-        while the next batch is claimed is quicker there (docs/performance.md)."""
-        return self._fused is not None and self._batch == 1
+        store that takes both in one call, while the worker holds one lease at a
+        time. Then claim, run and outcome follow one another, and carrying the
+        outcome with the next claim takes a round trip and a commit out of each
+        task. With more leases, recording on a connection of its own while the
+        next claim is made is quicker (measured: docs/performance.md)."""
+        return self._fused is not None and sum(lane.capacity for lane in self._polls.lanes) == 1
 
     @property
     def _capacity_of(self) -> dict[str, int]:

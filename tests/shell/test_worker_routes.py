@@ -291,9 +291,10 @@ def test_at_its_defaults_a_worker_fetches_short_tasks_ahead_and_slow_ones_not(
 def test_one_task_at_a_time_the_next_claim_carries_the_last_outcome(
     store: Watched, running: Callable[..., Any]
 ) -> None:
-    """At batch size 1 a task costs a claim and an outcome: on an SQL store
-    (``reserve_and_finish``) the outcome travels with the next claim, so each
-    task costs one round trip and one commit, not two. Every task runs once."""
+    """One lease at a time (concurrency 1, batch size 1), a task costs a claim and
+    an outcome: on an SQL store (``reserve_and_finish``) the outcome travels with
+    the next claim, so each task costs one round trip and one commit, not two.
+    Every task runs once."""
     store.create_tasks([TaskSpec(topic="quick", task_id=f"q{n:02}") for n in range(60)])
     ran: list[str] = []
 
@@ -311,6 +312,20 @@ def test_one_task_at_a_time_the_next_claim_carries_the_last_outcome(
     # few; most ride with a claim.
     assert store.carried >= 30, (store.carried, store.recorded)
     assert sum(store.recorded) == 60
+
+
+@pytest.mark.parametrize("route", [{"concurrency": 4, "batch_size": 1}, {"batch_size": 10}])
+def test_with_more_leases_than_one_the_outcomes_are_recorded_apart(
+    store: Watched, running: Callable[..., Any], route: dict[str, Any]
+) -> None:
+    """Holding several leases, the worker records outcomes on their own (the
+    recorder, while the next claim is made), which is quicker there than
+    carrying them with the claims."""
+    store.create_tasks([TaskSpec(topic="quick", task_id=f"q{n:02}") for n in range(40)])
+    running(store, [Route(topic="quick", handler=lambda task, ctx: ok(), **route)])
+    wait_until(all_done(store, "quick", 40), "the tasks done")
+    assert store.carried == 0
+    assert sum(store.recorded) == 40
 
 
 @pytest.mark.parametrize(
