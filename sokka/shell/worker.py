@@ -472,6 +472,36 @@ class WorkerCore:
 
     #: The store, when it takes a claim and outcomes in one call (each runtime sets it).
     _fused: object | None
+    # What each runtime keeps of the outcomes it has yet to record: the leases
+    # decided, in order; the handler returns not yet folded into the core; when
+    # the oldest of them came; and the leases waiting for a handler, and running.
+    _outcomes: list[Token]
+    _returns: list[tuple[Token, object, int]]
+    _first_outcome_ms: int
+    _waiting_count: int
+    _running: int
+
+    def _take_outcomes(
+        self, waiting: int, fold: Callable[[], None], force: bool, patient: bool
+    ) -> Recording | None:
+        """The outcomes to record now, taken out of the core (``holding.record``): up
+        to ``MAX_BATCH``, once ``waiting`` (decided or returned) fill a batch, the
+        worker is idle, or the oldest waited ``linger_ms`` (``patient``: only the
+        last); ``force``: whatever waits. ``fold`` folds the returns in first."""
+        if not self._outcomes and not self._returns:
+            return None
+        now = self._clock.now_ms()
+        idle = self._running == 0 and not self._waiting_count
+        eager = not patient and (idle or waiting >= self._batch)
+        if not (force or eager) and now - self._first_outcome_ms < self._linger_ms:
+            return None
+        fold()
+        if not self._outcomes:
+            return None
+        tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
+        self._first_outcome_ms = now
+        self._holdings, recording = holding.record(self._holdings, tokens, now)
+        return recording if recording else None
 
     @property
     def _fusing(self) -> bool:
@@ -1033,22 +1063,8 @@ class Worker(WorkerCore):
         self._recorded(recording, results)
 
     def _recording_locked(self, *, force: bool, patient: bool = False) -> Recording | None:
-        """The outcomes to record now, taken out of the core (``holding.record``):
-        up to ``MAX_BATCH``, once enough wait or the oldest waited ``linger_ms``."""
-        if not self._outcomes and not self._returns:
-            return None
-        now = self._clock.now_ms()
-        idle = self._running == 0 and not self._waiting_count
-        eager = not patient and (idle or self._waiting_locked() >= self._batch)
-        if not (force or eager) and now - self._first_outcome_ms < self._linger_ms:
-            return None
-        self._fold_locked()
-        if not self._outcomes:
-            return None
-        tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
-        self._first_outcome_ms = now
-        self._holdings, recording = holding.record(self._holdings, tokens, now)
-        return recording if recording else None
+        """``_take_outcomes``, the lock held."""
+        return self._take_outcomes(self._waiting_locked(), self._fold_locked, force, patient)
 
     def _unsent(self, recording: Recording) -> None:
         """A call that carried ``recording`` failed: its outcomes wait to be sent again."""

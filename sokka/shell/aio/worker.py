@@ -958,22 +958,8 @@ class Worker(WorkerCore):
             return await store.reserve_and_finish(topic, self.pid, limit, finishes)
 
     def _take_recording(self, *, force: bool, patient: bool = False) -> Recording | None:
-        """The outcomes to record now, taken out of the core (``holding.record``):
-        up to ``MAX_BATCH``, once enough wait or the oldest waited ``linger_ms``."""
-        if not self._outcomes and not self._returns:
-            return None
-        now = self._clock.now_ms()
-        idle = self._running == 0 and not self._waiting_count
-        eager = not patient and (idle or self._waiting() >= self._batch)
-        if not (force or eager) and now - self._first_outcome_ms < self._linger_ms:
-            return None
-        self._fold()
-        if not self._outcomes:
-            return None
-        tokens, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
-        self._first_outcome_ms = now
-        self._holdings, recording = holding.record(self._holdings, tokens, now)
-        return recording if recording else None
+        """``WorkerCore._take_outcomes``, on the loop."""
+        return self._take_outcomes(self._waiting(), self._fold, force, patient)
 
     def _unsent(self, recording: Recording) -> None:
         """A call that carried ``recording`` failed: its outcomes wait to be sent again."""
