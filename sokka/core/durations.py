@@ -19,7 +19,7 @@ _DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS: Final = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
-def parse_duration(text: str, field: str = "duration") -> int:
+def parse_duration(text: str, field: str = "duration", *, zero: bool = False) -> int:
     """Milliseconds in ``text`` (``500ms``, ``30s``, ``1.5s``, ``5m``, ``1h``, ``7d``).
 
     >>> parse_duration("30s"), parse_duration("500ms"), parse_duration("1.5m")
@@ -35,7 +35,7 @@ def parse_duration(text: str, field: str = "duration") -> int:
             raise ValidationError(field, f"{text!r} has no unit: write 500ms, 30s, 5m or 1h")
         raise ValidationError(field, f"{text!r} is not a duration like 500ms, 30s, 5m or 1h")
     value = round(float(match.group(1)) * _UNIT_MS[match.group(2)])
-    if value <= 0:
+    if value <= 0 and not (zero and value == 0):
         raise ValidationError(field, f"{text!r} must be longer than 0 ms")
     return require_at_most_max_int(field, value)
 
@@ -43,18 +43,20 @@ def parse_duration(text: str, field: str = "duration") -> int:
 def duration_ms(value: object, field: str, *, zero: bool = False) -> int:
     """A duration given as an ``int`` of milliseconds or a string like ``"30s"``.
 
-    Positive, or zero too when ``zero`` is true; a ``ValidationError`` naming
-    ``field`` otherwise.
+    Positive, or zero too (``0``, ``"0s"``, ``"0ms"``) when ``zero`` is true; a
+    ``ValidationError`` naming ``field`` otherwise.
 
     >>> duration_ms("5m", "timeout"), duration_ms(250, "lease"), duration_ms(0, "delay", zero=True)
     (300000, 250, 0)
+    >>> duration_ms("0s", "delay", zero=True)
+    0
     >>> duration_ms(-1, "lease")
     Traceback (most recent call last):
     ...
     sokka.core.errors.ValidationError: lease: must be a positive number of milliseconds (got -1)
     """
     if isinstance(value, str):
-        return parse_duration(value, field)
+        return parse_duration(value, field, zero=zero)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(
             field,

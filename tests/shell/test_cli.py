@@ -22,6 +22,7 @@ import pytest
 
 from sokka.adapters.sql import SCHEMA_VERSION, SQLStore
 from sokka.adapters.store import TaskFilter
+from sokka.core.durations import duration_ms
 from sokka.core.errors import ValidationError
 from sokka.core.task import Status, TaskSpec
 from sokka.shell.cli import parse_duration
@@ -266,6 +267,12 @@ def test_durations() -> None:
     for bad in ("", "0s", "5 parsecs", "-1s", "10"):
         with pytest.raises(ValidationError):
             parse_duration(bad)
+    # Where zero is allowed (a delay, a grace period, fetching ahead), "0s" says it too.
+    assert [parse_duration(t, zero=True) for t in ("0s", "0ms", "0.0m")] == [0, 0, 0]
+    assert duration_ms("0ms", "fetch_ahead", zero=True) == 0
+    with pytest.raises(ValidationError, match="must be longer than 0 ms") as raised:
+        duration_ms("0s", "lease")
+    assert raised.value.field == "lease"
 
 
 def test_fetch_ahead_takes_a_duration_or_zero_and_a_worker_runs_with_none_ahead(
