@@ -127,8 +127,8 @@ __all__ = [
 log = logging.getLogger("sokka.worker")
 
 #: A topic that fetches ahead by time holds at most this many leases at once
-#: (or its concurrency, if that is more).
-FETCH_AHEAD_MOST = 100
+#: (or its concurrency, if that is more): the core's default.
+FETCH_AHEAD_MOST = polling.FetchAhead().most
 
 
 def _non_negative(field: str, value: int) -> int:
