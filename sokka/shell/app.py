@@ -463,7 +463,7 @@ class App(AppCore):
         (``SQLStore`` only). Bad input is a ``ValidationError`` naming the
         field, and nothing is created.
 
-        Traced (``sokka.shell.tracing``): the enqueue is a ``"<topic> publish"``
+        Traced (``sokka.shell.tracing``): the enqueue is a ``"publish <topic>"``
         span, and the task carries its context to every attempt.
         """
         spec = self._spec(

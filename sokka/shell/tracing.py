@@ -3,12 +3,12 @@
 Install the extra (``pip install 'sokka[tracing]'``, the OpenTelemetry API)
 and configure a tracer provider (the OpenTelemetry SDK's, with an exporter):
 
-* ``App.enqueue`` (both runtimes) runs in a PRODUCER span ``"<topic> publish"``
+* ``App.enqueue`` (both runtimes) runs in a PRODUCER span ``"publish <topic>"``
   and writes the W3C trace context of that span (``traceparent``, and
   ``tracestate`` when there is one) into the task's ``trace_context``: the
   context travels with the task, in every store and over the HTTP API;
 * each attempt's handler run (both runtimes' workers) is a CONSUMER span
-  ``"<topic> process"`` whose parent is the context the task carries, so every
+  ``"process <topic>"`` whose parent is the context the task carries, so every
   attempt of a task, retries included, is in the trace of its enqueue. The
   span is current while the handler runs: a span the handler starts is its
   child. It ends with status OK when the handler returned ``ok()`` or
@@ -121,7 +121,7 @@ class Tracing:
         return tracer
 
     def publishing(self, spec: TaskSpec) -> AbstractContextManager[Publishing]:
-        """Enqueue ``spec`` inside a PRODUCER span ``"<topic> publish"``: the block
+        """Enqueue ``spec`` inside a PRODUCER span ``"publish <topic>"``: the block
         creates ``publishing.spec`` (``spec`` carrying the span's context) and
         tells ``publishing.created(task)``. Untraced: ``publishing.spec`` is
         ``spec`` itself, and nothing else happens. An exception leaving the
@@ -133,7 +133,7 @@ class Tracing:
 
     def attempt(self, task: Task, pid: str) -> AbstractContextManager[AttemptSpan]:
         """Run one attempt of ``task`` by worker ``pid`` inside a CONSUMER span
-        ``"<topic> process"``, child of the context ``task`` carries (a root
+        ``"process <topic>"``, child of the context ``task`` carries (a root
         span when it carries none), current in the block. Untraced: a shared
         span that records nothing."""
         tracer = self.tracer()
@@ -178,7 +178,7 @@ def _publishing(tracer: Tracer, spec: TaskSpec) -> Iterator[Publishing]:
         attributes["messaging.message.id"] = spec.task_id
     kind = api.trace.SpanKind.PRODUCER
     with tracer.start_as_current_span(
-        f"{spec.topic} publish", kind=kind, attributes=attributes
+        f"publish {spec.topic}", kind=kind, attributes=attributes
     ) as span:
         carrier: dict[str, str] = {}
         api.propagator.inject(carrier)
@@ -271,7 +271,7 @@ class _TracedAttempt(AttemptSpan):
         carried = task.trace_context
         parent = empty if carried is None else api.propagator.extract(carried, context=empty)
         span = self._tracer.start_span(
-            f"{task.topic} process",
+            f"process {task.topic}",
             context=parent,
             kind=api.trace.SpanKind.CONSUMER,
             attributes={

@@ -213,7 +213,7 @@ def send(task: Task, ctx: Any) -> Any:
 def test_an_attempt_is_traced_as_a_child_of_its_enqueue(runtime: str, db: Any) -> None:
     (task,), pid = run_on(runtime, db, "emails", send, [{"to": "ann@example.com"}])
     assert task.status is Status.TERMINATED
-    request, publish, process = only("request"), only("emails publish"), only("emails process")
+    request, publish, process = only("request"), only("publish emails"), only("process emails")
     assert child_of(publish, request)
     assert publish.kind is SpanKind.PRODUCER
     assert publish.attributes is not None
@@ -263,8 +263,8 @@ def test_a_plain_handler_on_the_asyncio_worker_is_traced_on_its_thread(db: Any) 
 
     (task,), _ = run_asyncio(url, prefix, "emails", send, enqueue, plain=True)
     assert task.status is Status.TERMINATED
-    process = only("emails process")
-    assert child_of(process, only("emails publish"))
+    process = only("process emails")
+    assert child_of(process, only("publish emails"))
     assert child_of(only("send email"), process)
 
 
@@ -280,8 +280,8 @@ def test_a_failed_attempt_then_a_retry_are_two_spans_of_one_trace(runtime: str, 
 
     (task,), _ = run_on(runtime, db, "emails", flaky, [{"to": "c"}], max_attempts=2)
     assert (task.status, task.attempt) == (Status.TERMINATED, 2)
-    publish = only("emails publish")
-    first, second = sorted(named("emails process"), key=lambda s: s.start_time or 0)
+    publish = only("publish emails")
+    first, second = sorted(named("process emails"), key=lambda s: s.start_time or 0)
     assert child_of(first, publish)
     assert child_of(second, publish)
     assert first.attributes is not None
@@ -322,7 +322,7 @@ def test_a_failure_and_a_timeout_end_their_spans_with_error(runtime: str, db: An
     assert [t.status for t in tasks] == [Status.FAILED, Status.FAILED]
     by_task = {
         s.attributes["messaging.message.id"]: s
-        for s in named("jobs process")
+        for s in named("process jobs")
         if s.attributes is not None
     }
     failed, slow = by_task[tasks[0].task_id], by_task[tasks[1].task_id]
@@ -356,7 +356,7 @@ def test_the_http_store_carries_the_context(
     finally:
         server.state.store = MemoryStore()
         backing.close()
-    publish, process = only("emails publish"), only("emails process")
+    publish, process = only("publish emails"), only("process emails")
     assert child_of(publish, only("request"))
     assert child_of(process, publish)
     assert child_of(only("send email"), process)
@@ -415,7 +415,7 @@ def test_a_tracestate_over_the_bound_is_dropped_never_the_enqueue() -> None:
         task = app.enqueue("emails", {"to": "fay"})
     assert task.trace_context is not None
     assert set(task.trace_context) == {"traceparent"}
-    publish = only("emails publish")
+    publish = only("publish emails")
     assert publish.context is not None
     assert publish.context.trace_id == remote.trace_id  # still in the caller's trace
     assert task.trace_context["traceparent"].split("-")[2] == f"{publish.context.span_id:016x}"
@@ -427,7 +427,7 @@ def test_a_failed_enqueue_ends_its_span_with_the_error() -> None:
     app.enqueue("emails", task_id="once")
     with pytest.raises(sokka.AlreadyExists):
         app.enqueue("emails", task_id="once")
-    first, second = named("emails publish")
+    first, second = named("publish emails")
     assert first.status.status_code is StatusCode.UNSET
     assert second.status.status_code is StatusCode.ERROR
     assert [e.name for e in second.events] == ["exception"]
@@ -505,6 +505,6 @@ def test_a_task_without_a_context_is_a_root_span_whatever_is_current(db: Any) ->
             await store.aclose()
 
     assert asyncio.run(main()).status is Status.TERMINATED
-    process = only("emails process")
+    process = only("process emails")
     assert process.parent is None  # a root: not a child of "deploy"
     assert child_of(only("send email"), process)
