@@ -421,7 +421,9 @@ class App(AppCore):
         the schedule gave its own). A schedule whose topic has no handler here
         is a ``ValidationError`` (as ``enqueue`` refuses one). ``clock``: the
         wall clock to read (default the system's, in Unix-epoch ms)."""
-        return Scheduler(self._store, self._scheduled(), clock=clock)
+        return Scheduler(
+            self._store, self._scheduled(), clock=clock, tracer_provider=self._tracer_provider
+        )
 
     def run_scheduler(self, *, install_signal_handlers: bool = True) -> None:
         """Run ``scheduler()`` on this thread until ``stop()``, SIGTERM or SIGINT

@@ -42,6 +42,7 @@ from sokka.core.schedule import (
 )
 from sokka.core.task import Task, TaskSpec
 from sokka.shell.clock import Clock
+from sokka.shell.tracing import TracerProviderLike, Tracing
 
 __all__ = ["Schedule", "Scheduler", "SchedulerCore", "SchedulerReport", "WallClock"]
 
@@ -145,6 +146,7 @@ class SchedulerCore:
         *,
         clock: Clock | None,
         retry_backoff: Backoff | None,
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
         names = [s.name for s in schedules]
         if not schedules:
@@ -158,6 +160,9 @@ class SchedulerCore:
         self._last: dict[str, int | None] = {s.name: None for s in schedules}
         self._failures = 0
         self._wake_ms: int | None = None
+        # Each slot's task is published in a span of its own (``publish <topic>``)
+        # and carries its context: its attempts are traced under it.
+        self._tracing = Tracing(tracer_provider)
 
     @property
     def schedules(self) -> tuple[Schedule, ...]:
@@ -270,7 +275,9 @@ class Scheduler(SchedulerCore):
     ``run()`` on the calling one. A new scheduler knows nothing of earlier
     runs: its first wake-up treats every past slot as missed, and the
     catch-up bound of each schedule decides which it still creates (their
-    ids dedupe those an earlier run made).
+    ids dedupe those an earlier run made). ``tracer_provider``: each slot's
+    task is published in a span of its own (``sokka.shell.tracing``), whose
+    context it carries to its attempts; by default the global provider.
     """
 
     def __init__(
@@ -280,8 +287,11 @@ class Scheduler(SchedulerCore):
         *,
         clock: Clock | None = None,
         retry_backoff: Backoff | None = None,
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
-        super().__init__(schedules, clock=clock, retry_backoff=retry_backoff)
+        super().__init__(
+            schedules, clock=clock, retry_backoff=retry_backoff, tracer_provider=tracer_provider
+        )
         self._store = store
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -294,12 +304,15 @@ class Scheduler(SchedulerCore):
         with self._lock:
             wakeup = self._woken(now_ms)
             for batch in wakeup.batches():
-                try:
-                    results = self._store.create_tasks([spec for _, _, spec in batch])
-                except SokkaError as error:
-                    self._refused(wakeup, batch, error)
-                else:
-                    self._answered(wakeup, batch, results)
+                with self._tracing.publishing_many([spec for _, _, spec in batch]) as publishing:
+                    try:
+                        results = self._store.create_tasks(publishing.specs)
+                    except SokkaError as error:
+                        self._refused(wakeup, batch, error)
+                        publishing.created([Failure(error)] * len(batch))
+                    else:
+                        self._answered(wakeup, batch, results)
+                        publishing.created(results)
             return self._reported(wakeup)
 
     # -- the loop -----------------------------------------------------------

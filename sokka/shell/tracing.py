@@ -27,19 +27,24 @@ from __future__ import annotations
 
 import dataclasses
 import reprlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-from sokka.core.errors import ValidationError
+from returns.result import Failure, Result, Success
+
+from sokka.core.errors import AlreadyExists, SokkaError, ValidationError
 from sokka.core.outcomes import FailedOutcome, OkOutcome, SnoozedOutcome
 from sokka.core.task import Task, TaskSpec, encode_trace_context
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
-__all__ = ["AttemptOutcome", "AttemptSpan", "Publishing", "TracerProviderLike", "Tracing"]
+__all__ = [
+    "AttemptOutcome", "AttemptSpan", "Publishing", "PublishingMany", "TracerProviderLike",
+    "Tracing",
+]
 
 #: The instrumentation scope of sokka's spans, and its ``messaging.system``.
 SCOPE: Final = "sokka"
@@ -131,6 +136,19 @@ class Tracing:
             return Publishing(spec)
         return _publishing(tracer, spec)
 
+    def publishing_many(self, specs: Sequence[TaskSpec]) -> AbstractContextManager[PublishingMany]:
+        """``publishing`` for a batch created in one call (a scheduler's slots): a
+        PRODUCER span ``"publish <topic>"`` per spec, each a child of the current
+        context (a root where there is none) and none of them current, so the
+        batch's spans are siblings. The block creates ``publishing.specs`` and
+        tells ``publishing.created(results)``; a spec the store refused ends its
+        span with status ERROR (one that exists already, made by an earlier run
+        or another scheduler, does not). Untraced: the specs as they are."""
+        tracer = self.tracer()
+        if tracer is None:
+            return PublishingMany(specs)
+        return _publishing_many(tracer, specs)
+
     def attempt(self, task: Task, pid: str) -> AbstractContextManager[AttemptSpan]:
         """Run one attempt of ``task`` by worker ``pid`` inside a CONSUMER span
         ``"process <topic>"``, child of the context ``task`` carries (a root
@@ -164,10 +182,40 @@ class Publishing:
         return None
 
 
-@contextmanager
-def _publishing(tracer: Tracer, spec: TaskSpec) -> Iterator[Publishing]:
-    api = _loaded_api()
-    assert api is not None
+class PublishingMany:
+    """A batch's enqueue in progress: the specs to create, and where to say what
+    the store answered (``Tracing.publishing_many``)."""
+
+    __slots__ = ("_spans", "specs")
+
+    def __init__(self, specs: Sequence[TaskSpec], spans: Sequence[Span] = ()) -> None:
+        #: The specs to create: each carrying its publish span's context when traced.
+        self.specs = list(specs)
+        self._spans = spans
+
+    def created(self, results: Sequence[Result[Task, SokkaError]]) -> None:
+        """The store's answer, element by element: a task's id becomes its span's
+        ``messaging.message.id``; a refusal (not ``AlreadyExists``) an ERROR."""
+        api = _loaded_api()
+        if not self._spans:  # untraced
+            return
+        for span, result in zip(self._spans, results, strict=True):
+            match result:
+                case Success(task):
+                    span.set_attribute("messaging.message.id", task.task_id)
+                case Failure(AlreadyExists()):
+                    pass  # made already, by another scheduler or an earlier run
+                case Failure(error) if api is not None:
+                    span.set_status(api.trace.Status(api.trace.StatusCode.ERROR, str(error)))
+
+    def __enter__(self) -> PublishingMany:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _publish_attributes(spec: TaskSpec) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "messaging.system": SCOPE,
         "messaging.operation.type": "send",
@@ -176,9 +224,42 @@ def _publishing(tracer: Tracer, spec: TaskSpec) -> Iterator[Publishing]:
     }
     if spec.task_id is not None:
         attributes["messaging.message.id"] = spec.task_id
+    return attributes
+
+
+@contextmanager
+def _publishing_many(tracer: Tracer, specs: Sequence[TaskSpec]) -> Iterator[PublishingMany]:
+    api = _loaded_api()
+    assert api is not None
+    kind = api.trace.SpanKind.PRODUCER
+    spans = [
+        tracer.start_span(f"publish {spec.topic}", kind=kind, attributes=_publish_attributes(spec))
+        for spec in specs
+    ]
+    try:
+        carrying = []
+        for spec, span in zip(specs, spans, strict=True):
+            carrier: dict[str, str] = {}
+            api.propagator.inject(carrier, context=api.trace.set_span_in_context(span))
+            carrying.append(_carrying(spec, carrier))
+        yield PublishingMany(carrying, spans)
+    except BaseException as error:
+        for span in spans:
+            span.record_exception(error)
+            span.set_status(api.trace.Status(api.trace.StatusCode.ERROR, str(error)))
+        raise
+    finally:
+        for span in spans:
+            span.end()
+
+
+@contextmanager
+def _publishing(tracer: Tracer, spec: TaskSpec) -> Iterator[Publishing]:
+    api = _loaded_api()
+    assert api is not None
     kind = api.trace.SpanKind.PRODUCER
     with tracer.start_as_current_span(
-        f"publish {spec.topic}", kind=kind, attributes=attributes
+        f"publish {spec.topic}", kind=kind, attributes=_publish_attributes(spec)
     ) as span:
         carrier: dict[str, str] = {}
         api.propagator.inject(carrier)

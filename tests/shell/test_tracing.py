@@ -43,6 +43,7 @@ from sokka.core.backoff import Backoff, Jitter
 from sokka.core.task import MAX_TRACE_CONTEXT_BYTES, Status, Task
 from sokka.shell import worker as threaded
 from sokka.shell.aio import worker as aio
+from sokka.shell.clock import ManualClock
 from sokka.shell.tracing import Tracing
 from tests import databases
 
@@ -508,3 +509,97 @@ def test_a_task_without_a_context_is_a_root_span_whatever_is_current(db: Any) ->
     process = only("process emails")
     assert process.parent is None  # a root: not a child of "deploy"
     assert child_of(only("send email"), process)
+
+
+#: 2026-12-01T22:00:00Z: a slot of every schedule below.
+SLOT_MS = 1_796_162_400_000
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_scheduled_task_is_published_in_a_span_its_attempt_a_child_of_it(
+    db: tuple[str, str], runtime: str
+) -> None:
+    """The scheduler publishes each slot's task in a PRODUCER span of its own
+    (siblings, not nested, however many slots one wake-up creates), and the
+    task carries that span's context, so its attempt is traced under it. A
+    slot made already (by another scheduler, or an earlier run) is no error."""
+
+    def schedule(app: Any) -> None:
+        app.periodic("0 * * * *", topic="emails", name="hourly", data={"to": "ops"})
+        app.periodic("*/5 * * * *", topic="emails", name="five", data={"to": "dev"})
+
+    url, prefix = db
+    clock = ManualClock(SLOT_MS + 1_000)
+    if runtime == "threads":
+        with SQLStore(url, prefix=prefix) as store:
+
+            def enqueue(app: App) -> list[Task]:
+                schedule(app)
+                scheduler = app.scheduler(clock=clock)
+                created = scheduler.run_once().created
+                assert len(created) == 2
+                assert app.scheduler(clock=clock).run_once().existing == created  # again
+                return [store.get_task(task_id) for task_id in created]
+
+            tasks, _ = run_threads(store, "emails", send, enqueue)
+    else:
+
+        async def enqueue_async(app: sokka.asyncio.App) -> list[Task]:
+            schedule(app)
+            created = (await app.scheduler(clock=clock).run_once()).created
+            assert len(created) == 2
+            again = await app.scheduler(clock=clock).run_once()
+            assert again.existing == created
+            return [await app.store.get_task(task_id) for task_id in created]
+
+        tasks, _ = run_asyncio(url, prefix, "emails", send, enqueue_async)
+    assert [t.status for t in tasks] == [Status.TERMINATED] * 2
+    publishes, processes = named("publish emails"), named("process emails")
+    assert len(publishes) == 4  # two slots, twice: the second wake-up found them made
+    assert all(p.kind is SpanKind.PRODUCER and p.parent is None for p in publishes)
+    assert all(p.status.status_code is StatusCode.UNSET for p in publishes)
+    assert len(processes) == 2
+    for task in tasks:
+        (process,) = [
+            p for p in processes
+            if p.attributes is not None and p.attributes["messaging.message.id"] == task.task_id
+        ]  # fmt: skip
+        (parent,) = [p for p in publishes if child_of(process, p)]
+        assert parent.attributes is not None
+        assert parent.attributes["messaging.message.id"] == task.task_id
+        assert parent.context is not None
+        assert task.trace_context is not None
+        assert f"{parent.context.span_id:016x}" in task.trace_context["traceparent"]
+
+
+def test_a_batch_published_at_once_marks_refusals_but_not_slots_made_already() -> None:
+    """``publishing_many``: one span per spec, each context carried by its spec; a
+    task the store refused ends its span with ERROR, one that exists already
+    (made by another scheduler) does not."""
+    from returns.result import Failure, Success
+
+    from sokka.core.errors import AlreadyExists, Unavailable
+
+    specs = [sokka.TaskSpec(topic="emails", task_id=f"t{n}") for n in range(3)]
+    made = MemoryStore().create_task(specs[0])
+    with TRACER.start_as_current_span("wake-up"), Tracing(PROVIDER).publishing_many(
+        specs
+    ) as publishing:
+        carried = [spec.trace_context for spec in publishing.specs]
+        publishing.created([
+            Success(made), Failure(AlreadyExists("t1")), Failure(Unavailable("down")),
+        ])  # fmt: skip
+    spans = {
+        (s.attributes or {})["messaging.message.id"]: s for s in named("publish emails")
+    }
+    assert sorted(spans) == ["t0", "t1", "t2"]
+    wake_up = only("wake-up")
+    assert all(child_of(span, wake_up) for span in spans.values())  # siblings
+    assert [spans[t].status.status_code for t in ("t0", "t1", "t2")] == [
+        StatusCode.UNSET, StatusCode.UNSET, StatusCode.ERROR,
+    ]  # fmt: skip
+    for spec_context, task_id in zip(carried, ("t0", "t1", "t2"), strict=True):
+        context = spans[task_id].context
+        assert spec_context is not None
+        assert context is not None
+        assert f"{context.span_id:016x}" in spec_context["traceparent"]

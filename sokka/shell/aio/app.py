@@ -87,7 +87,9 @@ class App(AppCore):
         gave its own); a schedule whose topic has no handler here, or no
         schedule at all, is a ``ValidationError``. ``clock``: the wall clock to
         read (default the system's, in Unix-epoch ms)."""
-        return AsyncScheduler(self._store, self._scheduled(), clock=clock)
+        return AsyncScheduler(
+            self._store, self._scheduled(), clock=clock, tracer_provider=self._tracer_provider
+        )
 
     async def run_scheduler(self, *, install_signal_handlers: bool = True) -> None:
         """Run ``scheduler()`` on the running event loop until ``stop()``, SIGTERM or SIGINT

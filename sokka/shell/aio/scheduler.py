@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from returns.result import Failure
+
 from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.core.backoff import Backoff
 from sokka.core.errors import SokkaError
 from sokka.shell.aio.stopping import LoopStop
 from sokka.shell.clock import Clock
 from sokka.shell.scheduler import Schedule, SchedulerCore, SchedulerReport
+from sokka.shell.tracing import TracerProviderLike
 
 __all__ = ["AsyncScheduler"]
 
@@ -41,8 +44,11 @@ class AsyncScheduler(SchedulerCore):
         *,
         clock: Clock | None = None,
         retry_backoff: Backoff | None = None,
+        tracer_provider: TracerProviderLike | None = None,
     ) -> None:
-        super().__init__(schedules, clock=clock, retry_backoff=retry_backoff)
+        super().__init__(
+            schedules, clock=clock, retry_backoff=retry_backoff, tracer_provider=tracer_provider
+        )
         self._store = store
         self._stop = LoopStop()
         self._lock = asyncio.Lock()
@@ -55,12 +61,15 @@ class AsyncScheduler(SchedulerCore):
         async with self._lock:
             wakeup = self._woken(now_ms)
             for batch in wakeup.batches():
-                try:
-                    results = await self._store.create_tasks([spec for _, _, spec in batch])
-                except SokkaError as error:
-                    self._refused(wakeup, batch, error)
-                else:
-                    self._answered(wakeup, batch, results)
+                with self._tracing.publishing_many([spec for _, _, spec in batch]) as publishing:
+                    try:
+                        results = await self._store.create_tasks(publishing.specs)
+                    except SokkaError as error:
+                        self._refused(wakeup, batch, error)
+                        publishing.created([Failure(error)] * len(batch))
+                    else:
+                        self._answered(wakeup, batch, results)
+                        publishing.created(results)
             return self._reported(wakeup)
 
     # -- the loop -----------------------------------------------------------
