@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -42,7 +43,7 @@ from sokka.core.schedule import (
 )
 from sokka.core.task import Task, TaskSpec
 from sokka.shell.clock import Clock
-from sokka.shell.tracing import TracerProviderLike, Tracing
+from sokka.shell.tracing import PublishingMany, TracerProviderLike, Tracing
 
 __all__ = ["Schedule", "Scheduler", "SchedulerCore", "SchedulerReport", "WallClock"]
 
@@ -186,8 +187,16 @@ class SchedulerCore:
             pending.extend((schedule, slot, schedule.task_spec(slot)) for slot in p.due)
         return _Wakeup(now_ms=now, plans=plans, pending=pending)
 
-    def _refused(self, wakeup: _Wakeup, batch: _Batch, error: SokkaError) -> None:
+    def _publishing(self, batch: _Batch) -> AbstractContextManager[PublishingMany]:
+        """``batch``'s tasks published (``Tracing.publishing_many``): create its
+        ``specs``, then tell ``_answered`` or ``_refused`` what the store said."""
+        return self._tracing.publishing_many([spec for _, _, spec in batch])
+
+    def _refused(
+        self, wakeup: _Wakeup, batch: _Batch, publishing: PublishingMany, error: SokkaError
+    ) -> None:
         """Record (and log) a ``create_tasks`` call of ``batch`` that raised ``error``."""
+        publishing.created([Failure(error)] * len(batch))
         # The call changed nothing (a store's contract): every slot stays due.
         level = logging.WARNING if isinstance(error, RetryableError) else logging.ERROR
         log.log(level, "creating %d periodic task(s) failed, will retry: %s",
@@ -197,9 +206,14 @@ class SchedulerCore:
             self._retry(schedule.name, slot)
 
     def _answered(
-        self, wakeup: _Wakeup, batch: _Batch, results: Sequence[Result[Task, SokkaError]]
+        self,
+        wakeup: _Wakeup,
+        batch: _Batch,
+        publishing: PublishingMany,
+        results: Sequence[Result[Task, SokkaError]],
     ) -> None:
         """Record (and log) the store's result for each task of ``batch``."""
+        publishing.created(results)
         for (schedule, slot, spec), result in zip(batch, results, strict=True):
             task_id = str(spec.task_id)
             match result:
@@ -304,15 +318,13 @@ class Scheduler(SchedulerCore):
         with self._lock:
             wakeup = self._woken(now_ms)
             for batch in wakeup.batches():
-                with self._tracing.publishing_many([spec for _, _, spec in batch]) as publishing:
+                with self._publishing(batch) as publishing:
                     try:
                         results = self._store.create_tasks(publishing.specs)
                     except SokkaError as error:
-                        self._refused(wakeup, batch, error)
-                        publishing.created([Failure(error)] * len(batch))
+                        self._refused(wakeup, batch, publishing, error)
                     else:
-                        self._answered(wakeup, batch, results)
-                        publishing.created(results)
+                        self._answered(wakeup, batch, publishing, results)
             return self._reported(wakeup)
 
     # -- the loop -----------------------------------------------------------

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from returns.result import Failure
-
 from sokka.adapters.aio.store import AsyncTaskStore
 from sokka.core.backoff import Backoff
 from sokka.core.errors import SokkaError
@@ -61,15 +59,13 @@ class AsyncScheduler(SchedulerCore):
         async with self._lock:
             wakeup = self._woken(now_ms)
             for batch in wakeup.batches():
-                with self._tracing.publishing_many([spec for _, _, spec in batch]) as publishing:
+                with self._publishing(batch) as publishing:
                     try:
                         results = await self._store.create_tasks(publishing.specs)
                     except SokkaError as error:
-                        self._refused(wakeup, batch, error)
-                        publishing.created([Failure(error)] * len(batch))
+                        self._refused(wakeup, batch, publishing, error)
                     else:
-                        self._answered(wakeup, batch, results)
-                        publishing.created(results)
+                        self._answered(wakeup, batch, publishing, results)
             return self._reported(wakeup)
 
     # -- the loop -----------------------------------------------------------
