@@ -503,6 +503,32 @@ class WorkerCore:
         self._holdings, recording = holding.record(self._holdings, tokens, now)
         return recording if recording else None
 
+    def _put_back(self, recording: Recording) -> None:
+        """A call that carried ``recording`` failed: its outcomes wait to be sent again."""
+        self._holdings, again = holding.unsent(self._holdings, recording)
+        self._outcomes = list(again) + self._outcomes
+
+    def _settle(self, recording: Recording, results: Sequence[Result[Task, SokkaError]]) -> None:
+        """The store's answer to ``recording``, into the core; counted and logged."""
+        self._holdings, again = holding.recorded(self._holdings, recording, results)
+        if again and not self._outcomes:
+            self._first_outcome_ms = self._clock.now_ms()
+        self._outcomes.extend(again)
+        for finish, held, result in zip(recording.finishes, recording.held, results, strict=True):
+            self._count_answer(held, finish, result)
+            match result:
+                case Failure(TaskCancelled() as refusal):
+                    log_cancelled(self.pid, finish.task_id, f"outcome dropped: {refusal}")
+                case Failure(LeaseLost() | NotFound() as refusal):
+                    log.warning(
+                        "worker %s: lost the lease of %s: the store refused the outcome: %s",
+                        self.pid, finish.task_id, refusal,
+                    )  # fmt: skip
+                case Failure(RetryableError()):
+                    pass  # counted; sent again with the next batch
+                case Failure(other):
+                    log.error("worker %s: could not record %s: %s", self.pid, finish.task_id, other)
+
     @property
     def _fusing(self) -> bool:
         """Whether claims carry the outcomes waiting (``reserve_and_finish``): on a
@@ -1067,36 +1093,14 @@ class Worker(WorkerCore):
         return self._take_outcomes(self._waiting_locked(), self._fold_locked, force, patient)
 
     def _unsent(self, recording: Recording) -> None:
-        """A call that carried ``recording`` failed: its outcomes wait to be sent again."""
+        """``_put_back``, under the lock."""
         with self._lock:
-            self._holdings, again = holding.unsent(self._holdings, recording)
-            self._outcomes = list(again) + self._outcomes
+            self._put_back(recording)
 
     def _recorded(self, recording: Recording, results: Sequence[Result[Task, SokkaError]]) -> None:
-        """The store's answer to ``recording``, into the core; counted and logged."""
+        """``_settle``, under the lock."""
         with self._lock:
-            self._holdings, again = holding.recorded(self._holdings, recording, results)
-            if again and not self._outcomes:
-                self._first_outcome_ms = self._clock.now_ms()
-            self._outcomes.extend(again)
-            for finish, held, result in zip(
-                recording.finishes, recording.held, results, strict=True
-            ):
-                self._count_answer(held, finish, result)
-                match result:
-                    case Failure(TaskCancelled() as refusal):
-                        log_cancelled(self.pid, finish.task_id, f"outcome dropped: {refusal}")
-                    case Failure(LeaseLost() | NotFound() as refusal):
-                        log.warning(
-                            "worker %s: lost the lease of %s: the store refused the outcome: %s",
-                            self.pid, finish.task_id, refusal,
-                        )  # fmt: skip
-                    case Failure(RetryableError()):
-                        pass  # counted; sent again with the next batch
-                    case Failure(other):
-                        log.error(
-                            "worker %s: could not record %s: %s", self.pid, finish.task_id, other
-                        )
+            self._settle(recording, results)
 
     def _note_store_error(self, what: str, error: SokkaError) -> None:
         with self._lock:

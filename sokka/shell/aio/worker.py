@@ -64,7 +64,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
-from returns.result import Failure, Result
+from returns.result import Result
 
 from sokka.adapters.aio.store import AsyncReservesAndFinishes, AsyncTaskStore
 from sokka.adapters.store import MAX_BATCH
@@ -72,11 +72,8 @@ from sokka.core import holding, polling
 from sokka.core.backoff import Backoff
 from sokka.core.commands import CancelHandler, ExtendLeases, Finish, LeaseToken, Why
 from sokka.core.errors import (
-    LeaseLost,
-    NotFound,
     RetryableError,
     SokkaError,
-    TaskCancelled,
     ValidationError,
 )
 from sokka.core.holding import Discarded, Recording, Token
@@ -587,12 +584,12 @@ class Worker(WorkerCore):
                     tasks = await self._store.reserve_tasks(topic, self.pid, limit)
         except RetryableError as error:
             if recording is not None:
-                self._unsent(recording)  # sent again with the next claim
+                self._put_back(recording)  # sent again with the next claim
             self._note_store_error("reserve", error)
             return None
         except SokkaError as error:  # not retryable (a missing schema, ...): stop
             if recording is not None:
-                self._unsent(recording)  # the drain tries them once more
+                self._put_back(recording)  # the drain tries them once more
             log.error("worker %s: reserve failed, stopping: %s", self.pid, error)
             self._fatal = error
             self.stop()
@@ -603,7 +600,7 @@ class Worker(WorkerCore):
                 self._settled.set()
         self._errors.succeeded("reserve")
         if recording is not None:
-            self._recorded(recording, results)
+            self._settle(recording, results)
         if not tasks:
             return tasks
         rand = self._rand
@@ -937,7 +934,7 @@ class Worker(WorkerCore):
                         results = await self._store.finish_many(list(recording.finishes))
             except RetryableError as error:
                 self._note_store_error("record outcomes", error)
-                self._unsent(recording)
+                self._put_back(recording)
                 failures = self._errors.streak("record outcomes")
                 await asyncio.sleep(self._poll.delay_ms(min(failures, 30), self._rand()) / 1000)
                 return
@@ -945,7 +942,7 @@ class Worker(WorkerCore):
             self._recording -= 1
             self._settled.set()
         self._errors.succeeded("record outcomes")
-        self._recorded(recording, results)
+        self._settle(recording, results)
 
     async def _claim_with(
         self, recording: Recording, store: AsyncReservesAndFinishes, topic: str, limit: int
@@ -960,32 +957,6 @@ class Worker(WorkerCore):
     def _take_recording(self, *, force: bool, patient: bool = False) -> Recording | None:
         """``WorkerCore._take_outcomes``, on the loop."""
         return self._take_outcomes(self._waiting(), self._fold, force, patient)
-
-    def _unsent(self, recording: Recording) -> None:
-        """A call that carried ``recording`` failed: its outcomes wait to be sent again."""
-        self._holdings, again = holding.unsent(self._holdings, recording)
-        self._outcomes = list(again) + self._outcomes
-
-    def _recorded(self, recording: Recording, results: Sequence[Result[Task, SokkaError]]) -> None:
-        """The store's answer to ``recording``, into the core; counted and logged."""
-        self._holdings, again = holding.recorded(self._holdings, recording, results)
-        if again and not self._outcomes:
-            self._first_outcome_ms = self._clock.now_ms()
-        self._outcomes.extend(again)
-        for finish, held, result in zip(recording.finishes, recording.held, results, strict=True):
-            self._count_answer(held, finish, result)
-            match result:
-                case Failure(TaskCancelled() as refusal):
-                    log_cancelled(self.pid, finish.task_id, f"outcome dropped: {refusal}")
-                case Failure(LeaseLost() | NotFound() as refusal):
-                    log.warning(
-                        "worker %s: lost the lease of %s: the store refused the outcome: %s",
-                        self.pid, finish.task_id, refusal,
-                    )  # fmt: skip
-                case Failure(RetryableError()):
-                    pass  # counted; sent again with the next batch
-                case Failure(other):
-                    log.error("worker %s: could not record %s: %s", self.pid, finish.task_id, other)
 
     # -- keepalive, timeouts, the self-fence -------------------------------------------
 
