@@ -207,10 +207,12 @@ def test_keepalives_keep_a_long_task_alive_under_a_supervisor(store, running) ->
     add(store, 1)
 
     def slow(task: Task, ctx: Context) -> Any:
-        ctx.sleep(1.0)  # several leases of 300 ms
+        ctx.sleep(2.5)  # several leases of 800 ms
         return ok()
 
-    worker = running(store, slow, lease_time_ms=300, supervise=True, supervisor_interval_ms=20)
+    # 800 ms: a keepalive late by a loaded machine's pause would otherwise let the
+    # supervisor revoke the lease (seen over HTTP with 300 ms).
+    worker = running(store, slow, lease_time_ms=800, supervise=True, supervisor_interval_ms=20)
     wait_for(lambda: worker.stats().succeeded == 1)
     task = tasks(store)[0]
     assert (task.status, task.attempt, task.failures) == (Status.TERMINATED, 1, 0)

@@ -191,7 +191,9 @@ def test_one_keepalive_call_extends_the_leases_of_both_topics(
     worker = running(
         store,
         [Route(topic="emails", handler=hold), Route(topic="reports", handler=hold)],
-        lease_time_ms=1_000,
+        # Long enough that a loaded machine's late keepalive does not fence the
+        # worker (its task would then never be done: no supervisor runs here).
+        lease_time_ms=3_000,
     )
     try:
         wait_until(lambda: len(worker.holdings) == 2, "both tasks held")
