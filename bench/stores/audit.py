@@ -6,12 +6,17 @@ to the driver, and its commits, are recorded, and the run fails if they
 differ: when the store changes its statements, the ceiling must follow before
 anything is measured.
 
-On PostgreSQL they are recorded at SQLAlchemy's execution events (the
-ceiling records its own). On SQLite the store's hot calls run below
-SQLAlchemy, on the driver connection (``SQLStore._driver``), so both sides
-are recorded by ``sqlite3``'s own trace callback, which sees every statement
-SQLite runs, BEGIN and COMMIT included, with its parameters' values written
-in: values (quoted strings, numbers) are compared as ``?``.
+The store's hot calls run below SQLAlchemy, on driver connections
+(``SQLStore._driver`` on SQLite, ``SQLStore._autocommit`` on PostgreSQL), so
+the store's side is recorded at the driver. On SQLite both sides are recorded
+by ``sqlite3``'s own trace callback, which sees every statement SQLite runs,
+BEGIN and COMMIT included, with its parameters' values written in: values
+(quoted strings, numbers) are compared as ``?``. On PostgreSQL each of the
+store's connections gets a psycopg cursor class that notes what it executes,
+and the BEGIN psycopg sends before a transaction's first statement, while
+SQLAlchemy's events note the commits; the ceiling records its own (it sends
+no BEGIN it does not record as a commit's start, so the BEGINs are compared
+by the commits that end them, and shown in the shapes).
 """
 
 from __future__ import annotations
@@ -86,31 +91,63 @@ class SqliteTrace:
             self.trace = None
 
 
-@contextmanager
-def captured(sql_store: SQLStore) -> Iterator[Trace]:
-    """The statements SQLStore sends to the driver (and its commits), while inside."""
-    trace: Trace = []
-    engine = sql_store.engine
+class PgTrace:
+    """psycopg's cursors for every connection of an engine, from now on: while
+    ``trace`` is a list, each statement a cursor executes is appended (``("execute",
+    sql)``, ``("executemany", sql)``), after a ``("begin", "")`` when psycopg sends
+    BEGIN first (a connection outside autocommit and outside a transaction), and
+    each commit SQLAlchemy makes (``("commit", "")``). The store's own driver
+    cursors (``SQLStore._autocommit``) and SQLAlchemy's are seen alike."""
 
-    def on_execute(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        trace.append(("executemany" if isinstance(parameters, list) else "execute", statement))
+    def __init__(self) -> None:
+        self.trace: Trace | None = None
 
-    def on_commit(conn: Any) -> None:
-        trace.append(("commit", ""))
+    def note(self, kind: str, statement: str) -> None:
+        if self.trace is not None:
+            self.trace.append((kind, statement))
 
-    event.listen(engine, "before_cursor_execute", on_execute)
-    event.listen(engine, "commit", on_commit)
-    try:
-        yield trace
-    finally:
-        event.remove(engine, "before_cursor_execute", on_execute)
-        event.remove(engine, "commit", on_commit)
+    def attach(self, engine: Any) -> None:
+        """Trace the connections ``engine`` opens from now on."""
+        import psycopg
+
+        idle = psycopg.pq.TransactionStatus.IDLE
+        note = self.note
+
+        class Traced(psycopg.Cursor[Any]):
+            def _begins(self) -> None:
+                conn = self.connection
+                if not conn.autocommit and conn.info.transaction_status == idle:
+                    note("begin", "")
+
+            def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
+                self._begins()
+                note("execute", str(query))
+                return super().execute(query, params, **kw)
+
+            def executemany(self, query: Any, params_seq: Any, **kw: Any) -> None:
+                self._begins()
+                note("executemany", str(query))
+                super().executemany(query, params_seq, **kw)
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.cursor_factory = Traced
+
+        event.listen(engine, "connect", on_connect)
+        event.listen(engine, "commit", lambda _conn: note("commit", ""))
+
+    @contextmanager
+    def capturing(self) -> Iterator[Trace]:
+        self.trace = []
+        try:
+            yield self.trace
+        finally:
+            self.trace = None
 
 
 def _short(kind: str, statement: str) -> str:
     """A statement in a few words, for the audit's summary."""
-    if kind == "commit":
-        return "COMMIT"
+    if kind in ("begin", "commit"):
+        return kind.upper()
     short = statement.split()[0]
     if short == "BEGIN":
         short = statement
@@ -166,10 +203,8 @@ def audit(backend: SqlBackend) -> list[str]:
     measured = backend.stores["store"]
     url = measured.engine.url.render_as_string(hide_password=False)
     store = SQLStore(url, prefix=backend.prefixes["store"])
-    traced = None
-    if backend.name == "sqlite":
-        traced = SqliteTrace()
-        traced.attach(store.engine)  # before its first connection
+    traced = SqliteTrace() if backend.name == "sqlite" else PgTrace()
+    traced.attach(store.engine)  # before its first connection
     store.list_leased_tasks(None, None, 1)  # its first call checks the schema version, once
     try:
         return _audit(backend, store, traced)
@@ -177,11 +212,11 @@ def audit(backend: SqlBackend) -> list[str]:
         store.close()
 
 
-def _audit(backend: SqlBackend, store: SQLStore, traced: SqliteTrace | None) -> list[str]:
+def _audit(backend: SqlBackend, store: SQLStore, traced: SqliteTrace | PgTrace) -> list[str]:
     raw = backend.raw
     assert raw is not None
     raw_traced = None
-    if traced is not None:
+    if isinstance(traced, SqliteTrace):
         raw_traced = SqliteTrace()
         raw.conn.set_trace_callback(raw_traced)
     backend.add("starting", AUDIT_TOPIC, 2 + BATCH)
@@ -223,15 +258,13 @@ def _audit(backend: SqlBackend, store: SQLStore, traced: SqliteTrace | None) -> 
     prefix_store, prefix_raw = backend.prefixes["store"], backend.prefixes["ceiling"]
     lines = []
     for label, store_op, raw_op in ops:
-        if traced is not None and raw_traced is not None:
-            with traced.capturing() as store_trace:
-                store_op()
+        with traced.capturing() as store_trace:
+            store_op()
+        if raw_traced is not None:
             with raw_traced.capturing() as raw_trace:
                 raw_op()
             form = _without_values  # SQLite's trace writes the values in
         else:
-            with captured(store) as store_trace:
-                store_op()
             raw.trace = []
             try:
                 raw_op()
@@ -239,7 +272,7 @@ def _audit(backend: SqlBackend, store: SQLStore, traced: SqliteTrace | None) -> 
             finally:
                 raw.trace = None
             form = str
-        want = [(kind, _normalise(form(s))) for kind, s in store_trace]
+        want = [(kind, _normalise(form(s))) for kind, s in store_trace if kind != "begin"]
         got = [(kind, _normalise(form(s.replace(prefix_raw, prefix_store))))
                for kind, s in raw_trace]  # fmt: skip
         if want != got:
@@ -248,13 +281,6 @@ def _audit(backend: SqlBackend, store: SQLStore, traced: SqliteTrace | None) -> 
                 + _difference(want, got)
             )
         # Named from the statements as sent (a traced one's values tell the look apart).
-        steps = [_short(kind, s) for kind, s in store_trace]
-        if backend.name == "postgres":  # psycopg sends BEGIN before a transaction's first statement
-            steps = [
-                step
-                for i, x in enumerate(steps)
-                for step in (["(BEGIN)", x] if i == 0 or steps[i - 1] == "COMMIT" else [x])
-            ]
-        shape = " / ".join(steps)
+        shape = " / ".join(_short(kind, s) for kind, s in store_trace)
         lines.append(f"{label:<42} {shape}")
     return lines

@@ -18,7 +18,7 @@ from returns.result import Failure
 
 from sokka.adapters.sql import SCHEMA_VERSION, SQLStore
 from sokka.core.commands import Finish, LeaseToken
-from sokka.core.errors import SchemaError, Throttled, Unavailable, ValidationError
+from sokka.core.errors import SchemaError, StoreError, Throttled, Unavailable, ValidationError
 from sokka.core.task import Status, Task, TaskSpec
 from sokka.core.transitions import Snooze, Terminate
 from tests.databases import postgres_engine, postgres_url, test_prefix
@@ -306,48 +306,59 @@ def test_the_columns_read_are_task_fields_in_order(sqlite_url: str) -> None:
     store.close()
 
 
-class SqliteTrace:
-    """What SQLite runs on every connection an engine opens from now on
-    (``sqlite3``'s trace callback: it also sees the store's hot calls, which run
-    below SQLAlchemy), while ``sent`` is a list."""
+class DriverTrace:
+    """What the driver runs on every connection an engine opens from now on, while
+    ``sent`` is a list: it also sees the store's hot calls, which run below
+    SQLAlchemy. SQLite: ``sqlite3``'s trace callback (BEGIN and COMMIT included);
+    PostgreSQL: psycopg's cursors, each connection's ``cursor_factory`` one that
+    notes what it executes (SQLAlchemy's cursors and the store's own alike)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.sent: list[str] | None = None
-        sa.event.listen(engine, "connect", lambda dbapi, _record: dbapi.set_trace_callback(self))
+        trace = self
+
+        def on_connect(dbapi: Any, _record: object) -> None:
+            if engine.dialect.name == "sqlite":
+                dbapi.set_trace_callback(self)
+                return
+            import psycopg
+
+            class Traced(psycopg.Cursor[Any]):
+                def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
+                    conn = self.connection
+                    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                    if idle and not conn.autocommit:
+                        trace("BEGIN")  # psycopg sends it first, a round trip of its own
+                    trace(str(query))
+                    return super().execute(query, params, **kw)
+
+            dbapi.cursor_factory = Traced
+
+        sa.event.listen(engine, "connect", on_connect)
 
     def __call__(self, statement: str) -> None:
         if self.sent is not None:
             self.sent.append(statement)
 
 
-def _statements(
-    store: SQLStore, call: Callable[[], object], traced: SqliteTrace | None
-) -> list[str]:
+def _statements(store: SQLStore, call: Callable[[], object], traced: DriverTrace) -> list[str]:
     """The first word (two for a claim or a set update) of every statement ``call`` sends
-    (``traced``: SQLite's own trace of the store's connections; else SQLAlchemy's events)."""
+    (``traced``: the driver's own trace of the store's connections). PostgreSQL's
+    BEGINs are kept (each is a round trip: the hot calls send none), SQLite's
+    BEGIN and COMMIT are not (they are the transaction's own, in process)."""
     sent: list[str] = []
-
-    def on_execute(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        sent.append(statement)
-
-    if traced is not None:
-        traced.sent = sent
-    else:
-        sa.event.listen(store.engine, "before_cursor_execute", on_execute)
+    traced.sent = sent
     try:
         call()
     finally:
-        if traced is not None:
-            traced.sent = None
-        else:
-            sa.event.remove(store.engine, "before_cursor_execute", on_execute)
+        traced.sent = None
     words = []
     for statement in sent:
         first = statement.split()[0]
         if first == "UPDATE":
             kind = "claim" if " LIMIT " in statement else "set" if " FROM " in statement else "cas"
             words.append(f"UPDATE {kind}")
-        elif first not in ("BEGIN", "COMMIT"):
+        elif first not in ("BEGIN", "COMMIT") or not store.single_writer:
             words.append(first)
     return words
 
@@ -357,7 +368,7 @@ def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -
     of outcome; a refused element alone also takes the general path (read, apply)."""
     url, prefix = url_and_prefix
     with SQLStore(url, prefix=prefix) as store:
-        traced = SqliteTrace(store.engine) if store.single_writer else None
+        traced = DriverTrace(store.engine)
         store.create_schema()
         store.create_tasks([TaskSpec(topic="q", task_id=f"t{i}") for i in range(4)])
         reserved: list[Task] = []
@@ -376,7 +387,9 @@ def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -
         answers: list[object] = []
         finish = lambda: answers.extend(store.finish_many(outcomes))  # noqa: E731
         # Terminates and snoozes: one UPDATE each; the refused one is read to say why.
-        assert _statements(store, finish, traced) == ["UPDATE set", "UPDATE set", "SELECT"]
+        # On PostgreSQL the first kind is a statement of its own, the rest one transaction.
+        begin = [] if store.single_writer else ["BEGIN"]
+        assert _statements(store, finish, traced) == ["UPDATE set", *begin, "UPDATE set", "SELECT"]
         named = [type(a.failure()).__name__ if isinstance(a, Failure) else "ok" for a in answers]
         assert named == ["ok", "ok", "StaleAttempt"]
         assert store.get_task("t0").status is Status.TERMINATED
@@ -384,8 +397,10 @@ def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -
         assert store.get_task("t2").status is Status.RUNNING
         fail = lambda: store.fail("t3", "w1", 1, "boom")  # noqa: E731
         # Fail's effects depend on the task (its failure budget): read, apply, compare-and-set.
-        assert _statements(store, fail, traced) == ["SELECT", "UPDATE cas"]
+        assert _statements(store, fail, traced) == [*begin, "SELECT", "UPDATE cas"]
         store.drop_schema()
+
+
 def test_a_claim_with_a_batch_of_outcomes_is_one_statement_on_postgres(
     url_and_prefix: tuple[str, str],
 ) -> None:
@@ -394,14 +409,14 @@ def test_a_claim_with_a_batch_of_outcomes_is_one_statement_on_postgres(
     where the two calls take two of each."""
     url, prefix = url_and_prefix
     with SQLStore(url, prefix=prefix) as store:
-        traced = SqliteTrace(store.engine) if store.single_writer else None
+        traced = DriverTrace(store.engine)
         store.create_schema()
         store.create_tasks([TaskSpec(topic="q", task_id=f"t{i}") for i in range(4)])
         held = store.reserve_tasks("q", "w1", 2)
         done = [Finish(task_id=t.task_id, event=Terminate(pid="w1", attempt=1)) for t in held]
         answers: list[object] = []
         both = lambda: answers.extend(store.reserve_and_finish("q", "w1", 2, done))  # noqa: E731
-        if traced is not None:
+        if store.single_writer:
             sent: list[str] = []
             traced.sent = sent
             both()
@@ -594,3 +609,22 @@ def test_an_sqlite_group_lookup_searches_two_indexes(sqlite_url: str) -> None:
     assert any("USING INDEX sokka_tasks_group (task_group_id=?)" in s for s in steps), steps
     assert any("(task_id=?)" in s for s in steps), steps
     assert not any(s.startswith("SCAN sokka_tasks") for s in steps), steps
+
+
+def test_a_drivers_own_errors_translate_as_sqlalchemys_would() -> None:
+    """The hot calls run below SQLAlchemy, so the driver's exceptions reach the store
+    unwrapped: a lost connection is still ``Unavailable`` (retryable: a worker
+    waits and tries again) and a lock timeout ``Throttled``, as through SQLAlchemy."""
+    import sqlite3
+
+    import psycopg
+
+    from sokka.adapters.sql import _translate
+
+    lost = psycopg.OperationalError("consuming input failed: server closed the connection")
+    assert isinstance(_translate(lost), Unavailable)
+    assert isinstance(_translate(psycopg.InterfaceError("the connection is closed")), Unavailable)
+    assert isinstance(_translate(psycopg.errors.LockNotAvailable("lock timeout")), Throttled)
+    assert isinstance(_translate(sqlite3.OperationalError("disk I/O error")), Unavailable)
+    assert isinstance(_translate(sqlite3.OperationalError("database is locked")), Throttled)
+    assert type(_translate(psycopg.DataError("invalid input syntax"))) is StoreError
