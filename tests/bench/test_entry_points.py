@@ -84,6 +84,30 @@ def test_store_ops_quick_on_postgres_passes_its_audit():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert "  same: create (one)" in done.stdout
     assert "  same: reserve_tasks (100) + finish_many (100)" in done.stdout
+    # Traced at the driver: the hot calls are autocommit statements (psycopg sends
+    # no BEGIN before them), a listing one transaction.
+    shapes = dict(re.findall(r"^  same: (.+?)\s{2,}(.+)$", done.stdout, re.MULTILINE))
+    assert shapes["reserve_tasks (1) + terminate"].startswith("UPDATE claim"), shapes
+    assert "BEGIN" not in shapes["reserve_tasks (100) + finish_many (100)"]
+    assert shapes["list_leased_tasks (1000)"] == "BEGIN / SELECT leased / COMMIT"
+
+
+def test_against_measures_a_revision_beside_this_tree():
+    """``bench/against.py``: the revision's own code drains, then this tree's, taking
+    turns; both pass their checks, and the ratio of the medians is printed."""
+    postgres_engine()
+    done = run(["bench/against.py", "HEAD", "--tasks", "40", "--rounds", "2",
+                "--postgres-url", postgres_url()], timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    turns = re.findall(r"^  round (\d): (HEAD|this tree)\s", done.stdout, re.MULTILINE)
+    assert turns == [("1", "HEAD"), ("1", "this tree"), ("2", "this tree"), ("2", "HEAD")]
+    assert re.search(r"^this tree / HEAD: \d+\.\d\dx \(medians\)", done.stdout, re.MULTILINE)
+
+
+def test_against_names_a_revision_git_does_not_know():
+    done = run(["bench/against.py", "no-such-revision", "--rounds", "1"])
+    assert done.returncode == 1
+    assert "FAILED: git archive no-such-revision:" in done.stderr
 
 
 def test_store_ops_as_a_module_on_memory():
