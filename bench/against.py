@@ -20,8 +20,9 @@ with the range of the rounds' ratios. The revision must have
 (every commit since the benchmark was written).
 
 Run: ``python bench/against.py REV [--concurrency 1] [--batch 1] [--tasks 3000]
-[--rounds 5] [--postgres-url URL]``; for example, the issue's "batch 1" goal:
-``python bench/against.py 32009df`` (the commit the speed issue was filed at).
+[--rounds 5] [--runtime threads|asyncio] [--postgres-url URL]``; for example,
+the issue's "batch 1" goal: ``python bench/against.py 32009df`` (the commit
+the speed issue was filed at).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ sys.path.insert(0, sys.argv[1])
 import sokka
 from bench.throughput import run_sokka
 url, n, concurrency, batch = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-row = run_sokka(url, "postgres", n, concurrency, batch)
+runtime = {} if sys.argv[6] == "threads" else {"runtime": sys.argv[6]}
+row = run_sokka(url, "postgres", n, concurrency, batch, **runtime)
 print("RESULT " + json.dumps({"n": row.n, "seconds": row.drain_s,
                               "problems": list(row.problems), "sokka": sokka.__file__}))
 """
@@ -81,12 +83,15 @@ def export(rev: str, into: Path) -> Path:
     return tree
 
 
-def drain_rate(tree: Path, url: str, n: int, concurrency: int, batch: int) -> float:
+def drain_rate(
+    tree: Path, url: str, n: int, concurrency: int, batch: int, runtime: str = "threads"
+) -> float:
     """One drain by ``tree``'s own code: its rate in tasks per second (its checks must pass)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(tree)  # its worker processes import from it too
+    args = [str(tree), url, str(n), str(concurrency), str(batch), runtime]
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tree), url, str(n), str(concurrency), str(batch)],
+        [sys.executable, "-c", _CHILD, *args],
         cwd=tree, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -127,14 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     parser.add_argument("--tasks", type=positive_int, default=3000, help="N (default 3000)")
     parser.add_argument("--rounds", type=positive_int, default=5, help="default 5")
+    parser.add_argument(
+        "--runtime", choices=("threads", "asyncio"), default="threads",
+        help="sokka's worker (default threads; asyncio needs a revision that has it)",
+    )  # fmt: skip
     add_postgres_url(parser)
     args = parser.parse_args(argv)
     url = args.postgres_url
     if not url:
         parser.error("--postgres-url: the comparison runs on PostgreSQL; give its URL")
     print(
-        f"sokka against {args.rev}: {args.tasks:,} no-op tasks on PostgreSQL, concurrency "
-        f"{args.concurrency}, batch {args.batch}, {args.rounds} rounds taking turns"
+        f"sokka ({args.runtime}) against {args.rev}: {args.tasks:,} no-op tasks on PostgreSQL, "
+        f"concurrency {args.concurrency}, batch {args.batch}, {args.rounds} rounds taking turns"
     )
     baseline: list[float] = []
     ours: list[float] = []
@@ -144,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             sides = [(args.rev, tree, baseline), ("this tree", ROOT, ours)]
             for k in range(args.rounds):
                 for name, root, rates in sides if k % 2 == 0 else sides[::-1]:
-                    rate = drain_rate(root, url, args.tasks, args.concurrency, args.batch)
+                    rate = drain_rate(
+                        root, url, args.tasks, args.concurrency, args.batch, args.runtime
+                    )
                     rates.append(rate)
                     print(f"  round {k + 1}: {name:<12} {fmt_rate(rate):>8} tasks/s", flush=True)
     except BenchFailure as error:

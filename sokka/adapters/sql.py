@@ -428,7 +428,7 @@ class SQLStore(EventCalls):
         pooled = isinstance(self._engine.pool, sa.pool.QueuePool | sa.pool.NullPool)
         dialect = self._engine.dialect
         self._own_drivers = pooled and dialect.driver == "pysqlite"
-        self._own_pg_drivers = pooled and dialect.driver == "psycopg" and not dialect.is_async
+        self._own_pg_drivers = pooled and dialect.driver == "psycopg"
         self._build_statements()
 
     @property
@@ -697,9 +697,9 @@ class SQLStore(EventCalls):
         time the server takes. The statements and the errors
         (``_translated_errors``) are the same, and so is the connection: the
         engine's pool lends it, configured as every other (the lock and idle
-        timeouts), and takes it back out of autocommit; one that broke is
-        dropped from the pool. Another driver or pool runs them through
-        SQLAlchemy.
+        timeouts), and takes it back out of autocommit. A connection that broke
+        is dropped, and the pool's older ones with it, as SQLAlchemy does on a
+        disconnect. Another driver or pool runs them through SQLAlchemy.
         """
         if not self._own_pg_drivers:
             with self._one_statement() as conn:
@@ -710,11 +710,16 @@ class SQLStore(EventCalls):
                 pass  # checks the schema version, once
         with _translated_errors():
             fairy = self._engine.raw_connection()
-            raw: Any = fairy.driver_connection
+            # psycopg's connection, or SQLAlchemy's sync face of psycopg's async one
+            # (AsyncSQLStore runs this code in a greenlet): the same calls either way.
+            raw: Any = fairy.dbapi_connection
             try:
                 raw.autocommit = True
-                with raw.cursor() as cursor:
-                    yield cursor
+                cursor = raw.cursor()
+                try:
+                    yield _DriverCursor(cursor)
+                finally:
+                    cursor.close()
                 raw.autocommit = False
             except BaseException as error:
                 if raw.broken:
@@ -1527,6 +1532,20 @@ class SQLStore(EventCalls):
 
 
 _SEQ: Final = itemgetter(0)
+
+class _DriverCursor:
+    """A DBAPI cursor whose ``execute`` answers the cursor, for ``.fetchall()``
+    (psycopg's does; SQLAlchemy's face of an async one answers something else)."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Any) -> Any:
+        self._cursor.execute(sql, params)
+        return self._cursor
+
 
 class _DriverSQL:
     """A driver cursor's ``execute`` on a SQLAlchemy connection (``exec_driver_sql``)."""
