@@ -628,3 +628,28 @@ def test_a_drivers_own_errors_translate_as_sqlalchemys_would() -> None:
     assert isinstance(_translate(sqlite3.OperationalError("disk I/O error")), Unavailable)
     assert isinstance(_translate(sqlite3.OperationalError("database is locked")), Throttled)
     assert type(_translate(psycopg.DataError("invalid input syntax"))) is StoreError
+
+
+def test_a_connection_lost_below_sqlalchemy_costs_one_failed_call_not_one_per_pooled_one() -> None:
+    """PostgreSQL's hot calls borrow a pooled connection below SQLAlchemy. When the
+    server has dropped the pool's connections (a restart, an admin's terminate),
+    the first call on one fails as ``Unavailable`` (retryable) and the pool's
+    other connections of that age are replaced at their checkout, as SQLAlchemy
+    does on a disconnect: the next calls succeed, none on another dead connection."""
+    admin = postgres_engine()
+    prefix = test_prefix("lost")
+    with SQLStore(postgres_url(), prefix=prefix, pool_size=3) as store:
+        store.create_schema()
+        store.create_tasks([TaskSpec(topic="q", task_id=f"t{i}") for i in range(6)])
+        held = [store.engine.connect() for _ in range(3)]  # three connections in the pool
+        pids = [c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() for c in held]
+        for conn in held:
+            conn.close()
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM unnest(%(p)s) AS pid",
+                                 {"p": pids})  # fmt: skip
+        with pytest.raises(Unavailable):
+            store.reserve_tasks("q", "w1", 1)
+        claimed = [store.reserve_tasks("q", "w1", 1) for _ in range(3)]
+        assert [len(tasks) for tasks in claimed] == [1, 1, 1]
+        store.drop_schema()
