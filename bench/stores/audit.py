@@ -62,25 +62,15 @@ def _without_values(statement: str) -> str:
     return _VALUE.sub("?", statement)
 
 
-class SqliteTrace:
-    """``sqlite3``'s trace callback for every connection of an engine, from now
-    on: while ``trace`` is a list, each statement SQLite runs is appended
-    (``("statement", sql)``, as SQLite ran it: its values written in)."""
+class _Tracer:
+    """A trace that records only while ``capturing``."""
 
     def __init__(self) -> None:
         self.trace: Trace | None = None
 
-    def __call__(self, statement: str) -> None:
+    def note(self, kind: str, statement: str) -> None:
         if self.trace is not None:
-            self.trace.append(("statement", statement))
-
-    def attach(self, engine: Any) -> None:
-        """Trace the connections ``engine`` opens from now on."""
-
-        def on_connect(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.set_trace_callback(self)
-
-        event.listen(engine, "connect", on_connect)
+            self.trace.append((kind, statement))
 
     @contextmanager
     def capturing(self) -> Iterator[Trace]:
@@ -91,20 +81,30 @@ class SqliteTrace:
             self.trace = None
 
 
-class PgTrace:
+class SqliteTrace(_Tracer):
+    """``sqlite3``'s trace callback for every connection of an engine, from now
+    on: while ``trace`` is a list, each statement SQLite runs is appended
+    (``("statement", sql)``, as SQLite ran it: its values written in)."""
+
+    def __call__(self, statement: str) -> None:
+        self.note("statement", statement)
+
+    def attach(self, engine: Any) -> None:
+        """Trace the connections ``engine`` opens from now on."""
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.set_trace_callback(self)
+
+        event.listen(engine, "connect", on_connect)
+
+
+class PgTrace(_Tracer):
     """psycopg's cursors for every connection of an engine, from now on: while
     ``trace`` is a list, each statement a cursor executes is appended (``("execute",
     sql)``, ``("executemany", sql)``), after a ``("begin", "")`` when psycopg sends
     BEGIN first (a connection outside autocommit and outside a transaction), and
     each commit SQLAlchemy makes (``("commit", "")``). The store's own driver
     cursors (``SQLStore._autocommit``) and SQLAlchemy's are seen alike."""
-
-    def __init__(self) -> None:
-        self.trace: Trace | None = None
-
-    def note(self, kind: str, statement: str) -> None:
-        if self.trace is not None:
-            self.trace.append((kind, statement))
 
     def attach(self, engine: Any) -> None:
         """Trace the connections ``engine`` opens from now on."""
@@ -134,14 +134,6 @@ class PgTrace:
 
         event.listen(engine, "connect", on_connect)
         event.listen(engine, "commit", lambda _conn: note("commit", ""))
-
-    @contextmanager
-    def capturing(self) -> Iterator[Trace]:
-        self.trace = []
-        try:
-            yield self.trace
-        finally:
-            self.trace = None
 
 
 def _short(kind: str, statement: str) -> str:
