@@ -693,8 +693,8 @@ class SQLStore(EventCalls):
         """PostgreSQL's hot path: a driver (psycopg) cursor in autocommit, for
         statements each of which is its own transaction (``_one_statement``),
         below SQLAlchemy's execution layer: for a claim of one task, a
-        ``Connection``'s checkout, events and result cost about a third of the
-        time the server takes. The statements and the errors
+        ``Connection``'s checkout, events and result cost about two thirds of
+        the time the server takes. The statements and the errors
         (``_translated_errors``) are the same, and so is the connection: the
         engine's pool lends it, configured as every other (the lock and idle
         timeouts), and takes it back out of autocommit. A connection that broke
@@ -1532,6 +1532,7 @@ class SQLStore(EventCalls):
 
 
 _SEQ: Final = itemgetter(0)
+
 
 class _DriverCursor:
     """A DBAPI cursor whose ``execute`` answers the cursor, for ``.fetchall()``
