@@ -164,6 +164,8 @@ _INSERT_ARRAY_TYPES: Final = {
     "result": "json",
     "trace_context": "text",
 }
+#: The columns an INSERT writes (every one but ``seq``): ``_insert_row``'s keys.
+_INSERT_COLUMNS: Final = tuple(_INSERT_ARRAY_TYPES)
 _PG_ARRAY_TYPES: Final = {
     "status": "text",
     "pid": "text",
@@ -802,7 +804,7 @@ class SQLStore(EventCalls):
         # (a multi-row VALUES is new SQL text for every batch size).
         columns = ", ".join(_INSERT_ARRAY_TYPES)
         arrays = ", ".join(f"CAST(:{c} AS {k}[])" for c, k in _INSERT_ARRAY_TYPES.items())
-        self._pg_insert = sa.text(
+        pg_insert = sa.text(
             f"INSERT INTO {t.name} ({columns}) SELECT * FROM unnest({arrays}) "
             f"ON CONFLICT (task_id) DO NOTHING RETURNING task_id{notify}"
         )
@@ -819,6 +821,11 @@ class SQLStore(EventCalls):
         self._insert = insert.on_conflict_do_nothing(index_elements=[t.c.task_id]).returning(
             *returning
         )
+        # PostgreSQL's INSERTs as the driver's SQL (``_insert_pg``): one task (its
+        # VALUES), and a batch (as arrays).
+        dialect = self._engine.dialect
+        self._insert_sql = str(self._insert.compile(dialect=dialect, column_keys=_INSERT_COLUMNS))
+        self._pg_insert_sql = str(pg_insert.compile(dialect=dialect))
         # Tasks made ready by an update (revoke, wake, requeue, release): one
         # notification per topic, in the transaction that made them ready.
         self._pg_notify = sa.text(
@@ -1229,8 +1236,12 @@ class SQLStore(EventCalls):
             return results
         if caller is None:
             # One INSERT (the batch as arrays on PostgreSQL): its own transaction.
-            with self._one_statement() as conn:
-                inserted = self._insert_tasks(conn, fresh.values())
+            if self._pg:
+                with self._autocommit() as cursor:
+                    inserted = self._insert_pg(cursor, fresh.values())
+            else:
+                with self._one_statement() as conn:
+                    inserted = self._insert_tasks(conn, fresh.values())
             self._bells.ring(
                 task.topic
                 for task in fresh.values()
@@ -1253,11 +1264,20 @@ class SQLStore(EventCalls):
 
     def _insert_tasks(self, conn: Connection, tasks: Iterable[Task]) -> set[str]:
         """Insert new tasks (an id already stored is skipped); the ids inserted."""
+        if self._pg:
+            return self._insert_pg(_DriverSQL(conn), tasks)
+        return set(conn.execute(self._insert, [_insert_row(task) for task in tasks]).scalars())
+
+    def _insert_pg(self, cursor: Any, tasks: Iterable[Task]) -> set[str]:
+        """PostgreSQL's ``_insert_tasks`` on ``cursor`` (a driver cursor, or
+        ``_DriverSQL``): one task by its VALUES, a batch as arrays."""
         rows = [_insert_row(task) for task in tasks]
-        if self._pg and len(rows) > 1:
+        if len(rows) > 1:
             arrays = {name: [row[name] for row in rows] for name in _INSERT_ARRAY_TYPES}
-            return set(conn.execute(self._pg_insert, arrays).scalars())
-        return set(conn.execute(self._insert, rows).scalars())
+            found = cursor.execute(self._pg_insert_sql, arrays).fetchall()
+        else:
+            found = cursor.execute(self._insert_sql, rows[0]).fetchall()
+        return {row[0] for row in found}
 
     def _caller_connection(self, connection: object) -> Connection:
         """The caller's ``Connection`` (a ``Session``'s own), if it is on this

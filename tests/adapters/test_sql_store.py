@@ -364,13 +364,18 @@ def _statements(store: SQLStore, call: Callable[[], object], traced: DriverTrace
 
 
 def test_the_hot_calls_are_one_statement_each(url_and_prefix: tuple[str, str]) -> None:
-    """Claiming is one guarded UPDATE; finishing or extending a batch, one per kind
-    of outcome; a refused element alone also takes the general path (read, apply)."""
+    """Creating is one INSERT; claiming, one guarded UPDATE; finishing or extending a
+    batch, one per kind of outcome; a refused element alone also takes the general
+    path (read, apply). On PostgreSQL none but the general path opens a transaction
+    (each statement is its own, in autocommit: no BEGIN)."""
     url, prefix = url_and_prefix
     with SQLStore(url, prefix=prefix) as store:
         traced = DriverTrace(store.engine)
         store.create_schema()
-        store.create_tasks([TaskSpec(topic="q", task_id=f"t{i}") for i in range(4)])
+        # Creating is one INSERT, for one task (its VALUES) or a batch (as arrays on PostgreSQL).
+        specs = [TaskSpec(topic="q", task_id=f"t{i}") for i in range(4)]
+        assert _statements(store, lambda: store.create_task(specs[0]), traced) == ["INSERT"]
+        assert _statements(store, lambda: store.create_tasks(specs[1:]), traced) == ["INSERT"]
         reserved: list[Task] = []
         look = ["SELECT"] if store.single_writer else []  # SQLite looks before it locks
         claim = lambda: reserved.extend(store.reserve_tasks("q", "w1", 4))  # noqa: E731
